@@ -1,0 +1,81 @@
+"""The gold set: expert-labelled sentences split by note into train / dev / test.
+
+Gold is private: the code treats it as it would a hospital's annotated EHR sentences
+(see ``clinsynth.privacy``), even though this demo set is public MTSamples text.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from clinsynth.errors import DataError
+from clinsynth.paths import DATA_DIR
+from clinsynth.privacy import Sensitivity
+from clinsynth.records import Record, iter_jsonl, parse_record
+from clinsynth.taxonomy import Taxonomy, load_taxonomy
+
+GOLD_DIR = DATA_DIR / "gold"
+SPLITS = ("train", "dev", "test")
+SENSITIVITY = Sensitivity.PRIVATE
+
+
+def split_path(split: str, gold_dir: Path | str = GOLD_DIR) -> Path:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
+    return Path(gold_dir) / f"{split}.jsonl"
+
+
+def load_gold(
+    gold_dir: Path | str = GOLD_DIR, taxonomy: Taxonomy | None = None, splits: tuple[str, ...] = SPLITS
+) -> dict[str, list[Record]]:
+    """Read and validate gold splits.
+
+    Checks, each a DataError naming file, line and field: valid records with labels in
+    the taxonomy, source ``gold``, a ``note_id``, a ``split`` matching the file, no empty
+    text, no id twice anywhere, and no note in two splits.
+    """
+    taxonomy = taxonomy or load_taxonomy()
+    note_home: dict[str, tuple[str, Path, int]] = {}
+    id_home: dict[str, tuple[Path, int]] = {}
+    out: dict[str, list[Record]] = {}
+    for split in splits:
+        path = split_path(split, gold_dir)
+        records = []
+        for line_no, obj in iter_jsonl(path):
+            rec = parse_record(obj, path, line_no, taxonomy)
+            if rec.source != "gold":
+                raise DataError(f"expected 'gold', got {rec.source!r}", path=path, line=line_no, field="source")
+            if not rec.note_id:
+                raise DataError("missing (gold splits are by note)", path=path, line=line_no, field="note_id")
+            if rec.split != split:
+                raise DataError(
+                    f"record says {rec.split!r} but sits in the {split} file", path=path, line=line_no, field="split"
+                )
+            if rec.id in id_home:
+                first, first_line = id_home[rec.id]
+                raise DataError(
+                    f"duplicate id {rec.id!r} (also {first}:{first_line})", path=path, line=line_no, field="id"
+                )
+            id_home[rec.id] = (path, line_no)
+            home = note_home.get(rec.note_id)
+            if home is not None and home[0] != split:
+                raise DataError(
+                    f"note {rec.note_id!r} is in two splits ({home[0]} at {home[1]}:{home[2]}, and {split})",
+                    path=path,
+                    line=line_no,
+                    field="note_id",
+                )
+            note_home.setdefault(rec.note_id, (split, path, line_no))
+            records.append(rec)
+        out[split] = records
+    return out
+
+
+def held_out_notes(gold_dir: Path | str = GOLD_DIR) -> set[str]:
+    """Notes of gold dev and test, which generated training data must never include."""
+    notes: set[str] = set()
+    for split in ("dev", "test"):
+        path = split_path(split, gold_dir)
+        if path.exists():
+            notes.update(obj["note_id"] for _, obj in iter_jsonl(path) if isinstance(obj, dict) and "note_id" in obj)
+    return notes

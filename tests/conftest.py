@@ -1,0 +1,102 @@
+"""Shared fixtures: isolated DSPy settings and cache, a small taxonomy, a fake OpenAI server."""
+
+from __future__ import annotations  # noqa: I001  (clinsynth must be imported before dspy)
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+import clinsynth  # noqa: F401  (offline environment before dspy)
+import dspy
+
+TWO_CATEGORY_YAML = """
+name: mini
+title: Mini taxonomy
+general_rules:
+  - Negated findings are NONE.
+categories:
+  - name: FEVER
+    definition: The patient has a fever.
+    examples:
+      - text: "Temperature 39.2 C."
+        labels: [FEVER]
+  - name: COUGH
+    definition: The patient coughs.
+    exclude: ["Denies cough."]
+"""
+
+
+@pytest.fixture(autouse=True)
+def isolated_dspy(tmp_path: Path) -> Iterator[None]:
+    """Each test gets default DSPy settings and a fresh in-memory cache (nothing on disk)."""
+    saved_cache = dspy.cache
+    dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=True)
+    with dspy.context(lm=None, adapter=None):
+        yield
+    dspy.cache = saved_cache
+
+
+@pytest.fixture
+def mini_taxonomy_path(tmp_path: Path) -> Path:
+    path = tmp_path / "mini.yaml"
+    path.write_text(TWO_CATEGORY_YAML)
+    return path
+
+
+class FakeOpenAI:
+    """A loopback OpenAI-compatible chat server whose replies a test scripts."""
+
+    def __init__(self, reply: Callable[[dict], tuple[int, dict]]) -> None:
+        self.reply = reply
+        self.requests: list[dict] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                fake.requests.append(body)
+                status, payload = fake.reply(body)
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def api_base(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def __enter__(self) -> FakeOpenAI:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def chat_reply(content: str) -> dict:
+    return {
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "fake",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+    }
+
+
+@pytest.fixture
+def fake_openai() -> type[FakeOpenAI]:
+    return FakeOpenAI

@@ -1,0 +1,48 @@
+"""The real embedded LLM, end to end, on a few sentences (needs the 'local' extra)."""
+
+from pathlib import Path
+
+import pytest
+
+from clinsynth.records import read_records
+from clinsynth.taxonomy import load_taxonomy
+from programs import label as label_cli
+
+pytestmark = pytest.mark.integration
+
+SENTENCES = [
+    "Her husband has noticed that she repeats the same questions.",
+    "MMSE score was 21/30.",
+    "The incision was closed with staples.",
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def stop_server_after():
+    yield
+    from clinsynth.lm import shutdown_local_server
+
+    shutdown_local_server()
+
+
+def test_embedded_llm_labels_a_file_and_resumes(tmp_path: Path):
+    pytest.importorskip("xllamacpp")
+    src = tmp_path / "sentences.txt"
+    src.write_text("\n".join(SENTENCES) + "\n")
+    out = tmp_path / "silver.jsonl"
+    args = ["--lm", "local", "--input", str(src), "--out", str(out), "--no-progress", "--sensitivity", "private"]
+    assert label_cli.main(args) == 0
+
+    records = read_records(out, load_taxonomy())  # validates every label against the taxonomy
+    failures = out.with_name(out.name + ".failures.jsonl")
+    n_failed = len(failures.read_text().splitlines()) if failures.exists() else 0
+    assert len(records) + n_failed == len(SENTENCES) and len(records) >= 2
+    for rec in records:
+        assert rec.source == "silver" and rec.text in SENTENCES
+        assert rec.provenance.lm == "local/qwen2.5-coder-1.5b-instruct-q4_k_m"
+        assert len(rec.provenance.program_sha256) == 64 and rec.provenance.created_at
+
+    assert label_cli.main(args) == 0  # rerun resumes: no duplicates
+    again = read_records(out)
+    assert [r.id for r in again][: len(records)] == [r.id for r in records]
+    assert len({r.id for r in again}) == len(again) <= len(SENTENCES)

@@ -1,0 +1,167 @@
+import json
+from pathlib import Path
+
+import dspy
+import pytest
+from dspy.utils import DummyLM
+
+from clinsynth.fingerprint import program_sha256
+from clinsynth.lm import LMHandle, make_lm
+from clinsynth.privacy import Endpoint
+from clinsynth.records import InputItem, read_records
+from clinsynth.taxonomy import load_taxonomy
+from programs import label as label_cli
+from programs.data_to_label import DataToLabel
+from tests.conftest import chat_reply
+
+ITEMS = [
+    InputItem(id=f"s{i}", text=t, note_id="mts-1")
+    for i, t in enumerate(["She is disoriented to time.", "MMSE 24/30.", "The wound was closed."])
+]
+
+
+def dummy_handle(answers: list[dict], endpoint: Endpoint | None = None) -> LMHandle:
+    adapter = dspy.JSONAdapter()
+    return LMHandle(
+        lm=DummyLM(answers, adapter=adapter),
+        adapter=adapter,
+        endpoint=endpoint or Endpoint("openai/dummy", "http://127.0.0.1:1/v1"),
+        name="dummy",
+    )
+
+
+def test_forward_returns_canonical_categories_and_drops_none():
+    program = DataToLabel(load_taxonomy())
+    handle = dummy_handle([{"categories": ["DIAGNOSIS", "NONE", "COGNITIVE_IMPAIRMENT"]}])
+    with handle.context():
+        assert program(sentence="x").categories == ["COGNITIVE_IMPAIRMENT", "DIAGNOSIS"]
+
+
+def test_label_items_writes_records_with_provenance_and_resumes(tmp_path: Path):
+    taxonomy = load_taxonomy()
+    program = DataToLabel(taxonomy)
+    out = tmp_path / "silver.jsonl"
+    answers = [{"categories": ["COGNITIVE_IMPAIRMENT"]}, {"categories": ["COGNITIVE_TESTING"]}, {"categories": []}]
+    summary = label_cli.label_items(ITEMS[:2], program, dummy_handle(answers), out, seed=7, show_progress=False)
+    assert (summary.labelled, summary.skipped, summary.failed) == (2, 0, 0)
+
+    summary = label_cli.label_items(ITEMS, program, dummy_handle(answers[2:]), out, seed=7, show_progress=False)
+    assert (summary.labelled, summary.skipped) == (1, 2)
+    records = read_records(out, taxonomy)
+    assert [(r.id, r.labels) for r in records] == [
+        ("s0", ["COGNITIVE_IMPAIRMENT"]),
+        ("s1", ["COGNITIVE_TESTING"]),
+        ("s2", []),
+    ]
+    prov = records[0].provenance
+    assert prov.lm == "dummy" and prov.program == label_cli.PROGRAM_NAME and prov.seed == 7
+    assert prov.program_sha256 == program_sha256(program, taxonomy.guideline_text)
+    assert prov.created_at.startswith("20")
+
+
+def test_unparseable_answers_are_retried_then_recorded_and_retried_next_run(tmp_path: Path):
+    program = DataToLabel(load_taxonomy())
+    out = tmp_path / "silver.jsonl"
+    bad = [{"categories": ["NOT_A_CATEGORY"]}] * 3
+    summary = label_cli.label_items(ITEMS[:1], program, dummy_handle(bad), out, attempts=3, show_progress=False)
+    assert (summary.labelled, summary.failed) == (0, 1)
+    (failure,) = [json.loads(x) for x in out.with_name("silver.jsonl.failures.jsonl").read_text().splitlines()]
+    assert failure["id"] == "s0" and failure["attempts"] == 3 and failure["error"]
+
+    good = [{"categories": ["COGNITIVE_IMPAIRMENT"]}]
+    summary = label_cli.label_items(ITEMS[:1], program, dummy_handle(good), out, show_progress=False)
+    assert (summary.labelled, summary.failed) == (1, 0)
+    assert not out.with_name("silver.jsonl.failures.jsonl").exists()
+
+
+def test_server_errors_and_refused_connections_are_recorded_per_record(tmp_path: Path, fake_openai):
+    program = DataToLabel(load_taxonomy())
+
+    def reply(body: dict) -> tuple[int, dict]:
+        if "She is disoriented to time" in json.dumps(body["messages"][-1]):
+            return 500, {"error": {"message": "boom", "type": "server_error"}}
+        return 200, chat_reply('{"categories": ["COGNITIVE_TESTING"]}')
+
+    with fake_openai(reply) as server:
+        handle = make_lm("openai/fake", api_base=server.api_base, num_retries=0, cache=False)
+        summary = label_cli.label_items(ITEMS[:2], program, handle, tmp_path / "a.jsonl", show_progress=False)
+    assert (summary.labelled, summary.failed) == (1, 1)
+    assert [r.id for r in read_records(tmp_path / "a.jsonl")] == ["s1"]
+
+    closed = make_lm("openai/fake", api_base=server.api_base, num_retries=0, cache=False, timeout=5)
+    summary = label_cli.label_items(ITEMS[:2], program, closed, tmp_path / "b.jsonl", attempts=2, show_progress=False)
+    assert (summary.labelled, summary.failed) == (0, 2)
+    failures = (tmp_path / "b.jsonl.failures.jsonl").read_text()
+    assert "Connection" in failures
+
+
+def _gold_file(tmp_path: Path) -> Path:
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text(
+        json.dumps(
+            {
+                "id": "g1",
+                "text": "Patient is confused.",
+                "labels": ["COGNITIVE_IMPAIRMENT"],
+                "source": "gold",
+                "note_id": "mts-9",
+                "split": "dev",
+            }
+        )
+        + "\n"
+    )
+    return gold
+
+
+def test_cli_refuses_private_gold_file_to_remote_model(tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.setenv("CLINSYNTH_CONFIG", str(tmp_path / "none.toml"))
+    out = tmp_path / "out.jsonl"
+    code = label_cli.main(
+        [
+            "--lm",
+            "openai/gpt-4o-mini",
+            "--input",
+            str(_gold_file(tmp_path)),
+            "--out",
+            str(out),
+            "--sensitivity",
+            "public",
+            "--no-progress",
+        ]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "refusing to send private data" in err and "openai/gpt-4o-mini" in err
+    assert not out.exists()
+
+
+def test_cli_sends_gold_once_the_endpoint_is_approved(tmp_path: Path, monkeypatch):
+    cfg = tmp_path / "clinsynth.toml"
+    cfg.write_text('[privacy]\napproved_endpoints = ["openai/gpt-4o-mini"]\n')
+    monkeypatch.setenv("CLINSYNTH_CONFIG", str(cfg))
+    handle = dummy_handle([{"categories": ["COGNITIVE_IMPAIRMENT"]}], endpoint=Endpoint("openai/gpt-4o-mini"))
+    monkeypatch.setattr(label_cli, "make_lm", lambda *a, **k: handle)
+    out = tmp_path / "out.jsonl"
+    code = label_cli.main(
+        ["--lm", "openai/gpt-4o-mini", "--input", str(_gold_file(tmp_path)), "--out", str(out), "--no-progress"]
+    )
+    assert code == 0
+    assert [r.labels for r in read_records(out)] == [["COGNITIVE_IMPAIRMENT"]]
+
+
+def test_unmarked_user_files_default_to_private_and_can_be_declared_public(tmp_path: Path):
+    items = [InputItem(id="1", text="x")]
+    user_file = tmp_path / "notes.txt"
+    assert label_cli.input_sensitivity(items, None, user_file).value == "private"
+    assert label_cli.input_sensitivity(items, label_cli.Sensitivity.PUBLIC, user_file).value == "public"
+    gold_items = [InputItem(id="1", text="x", source="gold")]
+    assert label_cli.input_sensitivity(gold_items, label_cli.Sensitivity.PUBLIC, user_file).value == "private"
+    assert label_cli.input_sensitivity(items, None, None).value == "public"  # the bundled corpus
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "llama3"])
+def test_model_strings_need_a_provider(model: str):
+    from clinsynth.errors import LMSetupError
+
+    with pytest.raises(LMSetupError, match="provider prefix"):
+        make_lm(model)
