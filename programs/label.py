@@ -152,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="label at most N sentences")
     p.add_argument("--program", type=Path, default=None, help="compiled program JSON to load")
     p.add_argument("--taxonomy", type=Path, default=DEFAULT_TAXONOMY)
+    p.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="public corpus (when no --input)")
     p.add_argument(
         "--sensitivity",
         choices=[s.value for s in Sensitivity],
@@ -173,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
             items = read_inputs(args.input)[: args.limit]
             data_name = str(args.input)
         else:
-            items = corpus_items(limit=args.limit)
-            data_name = f"public corpus {DEFAULT_CORPUS.name}"
+            items = corpus_items(args.corpus, limit=args.limit)
+            data_name = f"public corpus {args.corpus}"
         declared = Sensitivity(args.sensitivity) if args.sensitivity else None
         sensitivity = input_sensitivity(items, declared, args.input)
         program = load_program(taxonomy, args.program)

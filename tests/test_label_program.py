@@ -165,3 +165,15 @@ def test_model_strings_need_a_provider(model: str):
 
     with pytest.raises(LMSetupError, match="provider prefix"):
         make_lm(model)
+
+
+def test_missing_corpus_or_malformed_taxonomy_fail_clearly_and_write_nothing(tmp_path: Path, capsys):
+    out = tmp_path / "out.jsonl"
+    assert label_cli.main(["--corpus", str(tmp_path / "gone.csv.gz"), "--out", str(out)]) == 2
+    assert "gone.csv.gz: corpus file not found" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ncategories:\n  - {name: A, definition: d}\n  - {name: A, definition: e}\n")
+    assert label_cli.main(["--taxonomy", str(bad), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.yaml" in err and "duplicate category name 'A'" in err
+    assert not out.exists()

@@ -9,9 +9,16 @@ label (every candidate is read and labelled by hand against the guideline). Stra
 - ``rare``: every sentence in the corpus with a cue of the rare categories (treatment,
   cognitive testing, safety, report by others), kept whole because they are scarce;
 - ``hard_negative``: negated mentions, normal mental-status findings, family history;
-- ``random``: random sentences of other notes.
+- ``random``: random sentences of other notes;
+- ``ad_note``: in the notes centred on dementia or cognitive decline, every remaining
+  sentence with a cue of any category or of daily living, safety and care (added in a
+  second round: the first round found only 3 SAFETY_CONCERNS sentences).
 
-Run from the project root: ``python data/gold/tools/select_candidates.py``.
+Run from the project root: ``python data/gold/tools/select_candidates.py``. The committed
+``candidates.jsonl`` keeps the first round exactly as annotated: it was drawn before the
+corpus reader stopped stripping inline all-caps labels ("NEURO: Alert and oriented"), which
+left every sentence id the same but shifts which sentences the seeded draw picks, so the
+second round (``ad_note``) is appended to the existing file rather than redrawn.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import random
 import re
 from pathlib import Path
 
-from clinsynth.corpus import iter_sentences, read_notes
+from clinsynth.corpus import iter_sentences, note_sentences, read_notes
 
 SEED = 13
 OUT = Path("data/gold/work/candidates.jsonl")
@@ -52,6 +59,12 @@ RARE = re.compile(
     r"left alone|stove|unsafe|car accident|driving|scam|"
     r"(wife|husband|daughter|son|family|caregiver|friend)s? (has |have )?"
     r"(noted|noticed|report|state|says|feel|is concerned|are concerned|worr)",
+    re.I,
+)
+AD_NOTE = re.compile(r"dementia|alzheimer|memory loss|cognitive impairment", re.I)
+DAILY_LIFE = re.compile(
+    r"safety|wander|lost|accident|alone|stove|driv|scam|financ|error|unsafe|fall|caring|care of|help|"
+    r"lives|living",
     re.I,
 )
 HARD_NEGATIVE = re.compile(
@@ -99,6 +112,15 @@ def main() -> None:
     others = [s for s in sentences if s.note_id not in relevant and s.id not in chosen and len(s.text) > 20]
     for s in rng.sample(others, N_RANDOM):
         chosen[s.id] = (s, "random")
+    if OUT.exists():  # keep the annotated first round as it is (see the module docstring)
+        kept = [json.loads(line) for line in OUT.read_text().splitlines() if line.strip()]
+        by_id = {s.id: s for s in sentences}
+        chosen = {row["id"]: (by_id[row["id"]], row["stratum"]) for row in kept}
+    for note in notes:
+        if AD_NOTE.search(note.text):
+            for s in note_sentences(note):
+                if s.id not in chosen and (CUES.search(s.text) or RARE.search(s.text) or DAILY_LIFE.search(s.text)):
+                    chosen[s.id] = (s, "ad_note")
 
     OUT.parent.mkdir(parents=True, exist_ok=True)
     rows = sorted(chosen.values(), key=lambda v: (int(v[0].note_id.split("-")[1]), v[0].index))
