@@ -22,8 +22,8 @@ from clinsynth.config import load_config
 from clinsynth.corpus import DEFAULT_CORPUS, iter_sentences
 from clinsynth.errors import ClinsynthError
 from clinsynth.fingerprint import program_sha256
-from clinsynth.lm import LMHandle, make_lm
-from clinsynth.privacy import SOURCE_SENSITIVITY, Endpoint, Sensitivity, check_send
+from clinsynth.lm import LMHandle, endpoint_for, make_lm
+from clinsynth.privacy import SOURCE_SENSITIVITY, Sensitivity, check_send
 from clinsynth.progress import progress
 from clinsynth.records import InputItem, Provenance, Record, ResumableWriter, now_iso, read_inputs
 from clinsynth.runner import call_with_retries
@@ -179,11 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         declared = Sensitivity(args.sensitivity) if args.sensitivity else None
         sensitivity = input_sensitivity(items, declared, args.input)
         program = load_program(taxonomy, args.program)
-        # Check the gate before starting any server or sending anything.
-        if args.lm != "local":
-            check_send(data_name, sensitivity, Endpoint(args.lm, args.api_base), load_config())
+        # The gate is checked before any server starts or anything is sent.
+        check_send(data_name, sensitivity, endpoint_for(args.lm, args.api_base), load_config())
         handle = make_lm(args.lm, api_base=args.api_base)
-        check_send(data_name, sensitivity, handle.endpoint, load_config())
         summary = label_items(
             items, program, handle, args.out, seed=args.seed, attempts=args.attempts, show_progress=not args.no_progress
         )

@@ -39,7 +39,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print()
     print(format_table(["silver run", "count"], rows))
     print(f"\ndone in {time.monotonic() - started:.0f} s; outputs in {out_dir}")
-    return 0 if summary.failed < max(1, len(items)) else 1
+    attempted = summary.labelled + summary.failed
+    return 1 if attempted and summary.labelled == 0 else 0  # failures are recorded; only total failure fails
 
 
 def cmd_corpus(args: argparse.Namespace) -> int:

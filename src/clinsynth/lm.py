@@ -231,6 +231,13 @@ def _load_dotenv() -> None:
     load_dotenv(PROJECT_ROOT / ".env", override=False)
 
 
+def endpoint_for(model: str, api_base: str | None = None) -> Endpoint:
+    """Where requests for ``model`` would go, known before any server is started."""
+    if model == LOCAL_MODEL:
+        return Endpoint(model=f"openai/{GGUF_NAME}", api_base="http://127.0.0.1")
+    return Endpoint(model=model, api_base=api_base)
+
+
 def make_lm(
     model: str = LOCAL_MODEL,
     api_base: str | None = None,
