@@ -1,0 +1,40 @@
+import pytest
+
+from clinsynth.metrics import bootstrap_ci, multilabel_scores, set_f1
+from clinsynth.taxonomy import load_taxonomy
+
+CI, NO, CT, DX = "COGNITIVE_IMPAIRMENT", "NOTICE_BY_OTHERS", "COGNITIVE_TESTING", "DIAGNOSIS"
+
+
+def test_set_f1_per_sentence():
+    assert set_f1([], []) == 1.0
+    assert set_f1([CI], []) == 0.0
+    assert set_f1([CI, NO], [CI]) == pytest.approx(2 / 3)
+
+
+def test_scores_by_hand():
+    gold = [[CI, NO], [CT], [], [DX], []]
+    pred = [[CI], [CT, DX], [CI], [], []]
+    s = multilabel_scores(gold, pred, load_taxonomy())
+    # CI: tp1 fp1 fn0; NO: fn1; CT: tp1; DX: fp1 fn1  -> micro tp2 fp2 fn2
+    assert s["micro_f1"] == pytest.approx(0.5)
+    assert s["per_category"][CI]["f1"] == pytest.approx(2 / 3)
+    assert s["per_category"][NO]["f1"] == 0.0 and s["per_category"][NO]["support"] == 1
+    assert s["per_category"]["TREATMENT"]["f1"] is None
+    assert s["macro_f1"] == pytest.approx((2 / 3 + 0 + 1 + 0) / 4)
+    # binary: gold positive 1,2,4 ; predicted positive 1,2,3 -> tp2 fp1 fn1
+    assert s["binary_f1"] == pytest.approx(2 / 3)
+    # multi-class first labels: gold CI, CT, NONE, DX, NONE ; pred CI, CT, CI, NONE, NONE
+    assert s["multiclass_accuracy"] == pytest.approx(3 / 5)
+    assert s["exact_match"] == pytest.approx(1 / 5)
+
+
+def test_bootstrap_interval_brackets_the_score_and_mismatched_lengths_fail():
+    gold = [[CI], [], [CT], [DX], [CI, NO]] * 8
+    pred = [[CI], [CI], [CT], [], [CI]] * 8
+    taxonomy = load_taxonomy()
+    micro = multilabel_scores(gold, pred, taxonomy)["micro_f1"]
+    lo, hi = bootstrap_ci(gold, pred, lambda g, p: multilabel_scores(g, p, taxonomy)["micro_f1"], n_resamples=200)
+    assert lo <= micro <= hi and lo < hi
+    with pytest.raises(ValueError, match="2 gold label sets but 1"):
+        multilabel_scores([[], []], [[]], taxonomy)
