@@ -1,0 +1,67 @@
+"""The pieces of an eval suite: a task (data), solvers (systems) and a scorer.
+
+As in inspect_ai: a task is a fixed set of samples; a solver maps sample texts to label
+sets (``None`` for a sample it failed on); the scorer turns predictions into metrics. A
+suite runs solvers on a task and writes JSON plus a readable report.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from clinsynth.metrics import multilabel_scores
+from clinsynth.records import Record
+from clinsynth.taxonomy import Taxonomy
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    records: tuple[Record, ...]
+
+    @property
+    def texts(self) -> list[str]:
+        return [r.text for r in self.records]
+
+    @property
+    def gold(self) -> list[list[str]]:
+        return [list(r.labels) for r in self.records]
+
+
+@dataclass
+class Solver:
+    """A named system: ``solve(texts) -> [labels or None]``."""
+
+    name: str
+    solve: Callable[[Sequence[str]], list[list[str] | None]]
+    description: str = ""
+
+
+@dataclass
+class Result:
+    solver: str
+    task: str
+    scores: dict
+    failed: int
+    seconds: float
+    extra: dict = field(default_factory=dict)
+
+
+def evaluate(task: Task, solver: Solver, taxonomy: Taxonomy) -> Result:
+    """Run one solver on a task; a failed sample counts as predicting NONE and is reported."""
+    started = time.monotonic()
+    predictions = solver.solve(task.texts)
+    seconds = time.monotonic() - started
+    if len(predictions) != len(task.records):
+        raise ValueError(f"solver {solver.name} returned {len(predictions)} predictions for {len(task.records)}")
+    failed = sum(p is None for p in predictions)
+    scored = [p if p is not None else [] for p in predictions]
+    return Result(
+        solver=solver.name,
+        task=task.name,
+        scores=multilabel_scores(task.gold, scored, taxonomy),
+        failed=failed,
+        seconds=seconds,
+    )

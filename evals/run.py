@@ -1,0 +1,55 @@
+"""``python -m evals.run SUITE``: run an eval suite and write its report under ``reports/``."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+import clinsynth  # noqa: F401  (offline environment before dspy)
+from clinsynth.errors import ClinsynthError
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="python -m evals.run", description=__doc__)
+    sub = parser.add_subparsers(dest="suite", required=True)
+    lab = sub.add_parser("labeler", help="data-to-label quality on gold (zero-shot vs compiled)")
+    lab.add_argument("--lm", default="local")
+    lab.add_argument("--api-base", default=None)
+    lab.add_argument("--split", default="test", choices=["train", "dev", "test"])
+    lab.add_argument("--limit", type=int, default=None, help="first N sentences of the split")
+    lab.add_argument(
+        "--program",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="a compiled program to compare (repeatable); zero-shot is always included",
+    )
+    lab.add_argument("--out-dir", type=Path, default=Path("reports"))
+    args = parser.parse_args(argv)
+    command = "python -m evals.run " + shlex.join(argv)
+    try:
+        if args.suite == "labeler":
+            from evals import labeler
+
+            programs: dict[str, Path | None] = {"zero-shot": None}
+            for spec in args.program:
+                name, _, path = spec.partition("=")
+                programs[name] = Path(path)
+            results = labeler.run(args.lm, args.api_base, args.split, args.limit, programs, args.out_dir, command)
+            for r in results:
+                print(
+                    f"{r.solver}: micro F1 {r.scores['micro_f1']:.3f}, binary F1 {r.scores['binary_f1']:.3f}, "
+                    f"unparseable {r.failed}"
+                )
+            print(f"report: {args.out_dir / 'labeler.md'}")
+    except ClinsynthError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
