@@ -25,7 +25,7 @@ from clinsynth.fingerprint import program_sha256
 from clinsynth.lm import LMHandle, endpoint_for, make_lm
 from clinsynth.privacy import SOURCE_SENSITIVITY, Sensitivity, check_send
 from clinsynth.progress import progress
-from clinsynth.records import InputItem, Provenance, Record, ResumableWriter, now_iso, read_inputs
+from clinsynth.records import InputItem, Provenance, Record, ResumableWriter, done_ids, now_iso, read_inputs
 from clinsynth.runner import call_with_retries
 from clinsynth.taxonomy import DEFAULT_TAXONOMY, Taxonomy, load_taxonomy
 from programs.data_to_label import DataToLabel
@@ -181,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         program = load_program(taxonomy, args.program)
         # The gate is checked before any server starts or anything is sent.
         check_send(data_name, sensitivity, endpoint_for(args.lm, args.api_base), load_config())
+        if not {i.id for i in items} - done_ids(args.out):
+            print(f"{args.out}: all {len(items)} sentences already labelled; nothing to do")
+            return 0
         handle = make_lm(args.lm, api_base=args.api_base)
         summary = label_items(
             items, program, handle, args.out, seed=args.seed, attempts=args.attempts, show_progress=not args.no_progress

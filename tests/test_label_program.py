@@ -177,3 +177,21 @@ def test_missing_corpus_or_malformed_taxonomy_fail_clearly_and_write_nothing(tmp
     err = capsys.readouterr().err
     assert "bad.yaml" in err and "duplicate category name 'A'" in err
     assert not out.exists()
+
+
+def test_rerun_with_everything_done_starts_no_lm(tmp_path: Path, monkeypatch, capsys):
+    src = tmp_path / "in.txt"
+    src.write_text("He is confused.\n")
+    out = tmp_path / "out.jsonl"
+    handle = dummy_handle([{"categories": ["COGNITIVE_IMPAIRMENT"]}])
+    monkeypatch.setattr(label_cli, "make_lm", lambda *a, **k: handle)
+    args = ["--lm", "local", "--input", str(src), "--out", str(out), "--no-progress"]
+    assert label_cli.main(args) == 0
+
+    def no_lm(*a, **k):
+        raise AssertionError("an LM was started with nothing to do")
+
+    monkeypatch.setattr(label_cli, "make_lm", no_lm)
+    assert label_cli.main(args) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert len(read_records(out)) == 1

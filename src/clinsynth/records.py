@@ -229,6 +229,28 @@ def _repair_tail(path: Path) -> None:
         fh.truncate(cut)
 
 
+def done_ids(path: Path | str) -> set[str]:
+    """Ids already in an output file (empty if it does not exist); a partial last line is ignored."""
+    path = Path(path)
+    if not path.exists():
+        return set()
+    ids: set[str] = set()
+    with path.open(encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, 1):
+            if not line.endswith("\n"):
+                break  # a writer killed mid-line; ResumableWriter drops it
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"invalid JSON: {exc.msg}", path=path, line=line_no) from exc
+            if not isinstance(obj, dict) or not isinstance(obj.get("id"), str):
+                raise DataError("existing output has a line without an 'id'", path=path, line=line_no, field="id")
+            ids.add(obj["id"])
+    return ids
+
+
 class ResumableWriter:
     """Append records to a JSONL file, one flushed line each, skipping ids already there.
 
@@ -239,15 +261,9 @@ class ResumableWriter:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.done: set[str] = set()
         if self.path.exists():
             _repair_tail(self.path)
-            for line_no, obj in iter_jsonl(self.path):
-                if not isinstance(obj, dict) or not isinstance(obj.get("id"), str):
-                    raise DataError(
-                        "existing output has a line without an 'id'", path=self.path, line=line_no, field="id"
-                    )
-                self.done.add(obj["id"])
+        self.done: set[str] = done_ids(self.path)
         self._fh = self.path.open("a", encoding="utf-8")
 
     def write(self, record: Record | dict[str, Any]) -> None:
