@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from clinsynth.metrics import multilabel_scores
 from clinsynth.records import Record
@@ -46,7 +46,6 @@ class Result:
     scores: dict
     failed: int
     seconds: float
-    extra: dict = field(default_factory=dict)
 
 
 def evaluate(task: Task, solver: Solver, taxonomy: Taxonomy) -> Result:

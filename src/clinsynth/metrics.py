@@ -7,7 +7,7 @@ Labels are sets of category names; the empty set is NONE. Per-category F1 is und
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from clinsynth.taxonomy import NONE_LABEL, Taxonomy
@@ -43,15 +43,20 @@ def set_f1(gold: Sequence[str], predicted: Sequence[str]) -> float:
     return 2 * len(g & p) / (len(g) + len(p))
 
 
+def confusion(pairs: Iterable[tuple[bool, bool]]) -> Counts:
+    """Counts from (gold is positive, prediction is positive) pairs."""
+    tp = fp = fn = 0
+    for is_gold, is_pred in pairs:
+        tp += is_gold and is_pred
+        fp += is_pred and not is_gold
+        fn += is_gold and not is_pred
+    return Counts(tp, fp, fn)
+
+
 def category_counts(gold: LabelSets, predicted: LabelSets, names: Sequence[str]) -> dict[str, Counts]:
     _check_lengths(gold, predicted)
-    out = {}
-    for name in names:
-        tp = sum(1 for g, p in zip(gold, predicted, strict=True) if name in g and name in p)
-        fp = sum(1 for g, p in zip(gold, predicted, strict=True) if name not in g and name in p)
-        fn = sum(1 for g, p in zip(gold, predicted, strict=True) if name in g and name not in p)
-        out[name] = Counts(tp, fp, fn)
-    return out
+    pairs = list(zip(gold, predicted, strict=True))
+    return {name: confusion((name in g, name in p) for g, p in pairs) for name in names}
 
 
 def multilabel_scores(gold: LabelSets, predicted: LabelSets, taxonomy: Taxonomy) -> dict:
@@ -62,22 +67,12 @@ def multilabel_scores(gold: LabelSets, predicted: LabelSets, taxonomy: Taxonomy)
         sum(c.tp for c in counts.values()), sum(c.fp for c in counts.values()), sum(c.fn for c in counts.values())
     )
     present = [n for n in taxonomy.names if counts[n].tp + counts[n].fn > 0]
-    binary = Counts(
-        tp=sum(1 for g, p in zip(gold, predicted, strict=True) if g and p),
-        fp=sum(1 for g, p in zip(gold, predicted, strict=True) if not g and p),
-        fn=sum(1 for g, p in zip(gold, predicted, strict=True) if g and not p),
-    )
+    binary = confusion((bool(g), bool(p)) for g, p in zip(gold, predicted, strict=True))
     gold_first = [taxonomy.first_label(g) for g in gold]
     pred_first = [taxonomy.first_label(p) for p in predicted]
-    classes = [*taxonomy.names, NONE_LABEL]
+    first_pairs = list(zip(gold_first, pred_first, strict=True))
     class_f1 = [
-        Counts(
-            tp=sum(1 for g, p in zip(gold_first, pred_first, strict=True) if g == c and p == c),
-            fp=sum(1 for g, p in zip(gold_first, pred_first, strict=True) if g != c and p == c),
-            fn=sum(1 for g, p in zip(gold_first, pred_first, strict=True) if g == c and p != c),
-        ).f1
-        for c in classes
-        if c in gold_first
+        confusion((g == c, p == c) for g, p in first_pairs).f1 for c in (*taxonomy.names, NONE_LABEL) if c in gold_first
     ]
     n = len(gold)
     return {
@@ -94,7 +89,7 @@ def multilabel_scores(gold: LabelSets, predicted: LabelSets, taxonomy: Taxonomy)
         "micro_f1": micro.f1,
         "macro_f1": sum(counts[name].f1 for name in present) / len(present) if present else 0.0,
         "binary_f1": binary.f1,
-        "multiclass_accuracy": sum(g == p for g, p in zip(gold_first, pred_first, strict=True)) / n if n else 0.0,
+        "multiclass_accuracy": sum(g == p for g, p in first_pairs) / n if n else 0.0,
         "multiclass_macro_f1": sum(class_f1) / len(class_f1) if class_f1 else 0.0,
         "exact_match": sum(set(g) == set(p) for g, p in zip(gold, predicted, strict=True)) / n if n else 0.0,
         "mean_set_f1": sum(set_f1(g, p) for g, p in zip(gold, predicted, strict=True)) / n if n else 0.0,
