@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from clinsynth.metrics import multilabel_scores
 from clinsynth.records import Record
@@ -32,11 +32,16 @@ class Task:
 
 @dataclass
 class Solver:
-    """A named system: ``solve(texts) -> [labels or None]``."""
+    """A named system: ``solve(texts) -> [labels or None]``.
+
+    A solver may fill ``details`` (one dict per text, e.g. confidence, attempts) while
+    solving; the suite keeps them with the predictions.
+    """
 
     name: str
     solve: Callable[[Sequence[str]], list[list[str] | None]]
     description: str = ""
+    details: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -46,6 +51,7 @@ class Result:
     scores: dict
     failed: int
     seconds: float
+    predictions: list[dict] = field(default_factory=list)  # per sample: id, gold, predicted, details
 
 
 def evaluate(task: Task, solver: Solver, taxonomy: Taxonomy) -> Result:
@@ -63,4 +69,8 @@ def evaluate(task: Task, solver: Solver, taxonomy: Taxonomy) -> Result:
         scores=multilabel_scores(task.gold, scored, taxonomy),
         failed=failed,
         seconds=seconds,
+        predictions=[
+            {"id": r.id, "gold": list(r.labels), "predicted": p, **(solver.details[i] if solver.details else {})}
+            for i, (r, p) in enumerate(zip(task.records, predictions, strict=True))
+        ],
     )

@@ -11,13 +11,13 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from clinsynth.compiled import compiled_path
 from clinsynth.config import load_config
 from clinsynth.gold import SENSITIVITY, load_gold, split_path
 from clinsynth.lm import LMHandle, endpoint_for, make_lm
 from clinsynth.privacy import check_send
-from clinsynth.progress import progress
 from clinsynth.report import format_table
-from clinsynth.runner import call_with_retries
+from clinsynth.runner import run_all
 from clinsynth.taxonomy import Taxonomy, load_taxonomy
 from evals.core import Result, Solver, Task, evaluate
 from programs.label import load_program
@@ -30,18 +30,35 @@ def gold_task(split: str, taxonomy: Taxonomy, limit: int | None = None) -> Task:
     return Task(name=f"gold-{split}", records=tuple(records[:limit] if limit else records))
 
 
-def program_solver(name: str, taxonomy: Taxonomy, handle: LMHandle, program_path: Path | None) -> Solver:
+def program_solver(
+    name: str, taxonomy: Taxonomy, handle: LMHandle, program_path: Path | None, threads: int = 1
+) -> Solver:
     program = load_program(taxonomy, program_path)
 
     def solve(texts: Sequence[str]) -> list[list[str] | None]:
-        out: list[list[str] | None] = []
-        with handle.context():
-            for text in progress(texts, desc=name):
-                result = call_with_retries(lambda t=text: program(sentence=t), handle.lm)
-                out.append(list(result.value.categories) if result.ok else None)
-        return out
+        results = run_all(lambda t: program(sentence=t), list(texts), handle, threads=threads, desc=name)
+        solver.details[:] = [
+            {"confidence": r.value.confidence if r.ok else None, "attempts": r.attempts} for r in results
+        ]
+        return [list(r.value.categories) if r.ok else None for r in results]
 
-    return Solver(name=name, solve=solve, description=str(program_path or "zero-shot"))
+    solver = Solver(name=name, solve=solve, description=str(program_path or "zero-shot"))
+    return solver
+
+
+def confidence_table(result: Result, thresholds: Sequence[float] = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95)) -> list[list]:
+    """Kept share, exact-match accuracy and micro precision of the answers at or above each confidence."""
+    rows = []
+    for t in thresholds:
+        kept = [p for p in result.predictions if p.get("confidence") is not None and p["confidence"] >= t]
+        if not kept:
+            continue
+        exact = sum(set(p["gold"]) == set(p["predicted"] or []) for p in kept) / len(kept)
+        tp = sum(len(set(p["gold"]) & set(p["predicted"] or [])) for p in kept)
+        predicted = sum(len(p["predicted"] or []) for p in kept)
+        precision = tp / predicted if predicted else "-"
+        rows.append([f">= {t}", len(kept), len(kept) / len(result.predictions), exact, precision])
+    return rows
 
 
 def render(results: list[Result], taxonomy: Taxonomy, lm_name: str, command: str) -> str:
@@ -88,10 +105,18 @@ def render(results: list[Result], taxonomy: Taxonomy, lm_name: str, command: str
         cells = [r.scores["per_category"][name]["f1"] for r in results]
         cat_rows.append([name, support, *["-" if c is None else c for c in cells]])
     lines.append(format_table(headers, cat_rows))
+    for r in results:
+        rows = confidence_table(r)
+        if rows:
+            lines += ["", f"## Confidence of `{r.solver}` answers", ""]
+            lines.append(format_table(["confidence", "sentences", "share", "exact match", "micro precision"], rows))
+    retried = {r.solver: sum(p.get("attempts", 1) > 1 for p in r.predictions) for r in results}
     lines += [
         "",
-        "Unparseable answers (after retries) count as NONE in the scores. s/sentence includes "
-        "DSPy cache hits on reruns.",
+        "Unparseable answers (after retries) count as NONE in the scores; answers that needed a retry: "
+        + ", ".join(f"{k} {v}" for k, v in retried.items())
+        + ". Confidence is the probability the LM gave to its label list (token logprobs). "
+        "s/sentence includes DSPy cache hits on reruns.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -104,14 +129,20 @@ def run(
     programs: dict[str, Path | None] | None = None,
     out_dir: Path = REPORT_DIR,
     command: str = "",
+    threads: int = 1,
 ) -> list[Result]:
     taxonomy = load_taxonomy()
     task = gold_task(split, taxonomy, limit)
     check_send(str(split_path(split)), SENSITIVITY, endpoint_for(lm, api_base), load_config())
     handle = make_lm(lm, api_base=api_base)
-    programs = programs if programs is not None else {"zero-shot": None}
+    if programs is None:
+        programs = {"zero-shot": None}
+        default = compiled_path("data_to_label", handle.name)
+        if default.exists():
+            programs["compiled"] = default
     results = [
-        evaluate(task, program_solver(name, taxonomy, handle, path), taxonomy) for name, path in programs.items()
+        evaluate(task, program_solver(name, taxonomy, handle, path, threads), taxonomy)
+        for name, path in programs.items()
     ]
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = {"lm": handle.name, "task": task.name, "command": command, "results": [r.__dict__ for r in results]}

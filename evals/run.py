@@ -25,8 +25,10 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="NAME=PATH",
-        help="a compiled program to compare (repeatable); zero-shot is always included",
+        help="program to compare (repeatable; PATH 'none' = zero-shot); default: zero-shot and "
+        "compiled/data_to_label.<lm>.json if present",
     )
+    lab.add_argument("--threads", type=int, default=1, help="parallel requests")
     lab.add_argument("--out-dir", type=Path, default=Path("reports"))
     args = parser.parse_args(argv)
     command = "python -m evals.run " + shlex.join(argv)
@@ -34,11 +36,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.suite == "labeler":
             from evals import labeler
 
-            programs: dict[str, Path | None] = {"zero-shot": None}
-            for spec in args.program:
-                name, _, path = spec.partition("=")
-                programs[name] = Path(path)
-            results = labeler.run(args.lm, args.api_base, args.split, args.limit, programs, args.out_dir, command)
+            programs: dict[str, Path | None] | None = None
+            if args.program:
+                programs = {}
+                for spec in args.program:
+                    name, _, path = spec.partition("=")
+                    programs[name] = None if path.lower() in ("", "none") else Path(path)
+            results = labeler.run(
+                args.lm, args.api_base, args.split, args.limit, programs, args.out_dir, command, args.threads
+            )
             for r in results:
                 print(
                     f"{r.solver}: micro F1 {r.scores['micro_f1']:.3f}, binary F1 {r.scores['binary_f1']:.3f}, "

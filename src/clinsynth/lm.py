@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import clinsynth  # noqa: F401  (sets the offline environment before dspy is imported)
+from clinsynth.adapters import make_adapter
 from clinsynth.errors import LMSetupError
 from clinsynth.paths import MODEL_CACHE_DIR, PROJECT_ROOT
 from clinsynth.privacy import Endpoint
@@ -231,6 +232,11 @@ def _load_dotenv() -> None:
     load_dotenv(PROJECT_ROOT / ".env", override=False)
 
 
+def lm_name_for(model: str) -> str:
+    """The name provenance and compiled-program files use for ``model``, known before it starts."""
+    return f"local/{GGUF_NAME}" if model == LOCAL_MODEL else model
+
+
 def endpoint_for(model: str, api_base: str | None = None) -> Endpoint:
     """Where requests for ``model`` would go, known before any server is started."""
     if model == LOCAL_MODEL:
@@ -249,11 +255,15 @@ def make_lm(
     timeout: float = 120.0,
     adapter: str | None = None,
     n_parallel: int = 1,
+    logprobs: bool | None = None,
 ) -> LMHandle:
     """Turn a model string into a configured ``dspy.LM`` (see the module docstring).
 
-    ``adapter`` is ``"json"`` or ``"chat"``; by default the embedded model uses DSPy's
-    JSONAdapter (far fewer parse failures with a 1.5B model) and others DSPy's default.
+    ``adapter`` is ``"json"`` (JSON with a prefix-cache-friendly prompt), ``"json-full"``
+    or ``"chat"``; by default the embedded model uses ``json`` (far fewer parse failures
+    with a 1.5B model than chat) and others DSPy's default. ``logprobs`` asks for token
+    logprobs (answer confidence); on by default for the embedded model only, since not
+    every provider returns them.
     """
     import dspy
 
@@ -263,8 +273,9 @@ def make_lm(
         server = local_server(n_parallel=n_parallel)
         endpoint = Endpoint(model=f"openai/{server.alias}", api_base=server.api_base)
         extra.update(api_base=server.api_base, api_key="local")  # the server checks no key
-        name = f"local/{server.alias}"
+        name = lm_name_for(model)
         adapter = adapter or "json"
+        logprobs = True if logprobs is None else logprobs
     else:
         if "/" not in model:
             raise LMSetupError(
@@ -280,20 +291,10 @@ def make_lm(
             # Self-hosted OpenAI-compatible servers (vLLM, llama.cpp) usually check no key,
             # but the client insists on one.
             extra["api_key"] = "not-needed"
-        name = model
+        name = lm_name_for(model)
+    if logprobs:
+        extra["logprobs"] = True
     lm = dspy.LM(
         endpoint.model, temperature=temperature, max_tokens=max_tokens, cache=cache, num_retries=num_retries, **extra
     )
-    return LMHandle(lm=lm, adapter=_make_adapter(adapter), endpoint=endpoint, name=name)
-
-
-def _make_adapter(kind: str | None) -> Any:
-    import dspy
-
-    if kind is None:
-        return None
-    if kind == "json":
-        return dspy.JSONAdapter()
-    if kind == "chat":
-        return dspy.ChatAdapter()
-    raise LMSetupError(f"unknown adapter {kind!r}: use 'json' or 'chat'")
+    return LMHandle(lm=lm, adapter=make_adapter(adapter), endpoint=endpoint, name=name)

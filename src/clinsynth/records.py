@@ -293,3 +293,29 @@ def write_records(path: Path | str, records: Iterable[Record]) -> None:
         for rec in records:
             fh.write(json.dumps(rec.to_dict(), ensure_ascii=False) + "\n")
     tmp.replace(path)
+
+
+def export_parquet(records: Iterable[Record], path: Path | str) -> Path:
+    """Write records as a Hugging Face ``datasets`` parquet file (``load_dataset("parquet", ...)``).
+
+    Provenance is kept as a JSON string column, since its attributes differ by source.
+    """
+    from datasets import Dataset
+
+    rows = [
+        {
+            "id": r.id,
+            "text": r.text,
+            "labels": list(r.labels),
+            "source": r.source,
+            "note_id": r.note_id,
+            "confidence": r.provenance.confidence if r.provenance else None,
+            "provenance": json.dumps(r.provenance.to_dict() if r.provenance else None, ensure_ascii=False),
+        }
+        for r in records
+    ]
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    Dataset.from_list(rows).to_parquet(str(tmp))
+    os.replace(tmp, path)
+    return path

@@ -10,7 +10,8 @@ returned for the caller to record.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -47,3 +48,56 @@ def call_with_retries(fn: Callable[[], T], lm: Any, attempts: int = 3) -> Attemp
             error = f"{type(exc).__name__}: {str(exc).strip()[:500]}"
             log.debug("attempt %d failed: %s", k + 1, error)
     return Attempt(error=error, attempts=attempts)
+
+
+def map_with_retries(
+    fn: Callable[[Any], T],
+    inputs: Iterable[Any],
+    handle: Any,
+    attempts: int = 3,
+    threads: int = 1,
+) -> Iterator[tuple[Any, Attempt]]:
+    """``call_with_retries(fn(x))`` for each input under ``handle``'s LM and adapter.
+
+    Yields ``(input, Attempt)`` as each finishes, so callers can write results at once
+    (nothing is lost if the run is killed). ``threads`` > 1 sends requests in parallel,
+    for endpoints that serve several at a time; DSPy settings are thread-local, so each
+    worker enters the handle's context itself.
+    """
+
+    def one(x: Any) -> tuple[Any, Attempt]:
+        with handle.context():
+            return x, call_with_retries(lambda: fn(x), handle.lm, attempts)
+
+    if threads <= 1:
+        for x in inputs:
+            yield one(x)
+        return
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        pending = [pool.submit(one, x) for x in inputs]
+        try:
+            for future in as_completed(pending):
+                yield future.result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+def run_all(
+    fn: Callable[[Any], T],
+    inputs: list[Any],
+    handle: Any,
+    attempts: int = 3,
+    threads: int = 1,
+    desc: str = "",
+    show_progress: bool = True,
+) -> list[Attempt]:
+    """``map_with_retries`` collected in input order, with a progress bar."""
+    from clinsynth.progress import progress
+
+    results: list[Attempt | None] = [None] * len(inputs)
+    indexed = list(enumerate(inputs))
+    stream = map_with_retries(lambda pair: fn(pair[1]), indexed, handle, attempts, threads)
+    for (i, _), attempt in progress(stream, total=len(inputs), desc=desc, disable=not show_progress):
+        results[i] = attempt
+    return [r if r is not None else Attempt(error="not run") for r in results]
