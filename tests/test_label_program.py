@@ -195,3 +195,24 @@ def test_rerun_with_everything_done_starts_no_lm(tmp_path: Path, monkeypatch, ca
     assert label_cli.main(args) == 0
     assert "nothing to do" in capsys.readouterr().out
     assert len(read_records(out)) == 1
+
+
+def test_records_carry_confidence_from_sample_agreement(tmp_path: Path):
+    taxonomy = load_taxonomy()
+    program = DataToLabel(taxonomy, samples=3)
+    answers = [{"categories": ["COGNITIVE_IMPAIRMENT"]}, {"categories": ["COGNITIVE_IMPAIRMENT"]}, {"categories": []}]
+    out = tmp_path / "s.jsonl"
+    label_cli.label_items(ITEMS[:1], program, dummy_handle(answers), out, show_progress=False)
+    (record,) = read_records(out, taxonomy)
+    assert record.labels == ["COGNITIVE_IMPAIRMENT"]
+    assert record.provenance.confidence == pytest.approx(2 / 3, abs=1e-3)
+    assert record.provenance.attributes["confidence_method"] == "agreement@3"
+
+
+def test_default_program_is_the_compiled_one_for_the_lm(tmp_path: Path, monkeypatch):
+    from clinsynth import compiled
+
+    monkeypatch.setattr(label_cli, "compiled_path", lambda name, lm: compiled.compiled_path(name, lm, tmp_path))
+    assert label_cli.default_program_path("local/x") is None
+    (tmp_path / "data_to_label.local.json").write_text("{}")
+    assert label_cli.default_program_path("local/x") == tmp_path / "data_to_label.local.json"
