@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint
+.PHONY: setup run test lint silver compile-labeler
 
 setup: $(STAMP)
 
@@ -24,3 +24,14 @@ lint: setup
 
 test: lint
 	$(PY) -m pytest
+
+# The silver set (data/silver/): 2,000 corpus sentences picked by the relevance prefilter
+# (+20% random negatives), labelled by the compiled program with the embedded LM.
+# Resumable: rerun after an interruption to continue where it stopped.
+silver: setup
+	$(PY) -m programs.label --prefilter --limit 2000 --pool 30000 --out data/silver/silver.jsonl
+
+# Recompile the labeller for the embedded LM (writes compiled/data_to_label.local.json).
+compile-labeler: setup
+	$(PY) -m programs.compile --program data-to-label --optimizer labeled-fewshot --lm local \
+		--train data/gold/train.jsonl --dev data/gold/dev.jsonl --dev-limit 60

@@ -13,12 +13,12 @@ from clinsynth.paths import OUTPUT_DIR
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """The pipeline on embedded defaults: today, zero-shot silver labelling of a corpus sample."""
+    """The pipeline on embedded defaults: today, silver labelling of a corpus sample with the compiled program."""
     from clinsynth.gold import held_out_notes
     from clinsynth.lm import make_lm
     from clinsynth.report import format_table
     from clinsynth.taxonomy import load_taxonomy
-    from programs.label import corpus_items, label_items, load_program
+    from programs.label import corpus_items, default_program_path, label_items, load_program
 
     started = time.monotonic()
     out_dir = Path(args.out_dir)
@@ -26,9 +26,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     items = corpus_items(limit=args.limit, sample_seed=args.seed, exclude_notes=held_out_notes())
     print(f"[1/2] {len(items)} public-corpus sentences sampled (seed {args.seed}, gold dev/test notes excluded)")
     handle = make_lm(args.lm, api_base=args.api_base)
-    program = load_program(taxonomy, None)
+    program_path = default_program_path(handle.name)
+    program = load_program(taxonomy, program_path)
     silver = out_dir / "silver.jsonl"
-    print(f"[2/2] labelling with {handle.name} -> {silver}")
+    print(f"[2/2] labelling with {handle.name}, program {program_path or 'zero-shot'} -> {silver}")
     summary = label_items(items, program, handle, silver, seed=args.seed)
     rows = [
         ["labelled now", summary.labelled],
@@ -36,11 +37,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         ["failed (see .failures.jsonl)", summary.failed],
     ]
     rows += [[f"label {name}", n] for name, n in summary.label_counts.most_common()]
+    rows.append(["mean confidence", _mean_confidence(silver)])
     print()
     print(format_table(["silver run", "count"], rows))
     print(f"\ndone in {time.monotonic() - started:.0f} s; outputs in {out_dir}")
     attempted = summary.labelled + summary.failed
     return 1 if attempted and summary.labelled == 0 else 0  # failures are recorded; only total failure fails
+
+
+def _mean_confidence(path: Path) -> float | str:
+    from clinsynth.records import read_records
+
+    values = [r.provenance.confidence for r in read_records(path) if r.provenance and r.provenance.confidence]
+    return sum(values) / len(values) if values else "-"
 
 
 def cmd_corpus(args: argparse.Namespace) -> int:
