@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from clinsynth.fingerprint import program_sha256
 from clinsynth.records import read_records
 from clinsynth.taxonomy import load_taxonomy
 from programs import label as label_cli
@@ -33,14 +34,22 @@ def test_embedded_llm_labels_a_file_and_resumes(tmp_path: Path):
     args = ["--lm", "local", "--input", str(src), "--out", str(out), "--no-progress", "--sensitivity", "private"]
     assert label_cli.main(args) == 0
 
-    records = read_records(out, load_taxonomy())  # validates every label against the taxonomy
+    taxonomy = load_taxonomy()
+    records = read_records(out, taxonomy)  # validates every label against the taxonomy
+    # The committed compiled program is used by default.
+    compiled = label_cli.default_program_path("local/qwen2.5-coder-1.5b-instruct-q4_k_m")
+    assert compiled is not None
+    expected_sha = program_sha256(label_cli.load_program(taxonomy, compiled), taxonomy.guideline_text)
     failures = out.with_name(out.name + ".failures.jsonl")
     n_failed = len(failures.read_text().splitlines()) if failures.exists() else 0
     assert len(records) + n_failed == len(SENTENCES) and len(records) >= 2
     for rec in records:
         assert rec.source == "silver" and rec.text in SENTENCES
         assert rec.provenance.lm == "local/qwen2.5-coder-1.5b-instruct-q4_k_m"
-        assert len(rec.provenance.program_sha256) == 64 and rec.provenance.created_at
+        assert rec.provenance.program_sha256 == expected_sha and rec.provenance.created_at
+        # Confidence from the answer's token logprobs, a probability.
+        assert 0 < rec.provenance.confidence <= 1
+        assert rec.provenance.attributes["confidence_method"] == "logprob"
 
     assert label_cli.main(args) == 0  # rerun resumes: no duplicates
     again = read_records(out)
