@@ -24,7 +24,7 @@ import clinsynth  # noqa: F401  (offline environment before dspy)
 from clinsynth.compiled import compiled_path, load_compiled
 from clinsynth.config import load_config
 from clinsynth.gold import SENSITIVITY, load_gold, split_path
-from clinsynth.lm import endpoint_for, make_lm
+from clinsynth.lm import endpoint_for, lm_name_for, make_lm
 from clinsynth.metrics import multilabel_scores
 from clinsynth.privacy import check_send
 from clinsynth.report import format_table
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     taxonomy = load_taxonomy()
     records = load_gold(taxonomy=taxonomy)["dev"][-args.n :]  # the tail: not the sentences compile scored
     check_send(str(split_path("dev")), SENSITIVITY, endpoint_for(args.lm, args.api_base), load_config())
-    lm_name = make_lm(args.lm, api_base=args.api_base).name
+    lm_name = lm_name_for(args.lm)
     path = args.program or compiled_path("data_to_label", lm_name)
     compiled = load_compiled(DataToLabel(taxonomy), path, taxonomy)
     rows = [

@@ -11,7 +11,6 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from clinsynth.compiled import compiled_path
 from clinsynth.config import load_config
 from clinsynth.gold import SENSITIVITY, load_gold, split_path
 from clinsynth.lm import LMHandle, endpoint_for, make_lm
@@ -20,7 +19,7 @@ from clinsynth.report import format_table
 from clinsynth.runner import run_all
 from clinsynth.taxonomy import Taxonomy, load_taxonomy
 from evals.core import Result, Solver, Task, evaluate
-from programs.label import load_program
+from programs.label import default_program_path, load_program
 
 REPORT_DIR = Path("reports")
 
@@ -137,8 +136,7 @@ def run(
     handle = make_lm(lm, api_base=api_base)
     if programs is None:
         programs = {"zero-shot": None}
-        default = compiled_path("data_to_label", handle.name)
-        if default.exists():
+        if (default := default_program_path(handle.name)) is not None:
             programs["compiled"] = default
     results = [
         evaluate(task, program_solver(name, taxonomy, handle, path, threads), taxonomy)
