@@ -30,6 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     lab.add_argument("--threads", type=int, default=1, help="parallel requests")
     lab.add_argument("--out-dir", type=Path, default=Path("reports"))
+    bq = sub.add_parser("bronze-quality", help="bronze set: filter counts, diversity, distance to gold, leakage")
+    bq.add_argument("--bronze", type=Path, default=Path("data/bronze/bronze.jsonl"))
+    bq.add_argument("--taxonomy", type=Path, default=None)
+    bq.add_argument("--coverage-cosine", type=float, default=0.6)
+    bq.add_argument("--out-dir", type=Path, default=Path("reports"))
     args = parser.parse_args(argv)
     command = "python -m evals.run " + shlex.join(argv)
     try:
@@ -51,6 +56,19 @@ def main(argv: list[str] | None = None) -> int:
                     f"unparseable {r.failed}"
                 )
             print(f"report: {args.out_dir / 'labeler.md'}")
+        elif args.suite == "bronze-quality":
+            from clinsynth.taxonomy import DEFAULT_TAXONOMY, load_taxonomy
+            from evals import bronze_quality
+
+            taxonomy = load_taxonomy(args.taxonomy or DEFAULT_TAXONOMY)
+            results = bronze_quality.run(
+                args.bronze, taxonomy, args.out_dir, command, coverage_cosine=args.coverage_cosine
+            )
+            print(
+                f"{results['n_bronze']} bronze sentences; leaks {len(results['leakage']['leaks'])}; "
+                f"PHI {len(results['phi'])}; distinct-2 {results['overall']['distinct_2']}"
+            )
+            print(f"report: {args.out_dir / 'bronze.md'}")
     except ClinsynthError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -252,3 +252,8 @@ def corpus_stats(path: Path | str = DEFAULT_CORPUS) -> dict[str, int]:
     """Counts a person checks first: rows kept as notes, and sentences."""
     notes = read_notes(path)
     return {"notes": len(notes), "sentences": sum(len(note_sentences(n)) for n in notes)}
+
+
+def split_sentences(text: str) -> list[str]:
+    """The sentences of one line of text (generated text that ran on past one sentence)."""
+    return _split_sentences(" ".join(text.split()))

@@ -157,7 +157,9 @@ class LocalServer:
         self.alias = alias
         self.n_ctx_per_slot = n_ctx_per_slot
         self.n_parallel = n_parallel
-        self.threads = threads or max(1, os.cpu_count() or 1)
+        # CLINSYNTH_LLM_THREADS: share the cores when two LLM jobs run side by side
+        # (llama.cpp threads spin-wait; oversubscribed cores slow both jobs far more than 2x).
+        self.threads = threads or int(os.environ.get("CLINSYNTH_LLM_THREADS", 0)) or max(1, os.cpu_count() or 1)
         self._server: Any = None
         self.api_base: str | None = None
 

@@ -31,12 +31,28 @@ class Example:
 
 
 @dataclass(frozen=True)
+class GenerationHints:
+    """Optional hints for writing sentences of a category (label-to-data).
+
+    ``reporters``: who states the sign (default: the program's clinical reporters).
+    ``with_another_category``: the category is always stated together with another one
+    (e.g. a relative reporting a change *and* the change itself). ``aspects``: concrete
+    sub-topics, one of which each generation call focuses on (diversity).
+    """
+
+    reporters: tuple[str, ...] = ()
+    with_another_category: bool = False
+    aspects: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Category:
     name: str
     definition: str
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     examples: tuple[Example, ...] = ()
+    generation: GenerationHints = field(default_factory=GenerationHints)
 
 
 @dataclass(frozen=True)
@@ -171,6 +187,7 @@ def parse_taxonomy(data: Any, path: Path) -> Taxonomy:
                 include=_str_list(raw.get("include"), path, f"category {cname}: 'include'"),
                 exclude=_str_list(raw.get("exclude"), path, f"category {cname}: 'exclude'"),
                 examples=tuple(examples),
+                generation=_generation_hints(raw.get("generation"), path, cname),
             )
         )
     return Taxonomy(
@@ -180,6 +197,21 @@ def parse_taxonomy(data: Any, path: Path) -> Taxonomy:
         general_rules=tuple(" ".join(r.split()) for r in _str_list(data.get("general_rules"), path, "'general_rules'")),
         unit=" ".join(str(data.get("unit") or "").split()),
         source=path,
+    )
+
+
+def _generation_hints(raw: Any, path: Path, cname: str) -> GenerationHints:
+    if raw is None:
+        return GenerationHints()
+    _require(isinstance(raw, dict), path, f"category {cname}: 'generation' must be a mapping")
+    unknown = set(raw) - {"reporters", "with_another_category", "aspects"}
+    _require(not unknown, path, f"category {cname}: unknown 'generation' key(s) {sorted(unknown)}")
+    with_other = raw.get("with_another_category", False)
+    _require(isinstance(with_other, bool), path, f"category {cname}: generation.with_another_category must be a bool")
+    return GenerationHints(
+        reporters=_str_list(raw.get("reporters"), path, f"category {cname}: generation.reporters"),
+        with_another_category=with_other,
+        aspects=_str_list(raw.get("aspects"), path, f"category {cname}: generation.aspects"),
     )
 
 

@@ -1,0 +1,62 @@
+from clinsynth import bronze_filters as bf
+from clinsynth.textstats import distinct_n, normalise
+from tests.bow import bow_embed
+
+
+def cand(i: int, text: str, labels=("FEVER",), target="FEVER") -> bf.Candidate:
+    return bf.Candidate(id=f"c{i}", text=text, target=target, labels=tuple(labels), call_id=f"{target}:0:0")
+
+
+def test_exact_duplicates_ignore_case_and_punctuation():
+    kept, dropped = bf.exact_dedup([cand(1, "Fever to 39 C."), cand(2, "fever to 39 c"), cand(3, "Chills.")])
+    assert [c.id for c in kept] == ["c1", "c3"]
+    assert dropped[0].candidate.id == "c2" and dropped[0].filter == bf.EXACT_DUPLICATE
+
+
+def test_near_duplicates_are_dropped_within_a_label_set_only():
+    cands = [
+        cand(1, "the patient has a high fever today"),
+        cand(2, "today the patient has a high fever"),  # same words: cosine 1
+        cand(3, "the patient has a high fever today", labels=(), target="NONE"),  # other label set: kept
+        cand(4, "cough at night keeps him awake"),
+    ]
+    kept, dropped = bf.near_dedup(cands, bow_embed, threshold=0.9)
+    assert [c.id for c in kept] == ["c1", "c3", "c4"]
+    assert [d.candidate.id for d in dropped] == ["c2"] and "cosine 1.000" in dropped[0].detail
+
+
+def test_leakage_by_cosine_or_shared_eight_gram():
+    gold = ["She was found wandering in the parking lot late at night.", "MMSE 24/30."]
+    cands = [
+        cand(1, "Late at night she was found wandering in the parking lot."),  # same words
+        cand(2, "Reportedly she was found wandering in the parking lot again."),  # 8-gram shared
+        cand(3, "Temperature 39 C with chills."),
+    ]
+    audit = bf.audit_leakage(cands, gold, bow_embed, cosine_threshold=0.95, ngram=8)
+    kept, dropped = bf.leakage_filter(cands, audit)
+    assert [c.id for c in kept] == ["c3"]
+    assert {d.candidate.id for d in dropped} == {"c1", "c2"}
+    assert "shares 'she was found wandering in the parking lot'" in next(
+        d.detail for d in dropped if d.candidate.id == "c2"
+    )
+    assert kept[0].info["nearest_gold_cosine"] < 0.95
+
+
+def test_phi_filter_names_what_it_found():
+    kept, dropped = bf.phi_filter([cand(1, "Seen by Dr. Smith on 01/02/2020."), cand(2, "Fever resolved.")])
+    assert [c.id for c in kept] == ["c2"]
+    assert "name: Dr. Smith" in dropped[0].detail and "date: 01/02/2020" in dropped[0].detail
+
+
+def test_round_trip_agreement():
+    assert bf.round_trip_agrees(["FEVER"], ["FEVER", "COUGH"])
+    assert not bf.round_trip_agrees(["FEVER", "COUGH"], ["FEVER"])
+    assert bf.round_trip_agrees([], [])
+    assert not bf.round_trip_agrees([], ["FEVER"])
+
+
+def test_text_measures():
+    assert normalise("Fever, 39 C!") == "fever 39 c"
+    assert distinct_n(["a b a b"], 1) == 0.5
+    assert distinct_n(["a b c", "a b d"], 2) == 3 / 4
+    assert distinct_n([], 2) == 0.0

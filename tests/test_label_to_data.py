@@ -1,0 +1,86 @@
+import dspy
+import pytest
+from dspy.utils import DummyLM
+
+from clinsynth.taxonomy import load_taxonomy
+from programs.label_to_data import (
+    MULTI_TARGET,
+    NEGATIVE_KINDS,
+    NONE_TARGET,
+    LabelToData,
+    clean_sentence,
+    describe_target,
+    plan_call,
+)
+
+
+@pytest.fixture(scope="module")
+def taxonomy():
+    return load_taxonomy()
+
+
+def test_plans_are_reproducible_and_vary_between_calls(taxonomy):
+    first = [plan_call(taxonomy, "COGNITIVE_IMPAIRMENT", i, seed=0) for i in range(20)]
+    again = [plan_call(taxonomy, "COGNITIVE_IMPAIRMENT", i, seed=0) for i in range(20)]
+    assert first == again
+    for key in ("note_type", "section", "reporter", "severity", "tense", "abbreviations", "length", "focus"):
+        assert len({p.attributes[key] for p in first}) > 1, key
+    assert plan_call(taxonomy, "COGNITIVE_IMPAIRMENT", 0, seed=1) != first[0]
+    assert all(p.labels == ("COGNITIVE_IMPAIRMENT",) for p in first)
+
+
+def test_categories_stated_with_another_get_a_companion_and_their_own_reporters(taxonomy):
+    hints = taxonomy.category("NOTICE_BY_OTHERS").generation
+    for i in range(10):
+        plan = plan_call(taxonomy, "NOTICE_BY_OTHERS", i, seed=0)
+        assert len(plan.labels) == 2 and "NOTICE_BY_OTHERS" in plan.labels
+        assert plan.attributes["reporter"] in hints.reporters
+        # Other categories are stated by clinicians or the patient, not relatives (that would
+        # make them NOTICE_BY_OTHERS too).
+        other = plan_call(taxonomy, "TREATMENT", i, seed=0)
+        assert other.attributes["reporter"] not in hints.reporters
+
+
+def test_negative_and_multi_label_plans(taxonomy):
+    negatives = [plan_call(taxonomy, NONE_TARGET, i, seed=0) for i in range(30)]
+    assert all(p.labels == () for p in negatives)
+    assert {p.attributes["negative_kind"] for p in negatives} == set(NEGATIVE_KINDS)
+    text = describe_target(taxonomy, (), negatives[0].attributes)
+    assert text.startswith("Label NONE") and negatives[0].attributes["negative_kind"] in text
+    multi = [plan_call(taxonomy, MULTI_TARGET, i, seed=0) for i in range(10)]
+    assert all(len(p.labels) == 2 and list(p.labels) == taxonomy.canonical(p.labels) for p in multi)
+    assert "ALL 2 categories" in describe_target(taxonomy, multi[0].labels, multi[0].attributes)
+
+
+def test_guideline_examples_are_not_shown_to_the_generator(taxonomy):
+    plan = plan_call(taxonomy, "COGNITIVE_IMPAIRMENT", 0, seed=0)
+    text = describe_target(taxonomy, plan.labels, plan.attributes)
+    assert taxonomy.category("COGNITIVE_IMPAIRMENT").definition in text
+    assert not any(ex.text in text for ex in taxonomy.category("COGNITIVE_IMPAIRMENT").examples)
+
+
+def test_forward_cleans_splits_and_deduplicates(taxonomy):
+    answer = {
+        "sentences": [
+            '1. "Pt forgets recent conversations."',
+            "- Pt forgets recent conversations.",
+            "She got lost driving. Her son now drives her.",
+            "x",
+        ]
+    }
+    program = LabelToData(taxonomy, n=3)
+    with dspy.context(lm=DummyLM([answer], adapter=dspy.JSONAdapter()), adapter=dspy.JSONAdapter()):
+        pred = program.run_request(plan_call(taxonomy, "COGNITIVE_IMPAIRMENT", 0, seed=0))
+    assert pred.sentences == ["Pt forgets recent conversations.", "She got lost driving.", "Her son now drives her."]
+
+
+def test_an_answer_with_no_usable_sentence_is_an_error(taxonomy):
+    program = LabelToData(taxonomy)
+    with dspy.context(lm=DummyLM([{"sentences": ["", "ok"]}], adapter=dspy.JSONAdapter()), adapter=dspy.JSONAdapter()):
+        with pytest.raises(ValueError, match="no usable sentence"):
+            program(target="t", constraints="c")
+
+
+def test_clean_sentence():
+    assert clean_sentence("  2) 'Memory intact.' ") == "Memory intact."
+    assert clean_sentence("MMSE 24/30.") == "MMSE 24/30."
