@@ -11,6 +11,10 @@ Optimizers, cheapest first (LM calls on this machine's embedded model, ~1.5 s ea
 - ``bootstrap``: BootstrapFewShot; runs the program on train to keep demos it gets right.
 - ``mipro``: MIPROv2 (instruction + demo search); explicit train/dev, minibatch <= dev size.
 - ``gepa``: GEPA reflective prompt evolution (reflection LM = the task LM unless given).
+
+``--program label-to-data`` compiles the generator instead (``bootstrap`` or ``mipro``)
+against a metric of round-trip agreement, diversity and closeness to gold dev, reported
+per gold dev category; see ``programs.compile_generator``.
 """
 
 from __future__ import annotations  # noqa: I001  (clinsynth must be imported before dspy)
@@ -26,13 +30,13 @@ from typing import Any
 
 import clinsynth  # noqa: F401  (offline environment before dspy)
 import dspy
-from clinsynth.compiled import compiled_path, save_compiled, taxonomy_sha256
+from clinsynth.compiled import compiled_path, load_compiled, save_compiled, taxonomy_sha256
 from clinsynth.config import load_config
 from clinsynth.errors import ClinsynthError
 from clinsynth.gold import SENSITIVITY
 from clinsynth.lm import LMHandle, endpoint_for, make_lm
 from clinsynth.metrics import multilabel_scores, set_f1
-from clinsynth.privacy import check_send
+from clinsynth.privacy import Sensitivity, check_send
 from clinsynth.records import Record, now_iso, read_records
 from clinsynth.report import format_table
 from clinsynth.runner import run_all
@@ -40,7 +44,7 @@ from clinsynth.taxonomy import DEFAULT_TAXONOMY, NONE_LABEL, Taxonomy, load_taxo
 from programs.data_to_label import DataToLabel
 
 OPTIMIZERS = ("labeled-fewshot", "knn", "bootstrap", "mipro", "gepa")
-PROGRAMS = {"data-to-label": "data_to_label"}
+PROGRAMS = {"data-to-label": "data_to_label", "label-to-data": "label_to_data"}
 log = logging.getLogger("programs.compile")
 
 
@@ -197,7 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dev", type=Path, default=Path("data/gold/dev.jsonl"))
     p.add_argument("--dev-limit", type=int, default=None, help="score on the first N dev sentences only")
     p.add_argument("--taxonomy", type=Path, default=DEFAULT_TAXONOMY)
-    p.add_argument("--k", type=int, default=18, help="demos per prompt")
+    p.add_argument("--k", type=int, default=None, help="demos per prompt (default 18; label-to-data 2)")
+    p.add_argument(
+        "--per-target", type=int, default=1, help="label-to-data: dev calls per target (train: twice as many)"
+    )
+    p.add_argument("--labeler", type=Path, default=None, help="label-to-data: DataToLabel program for the round trip")
     p.add_argument("--trials", type=int, default=6, help="search budget for mipro/gepa")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="parallel requests (1 for the embedded LM)")
@@ -209,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.program == "label-to-data":
+        return compile_label_to_data(args)
+    args.k = 18 if args.k is None else args.k
     try:
         taxonomy = load_taxonomy(args.taxonomy)
         train = to_examples(read_records(args.train, taxonomy))
@@ -249,6 +260,83 @@ def main(argv: list[str] | None = None) -> int:
     rows = [["before (zero-shot)", *_cells(before)]] if before else []
     rows.append([f"after ({args.optimizer})", *_cells(after)])
     print(format_table(["dev", "mean set F1", "micro F1", "macro F1", "binary F1", "failed", "s/sentence"], rows))
+    print(f"wrote {out}")
+    return 0
+
+
+def compile_label_to_data(args: argparse.Namespace) -> int:
+    """LabelToData against the generation metric, scored per gold dev category."""
+    from clinsynth.embeddings import encode
+    from programs import compile_generator as cg
+    from programs.label import default_program_path
+    from programs.label_to_data import LabelToData
+
+    k = 2 if args.k is None else args.k
+    try:
+        taxonomy = load_taxonomy(args.taxonomy)
+        gold_dev = read_records(args.dev, taxonomy)
+        targets = cg.default_targets(taxonomy, gold_dev)
+        dev = cg.generation_examples(taxonomy, targets, args.per_target, args.seed, start=0)
+        train = cg.generation_examples(taxonomy, targets, 2 * args.per_target, args.seed, start=1000)
+        # Only the guideline and generated text reach the LM; gold dev is embedded locally.
+        check_send(
+            "the guideline and generated sentences",
+            Sensitivity.SYNTHETIC,
+            endpoint_for(args.lm, args.api_base),
+            load_config(),
+        )
+        handle = make_lm(args.lm, api_base=args.api_base)
+        labeler = DataToLabel(taxonomy)
+        labeler_path = args.labeler or default_program_path(handle.name)
+        if labeler_path is not None:
+            load_compiled(labeler, labeler_path, taxonomy)
+        metric = cg.GenerationMetric(labeler, handle.lm, gold_dev, encode)
+        out = args.out or compiled_path(PROGRAMS[args.program], handle.name)
+        student = LabelToData(taxonomy)
+        with handle.context():
+            before = None
+            if not args.skip_before:
+                before = cg.generator_dev_scores(student, dev, metric, handle, args.threads, "dev, before")
+            started = time.monotonic()
+            compiled = cg.optimize_generator(
+                args.optimizer, student.deepcopy(), train, dev, metric, handle, k, args.seed, args.threads, args.trials
+            )
+            compile_seconds = time.monotonic() - started
+            after = cg.generator_dev_scores(compiled, dev, metric, handle, args.threads, "dev, after")
+    except ClinsynthError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    metadata = {
+        "clinsynth": {
+            "program": args.program,
+            "optimizer": args.optimizer,
+            "lm": handle.name,
+            "seed": args.seed,
+            "k": k,
+            "metric": cg.WEIGHTS,
+            "labeler": str(labeler_path) if labeler_path else None,
+            "dev": {"gold": str(args.dev), "targets": targets, "calls": len(dev)},
+            "dev_before": before,
+            "dev_after": after,
+            "compile_seconds": round(compile_seconds, 1),
+            "created_at": now_iso(),
+        },
+        "taxonomy_sha256": taxonomy_sha256(taxonomy),
+    }
+    save_compiled(compiled, out, metadata)
+    rows = []
+    for target in targets:
+        b = before["per_target"].get(target) if before else None
+        a = after["per_target"][target]
+        rows.append([target, b["score"] if b else "", a["score"], a["agreement"], a["diversity"], a["realism"]])
+    rows.append(
+        [
+            "overall",
+            before["overall"]["score"] if before else "",
+            *[after["overall"][c] for c in ("score", "agreement", "diversity", "realism")],
+        ]
+    )
+    print(format_table(["dev target", "before", "after", "agreement", "diversity", "realism"], rows))
     print(f"wrote {out}")
     return 0
 

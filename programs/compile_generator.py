@@ -1,0 +1,200 @@
+"""Compiling LabelToData: planned requests as examples, the generation metric, per-category dev scores.
+
+There are no gold *outputs* for generation, so optimizers that need labelled demos do not
+apply; ``bootstrap`` keeps the program's own best calls as demos and ``mipro`` also
+searches instructions. The metric scores one call's sentences:
+
+    0.5 * round-trip agreement   (the data-to-label program finds the target labels)
+  + 0.25 * diversity             (1 - mean pairwise cosine of the call's sentences)
+  + 0.25 * realism               (mean max cosine to gold dev sentences of the target's categories)
+
+and 0 for a call with a sentence at cosine >= 0.95 to a gold dev sentence (a leak).
+
+Gold dev is only embedded (MiniLM, on this machine); it is never put in a prompt.
+"""
+
+from __future__ import annotations  # noqa: I001  (clinsynth must be imported before dspy)
+
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+import clinsynth  # noqa: F401  (offline environment before dspy)
+import dspy
+from clinsynth.bronze_filters import Embed, round_trip_agrees
+from clinsynth.errors import ClinsynthError
+from clinsynth.lm import LMHandle
+from clinsynth.records import Record
+from clinsynth.runner import run_all
+from clinsynth.taxonomy import NONE_LABEL, Taxonomy
+from programs.data_to_label import DataToLabel
+from programs.generate import GENERATION_TEMPERATURE
+from programs.label_to_data import (
+    MULTI_TARGET,
+    NONE_TARGET,
+    LabelToData,
+    describe_target,
+    plan_call,
+    render_constraints,
+)
+
+WEIGHTS = {"agreement": 0.5, "diversity": 0.25, "realism": 0.25}
+GENERATOR_OPTIMIZERS = ("bootstrap", "mipro")
+LEAK_COSINE = 0.95
+
+
+def generation_examples(
+    taxonomy: Taxonomy, targets: Sequence[str], per_target: int, seed: int, start: int = 0, n: int = 5
+) -> list[dspy.Example]:
+    """Planned requests as examples; dev and train use disjoint call indices (``start``)."""
+    examples = []
+    for index in range(start, start + per_target):
+        for target in targets:
+            req = plan_call(taxonomy, target, index, seed)
+            examples.append(
+                dspy.Example(
+                    target=describe_target(taxonomy, req.labels, req.attributes),
+                    constraints=render_constraints(req.attributes),
+                    n=n,
+                    target_labels=list(req.labels),
+                    target_name=target,
+                ).with_inputs("target", "constraints", "n")
+            )
+    return examples
+
+
+def default_targets(taxonomy: Taxonomy, gold_dev: Sequence[Record]) -> list[str]:
+    """Categories present in gold dev (so realism can be measured), NONE and multi-label."""
+    present = {label for r in gold_dev for label in r.labels}
+    return [n for n in taxonomy.names if n in present] + [NONE_TARGET, MULTI_TARGET]
+
+
+class GenerationMetric:
+    """Round-trip agreement, diversity and realism of one call's sentences (see the module doc)."""
+
+    def __init__(self, labeler: DataToLabel, labeler_lm: Any, gold_dev: Sequence[Record], embed: Embed) -> None:
+        self.labeler = labeler
+        self.labeler_lm = labeler_lm
+        self.embed = embed
+        vectors = embed([r.text for r in gold_dev]) if gold_dev else np.zeros((0, 384), dtype=np.float32)
+        rows: dict[str, list[int]] = defaultdict(list)
+        for i, r in enumerate(gold_dev):
+            for label in r.labels or [NONE_LABEL]:
+                rows[label].append(i)
+        self.gold_vectors = {label: vectors[idx] for label, idx in rows.items()}
+        self.all_gold = vectors
+
+    def parts(self, example: dspy.Example, sentences: Sequence[str]) -> dict[str, float]:
+        if not sentences:
+            return dict.fromkeys(WEIGHTS, 0.0)
+        with dspy.context(lm=self.labeler_lm):
+            predicted = [list(self.labeler(sentence=s).categories) for s in sentences]
+        agreement = sum(round_trip_agrees(example.target_labels, p) for p in predicted) / len(sentences)
+        vectors = self.embed(list(sentences))
+        if len(sentences) > 1:
+            sims = vectors @ vectors.T
+            mean_pairwise = (sims.sum() - np.trace(sims)) / (len(sentences) * (len(sentences) - 1))
+            diversity = float(np.clip(1.0 - mean_pairwise, 0.0, 1.0))
+        else:
+            diversity = 0.0
+        references = [self.gold_vectors[k] for k in (example.target_labels or [NONE_LABEL]) if k in self.gold_vectors]
+        if references:
+            gold = np.concatenate(references)
+            realism = float(np.clip((vectors @ gold.T).max(axis=1).mean(), 0.0, 1.0))
+        else:
+            realism = 0.0
+        # A call that reproduces a gold sentence must never become a demo (it would be
+        # committed in the compiled program): it scores 0.
+        leak = float(len(self.all_gold) > 0 and (vectors @ self.all_gold.T).max() >= LEAK_COSINE)
+        return {"agreement": agreement, "diversity": diversity, "realism": realism, "leak": leak}
+
+    def score(self, parts: dict[str, float]) -> float:
+        if parts.get("leak"):
+            return 0.0
+        return sum(WEIGHTS[k] * parts[k] for k in WEIGHTS)
+
+    def __call__(self, example: dspy.Example, pred: dspy.Prediction, trace: Any = None) -> float:
+        return self.score(self.parts(example, pred.sentences))
+
+
+def generator_dev_scores(
+    program: LabelToData,
+    examples: Sequence[dspy.Example],
+    metric: GenerationMetric,
+    handle: LMHandle,
+    threads: int,
+    desc: str,
+) -> dict[str, Any]:
+    """Metric parts per target (gold dev category, NONE, multi) and overall; failed calls score 0."""
+    started = time.monotonic()
+    gen_lm = handle.lm.copy(temperature=GENERATION_TEMPERATURE)
+
+    def one(ex: dspy.Example) -> dict[str, float]:
+        with dspy.context(lm=gen_lm):
+            pred = program(**ex.inputs())
+        return metric.parts(ex, pred.sentences)
+
+    results = run_all(one, list(examples), handle, threads=threads, desc=desc)
+    by_target: dict[str, list[dict[str, float]]] = defaultdict(list)
+    for ex, r in zip(examples, results, strict=True):
+        by_target[ex.target_name].append(r.value if r.ok else dict.fromkeys(WEIGHTS, 0.0))
+
+    def mean(rows: list[dict[str, float]]) -> dict[str, float]:
+        out = {k: round(sum(row[k] for row in rows) / len(rows), 4) for k in WEIGHTS}
+        out["score"] = round(metric.score(out), 4)
+        return out
+
+    every = [row for rows in by_target.values() for row in rows]
+    return {
+        "n": len(examples),
+        "failed": sum(not r.ok for r in results),
+        "seconds_per_call": round((time.monotonic() - started) / max(1, len(examples)), 2),
+        "overall": mean(every),
+        "per_target": {t: mean(rows) for t, rows in by_target.items()},
+    }
+
+
+def optimize_generator(
+    optimizer: str,
+    student: LabelToData,
+    train: list[dspy.Example],
+    dev: list[dspy.Example],
+    metric: GenerationMetric,
+    handle: LMHandle,
+    k: int,
+    seed: int,
+    threads: int,
+    trials: int,
+) -> LabelToData:
+    gen_lm = handle.lm.copy(temperature=GENERATION_TEMPERATURE)
+    with dspy.context(lm=gen_lm, adapter=handle.adapter):
+        if optimizer == "bootstrap":
+            teleprompter = dspy.BootstrapFewShot(
+                metric=metric, metric_threshold=0.6, max_bootstrapped_demos=k, max_labeled_demos=0, max_rounds=1
+            )
+            return teleprompter.compile(student, trainset=train)
+        if optimizer == "mipro":
+            teleprompter = dspy.MIPROv2(
+                metric=metric,
+                auto=None,
+                num_candidates=max(2, trials // 2),
+                max_bootstrapped_demos=k,
+                max_labeled_demos=0,
+                num_threads=threads,
+                seed=seed,
+            )
+            return teleprompter.compile(
+                student,
+                trainset=train,
+                valset=dev,
+                num_trials=trials,
+                minibatch=len(dev) > 25,
+                minibatch_size=min(25, len(dev)),
+            )
+    raise ClinsynthError(
+        f"optimizer {optimizer!r} does not apply to label-to-data (no gold outputs to show); "
+        f"choose from {', '.join(GENERATOR_OPTIMIZERS)}"
+    )

@@ -1,0 +1,124 @@
+import json
+from pathlib import Path
+
+import dspy
+import pytest
+from dspy.utils import DummyLM
+
+from clinsynth.compiled import load_compiled, read_metadata
+from clinsynth.records import Record, write_records
+from clinsynth.taxonomy import load_taxonomy
+from programs import compile as compile_cli
+from programs.compile_generator import GenerationMetric, default_targets, generation_examples
+from programs.data_to_label import DataToLabel
+from programs.label_to_data import LabelToData
+from tests.bow import bow_embed
+from tests.test_generate import ScriptedLM
+
+GOLD_DEV = [
+    Record(id="d1", text="Fever spiked overnight to 39 C.", labels=["FEVER"], source="gold"),
+    Record(id="d2", text="Wet cough in the mornings.", labels=["COUGH"], source="gold"),
+    Record(id="d3", text="Denies chills.", labels=[], source="gold"),
+]
+
+
+@pytest.fixture
+def taxonomy(mini_taxonomy_path):
+    return load_taxonomy(mini_taxonomy_path)
+
+
+def test_metric_rewards_agreement_diversity_and_realism(taxonomy):
+    example = generation_examples(taxonomy, ["FEVER"], 1, seed=0)[0]
+    answers = [{"categories": ["FEVER"]}, {"categories": []}] + [{"categories": ["FEVER"]}] * 2
+    labeler_lm = DummyLM(answers, adapter=dspy.JSONAdapter())
+    metric = GenerationMetric(DataToLabel(taxonomy), labeler_lm, GOLD_DEV, bow_embed)
+    with dspy.context(adapter=dspy.JSONAdapter()):
+        good = metric.parts(example, ["Fever spiked overnight to 39 C.", "Rigors and sweats all day."])
+        same = metric.parts(example, ["Fever again today.", "Fever again today."])
+    assert good["agreement"] == 0.5  # the second answer is NONE
+    assert good["realism"] == pytest.approx(0.5)  # one copy of a gold dev sentence, one unrelated
+    assert good["diversity"] > 0.9
+    assert same["diversity"] == pytest.approx(0.0, abs=1e-6)
+    # A sentence equal to a gold dev one is a leak: the call scores 0 and cannot become a demo.
+    assert good["leak"] == 1.0 and metric.score(good) == 0.0
+    assert metric.score({**good, "leak": 0.0}) == pytest.approx(0.25 + 0.25 * good["diversity"] + 0.125)
+
+
+def test_targets_and_examples_cover_dev_categories_none_and_multi(taxonomy):
+    targets = default_targets(taxonomy, GOLD_DEV)
+    assert targets == ["FEVER", "COUGH", "NONE", "MULTI"]
+    dev = generation_examples(taxonomy, targets, 1, seed=0, start=0)
+    train = generation_examples(taxonomy, targets, 2, seed=0, start=1000)
+    assert len(dev) == 4 and len(train) == 8
+    assert not {e.constraints for e in dev} & {e.constraints for e in train} or dev[0] != train[0]
+    assert dev[2].target_labels == [] and "Label NONE" in dev[2].target
+
+
+def test_compile_label_to_data_writes_a_loadable_program(
+    tmp_path: Path, taxonomy, mini_taxonomy_path, fake_openai, monkeypatch, capsys
+):
+    dev_path = tmp_path / "dev.jsonl"
+    write_records(dev_path, GOLD_DEV)
+    monkeypatch.setattr("clinsynth.embeddings.encode", bow_embed)
+    out = tmp_path / "label_to_data.fake.json"
+    with fake_openai(ScriptedLM()) as server:
+        code = compile_cli.main(
+            [
+                "--program",
+                "label-to-data",
+                "--optimizer",
+                "bootstrap",
+                "--lm",
+                "openai/fake",
+                "--api-base",
+                server.api_base,
+                "--dev",
+                str(dev_path),
+                "--taxonomy",
+                str(mini_taxonomy_path),
+                "--out",
+                str(out),
+            ]
+        )
+    assert code == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "| FEVER" in printed and "| overall" in printed
+    meta = read_metadata(out)["clinsynth"]
+    assert meta["program"] == "label-to-data" and meta["optimizer"] == "bootstrap"
+    assert set(meta["dev_after"]["per_target"]) == {"FEVER", "COUGH", "NONE", "MULTI"}
+    loaded = load_compiled(LabelToData(taxonomy), out, taxonomy)
+    assert 1 <= len(loaded.generate.demos) <= 2  # bootstrapped from the program's own good calls
+    assert all(d["sentences"] for d in json.loads(out.read_text())["generate"]["demos"])
+
+
+def test_optimizers_needing_gold_outputs_are_refused(tmp_path: Path, mini_taxonomy_path, monkeypatch, capsys):
+    dev_path = tmp_path / "dev.jsonl"
+    write_records(dev_path, GOLD_DEV)
+    monkeypatch.setattr("clinsynth.embeddings.encode", bow_embed)
+    monkeypatch.setattr(compile_cli, "make_lm", lambda *a, **k: _FakeHandle())
+    code = compile_cli.main(
+        [
+            "--program",
+            "label-to-data",
+            "--optimizer",
+            "labeled-fewshot",
+            "--skip-before",
+            "--dev",
+            str(dev_path),
+            "--taxonomy",
+            str(mini_taxonomy_path),
+            "--out",
+            str(tmp_path / "x.json"),
+        ]
+    )
+    assert code == 2 and "does not apply to label-to-data" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
+
+
+class _FakeHandle:
+    name = "fake"
+    adapter = None
+    lm = DummyLM([{"sentences": ["x y"]}])
+
+    def context(self):
+        return dspy.context(lm=self.lm)
