@@ -71,22 +71,27 @@ class GenerationRequest:
 
 
 def describe_target(taxonomy: Taxonomy, labels: tuple[str, ...], attributes: dict[str, Any]) -> str:
-    """The ``target`` text for the signature: what to document, its definition, the focus.
+    """The ``target`` text for the signature: the concrete focus first, then the definition.
 
-    The guideline's example sentences are left out on purpose: a small model copies them.
+    A small model follows the first concrete phrase best, so the sampled focus leads. The
+    guideline's example sentences are left out on purpose: a small model copies them.
     """
     focus = attributes.get("focus")
     if not labels:
         kind = attributes["negative_kind"]
-        topic = taxonomy.category(attributes["topic"])
+        topic = focus or taxonomy.category(attributes["topic"]).definition
         return (
-            f"Label NONE (no sign for the patient). Kind: {kind}, meaning {NEGATIVE_KINDS[kind]}.\n"
-            f"Topic mentioned but NOT affirmed for the patient: {focus or topic.definition}"
+            f"Each sentence mentions {topic} but documents NO sign for the patient (label NONE): "
+            f"{kind}, i.e. {NEGATIVE_KINDS[kind]}."
         )
-    parts = [f"{name}: {taxonomy.category(name).definition}" for name in labels]
-    head = "Document this category" if len(labels) == 1 else f"Document ALL {len(labels)} categories in each sentence"
-    text = f"{head}.\n" + "\n".join(parts)
-    return f"{text}\nFocus: {focus}" if focus else text
+    definitions = "\n".join(f"{name}: {taxonomy.category(name).definition}" for name in labels)
+    if len(labels) == 1:
+        head = f"Each sentence documents {focus} (category {labels[0]})." if focus else f"Category {labels[0]}."
+    else:
+        joined = " and ".join(labels)
+        head = f"Each sentence documents {focus} (categories {joined}, all in one sentence)."
+        head = head if focus else f"Categories {joined}, all in one sentence."
+    return f"{head}\nDefinitions:\n{definitions}"
 
 
 def render_constraints(attributes: dict[str, Any]) -> str:

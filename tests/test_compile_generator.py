@@ -51,7 +51,7 @@ def test_targets_and_examples_cover_dev_categories_none_and_multi(taxonomy):
     train = generation_examples(taxonomy, targets, 2, seed=0, start=1000)
     assert len(dev) == 4 and len(train) == 8
     assert not {e.constraints for e in dev} & {e.constraints for e in train} or dev[0] != train[0]
-    assert dev[2].target_labels == [] and "Label NONE" in dev[2].target
+    assert dev[2].target_labels == [] and "(label NONE)" in dev[2].target
 
 
 def test_compile_label_to_data_writes_a_loadable_program(

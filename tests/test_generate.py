@@ -35,7 +35,7 @@ class ScriptedLM:
                 return 500, {"error": {"message": "overloaded"}}
             target = prompt.split("[[ ## target ## ]]")[-1]
             w = next(WORDS)
-            if "Label NONE" in target:
+            if "(label NONE)" in target:
                 sentences = [f"Denies fever {w} or chills.", f"Cough {w} resolved last week."]
             elif "FEVER:" in target:
                 sentences = [f"Fever spiked {w} times overnight.", "Seen by Dr. Smith for fever.", GOLD[0]]
