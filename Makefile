@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint silver compile-labeler
+.PHONY: setup run test lint silver compile-labeler bronze compile-generator bronze-report
 
 setup: $(STAMP)
 
@@ -35,3 +35,17 @@ silver: setup
 compile-labeler: setup
 	$(PY) -m programs.compile --program data-to-label --optimizer labeled-fewshot --lm local \
 		--train data/gold/train.jsonl --dev data/gold/dev.jsonl --dev-limit 60
+
+# The bronze set (data/bronze/): >= 50 kept sentences per category, NONE hard negatives
+# and two-category sentences, written by LabelToData from the guideline alone, filtered
+# (PHI, duplicates, leakage against gold, round trip). Resumable call by call.
+bronze: setup
+	$(PY) -m programs.generate --lm local --per-category 50 --out data/bronze/bronze.jsonl
+
+# Recompile the generator for the embedded LM (writes compiled/label_to_data.local.json).
+compile-generator: setup
+	$(PY) -m programs.compile --program label-to-data --optimizer bootstrap --lm local \
+		--dev data/gold/dev.jsonl --k 2
+
+bronze-report: setup
+	$(PY) -m evals.run bronze-quality --bronze data/bronze/bronze.jsonl
