@@ -52,7 +52,14 @@ from clinsynth.runner import map_with_retries
 from clinsynth.taxonomy import DEFAULT_TAXONOMY, NONE_LABEL, Taxonomy, load_taxonomy
 from programs.data_to_label import DataToLabel
 from programs.label import default_program_path as default_labeler_path
-from programs.label_to_data import MULTI_TARGET, NONE_TARGET, GenerationRequest, LabelToData, plan_call
+from programs.label_to_data import (
+    MULTI_TARGET,
+    NONE_TARGET,
+    GenerationRequest,
+    LabelToData,
+    call_rollout,
+    plan_call,
+)
 
 PROGRAM_NAME = "programs.label_to_data.LabelToData"
 ROUND_TRIP_POLICIES = ("drop", "relabel", "keep", "off")
@@ -144,6 +151,7 @@ class BronzeGenerator:
         self.labeler_sha = program_sha256(labeler, taxonomy.guideline_text) if labeler is not None else None
         self.gen_lm = handle.lm.copy(temperature=GENERATION_TEMPERATURE)
         self.failures_path = side_path(out, "failures.jsonl")
+        self.spent: dict[str, int] = {}  # call id -> attempts earlier runs spent on it
 
     # -- generation
     def _generate(self, requests: list[GenerationRequest]) -> int:
@@ -153,11 +161,20 @@ class BronzeGenerator:
         with ResumableWriter(calls_path) as writer, self.failures_path.open("a", encoding="utf-8") as failures:
             todo = [r for r in requests if r.call_id not in writer.done]
             handle = _Handle(self.gen_lm, self.handle)
-            stream = map_with_retries(self.generator.run_request, todo, handle, self.cfg.attempts, self.cfg.threads)
+            stream = map_with_retries(
+                self.generator.run_request,
+                todo,
+                handle,
+                self.cfg.attempts,
+                self.cfg.threads,
+                rollout_base=lambda r: call_rollout(r.call_id) + self.spent.get(r.call_id, 0),
+            )
             for request, result in progress(stream, desc="generating", disable=not self.show_progress, total=len(todo)):
                 if not result.ok:
                     failed += 1
-                    failure = {"call_id": request.call_id, "error": result.error, "at": now_iso()}
+                    spent = result.attempts + self.spent.get(request.call_id, 0)  # over all runs
+                    self.spent[request.call_id] = spent
+                    failure = {"call_id": request.call_id, "error": result.error, "attempts": spent, "at": now_iso()}
                     failures.write(json.dumps(failure) + "\n")
                     failures.flush()
                     continue
@@ -319,6 +336,10 @@ class BronzeGenerator:
     # -- the whole run
     def run(self) -> GenerateResult:
         started = time.monotonic()
+        # Attempts earlier runs spent on failed calls: retries start past their cached rollouts.
+        self.spent = {}
+        if self.failures_path.exists():
+            self.spent = {o["call_id"]: int(o.get("attempts") or 0) for _, o in iter_jsonl(self.failures_path)}
         self.failures_path.write_text("")  # this run's failures only; failed calls are retried
         want = quotas(self.taxonomy, self.cfg)
         planned: dict[str, int] = dict.fromkeys(want, 0)

@@ -42,6 +42,7 @@ from clinsynth.records import (
     ResumableWriter,
     done_ids,
     export_parquet,
+    iter_jsonl,
     now_iso,
     read_inputs,
     read_records,
@@ -122,10 +123,18 @@ def label_items(
     failures_path = out.with_name(out.name + ".failures.jsonl")
     summary = LabelSummary()
     item_attributes = item_attributes or {}
+    spent = attempts_spent(failures_path)  # before the file is truncated for this run
     with ResumableWriter(out) as writer, failures_path.open("w", encoding="utf-8") as failures:
         todo = [i for i in items if i.id not in writer.done]
         summary.skipped = len(items) - len(todo)
-        stream = map_with_retries(lambda item: program(sentence=item.text), todo, handle, attempts, threads)
+        stream = map_with_retries(
+            lambda item: program(sentence=item.text),
+            todo,
+            handle,
+            attempts,
+            threads,
+            rollout_base=lambda item: spent.get(item.id, 0),
+        )
         for item, result in progress(stream, desc="labelling", disable=not show_progress, total=len(todo)):
             if not result.ok:
                 summary.failed += 1
@@ -133,7 +142,7 @@ def label_items(
                     "id": item.id,
                     "text": item.text,
                     "error": result.error,
-                    "attempts": result.attempts,
+                    "attempts": result.attempts + spent.get(item.id, 0),  # over all runs
                     "at": now_iso(),
                 }
                 failures.write(json.dumps(failure) + "\n")
@@ -166,6 +175,17 @@ def label_items(
     if summary.failed == 0:
         failures_path.unlink(missing_ok=True)
     return summary
+
+
+def attempts_spent(failures_path: Path) -> dict[str, int]:
+    """Attempts earlier runs spent on records that failed (their rollouts are cached)."""
+    if not failures_path.exists():
+        return {}
+    spent: dict[str, int] = {}
+    for _, obj in iter_jsonl(failures_path):
+        if isinstance(obj, dict) and isinstance(obj.get("id"), str):
+            spent[obj["id"]] = int(obj.get("attempts") or 0)
+    return spent
 
 
 def prefiltered_items(

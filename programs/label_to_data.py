@@ -150,6 +150,13 @@ def plan_call(taxonomy: Taxonomy, target: str, index: int, seed: int) -> Generat
     return GenerationRequest(call_id=f"{target}:{seed}:{index}", target=target, labels=labels, attributes=attributes)
 
 
+def call_rollout(call_id: str) -> int:
+    """A distinct rollout per planned call: two calls with the same prompt must not share
+    one cached answer (they would only produce duplicates). Multiples of 1,000 leave room
+    for retries."""
+    return 1000 * (int(hashlib.sha256(call_id.encode()).hexdigest()[:7], 16) + 1)
+
+
 def clean_sentence(text: Any) -> str:
     """One line, no list markers or wrapping quotes (small models add both)."""
     text = " ".join(str(text).split())
@@ -168,14 +175,9 @@ class LabelToData(dspy.Module):
         self.n = n
         self.generate = dspy.Predict(GenerateSentences, max_tokens=MAX_TOKENS)
 
-    def forward(
-        self, target: str, constraints: str, n: int | None = None, rollout: int | None = None
-    ) -> dspy.Prediction:
+    def forward(self, target: str, constraints: str, n: int | None = None) -> dspy.Prediction:
         n = n or self.n
-        # A distinct rollout per planned call: two calls with the same prompt must not
-        # share one cached answer (they would only produce duplicates).
-        config = {} if rollout is None else {"rollout_id": rollout}
-        pred = self.generate(target=target, constraints=constraints, n=n, config=config)
+        pred = self.generate(target=target, constraints=constraints, n=n)
         sentences, seen = [], set()
         for raw in pred.sentences or []:
             # An item that runs on past one sentence becomes several candidates.
@@ -190,5 +192,4 @@ class LabelToData(dspy.Module):
 
     def run_request(self, request: GenerationRequest) -> dspy.Prediction:
         target = describe_target(self.taxonomy, request.labels, request.attributes)
-        rollout = int(hashlib.sha256(request.call_id.encode()).hexdigest()[:8], 16)
-        return self(target=target, constraints=render_constraints(request.attributes), rollout=rollout)
+        return self(target=target, constraints=render_constraints(request.attributes))

@@ -216,3 +216,19 @@ def test_default_program_is_the_compiled_one_for_the_lm(tmp_path: Path, monkeypa
     assert label_cli.default_program_path("local/x") is None
     (tmp_path / "data_to_label.local.json").write_text("{}")
     assert label_cli.default_program_path("local/x") == tmp_path / "data_to_label.local.json"
+
+
+def test_a_rerun_gets_fresh_samples_instead_of_replaying_cached_failures(tmp_path: Path, fake_openai):
+    """With the LM cache on, the same prompt and rollout return the cached bad answer; a
+    rerun must start past the rollouts the failed run used."""
+    program = DataToLabel(load_taxonomy())
+    out = tmp_path / "silver.jsonl"
+    replies = iter([json.dumps({"categories": ["NOT_A_CATEGORY"]})] * 3 + [json.dumps({"categories": []})] * 10)
+
+    with fake_openai(lambda body: (200, chat_reply(next(replies)))) as server:
+        handle = make_lm("openai/fake", api_base=server.api_base, num_retries=0, cache=True, adapter="json")
+        first = label_cli.label_items(ITEMS[:1], program, handle, out, attempts=3, show_progress=False)
+        second = label_cli.label_items(ITEMS[:1], program, handle, out, attempts=3, show_progress=False)
+        requests = len(server.requests)
+    assert (first.failed, second.labelled) == (1, 1)
+    assert requests == 4  # three failed rollouts, then one fresh one (not three cache hits)

@@ -36,11 +36,23 @@ class Attempt:
         return self.error is None
 
 
-def call_with_retries(fn: Callable[[], T], lm: Any, attempts: int = 3) -> Attempt:
-    """Call ``fn`` under ``lm``; on failure retry with a fresh sample up to ``attempts`` times."""
+def call_with_retries(fn: Callable[[], T], lm: Any, attempts: int = 3, rollout_base: int = 0) -> Attempt:
+    """Call ``fn`` under ``lm``; on failure retry with a fresh sample up to ``attempts`` times.
+
+    Attempt k uses rollout ``rollout_base + k`` (rollout 0 = ``lm`` as is). Rollouts are
+    part of DSPy's cache key: a rerun that starts past the rollouts an earlier run used
+    (``rollout_base`` = attempts already spent) gets fresh samples instead of replaying
+    cached failures.
+    """
     error = None
     for k in range(attempts):
-        current = lm if k == 0 else lm.copy(rollout_id=k, temperature=RETRY_TEMPERATURE)
+        rollout = rollout_base + k
+        if rollout == 0:
+            current = lm
+        else:
+            # A rollout only differs from another at temperature > 0.
+            temperature = lm.kwargs.get("temperature") or RETRY_TEMPERATURE
+            current = lm.copy(rollout_id=rollout, temperature=temperature)
         try:
             with dspy.context(lm=current):
                 return Attempt(value=fn(), attempts=k + 1)
@@ -56,18 +68,21 @@ def map_with_retries(
     handle: Any,
     attempts: int = 3,
     threads: int = 1,
+    rollout_base: Callable[[Any], int] | None = None,
 ) -> Iterator[tuple[Any, Attempt]]:
     """``call_with_retries(fn(x))`` for each input under ``handle``'s LM and adapter.
 
     Yields ``(input, Attempt)`` as each finishes, so callers can write results at once
     (nothing is lost if the run is killed). ``threads`` > 1 sends requests in parallel,
     for endpoints that serve several at a time; DSPy settings are thread-local, so each
-    worker enters the handle's context itself.
+    worker enters the handle's context itself. ``rollout_base(x)`` gives an input's first
+    rollout (see ``call_with_retries``).
     """
 
     def one(x: Any) -> tuple[Any, Attempt]:
+        base = rollout_base(x) if rollout_base is not None else 0
         with handle.context():
-            return x, call_with_retries(lambda: fn(x), handle.lm, attempts)
+            return x, call_with_retries(lambda: fn(x), handle.lm, attempts, base)
 
     if threads <= 1:
         for x in inputs:
