@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import dspy
+import json_repair
+from dspy.utils.exceptions import AdapterParseError
 
 from clinsynth.corpus import split_sentences
 from clinsynth.taxonomy import Taxonomy
@@ -157,6 +159,20 @@ def call_rollout(call_id: str) -> int:
     return 1000 * (int(hashlib.sha256(call_id.encode()).hexdigest()[:7], 16) + 1)
 
 
+def _salvage_string_answer(exc: AdapterParseError) -> list[str]:
+    """A small model sometimes answers ``{"sentences": "one. two."}``: keep it as a list.
+
+    Anything else is re-raised (and retried with a fresh sample by the caller).
+    """
+    try:
+        answer = json_repair.loads(exc.lm_response.strip().removeprefix("```json").removesuffix("```"))
+    except Exception:  # noqa: BLE001 - unreadable: the original error is the one to report
+        raise exc from None
+    if isinstance(answer, dict) and isinstance(answer.get("sentences"), str) and answer["sentences"].strip():
+        return [answer["sentences"]]
+    raise exc
+
+
 def clean_sentence(text: Any) -> str:
     """One line, no list markers or wrapping quotes (small models add both)."""
     text = " ".join(str(text).split())
@@ -177,9 +193,12 @@ class LabelToData(dspy.Module):
 
     def forward(self, target: str, constraints: str, n: int | None = None) -> dspy.Prediction:
         n = n or self.n
-        pred = self.generate(target=target, constraints=constraints, n=n)
+        try:
+            items = self.generate(target=target, constraints=constraints, n=n).sentences or []
+        except AdapterParseError as exc:
+            items = _salvage_string_answer(exc)
         sentences, seen = [], set()
-        for raw in pred.sentences or []:
+        for raw in items:
             # An item that runs on past one sentence becomes several candidates.
             for piece in split_sentences(clean_sentence(raw)):
                 text = clean_sentence(piece)

@@ -84,3 +84,10 @@ def test_an_answer_with_no_usable_sentence_is_an_error(taxonomy):
 def test_clean_sentence():
     assert clean_sentence("  2) 'Memory intact.' ") == "Memory intact."
     assert clean_sentence("MMSE 24/30.") == "MMSE 24/30."
+
+
+def test_a_string_instead_of_a_list_is_split_into_sentences(taxonomy):
+    lm = DummyLM([{"sentences": "Pt repeats questions. She forgets names."}], adapter=dspy.JSONAdapter())
+    with dspy.context(lm=lm, adapter=dspy.JSONAdapter()):
+        pred = LabelToData(taxonomy)(target="t", constraints="c")
+    assert pred.sentences == ["Pt repeats questions.", "She forgets names."]
