@@ -4,7 +4,8 @@ There are no gold *outputs* for generation, so optimizers that need labelled dem
 apply; ``bootstrap`` keeps the program's own best calls as demos and ``mipro`` also
 searches instructions. The metric scores one call's sentences:
 
-    0.5 * round-trip agreement   (the data-to-label program finds the target labels)
+    0.5 * round-trip agreement   (share of the n sentences asked for whose labels the
+                                  data-to-label program finds: fewer sentences score less)
   + 0.25 * diversity             (1 - mean pairwise cosine of the call's sentences)
   + 0.25 * realism               (mean max cosine to gold dev sentences of the target's categories)
 
@@ -44,6 +45,9 @@ from programs.label_to_data import (
 WEIGHTS = {"agreement": 0.5, "diversity": 0.25, "realism": 0.25}
 GENERATOR_OPTIMIZERS = ("bootstrap", "mipro")
 LEAK_COSINE = 0.95
+# A demo must be a good *and* varied call: all n sentences agreeing with near-paraphrases
+# (diversity ~0.05) score ~0.66 and taught the model to paraphrase; 0.7 asks for more.
+DEMO_THRESHOLD = 0.7
 
 
 def generation_examples(
@@ -92,7 +96,8 @@ class GenerationMetric:
             return dict.fromkeys(WEIGHTS, 0.0)
         with dspy.context(lm=self.labeler_lm):
             predicted = [list(self.labeler(sentence=s).categories) for s in sentences]
-        agreement = sum(round_trip_agrees(example.target_labels, p) for p in predicted) / len(sentences)
+        # Over the n sentences asked for: a call that returns one good sentence is not a good call.
+        agreement = sum(round_trip_agrees(example.target_labels, p) for p in predicted) / max(len(sentences), example.n)
         vectors = self.embed(list(sentences))
         if len(sentences) > 1:
             sims = vectors @ vectors.T
@@ -173,7 +178,11 @@ def optimize_generator(
     with dspy.context(lm=gen_lm, adapter=handle.adapter):
         if optimizer == "bootstrap":
             teleprompter = dspy.BootstrapFewShot(
-                metric=metric, metric_threshold=0.6, max_bootstrapped_demos=k, max_labeled_demos=0, max_rounds=1
+                metric=metric,
+                metric_threshold=DEMO_THRESHOLD,
+                max_bootstrapped_demos=k,
+                max_labeled_demos=0,
+                max_rounds=1,
             )
             return teleprompter.compile(student, trainset=train)
         if optimizer == "mipro":
