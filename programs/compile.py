@@ -158,24 +158,7 @@ def optimize(
             )
             return teleprompter.compile(student, trainset=ordered)
         if optimizer == "mipro":
-            teleprompter = dspy.MIPROv2(
-                metric=label_f1,
-                auto=None,
-                num_candidates=max(2, trials // 2),
-                max_bootstrapped_demos=max(1, k // 2),
-                max_labeled_demos=k,
-                num_threads=threads,
-                seed=seed,
-            )
-            # Explicit valset and a minibatch no larger than it (dspy issues on auto-splitting).
-            return teleprompter.compile(
-                student,
-                trainset=ordered,
-                valset=dev,
-                num_trials=trials,
-                minibatch=len(dev) > 25,
-                minibatch_size=min(25, len(dev)),
-            )
+            return mipro(student, ordered, dev, label_f1, max(1, k // 2), k, threads, seed, trials)
         if optimizer == "gepa":
             teleprompter = dspy.GEPA(
                 metric=label_f1_with_feedback,
@@ -186,6 +169,37 @@ def optimize(
             )
             return teleprompter.compile(student, trainset=ordered, valset=dev)
     raise ClinsynthError(f"unknown optimizer {optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+
+
+def mipro(
+    student: Any,
+    train: list[dspy.Example],
+    dev: list[dspy.Example],
+    metric: Any,
+    bootstrapped: int,
+    labeled: int,
+    threads: int,
+    seed: int,
+    trials: int,
+) -> Any:
+    """MIPROv2 with an explicit valset and a minibatch no larger than it (dspy issues on auto-splitting)."""
+    teleprompter = dspy.MIPROv2(
+        metric=metric,
+        auto=None,
+        num_candidates=max(2, trials // 2),
+        max_bootstrapped_demos=bootstrapped,
+        max_labeled_demos=labeled,
+        num_threads=threads,
+        seed=seed,
+    )
+    return teleprompter.compile(
+        student,
+        trainset=train,
+        valset=dev,
+        num_trials=trials,
+        minibatch=len(dev) > 25,
+        minibatch_size=min(25, len(dev)),
+    )
 
 
 # ---------------------------------------------------------------- CLI

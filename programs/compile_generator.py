@@ -186,23 +186,9 @@ def optimize_generator(
             )
             return teleprompter.compile(student, trainset=train)
         if optimizer == "mipro":
-            teleprompter = dspy.MIPROv2(
-                metric=metric,
-                auto=None,
-                num_candidates=max(2, trials // 2),
-                max_bootstrapped_demos=k,
-                max_labeled_demos=0,
-                num_threads=threads,
-                seed=seed,
-            )
-            return teleprompter.compile(
-                student,
-                trainset=train,
-                valset=dev,
-                num_trials=trials,
-                minibatch=len(dev) > 25,
-                minibatch_size=min(25, len(dev)),
-            )
+            from programs.compile import mipro
+
+            return mipro(student, train, dev, metric, k, 0, threads, seed, trials)
     raise ClinsynthError(
         f"optimizer {optimizer!r} does not apply to label-to-data (no gold outputs to show); "
         f"choose from {', '.join(GENERATOR_OPTIMIZERS)}"
