@@ -397,6 +397,7 @@ def write_outputs(result: GenerateResult, out: Path, cfg: GenerateConfig, lm_nam
                 "id": d.candidate.id,
                 "text": d.candidate.text,
                 "target": d.candidate.target,
+                "labels": list(d.candidate.labels),  # what the sentence was written for
                 "filter": d.filter,
                 "detail": d.detail,
             }

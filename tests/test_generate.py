@@ -105,6 +105,9 @@ def test_generates_filters_and_counts_every_drop(tmp_path: Path, taxonomy, fake_
     assert report["counts"]["FEVER"][bf.PHI] == 3 and report["kept_by_label"]["FEVER"] == 3
     dropped = [json.loads(line) for line in (tmp_path / "bronze.jsonl.dropped.jsonl").open()]
     assert {d["filter"] for d in dropped} == {bf.PHI, bf.LEAKAGE, bf.EXACT_DUPLICATE, bf.ROUND_TRIP}
+    # the labels each sentence was written for travel with it (the no-round-trip ablation uses them)
+    assert all((d["labels"] == []) == (d["target"] == "NONE") for d in dropped)
+    assert {tuple(d["labels"]) for d in dropped if d["target"] == "FEVER"} == {("FEVER",)}
 
 
 def test_relabel_policy_keeps_drifted_sentences_with_the_labellers_labels(tmp_path: Path, taxonomy, fake_openai):
