@@ -35,6 +35,17 @@ def main(argv: list[str] | None = None) -> int:
     bq.add_argument("--taxonomy", type=Path, default=None)
     bq.add_argument("--coverage-cosine", type=float, default=0.6)
     bq.add_argument("--out-dir", type=Path, default=Path("reports"))
+    aug = sub.add_parser("augmentation", help="SetFit on gold / +silver / +bronze mixes, seeds, baselines")
+    aug.add_argument("--mixes", default=None, help="comma-separated mixes (default: all main, reference, ablation)")
+    aug.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    aug.add_argument("--max-steps", type=int, default=None, help="contrastive steps per training")
+    aug.add_argument("--train-limit", type=int, default=None, help="first N of each part of a mix (quick runs)")
+    aug.add_argument("--silver-min-confidence", type=float, default=0.5)
+    aug.add_argument("--silver", type=Path, default=None)
+    aug.add_argument("--bronze", type=Path, default=None)
+    aug.add_argument("--no-baselines", action="store_true")
+    aug.add_argument("--work-dir", type=Path, default=None, help="where finished runs are kept (resume)")
+    aug.add_argument("--out-dir", type=Path, default=Path("reports"))
     args = parser.parse_args(argv)
     command = "python -m evals.run " + shlex.join(argv)
     try:
@@ -69,10 +80,48 @@ def main(argv: list[str] | None = None) -> int:
                 f"PHI {len(results['phi'])}; distinct-2 {results['overall']['distinct_2']}"
             )
             print(f"report: {args.out_dir / 'bronze.md'}")
+        elif args.suite == "augmentation":
+            from evals import augmentation
+
+            summary = augmentation.run(augmentation_experiment(args), _taxonomy(), args.out_dir, command)
+            print(f"report: {args.out_dir / 'augmentation.md'} (best mix on dev: {augmentation.best_mix(summary)})")
     except ClinsynthError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _taxonomy():
+    from clinsynth.taxonomy import load_taxonomy
+
+    return load_taxonomy()
+
+
+def augmentation_experiment(args: argparse.Namespace):
+    """The experiment the CLI options describe (defaults: every mix, seeds 0-2, default budget)."""
+    from dataclasses import replace
+
+    from clinsynth.classifier import TrainingBudget
+    from clinsynth.mixes import MixSources
+    from evals.augmentation import DEFAULT_MIXES, Experiment
+
+    sources = MixSources(silver_min_confidence=args.silver_min_confidence)
+    if args.silver:
+        sources = replace(sources, silver=args.silver)
+    if args.bronze:
+        sources = replace(sources, bronze=args.bronze)
+    budget = TrainingBudget() if args.max_steps is None else TrainingBudget(max_steps=args.max_steps)
+    experiment = Experiment(
+        mixes=tuple(m.strip() for m in args.mixes.split(",")) if args.mixes else DEFAULT_MIXES,
+        seeds=tuple(int(s) for s in args.seeds.split(",")),
+        budget=budget,
+        sources=sources,
+        train_limit=args.train_limit,
+        baselines=not args.no_baselines,
+    )
+    if args.work_dir:
+        experiment.work_dir = args.work_dir
+    return experiment
 
 
 if __name__ == "__main__":

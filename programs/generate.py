@@ -45,6 +45,7 @@ from clinsynth.records import (
     iter_jsonl,
     now_iso,
     read_records,
+    side_path,
     text_id,
     write_records,
 )
@@ -111,10 +112,6 @@ def quotas(taxonomy: Taxonomy, cfg: GenerateConfig) -> dict[str, int]:
     if cfg.multi_label:
         out[MULTI_TARGET] = cfg.multi_label
     return out
-
-
-def side_path(out: Path, suffix: str) -> Path:
-    return out.with_name(f"{out.name}.{suffix}")
 
 
 def gold_texts(paths: list[Path] | None = None) -> list[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import clinsynth  # noqa: F401  (offline environment before dspy)
@@ -13,43 +12,62 @@ from clinsynth.paths import OUTPUT_DIR
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """The pipeline on embedded defaults: today, silver labelling of a corpus sample with the compiled program."""
-    from clinsynth.gold import held_out_notes
-    from clinsynth.lm import make_lm
+    """The main job on embedded defaults: programs, silver, bronze, experiment, default model."""
+    from clinsynth.pipeline import MainJob, RunConfig
+
+    out_dir = Path(args.out_dir) if args.out_dir else OUTPUT_DIR / ("quick" if args.quick else "run")
+    config = RunConfig(
+        out_dir=out_dir,
+        lm=args.lm,
+        api_base=args.api_base,
+        quick=args.quick,
+        regenerate=args.regenerate,
+        seeds=tuple(int(s) for s in args.seeds.split(",")),
+        seed=args.seed,
+    )
+    return MainJob(config).run()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from clinsynth.classifier import TrainingBudget
+    from clinsynth.mixes import MixSources
+    from clinsynth.models import train_model
     from clinsynth.report import format_table
     from clinsynth.taxonomy import load_taxonomy
-    from programs.label import corpus_items, default_program_path, label_items, load_program
 
-    started = time.monotonic()
-    out_dir = Path(args.out_dir)
     taxonomy = load_taxonomy()
-    items = corpus_items(limit=args.limit, sample_seed=args.seed, exclude_notes=held_out_notes())
-    print(f"[1/2] {len(items)} public-corpus sentences sampled (seed {args.seed}, gold dev/test notes excluded)")
-    handle = make_lm(args.lm, api_base=args.api_base)
-    program_path = default_program_path(handle.name)
-    program = load_program(taxonomy, program_path)
-    silver = out_dir / "silver.jsonl"
-    print(f"[2/2] labelling with {handle.name}, program {program_path or 'zero-shot'} -> {silver}")
-    summary = label_items(items, program, handle, silver, seed=args.seed)
-    rows = [
-        ["labelled now", summary.labelled],
-        ["already done (resumed)", summary.skipped],
-        ["failed (see .failures.jsonl)", summary.failed],
-    ]
-    rows += [[f"label {name}", n] for name, n in summary.label_counts.most_common()]
-    rows.append(["mean confidence", _mean_confidence(silver)])
-    print()
-    print(format_table(["silver run", "count"], rows))
-    print(f"\ndone in {time.monotonic() - started:.0f} s; outputs in {out_dir}")
-    attempted = summary.labelled + summary.failed
-    return 1 if attempted and summary.labelled == 0 else 0  # failures are recorded; only total failure fails
+    sources = MixSources(silver_min_confidence=args.silver_min_confidence)
+    if args.silver:
+        sources = MixSources(**{**sources.__dict__, "silver": Path(args.silver)})
+    if args.bronze:
+        sources = MixSources(**{**sources.__dict__, "bronze": Path(args.bronze)})
+    budget = TrainingBudget(max_steps=args.max_steps, batch_size=args.batch_size)
+    out = Path(args.out)
+    print(f"training on {args.mix} ({budget.max_steps} contrastive steps, seed {args.seed}) -> {out}")
+    classifier = train_model(args.mix, taxonomy, out, budget=budget, seed=args.seed, sources=sources)
+    info = classifier.info
+    rows = [[k, info.dev_scores[k], info.test_scores[k]] for k in ("micro_f1", "macro_f1", "binary_f1")]
+    print(format_table(["metric", "gold dev", "gold test"], rows))
+    n = sum(info.train_sources.values())
+    print(f"trained in {info.train_seconds:.0f} s on {n} sentences; model card: {out / 'README.md'}")
+    return 0
 
 
-def _mean_confidence(path: Path) -> float | str:
-    from clinsynth.records import read_records
+def cmd_predict(args: argparse.Namespace) -> int:
+    from clinsynth.classifier import SignsClassifier
+    from clinsynth.models import ensure_default_model
+    from clinsynth.predict import predict_file
+    from clinsynth.taxonomy import load_taxonomy
 
-    values = [r.provenance.confidence for r in read_records(path) if r.provenance and r.provenance.confidence]
-    return sum(values) / len(values) if values else "-"
+    taxonomy = load_taxonomy()
+    model_dir = Path(args.model) if args.model else ensure_default_model(taxonomy)
+    classifier = SignsClassifier.load(model_dir, taxonomy)
+    result = predict_file(classifier, args.input, args.out, notes=args.notes)
+    rate = result["sentences"] / result["seconds"] if result["seconds"] else 0.0
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(result["label_counts"].items(), key=lambda kv: -kv[1]))
+    print(f"{result['sentences']} sentences -> {args.out} ({rate:.0f} sentences/s; model {model_dir})")
+    print(f"labels: {counts or '-'}")
+    return 0
 
 
 def cmd_corpus(args: argparse.Namespace) -> int:
@@ -80,12 +98,32 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the main job end to end on the embedded defaults")
+    run.add_argument("--quick", action="store_true", help="a small version of every step (CI)")
     run.add_argument("--lm", default="local", help="'local' (embedded) or a litellm model string")
     run.add_argument("--api-base", default=None)
-    run.add_argument("--limit", type=int, default=20, help="corpus sentences to label")
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--out-dir", default=str(OUTPUT_DIR / "run"))
+    run.add_argument("--regenerate", action="store_true", help="make new silver and bronze with --lm (resumable)")
+    run.add_argument("--seeds", default="0,1,2", help="seeds of the experiment")
+    run.add_argument("--seed", type=int, default=0, help="seed for sampling and generation")
+    run.add_argument("--out-dir", default=None, help="default: outputs/run (outputs/quick with --quick)")
     run.set_defaults(func=cmd_run)
+
+    train = sub.add_parser("train", help="train the SetFit classifier on a mix, e.g. --mix gold+bronze")
+    train.add_argument("--mix", default="gold", help="parts joined by '+': gold, silver, silver-confident, bronze, ...")
+    train.add_argument("--out", default=str(OUTPUT_DIR / "model"), help="model directory (default: the default model)")
+    train.add_argument("--max-steps", type=int, default=80, help="contrastive training steps")
+    train.add_argument("--batch-size", type=int, default=16)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--silver", default=None, help="silver file (default data/silver/silver.jsonl)")
+    train.add_argument("--bronze", default=None, help="bronze file (default data/bronze/bronze.jsonl)")
+    train.add_argument("--silver-min-confidence", type=float, default=0.5, help="for silver-confident")
+    train.set_defaults(func=cmd_train)
+
+    predict = sub.add_parser("predict", help="label sentences (or --notes) of a JSONL / CSV / TXT file")
+    predict.add_argument("--input", required=True, help="JSONL (text, id?), CSV (text column) or TXT (a line each)")
+    predict.add_argument("--out", required=True, help="output JSONL: id, text, labels, scores")
+    predict.add_argument("--model", default=None, help="model directory (default: the main job's model)")
+    predict.add_argument("--notes", action="store_true", help="each input item is a whole note: split it")
+    predict.set_defaults(func=cmd_predict)
 
     corpus = sub.add_parser("corpus", help="read the public corpus and print note/sentence counts")
     corpus.add_argument("--path", default=None)

@@ -78,6 +78,11 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def side_path(out: Path, suffix: str) -> Path:
+    """A file that travels with ``out``: ``bronze.jsonl`` -> ``bronze.jsonl.<suffix>``."""
+    return out.with_name(f"{out.name}.{suffix}")
+
+
 def text_id(text: str) -> str:
     """A stable id for a sentence that came without one."""
     return "t-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]

@@ -1,0 +1,130 @@
+"""Training mixes: gold train plus LLM-made data, named like ``gold+silver+bronze``.
+
+Parts of a mix:
+
+- ``gold``: the expert-labelled gold train split;
+- ``silver``: corpus sentences labelled by data-to-label;
+- ``silver-confident``: silver records whose label confidence is at least
+  ``silver_min_confidence`` (the labeller over-labels at low confidence);
+- ``bronze``: sentences written by label-to-data that passed every filter;
+- ``bronze-unfiltered``: the same targets without the round-trip filter: kept sentences
+  plus those the round trip dropped, sampled down to the kept count per target so that
+  only the filter, not the size, differs from ``bronze``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from clinsynth.errors import DataError
+from clinsynth.gold import load_gold
+from clinsynth.paths import DATA_DIR
+from clinsynth.records import Record, iter_jsonl, read_records, side_path
+from clinsynth.taxonomy import NONE_LABEL, Taxonomy
+
+PARTS = ("gold", "silver", "silver-confident", "bronze", "bronze-unfiltered")
+ROUND_TRIP_FILTER = "round_trip"
+
+
+@dataclass(frozen=True)
+class MixSources:
+    gold_dir: Path = DATA_DIR / "gold"
+    silver: Path = DATA_DIR / "silver" / "silver.jsonl"
+    bronze: Path = DATA_DIR / "bronze" / "bronze.jsonl"
+    silver_min_confidence: float = 0.5
+
+
+def parse_mix(spec: str) -> tuple[str, ...]:
+    """``"gold+bronze"`` -> ``("gold", "bronze")``; unknown or repeated parts are an error."""
+    parts = tuple(p.strip() for p in spec.split("+") if p.strip())
+    unknown = [p for p in parts if p not in PARTS]
+    if not parts or unknown:
+        raise DataError(f"unknown mix part(s) {unknown or [spec]}; use parts {PARTS} joined by '+'")
+    if len(set(parts)) != len(parts):
+        raise DataError(f"mix {spec!r} names a part twice")
+    return parts
+
+
+def load_mix(spec: str, taxonomy: Taxonomy, sources: MixSources = MixSources()) -> list[Record]:
+    """The training records of a mix, in part order."""
+    records: list[Record] = []
+    for part in parse_mix(spec):
+        records.extend(load_part(part, taxonomy, sources))
+    return records
+
+
+def load_part(part: str, taxonomy: Taxonomy, sources: MixSources) -> list[Record]:
+    if part == "gold":
+        return load_gold(sources.gold_dir, taxonomy, splits=("train",))["train"]
+    if part in ("silver", "silver-confident"):
+        records = _read(sources.silver, taxonomy, "silver")
+        if part == "silver-confident":
+            records = [r for r in records if _confidence(r) >= sources.silver_min_confidence]
+        return records
+    if part == "bronze":
+        return _read(sources.bronze, taxonomy, "bronze")
+    if part == "bronze-unfiltered":
+        return bronze_without_round_trip(sources.bronze, taxonomy)
+    raise DataError(f"unknown mix part {part!r}")
+
+
+def _read(path: Path, taxonomy: Taxonomy, what: str) -> list[Record]:
+    if not Path(path).exists():
+        raise DataError(f"no {what} set here; make it first (make {what})", path=path)
+    return read_records(path, taxonomy)
+
+
+def _confidence(record: Record) -> float:
+    confidence = record.provenance.confidence if record.provenance else None
+    return confidence if confidence is not None else 0.0
+
+
+def bronze_target(record: Record) -> str:
+    attributes = (record.provenance.attributes or {}) if record.provenance else {}
+    return attributes.get("target") or (record.labels[0] if record.labels else NONE_LABEL)
+
+
+def bronze_without_round_trip(path: Path, taxonomy: Taxonomy, seed: int = 0) -> list[Record]:
+    """Kept bronze plus round-trip drops, sampled to the kept count per target."""
+    kept = _read(path, taxonomy, "bronze")
+    dropped_path = side_path(Path(path), "dropped.jsonl")
+    pool: dict[str, list[Record]] = defaultdict(list)
+    for record in kept:
+        pool[bronze_target(record)].append(record)
+    wanted = {target: len(records) for target, records in pool.items()}
+    if dropped_path.exists():
+        for line, row in iter_jsonl(dropped_path):
+            if row.get("filter") != ROUND_TRIP_FILTER:
+                continue
+            if "labels" not in row:
+                raise DataError(
+                    "missing; rerun `make bronze` (it rewrites the side files without new LM calls)",
+                    path=dropped_path,
+                    line=line,
+                    field="labels",
+                )
+            unknown = taxonomy.unknown_labels(row["labels"])
+            if unknown:
+                raise DataError(f"unknown label(s) {unknown}", path=dropped_path, line=line, field="labels")
+            pool[row["target"]].append(
+                Record(id=row["id"], text=row["text"], labels=taxonomy.canonical(row["labels"]), source="bronze")
+            )
+    rng = random.Random(seed)
+    out: list[Record] = []
+    for target in sorted(pool):
+        candidates = pool[target]
+        out.extend(rng.sample(candidates, min(len(candidates), wanted.get(target, 0))))
+    return out
+
+
+def mix_label_counts(records: Sequence[Record], taxonomy: Taxonomy) -> dict[str, int]:
+    counts = {n: 0 for n in taxonomy.names}
+    for r in records:
+        for label in r.labels:
+            counts[label] += 1
+    counts[NONE_LABEL] = sum(not r.labels for r in records)
+    return counts
