@@ -59,9 +59,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from clinsynth.predict import predict_file
     from clinsynth.taxonomy import load_taxonomy
 
-    taxonomy = load_taxonomy()
-    model_dir = Path(args.model) if args.model else ensure_default_model(taxonomy)
-    classifier = SignsClassifier.load(model_dir, taxonomy)
+    # A model knows its own labels; the taxonomy is only needed to train the default one.
+    model_dir = Path(args.model) if args.model else ensure_default_model(load_taxonomy())
+    classifier = SignsClassifier.load(model_dir)
     result = predict_file(classifier, args.input, args.out, notes=args.notes)
     rate = result["sentences"] / result["seconds"] if result["seconds"] else 0.0
     counts = ", ".join(f"{k} {v}" for k, v in sorted(result["label_counts"].items(), key=lambda kv: -kv[1]))

@@ -11,6 +11,7 @@ Output, one line per sentence::
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from clinsynth.errors import DataError
 from clinsynth.records import read_inputs
 
 BATCH = 256
+# "HISTORY OF PRESENT ILLNESS:  She ..." on one line: put the header on its own line.
+_INLINE_HEADER = re.compile(r"^(\s*[A-Z][A-Z0-9 /&()'\-]{1,80}?:)[ \t]+(?=\S)", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ def read_sentences(path: Path | str, notes: bool = False) -> list[Sentence]:
 def _note_sentences(note_id: str, text: str) -> list[Sentence]:
     return [
         Sentence(f"{note_id}-s{k}", sentence, note_id=note_id, section=section or None)
-        for k, (section, sentence) in enumerate(clean_and_split(text))
+        for k, (section, sentence) in enumerate(clean_and_split(_INLINE_HEADER.sub("\\1\n", text)))
     ]
 
 

@@ -1,0 +1,49 @@
+"""``clinsynth run --quick``: every step of the main job with the real embedded LLM and SetFit."""
+
+from pathlib import Path
+
+import pytest
+
+from clinsynth.classifier import SignsClassifier
+from clinsynth.cli import main
+from clinsynth.pipeline import QUICK_CATEGORIES
+from clinsynth.records import read_records
+from clinsynth.taxonomy import load_taxonomy
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module", autouse=True)
+def stop_server_after():
+    yield
+    from clinsynth.lm import shutdown_local_server
+
+    shutdown_local_server()
+
+
+def test_quick_main_job_makes_silver_bronze_report_and_a_usable_model(tmp_path: Path, capsys):
+    pytest.importorskip("xllamacpp")
+    assert main(["run", "--quick", "--out-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    taxonomy = load_taxonomy()
+
+    silver = read_records(tmp_path / "silver.jsonl", taxonomy)
+    assert 1 <= len(silver) <= 6
+    assert all(r.source == "silver" and r.provenance.lm.startswith("local/") for r in silver)
+
+    bronze = read_records(tmp_path / "bronze.jsonl", taxonomy)  # may be small: the round trip drops drift
+    targets = {r.provenance.attributes["target"] for r in bronze}
+    assert targets <= {*QUICK_CATEGORIES.split(","), "NONE"}
+    report = (tmp_path / "bronze.jsonl.report.json").read_text()
+    assert '"generated"' in report
+
+    md = (tmp_path / "report" / "augmentation.md").read_text()
+    for system in ("| gold ", "| gold+silver ", "| gold+bronze ", "keyword lexicon", "tf-idf + LR"):
+        assert system in md, system
+    assert (tmp_path / "report" / "augmentation_per_category.png").stat().st_size > 0
+
+    model = SignsClassifier.load(tmp_path / "model", taxonomy)
+    assert model.info.mix == "gold" and 0 <= model.info.test_scores["micro_f1"] <= 1
+    assert len(model.predict(["MMSE 24/30 today."])) == 1
+    for step in ("programs", "silver", "bronze", "experiment", "default model"):
+        assert f"| {step}" in out, step

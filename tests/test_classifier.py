@@ -1,0 +1,104 @@
+"""The SetFit classifier: label matrix, imbalance handling, thresholds, training, save/load."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clinsynth.classifier import (
+    META_FILE,
+    MIN_DEV_POSITIVES,
+    SignsClassifier,
+    TrainingBudget,
+    label_matrix,
+    oversample_minority,
+    tune_thresholds,
+)
+from clinsynth.errors import ClinsynthError
+from clinsynth.taxonomy import load_taxonomy
+from tests.mini_data import records
+
+TINY = TrainingBudget(max_steps=4, batch_size=8, min_per_category=6)
+
+
+def test_label_matrix_adds_a_none_column():
+    m = label_matrix([["B"], [], ["A", "B"]], ["A", "B"])
+    assert m.tolist() == [[0, 1, 0], [0, 0, 1], [1, 1, 0]]
+
+
+def test_oversampling_lifts_rare_categories_and_leaves_absent_ones_alone():
+    texts = ["a1", "a2", "a3", "a4", "b1", "none"]
+    matrix = label_matrix([["A"]] * 4 + [["B"], []], ["A", "B", "C"])
+    out_texts, out_matrix = oversample_minority(texts, matrix, 3, np.random.default_rng(0))
+    assert out_texts[:6] == texts  # originals kept, in order
+    counts = out_matrix.sum(axis=0).tolist()
+    assert counts == [4, 3, 0, 3]  # B and NONE raised to 3, A untouched, absent C stays 0
+    assert out_texts.count("b1") == 3
+
+
+def test_thresholds_maximise_dev_f1_and_fall_back_with_few_positives():
+    rng = np.random.default_rng(0)
+    gold = np.zeros((40, 2), dtype=int)
+    gold[:10, 0] = 1  # A: 10 positives, scored 0.3-0.4; negatives below 0.25
+    gold[0, 1] = 1  # B: one positive
+    scores = np.zeros((40, 2))
+    scores[:10, 0] = rng.uniform(0.3, 0.4, 10)
+    scores[10:, 0] = rng.uniform(0.0, 0.25, 30)
+    scores[:, 1] = 0.2
+    t = tune_thresholds(scores, gold, ["A", "B"])
+    assert 0.25 < t["A"] <= 0.3
+    assert MIN_DEV_POSITIVES > 1 and t["B"] == 0.5
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from tests.conftest import TWO_CATEGORY_YAML
+
+    path = tmp_path_factory.mktemp("tax") / "mini.yaml"
+    path.write_text(TWO_CATEGORY_YAML)
+    taxonomy = load_taxonomy(path)
+    train = records("train") + records("dev") + records("test")
+    classifier = SignsClassifier.train(train, taxonomy, dev=records("dev"), budget=TINY, seed=0, show_progress=False)
+    return taxonomy, train, classifier
+
+
+def test_training_fits_the_training_sentences(trained):
+    taxonomy, train, classifier = trained
+    predicted = classifier.predict([r.text for r in train])
+    exact = sum(set(p) == set(r.labels) for p, r in zip(predicted, train, strict=True))
+    assert exact / len(train) >= 0.8
+    assert classifier.info.train_counts == {"FEVER": 10, "COUGH": 10, "NONE": 8}
+    assert classifier.info.train_sources == {"gold": 26} and classifier.info.train_seconds > 0
+    scores = classifier.scores(["Febrile to 39 C."])
+    assert scores.shape == (1, 2) and 0 <= scores.min() and scores.max() <= 1
+
+
+def test_save_and_load_give_the_same_predictions_and_a_model_card(trained, tmp_path: Path):
+    taxonomy, train, classifier = trained
+    texts = [r.text for r in train]
+    classifier.save(tmp_path / "model")
+    meta = json.loads((tmp_path / "model" / META_FILE).read_text())
+    assert meta["labels"] == ["FEVER", "COUGH"] and set(meta["thresholds"]) == {"FEVER", "COUGH"}
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert "FEVER" in card and "training mix" in card
+    loaded = SignsClassifier.load(tmp_path / "model", taxonomy)
+    assert np.allclose(loaded.scores(texts), classifier.scores(texts), atol=1e-5)
+    assert loaded.predict(texts) == classifier.predict(texts)
+
+
+def test_loading_checks_the_taxonomy_and_the_directory(trained, tmp_path: Path):
+    _, _, classifier = trained
+    classifier.save(tmp_path / "model")
+    with pytest.raises(ClinsynthError, match="trained for labels"):
+        SignsClassifier.load(tmp_path / "model", load_taxonomy())
+    with pytest.raises(ClinsynthError, match="not a clinsynth classifier"):
+        SignsClassifier.load(tmp_path)
+
+
+def test_training_needs_data(trained):
+    taxonomy, _, _ = trained
+    with pytest.raises(ClinsynthError, match="no training sentences"):
+        SignsClassifier.train([], taxonomy)
