@@ -46,7 +46,7 @@ MIN_DEV_POSITIVES = 5
 class TrainingBudget:
     """How much training one classifier gets; sized to finish in minutes on 2 CPU cores."""
 
-    max_steps: int = 80  # contrastive steps; pairs seen = max_steps * batch_size
+    max_steps: int = 40  # contrastive steps; pairs seen = max_steps * batch_size
     batch_size: int = 16
     body_learning_rate: float = 2e-5
     max_length: int = 64  # tokens; clinical sentences are short, long ones lose only their tail

@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train the SetFit classifier on a mix, e.g. --mix gold+bronze")
     train.add_argument("--mix", default="gold", help="parts joined by '+': gold, silver, silver-confident, bronze, ...")
     train.add_argument("--out", default=str(OUTPUT_DIR / "model"), help="model directory (default: the default model)")
-    train.add_argument("--max-steps", type=int, default=80, help="contrastive training steps")
+    train.add_argument("--max-steps", type=int, default=40, help="contrastive training steps")
     train.add_argument("--batch-size", type=int, default=16)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--silver", default=None, help="silver file (default data/silver/silver.jsonl)")
