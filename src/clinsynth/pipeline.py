@@ -154,7 +154,8 @@ class MainJob:
         cfg = self.config
         experiment = augmentation.Experiment(
             sources=self.sources,
-            work_dir=cfg.out_dir / "augmentation",
+            # The full run shares finished runs with `python -m evals.run augmentation`.
+            work_dir=cfg.out_dir / "augmentation" if cfg.quick else augmentation.Experiment().work_dir,
             seeds=(cfg.seed,) if cfg.quick else cfg.seeds,
         )
         if cfg.quick:
