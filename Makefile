@@ -40,7 +40,7 @@ compile-labeler: setup
 # and two-category sentences, written by LabelToData from the guideline alone, filtered
 # (PHI, duplicates, leakage against gold, round trip). Resumable call by call.
 bronze: setup
-	$(PY) -m programs.generate --lm local --per-category 50 --out data/bronze/bronze.jsonl
+	$(PY) -m programs.generate --lm local --per-category 50 --max-rounds 10 --out data/bronze/bronze.jsonl
 
 # Recompile the generator for the embedded LM (writes compiled/label_to_data.local.json).
 compile-generator: setup
