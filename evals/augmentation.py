@@ -349,16 +349,12 @@ def distribution_shift(mix_data: dict[str, list[Record]], taxonomy: Taxonomy, te
     from clinsynth.embeddings import encode_cached
 
     by_source: dict[str, list[Record]] = {}
+    seen: set[tuple[str, str]] = set()
     for records in mix_data.values():
-        for r in records:
-            by_source.setdefault(r.source, [])
-    for source in by_source:
-        seen: set[str] = set()
-        for records in mix_data.values():
-            for r in records:
-                if r.source == source and r.id not in seen:
-                    seen.add(r.id)
-                    by_source[source].append(r)
+        for r in records:  # a record shared by several mixes counts once
+            if (r.source, r.id) not in seen:
+                seen.add((r.source, r.id))
+                by_source.setdefault(r.source, []).append(r)
     test_vec = encode_cached([r.text for r in test], show_progress=False)
     names = (*taxonomy.names, NONE_LABEL)
     test_centroids = _centroids(test, test_vec, names)
