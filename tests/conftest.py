@@ -100,3 +100,19 @@ def chat_reply(content: str) -> dict:
 @pytest.fixture
 def fake_openai() -> type[FakeOpenAI]:
     return FakeOpenAI
+
+
+@pytest.fixture(scope="session")
+def mini_trained(tmp_path_factory: pytest.TempPathFactory):
+    """One tiny SetFit classifier on the two-category taxonomy, shared by the tests that need one."""
+    from clinsynth.classifier import SignsClassifier, TrainingBudget
+    from clinsynth.taxonomy import load_taxonomy
+    from tests.mini_data import records
+
+    path = tmp_path_factory.mktemp("tax") / "mini.yaml"
+    path.write_text(TWO_CATEGORY_YAML)
+    taxonomy = load_taxonomy(path)
+    train = records("train") + records("dev") + records("test")
+    budget = TrainingBudget(max_steps=4, batch_size=8, min_per_category=6)
+    classifier = SignsClassifier.train(train, taxonomy, dev=records("dev"), budget=budget, show_progress=False)
+    return taxonomy, train, classifier

@@ -12,16 +12,12 @@ from clinsynth.classifier import (
     META_FILE,
     MIN_DEV_POSITIVES,
     SignsClassifier,
-    TrainingBudget,
     label_matrix,
     oversample_minority,
     tune_thresholds,
 )
 from clinsynth.errors import ClinsynthError
 from clinsynth.taxonomy import load_taxonomy
-from tests.mini_data import records
-
-TINY = TrainingBudget(max_steps=4, batch_size=8, min_per_category=6)
 
 
 def test_label_matrix_adds_a_none_column():
@@ -53,16 +49,9 @@ def test_thresholds_maximise_dev_f1_and_fall_back_with_few_positives():
     assert MIN_DEV_POSITIVES > 1 and t["B"] == 0.5
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    from tests.conftest import TWO_CATEGORY_YAML
-
-    path = tmp_path_factory.mktemp("tax") / "mini.yaml"
-    path.write_text(TWO_CATEGORY_YAML)
-    taxonomy = load_taxonomy(path)
-    train = records("train") + records("dev") + records("test")
-    classifier = SignsClassifier.train(train, taxonomy, dev=records("dev"), budget=TINY, seed=0, show_progress=False)
-    return taxonomy, train, classifier
+@pytest.fixture
+def trained(mini_trained):
+    return mini_trained
 
 
 def test_training_fits_the_training_sentences(trained):

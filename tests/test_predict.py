@@ -7,11 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from clinsynth.classifier import SignsClassifier, TrainingBudget
 from clinsynth.errors import DataError
 from clinsynth.predict import predict_file, read_sentences
-from clinsynth.taxonomy import load_taxonomy
-from tests.mini_data import records
 
 NOTE = """HISTORY OF PRESENT ILLNESS:  Febrile to 39 C overnight. Productive cough.
 
@@ -47,16 +44,9 @@ def test_notes_are_split_into_sentences_with_sections(tmp_path: Path):
     assert len(read_sentences(tmp_path / "note.txt", notes=True)) == 3  # a TXT file is one note
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    from tests.conftest import TWO_CATEGORY_YAML
-
-    path = tmp_path_factory.mktemp("tax") / "mini.yaml"
-    path.write_text(TWO_CATEGORY_YAML)
-    taxonomy = load_taxonomy(path)
-    train = records("train") + records("dev") + records("test")
-    budget = TrainingBudget(max_steps=2, batch_size=8)
-    return SignsClassifier.train(train, taxonomy, budget=budget, show_progress=False)
+@pytest.fixture
+def model(mini_trained):
+    return mini_trained[2]
 
 
 def test_predict_file_writes_one_row_per_sentence_with_scores(model, tmp_path: Path):
