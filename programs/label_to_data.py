@@ -197,6 +197,9 @@ class LabelToData(dspy.Module):
             items = self.generate(target=target, constraints=constraints, n=n).sentences or []
         except AdapterParseError as exc:
             items = _salvage_string_answer(exc)
+            salvaged = True
+        else:
+            salvaged = False
         sentences, seen = [], set()
         for raw in items:
             # An item that runs on past one sentence becomes several candidates.
@@ -207,7 +210,19 @@ class LabelToData(dspy.Module):
                     sentences.append(text)
         if not sentences:
             raise ValueError("the LM returned no usable sentence")
+        if salvaged:
+            self._trace_salvaged(dict(target=target, constraints=constraints, n=n), sentences)
         return dspy.Prediction(sentences=sentences)
+
+    def _trace_salvaged(self, inputs: dict[str, Any], sentences: list[str]) -> None:
+        """A salvaged answer left no trace (the parse failed), so an optimizer could never
+        keep it as a demo: record it the way ``dspy.Predict`` does, as the clean list the
+        model should have written."""
+        trace = dspy.settings.trace
+        if trace is not None and dspy.settings.max_trace_size > 0:
+            if len(trace) >= dspy.settings.max_trace_size:
+                trace.pop(0)
+            trace.append((self.generate, inputs, dspy.Prediction(sentences=sentences)))
 
     def run_request(self, request: GenerationRequest) -> dspy.Prediction:
         target = describe_target(self.taxonomy, request.labels, request.attributes)

@@ -44,6 +44,28 @@ def test_metric_rewards_agreement_diversity_and_realism(taxonomy):
     assert metric.score({**good, "leak": 0.0}) == pytest.approx(0.1 + 0.25 * good["diversity"] + 0.125)
 
 
+def test_with_a_trace_the_metric_gates_demos_on_agreement_variety_and_leaks(taxonomy, monkeypatch):
+    example = generation_examples(taxonomy, ["FEVER"], 1, seed=0, n=2)[0]
+    metric = GenerationMetric(DataToLabel(taxonomy), None, GOLD_DEV, bow_embed)
+    labels = iter([])
+    monkeypatch.setattr(metric, "labeler", lambda sentence: dspy.Prediction(categories=next(labels)))
+    varied = dspy.Prediction(sentences=["Rigors and sweats all day.", "Febrile again this morning."])
+    paraphrases = dspy.Prediction(sentences=["Fever again today.", "Fever again today!"])
+    leaked = dspy.Prediction(sentences=["Fever spiked overnight to 39 C.", "Febrile again this morning."])
+
+    def gate(pred: dspy.Prediction, answers: list[list[str]]) -> bool | float:
+        nonlocal labels
+        labels = iter(answers)
+        return metric(example, pred, trace=[])
+
+    assert gate(varied, [["FEVER"], ["FEVER"]]) is True
+    assert gate(varied, [["FEVER"], []]) is False  # 1 of 2 asked for agrees
+    assert gate(paraphrases, [["FEVER"], ["FEVER"]]) is False  # agreeing but not varied
+    assert gate(leaked, [["FEVER"], ["FEVER"]]) is False  # reproduces a gold dev sentence
+    labels = iter([["FEVER"], ["FEVER"]])
+    assert 0.5 < metric(example, varied) < 1.0  # without a trace: the weighted score
+
+
 def test_targets_and_examples_cover_dev_categories_none_and_multi(taxonomy):
     targets = default_targets(taxonomy, GOLD_DEV)
     assert targets == ["FEVER", "COUGH", "NONE", "MULTI"]
@@ -60,7 +82,7 @@ def test_compile_label_to_data_writes_a_loadable_program(
     dev_path = tmp_path / "dev.jsonl"
     write_records(dev_path, GOLD_DEV)
     monkeypatch.setattr("clinsynth.embeddings.encode", bow_embed)
-    monkeypatch.setattr("programs.compile_generator.DEMO_THRESHOLD", 0.3)  # the scripted LM writes 2-3 of 5
+    monkeypatch.setattr("programs.compile_generator.DEMO_MIN_AGREEMENT", 0.2)  # the scripted LM writes 2-3 of 5
     out = tmp_path / "label_to_data.fake.json"
     with fake_openai(ScriptedLM()) as server:
         code = compile_cli.main(

@@ -91,3 +91,16 @@ def test_a_string_instead_of_a_list_is_split_into_sentences(taxonomy):
     with dspy.context(lm=lm, adapter=dspy.JSONAdapter()):
         pred = LabelToData(taxonomy)(target="t", constraints="c")
     assert pred.sentences == ["Pt repeats questions.", "She forgets names."]
+
+
+def test_a_salvaged_answer_is_traced_so_an_optimizer_can_keep_it(taxonomy):
+    lm = DummyLM([{"sentences": "Pt repeats questions. She forgets names."}], adapter=dspy.JSONAdapter())
+    program = LabelToData(taxonomy)
+    with dspy.context(lm=lm, adapter=dspy.JSONAdapter(), trace=[]):
+        program(target="t", constraints="c")
+        trace = dspy.settings.trace
+    assert len(trace) == 1
+    predictor, inputs, outputs = trace[0]
+    assert predictor is program.generate
+    assert inputs == {"target": "t", "constraints": "c", "n": 5}
+    assert outputs.sentences == ["Pt repeats questions.", "She forgets names."]
