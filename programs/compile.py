@@ -9,10 +9,14 @@ Optimizers, cheapest first (LM calls on this machine's embedded model, ~1.5 s ea
 - ``knn``: the k gold train sentences nearest each input (MiniLM) become its demos; no LM call
   to compile, but demos change per sentence, so the server cannot cache them.
 - ``bootstrap``: BootstrapFewShot; runs the program on train to keep demos it gets right.
+- ``random-search``: BootstrapFewShotWithRandomSearch; ``--trials`` bootstrapped demo sets
+  (plus zero-shot) scored on a validation set, the best kept. For data-to-label that set is
+  gold dev, so its "after" score is optimistic.
 - ``mipro``: MIPROv2 (instruction + demo search); explicit train/dev, minibatch <= dev size.
 - ``gepa``: GEPA reflective prompt evolution (reflection LM = the task LM unless given).
 
-``--program label-to-data`` compiles the generator instead (``bootstrap`` or ``mipro``)
+``--program label-to-data`` compiles the generator instead (``bootstrap``, ``random-search``
+or ``mipro``)
 against a metric of round-trip agreement, diversity and closeness to gold dev, reported
 per gold dev category; see ``programs.compile_generator``.
 """
@@ -43,7 +47,7 @@ from clinsynth.runner import run_all
 from clinsynth.taxonomy import DEFAULT_TAXONOMY, NONE_LABEL, Taxonomy, load_taxonomy
 from programs.data_to_label import DataToLabel
 
-OPTIMIZERS = ("labeled-fewshot", "knn", "bootstrap", "mipro", "gepa")
+OPTIMIZERS = ("labeled-fewshot", "knn", "bootstrap", "random-search", "mipro", "gepa")
 PROGRAMS = {"data-to-label": "data_to_label", "label-to-data": "label_to_data"}
 log = logging.getLogger("programs.compile")
 
@@ -157,6 +161,16 @@ def optimize(
                 max_rounds=1,
             )
             return teleprompter.compile(student, trainset=ordered)
+        if optimizer == "random-search":
+            teleprompter = dspy.BootstrapFewShotWithRandomSearch(
+                metric=label_f1,
+                metric_threshold=1.0,
+                max_bootstrapped_demos=max(1, k // 2),
+                max_labeled_demos=k,
+                num_candidate_programs=trials,
+                num_threads=threads,
+            )
+            return teleprompter.compile(student, trainset=ordered, valset=dev)
         if optimizer == "mipro":
             return mipro(student, ordered, dev, label_f1, max(1, k // 2), k, threads, seed, trials)
         if optimizer == "gepa":
@@ -292,6 +306,7 @@ def compile_label_to_data(args: argparse.Namespace) -> int:
         targets = cg.default_targets(taxonomy, gold_dev)
         dev = cg.generation_examples(taxonomy, targets, args.per_target, args.seed, start=0)
         train = cg.generation_examples(taxonomy, targets, 2 * args.per_target, args.seed, start=1000)
+        selection = cg.generation_examples(taxonomy, targets, args.per_target, args.seed, start=cg.SELECTION_START)
         # Only the guideline and generated text reach the LM; gold dev is embedded locally.
         check_send(
             "the guideline and generated sentences",
@@ -313,7 +328,17 @@ def compile_label_to_data(args: argparse.Namespace) -> int:
                 before = cg.generator_dev_scores(student, dev, metric, handle, args.threads, "dev, before")
             started = time.monotonic()
             compiled = cg.optimize_generator(
-                args.optimizer, student.deepcopy(), train, dev, metric, handle, k, args.seed, args.threads, args.trials
+                args.optimizer,
+                student.deepcopy(),
+                train,
+                dev,
+                metric,
+                handle,
+                k,
+                args.seed,
+                args.threads,
+                args.trials,
+                selection=selection,
             )
             compile_seconds = time.monotonic() - started
             after = cg.generator_dev_scores(compiled, dev, metric, handle, args.threads, "dev, after")
@@ -330,6 +355,9 @@ def compile_label_to_data(args: argparse.Namespace) -> int:
             "metric": cg.WEIGHTS,
             "labeler": str(labeler_path) if labeler_path else None,
             "dev": {"gold": str(args.dev), "targets": targets, "calls": len(dev)},
+            "train_calls": len(train),
+            "selection_calls": len(selection) if args.optimizer == "random-search" else 0,
+            "demos": len(compiled.generate.demos),
             "dev_before": before,
             "dev_after": after,
             "compile_seconds": round(compile_seconds, 1),

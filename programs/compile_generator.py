@@ -1,8 +1,9 @@
 """Compiling LabelToData: planned requests as examples, the generation metric, per-category dev scores.
 
 There are no gold *outputs* for generation, so optimizers that need labelled demos do not
-apply; ``bootstrap`` keeps the program's own best calls as demos and ``mipro`` also
-searches instructions. The metric scores one call's sentences:
+apply; ``bootstrap`` keeps the program's own first good calls as demos, ``random-search``
+tries several such demo sets (and none) on separate selection calls and keeps the best,
+and ``mipro`` also searches instructions. The metric scores one call's sentences:
 
     0.5 * round-trip agreement   (share of the n sentences asked for whose labels the
                                   data-to-label program finds: fewer sentences score less)
@@ -12,7 +13,7 @@ searches instructions. The metric scores one call's sentences:
 and 0 for a call with a sentence at cosine >= 0.95 to a gold dev sentence (a leak).
 While bootstrapping (a trace is passed) the metric is a yes/no gate instead: a call
 becomes a demo only if at least 4 of 5 asked-for sentences pass the round trip, they
-are varied, and none leaks.
+are varied (no pair the near-duplicate filter would drop), and none leaks.
 
 Gold dev is only embedded (MiniLM, on this machine); it is never put in a prompt.
 """
@@ -46,7 +47,7 @@ from programs.label_to_data import (
 )
 
 WEIGHTS = {"agreement": 0.5, "diversity": 0.25, "realism": 0.25}
-GENERATOR_OPTIMIZERS = ("bootstrap", "mipro")
+GENERATOR_OPTIMIZERS = ("bootstrap", "random-search", "mipro")
 LEAK_COSINE = 0.95
 # A demo must be a good *and* varied call. Gating each part, not the weighted sum: five
 # agreeing near-paraphrases (diversity ~0.05) score ~0.66 and taught the model to
@@ -54,6 +55,8 @@ LEAK_COSINE = 0.95
 # Over the 315 calls behind data/bronze, 34 (11%) pass agreement >= 0.8 and diversity >= 0.3.
 DEMO_MIN_AGREEMENT = 0.8
 DEMO_MIN_DIVERSITY = 0.3
+DEMO_MAX_PAIR_COSINE = 0.9  # programs.generate's near-duplicate filter: a demo shows none
+SELECTION_START = 2000  # call indices for random-search's selection set (dev 0.., train 1000..)
 
 
 def generation_examples(
@@ -109,8 +112,9 @@ class GenerationMetric:
             sims = vectors @ vectors.T
             mean_pairwise = (sims.sum() - np.trace(sims)) / (len(sentences) * (len(sentences) - 1))
             diversity = float(np.clip(1.0 - mean_pairwise, 0.0, 1.0))
+            max_pair = float((sims - 2 * np.eye(len(sentences))).max())
         else:
-            diversity = 0.0
+            diversity, max_pair = 0.0, 1.0
         references = [self.gold_vectors[k] for k in (example.target_labels or [NONE_LABEL]) if k in self.gold_vectors]
         if references:
             gold = np.concatenate(references)
@@ -120,7 +124,13 @@ class GenerationMetric:
         # A call that reproduces a gold sentence must never become a demo (it would be
         # committed in the compiled program): it scores 0.
         leak = float(len(self.all_gold) > 0 and (vectors @ self.all_gold.T).max() >= LEAK_COSINE)
-        return {"agreement": agreement, "diversity": diversity, "realism": realism, "leak": leak}
+        return {
+            "agreement": agreement,
+            "diversity": diversity,
+            "realism": realism,
+            "leak": leak,
+            "max_pair_cosine": max_pair,
+        }
 
     def score(self, parts: dict[str, float]) -> float:
         if parts.get("leak"):
@@ -132,6 +142,7 @@ class GenerationMetric:
             not parts.get("leak")
             and parts["agreement"] >= DEMO_MIN_AGREEMENT
             and parts["diversity"] >= DEMO_MIN_DIVERSITY
+            and parts.get("max_pair_cosine", 0.0) < DEMO_MAX_PAIR_COSINE
         )
 
     def __call__(self, example: dspy.Example, pred: dspy.Prediction, trace: Any = None) -> float | bool:
@@ -191,6 +202,7 @@ def optimize_generator(
     seed: int,
     threads: int,
     trials: int,
+    selection: list[dspy.Example] | None = None,
 ) -> LabelToData:
     gen_lm = handle.lm.copy(temperature=GENERATION_TEMPERATURE)
     with dspy.context(lm=gen_lm, adapter=handle.adapter):
@@ -202,6 +214,19 @@ def optimize_generator(
                 max_rounds=1,
             )
             return teleprompter.compile(student, trainset=train)
+        if optimizer == "random-search":
+            teleprompter = dspy.BootstrapFewShotWithRandomSearch(
+                metric=metric,
+                max_bootstrapped_demos=k,
+                max_labeled_demos=0,
+                num_candidate_programs=trials,
+                num_threads=threads,
+            )
+            # Zero-shot (-3), the first good calls (-1) and ``trials`` shuffled demo sets;
+            # -2 (gold-labelled demos) does not exist here. Selection runs on its own calls
+            # so that the dev scores after compiling are not the maximum of noisy dev scores.
+            restrict = [-3, -1, *range(trials)]
+            return teleprompter.compile(student, trainset=train, valset=selection, restrict=restrict)
         if optimizer == "mipro":
             from programs.compile import mipro
 

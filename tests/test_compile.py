@@ -121,3 +121,16 @@ def test_the_committed_compiled_program_loads_and_beat_zero_shot_on_dev():
     assert len(program.label.demos) >= len(taxonomy.names)
     meta = read_metadata(path)["clinsynth"]
     assert meta["dev_after"]["micro_f1"] > meta["dev_before"]["micro_f1"]
+
+
+def test_random_search_keeps_a_program_that_labels_the_valset_right():
+    taxonomy = load_taxonomy()
+    train = TRAIN[:3] + TRAIN[5:7]
+    # DummyLM keyed by the sentence: right answers for every train/val sentence.
+    answers = {t: {"categories": c} for t, c in [("He is confused.", ["COGNITIVE_IMPAIRMENT"]), ("Wound closed.", [])]}
+    lm = handle([])
+    lm.lm = DummyLM(answers, adapter=dspy.JSONAdapter())
+    compiled = compile_cli.optimize("random-search", DataToLabel(taxonomy), train, train, lm, 2, 0, 1, 1)
+    assert isinstance(compiled, DataToLabel) and len(compiled.label.demos) <= 2
+    with lm.context():
+        assert compiled(sentence="He is confused.").categories == ["COGNITIVE_IMPAIRMENT"]

@@ -76,8 +76,9 @@ def test_targets_and_examples_cover_dev_categories_none_and_multi(taxonomy):
     assert dev[2].target_labels == [] and "(label NONE)" in dev[2].target
 
 
+@pytest.mark.parametrize("optimizer", ["bootstrap", "random-search"])
 def test_compile_label_to_data_writes_a_loadable_program(
-    tmp_path: Path, taxonomy, mini_taxonomy_path, fake_openai, monkeypatch, capsys
+    optimizer, tmp_path: Path, taxonomy, mini_taxonomy_path, fake_openai, monkeypatch, capsys
 ):
     dev_path = tmp_path / "dev.jsonl"
     write_records(dev_path, GOLD_DEV)
@@ -90,7 +91,9 @@ def test_compile_label_to_data_writes_a_loadable_program(
                 "--program",
                 "label-to-data",
                 "--optimizer",
-                "bootstrap",
+                optimizer,
+                "--trials",
+                "1",
                 "--lm",
                 "openai/fake",
                 "--api-base",
@@ -107,10 +110,14 @@ def test_compile_label_to_data_writes_a_loadable_program(
     printed = capsys.readouterr().out
     assert "| FEVER" in printed and "| overall" in printed
     meta = read_metadata(out)["clinsynth"]
-    assert meta["program"] == "label-to-data" and meta["optimizer"] == "bootstrap"
+    assert meta["program"] == "label-to-data" and meta["optimizer"] == optimizer
     assert set(meta["dev_after"]["per_target"]) == {"FEVER", "COUGH", "NONE", "MULTI"}
+    # random-search scores its candidates on calls of their own, not on dev
+    assert meta["selection_calls"] == (4 if optimizer == "random-search" else 0)
     loaded = load_compiled(LabelToData(taxonomy), out, taxonomy)
-    assert 1 <= len(loaded.generate.demos) <= 2  # bootstrapped from the program's own good calls
+    assert len(loaded.generate.demos) == meta["demos"]
+    if optimizer == "bootstrap":
+        assert 1 <= meta["demos"] <= 2  # bootstrapped from the program's own good calls
     assert all(d["sentences"] for d in json.loads(out.read_text())["generate"]["demos"])
 
 
