@@ -20,6 +20,7 @@ Gold dev is only embedded (MiniLM, on this machine); it is never put in a prompt
 
 from __future__ import annotations  # noqa: I001  (clinsynth must be imported before dspy)
 
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ import numpy as np
 
 import clinsynth  # noqa: F401  (offline environment before dspy)
 import dspy
+from dspy.utils.exceptions import AdapterParseError
 from clinsynth.bronze_filters import Embed, round_trip_agrees
 from clinsynth.errors import ClinsynthError
 from clinsynth.lm import LMHandle
@@ -57,6 +59,7 @@ DEMO_MIN_AGREEMENT = 0.8
 DEMO_MIN_DIVERSITY = 0.3
 DEMO_MAX_PAIR_COSINE = 0.9  # programs.generate's near-duplicate filter: a demo shows none
 SELECTION_START = 2000  # call indices for random-search's selection set (dev 0.., train 1000..)
+log = logging.getLogger("programs.compile")
 
 
 def generation_examples(
@@ -104,9 +107,10 @@ class GenerationMetric:
         if not sentences:
             return dict.fromkeys(WEIGHTS, 0.0)
         with dspy.context(lm=self.labeler_lm):
-            predicted = [list(self.labeler(sentence=s).categories) for s in sentences]
+            predicted = [self._labels(s) for s in sentences]
         # Over the n sentences asked for: a call that returns one good sentence is not a good call.
-        agreement = sum(round_trip_agrees(example.target_labels, p) for p in predicted) / max(len(sentences), example.n)
+        agrees = sum(p is not None and round_trip_agrees(example.target_labels, p) for p in predicted)
+        agreement = agrees / max(len(sentences), example.n)
         vectors = self.embed(list(sentences))
         if len(sentences) > 1:
             sims = vectors @ vectors.T
@@ -131,6 +135,15 @@ class GenerationMetric:
             "leak": leak,
             "max_pair_cosine": max_pair,
         }
+
+    def _labels(self, sentence: str) -> list[str] | None:
+        """The labeller's answer, or None when it is unusable (a label outside the taxonomy,
+        no JSON): that sentence then does not agree, instead of the whole call failing."""
+        try:
+            return list(self.labeler(sentence=sentence).categories)
+        except (AdapterParseError, ValueError) as exc:
+            log.warning("round trip failed for %r: %s", sentence[:60], str(exc).splitlines()[0])
+            return None
 
     def score(self, parts: dict[str, float]) -> float:
         if parts.get("leak"):

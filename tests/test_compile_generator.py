@@ -3,7 +3,9 @@ from pathlib import Path
 
 import dspy
 import pytest
+from dspy.adapters import JSONAdapter
 from dspy.utils import DummyLM
+from dspy.utils.exceptions import AdapterParseError
 
 from clinsynth.compiled import load_compiled, read_metadata
 from clinsynth.records import Record, write_records
@@ -64,6 +66,20 @@ def test_with_a_trace_the_metric_gates_demos_on_agreement_variety_and_leaks(taxo
     assert gate(leaked, [["FEVER"], ["FEVER"]]) is False  # reproduces a gold dev sentence
     labels = iter([["FEVER"], ["FEVER"]])
     assert 0.5 < metric(example, varied) < 1.0  # without a trace: the weighted score
+
+
+def test_an_unusable_labeller_answer_counts_as_disagreement_not_a_failed_call(taxonomy, monkeypatch):
+    example = generation_examples(taxonomy, ["FEVER"], 1, seed=0, n=2)[0]
+    metric = GenerationMetric(DataToLabel(taxonomy), None, GOLD_DEV, bow_embed)
+
+    def labeler(sentence: str) -> dspy.Prediction:
+        if "sweats" in sentence:
+            raise AdapterParseError(JSONAdapter, DataToLabel(taxonomy).label.signature, '{"categories": ["CHILLS"]}')
+        return dspy.Prediction(categories=["FEVER"])
+
+    monkeypatch.setattr(metric, "labeler", labeler)
+    parts = metric.parts(example, ["Rigors and sweats all day.", "Febrile again this morning."])
+    assert parts["agreement"] == 0.5 and parts["diversity"] > 0.5
 
 
 def test_targets_and_examples_cover_dev_categories_none_and_multi(taxonomy):
