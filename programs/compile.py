@@ -279,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
             "dev": {"path": str(args.dev), "n": len(dev)},
             "dev_before": before,
             "dev_after": after,
+            "candidates": search_candidates(compiled),
             "compile_seconds": round(compile_seconds, 1),
             "created_at": now_iso(),
         },
@@ -360,6 +361,7 @@ def compile_label_to_data(args: argparse.Namespace) -> int:
             "demos": len(compiled.generate.demos),
             "dev_before": before,
             "dev_after": after,
+            "candidates": search_candidates(compiled),
             "compile_seconds": round(compile_seconds, 1),
             "created_at": now_iso(),
         },
@@ -381,6 +383,20 @@ def compile_label_to_data(args: argparse.Namespace) -> int:
     print(format_table(["dev target", "before", "after", "agreement", "diversity", "realism"], rows))
     print(f"wrote {out}")
     return 0
+
+
+def search_candidates(compiled: Any) -> list[dict[str, Any]]:
+    """What random search compared (best first): its seed (-3 zero-shot, -1 first good
+    demos, 0.. shuffled demo sets), score on the validation calls and number of demos.
+    Empty for optimizers that keep no candidates."""
+    return [
+        {
+            "seed": c["seed"],
+            "score": round(float(c["score"]), 2),
+            "demos": sum(len(p.demos) for p in c["program"].predictors()),
+        }
+        for c in getattr(compiled, "candidate_programs", None) or []
+    ]
 
 
 def _cells(scores: dict[str, Any]) -> list[Any]:

@@ -134,3 +134,8 @@ def test_random_search_keeps_a_program_that_labels_the_valset_right():
     assert isinstance(compiled, DataToLabel) and len(compiled.label.demos) <= 2
     with lm.context():
         assert compiled(sentence="He is confused.").categories == ["COGNITIVE_IMPAIRMENT"]
+    candidates = compile_cli.search_candidates(compiled)
+    assert {c["seed"] for c in candidates} == {-3, -2, -1, 0}  # zero-shot, labelled, bootstrapped, one shuffled
+    assert [c["score"] for c in candidates] == sorted((c["score"] for c in candidates), reverse=True)
+    assert next(c["demos"] for c in candidates if c["seed"] == -3) == 0
+    assert compile_cli.search_candidates(DataToLabel(taxonomy)) == []

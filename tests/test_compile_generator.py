@@ -130,6 +130,8 @@ def test_compile_label_to_data_writes_a_loadable_program(
     assert set(meta["dev_after"]["per_target"]) == {"FEVER", "COUGH", "NONE", "MULTI"}
     # random-search scores its candidates on calls of their own, not on dev
     assert meta["selection_calls"] == (4 if optimizer == "random-search" else 0)
+    # what random search compared, best first: zero-shot (-3), first good calls (-1), one shuffled set
+    assert {c["seed"] for c in meta["candidates"]} == ({-3, -1, 0} if optimizer == "random-search" else set())
     loaded = load_compiled(LabelToData(taxonomy), out, taxonomy)
     assert len(loaded.generate.demos) == meta["demos"]
     if optimizer == "bootstrap":
