@@ -44,8 +44,8 @@ bronze: setup
 
 # Recompile the generator for the embedded LM (writes compiled/label_to_data.local.json).
 compile-generator: setup
-	$(PY) -m programs.compile --program label-to-data --optimizer bootstrap --lm local \
-		--dev data/gold/dev.jsonl --k 2 --per-target 2
+	$(PY) -m programs.compile --program label-to-data --optimizer random-search --lm local \
+		--dev data/gold/dev.jsonl --k 2 --per-target 2 --trials 2
 
 bronze-report: setup
 	$(PY) -m evals.run bronze-quality --bronze data/bronze/bronze.jsonl

@@ -6,9 +6,13 @@ import pytest
 
 from clinsynth.classifier import SignsClassifier
 from clinsynth.cli import main
+from clinsynth.compiled import load_compiled
+from clinsynth.fingerprint import program_sha256
 from clinsynth.pipeline import QUICK_CATEGORIES
-from clinsynth.records import read_records
+from clinsynth.records import iter_jsonl, read_records, side_path
 from clinsynth.taxonomy import load_taxonomy
+from programs.generate import default_generator_path
+from programs.label_to_data import LabelToData
 
 pytestmark = pytest.mark.integration
 
@@ -36,6 +40,12 @@ def test_quick_main_job_makes_silver_bronze_report_and_a_usable_model(tmp_path: 
     assert targets <= {*QUICK_CATEGORIES.split(","), "NONE"}
     report = (tmp_path / "bronze.jsonl.report.json").read_text()
     assert '"generated"' in report
+    # The committed compiled generator is used by default: every call records its hash.
+    generator_path = default_generator_path("local/qwen2.5-coder-1.5b-instruct-q4_k_m")
+    assert generator_path is not None
+    generator = load_compiled(LabelToData(taxonomy), generator_path, taxonomy)
+    calls = [row for _, row in iter_jsonl(side_path(tmp_path / "bronze.jsonl", "calls.jsonl"))]
+    assert calls and {c["program_sha256"] for c in calls} == {program_sha256(generator, taxonomy.guideline_text)}
 
     md = (tmp_path / "report" / "augmentation.md").read_text()
     for system in ("| gold ", "| gold+silver ", "| gold+bronze ", "keyword lexicon", "tf-idf + LR"):
