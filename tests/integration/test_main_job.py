@@ -8,6 +8,7 @@ from clinsynth.classifier import SignsClassifier
 from clinsynth.cli import main
 from clinsynth.compiled import load_compiled
 from clinsynth.fingerprint import program_sha256
+from clinsynth.lm import lm_name_for
 from clinsynth.pipeline import QUICK_CATEGORIES
 from clinsynth.records import iter_jsonl, read_records, side_path
 from clinsynth.taxonomy import load_taxonomy
@@ -41,7 +42,7 @@ def test_quick_main_job_makes_silver_bronze_report_and_a_usable_model(tmp_path: 
     report = (tmp_path / "bronze.jsonl.report.json").read_text()
     assert '"generated"' in report
     # The committed compiled generator is used by default: every call records its hash.
-    generator_path = default_generator_path("local/qwen2.5-coder-1.5b-instruct-q4_k_m")
+    generator_path = default_generator_path(lm_name_for("local"))
     assert generator_path is not None
     generator = load_compiled(LabelToData(taxonomy), generator_path, taxonomy)
     calls = [row for _, row in iter_jsonl(side_path(tmp_path / "bronze.jsonl", "calls.jsonl"))]
