@@ -116,3 +116,42 @@ def mini_trained(tmp_path_factory: pytest.TempPathFactory):
     budget = TrainingBudget(max_steps=4, batch_size=8, min_per_category=6)
     classifier = SignsClassifier.train(train, taxonomy, dev=records("dev"), budget=budget, show_progress=False)
     return taxonomy, train, classifier
+
+
+def write_task(
+    root: Path,
+    taxonomy: Path | None = None,
+    gold: Path | None = None,
+    approved: tuple[str, ...] = (),
+    remote: tuple[str, ...] = (),
+    labeler: tuple[str, str | None] = ("local", None),
+    extra: str = "",
+) -> Path:
+    """A task folder (``clinsynth.toml``) on the bundled AD taxonomy and gold unless told otherwise."""
+    from clinsynth.paths import PROJECT_ROOT
+
+    root.mkdir(parents=True, exist_ok=True)
+    data = PROJECT_ROOT / "data"
+    model, api_base = labeler
+    lines = [
+        'name = "test_task"',
+        f'taxonomy = "{taxonomy or data / "taxonomy" / "ad_signs.yaml"}"',
+        f'gold = "{gold or data / "gold"}"',
+        f'corpus = "{data / "corpus" / "mtsamples.csv.gz"}"',
+        f'compiled = "{root / "compiled"}"',
+        "[lm.labeler]",
+        f'model = "{model}"',
+        *([f'api_base = "{api_base}"'] if api_base else []),
+        "[privacy]",
+        f"approved_endpoints = {json.dumps(list(approved))}",
+        f"remote_endpoints = {json.dumps(list(remote))}",
+        extra,
+    ]
+    (root / "clinsynth.toml").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture
+def task_dir(tmp_path: Path) -> Path:
+    """A task folder on the bundled AD data whose compiled-program folder is empty."""
+    return write_task(tmp_path / "task")

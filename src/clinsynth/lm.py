@@ -7,7 +7,8 @@ a free loopback port as an OpenAI-compatible endpoint. Any other string is a lit
 string (``openai/gpt-4o-mini``, ``anthropic/...``, ``azure/...``, ``ollama_chat/llama3.1``,
 or ``openai/<name>`` with ``api_base`` for vLLM and other OpenAI-compatible servers).
 
-API keys come from the environment or ``.env``; they are passed to litellm in memory and
+Only ``clinsynth.session.open_lm`` calls ``make_lm``: it checks privacy first (and loads
+``.env``). API keys come from the environment or ``.env``; they are passed to litellm in memory and
 never written to provenance, logs or program files.
 """
 
@@ -28,7 +29,7 @@ from typing import Any
 import clinsynth  # noqa: F401  (sets the offline environment before dspy is imported)
 from clinsynth.adapters import make_adapter
 from clinsynth.errors import LMSetupError
-from clinsynth.paths import MODEL_CACHE_DIR, PROJECT_ROOT
+from clinsynth.paths import MODEL_CACHE_DIR
 from clinsynth.privacy import Endpoint
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,17 @@ class LMHandle:
     adapter: Any | None  # dspy.Adapter, or None for DSPy's default
     endpoint: Endpoint
     name: str
+    role: str = ""
+    policy: Any = None  # clinsynth.task.PrivacyPolicy the session checked against
+    private_cleared: bool = True  # False: the session did not clear private content for this endpoint
+
+    def admit(self, name: str, program: Any) -> None:
+        """Refuse a program whose demos are private when this endpoint was not cleared for private data."""
+        if self.private_cleared:
+            return
+        from clinsynth.session import Content, check_privacy
+
+        check_privacy(self.endpoint, self.role, self.policy, [Content("-", _public())], {name: program})
 
     def context(self) -> Any:
         """``with handle.context(): ...`` runs DSPy calls on this LM and adapter."""
@@ -226,12 +238,10 @@ def shutdown_local_server() -> None:
 # ---------------------------------------------------------------- model strings
 
 
-def _load_dotenv() -> None:
-    try:
-        from dotenv import load_dotenv
-    except ImportError:
-        return
-    load_dotenv(PROJECT_ROOT / ".env", override=False)
+def _public() -> Any:
+    from clinsynth.privacy import Sensitivity
+
+    return Sensitivity.PUBLIC
 
 
 def lm_name_for(model: str) -> str:
@@ -239,11 +249,9 @@ def lm_name_for(model: str) -> str:
     return f"local/{GGUF_NAME}" if model == LOCAL_MODEL else model
 
 
-def endpoint_for(model: str, api_base: str | None = None) -> Endpoint:
-    """Where requests for ``model`` would go, known before any server is started."""
-    if model == LOCAL_MODEL:
-        return Endpoint(model=f"openai/{GGUF_NAME}", api_base="http://127.0.0.1")
-    return Endpoint(model=model, api_base=api_base)
+def local_endpoint() -> Endpoint:
+    """Where the embedded model's requests go (a loopback port), known before it starts."""
+    return Endpoint(model=f"openai/{GGUF_NAME}", api_base="http://127.0.0.1")
 
 
 def make_lm(
@@ -269,7 +277,6 @@ def make_lm(
     """
     import dspy
 
-    _load_dotenv()
     extra: dict[str, Any] = {"timeout": timeout}
     if model == LOCAL_MODEL:
         server = local_server(n_parallel=n_parallel)

@@ -23,6 +23,37 @@ T = TypeVar("T")
 RETRY_TEMPERATURE = 0.7
 
 
+# Exceptions (by class name, anywhere in the cause chain) that mean the endpoint itself is
+# unusable: auth errors stop a run at once; transport errors stop it after a few records
+# in a row (``resumable.MapSettings.max_consecutive_failures``).
+AUTH_ERRORS = ("AuthenticationError", "PermissionDeniedError", "PaymentRequiredError")
+TRANSPORT_ERRORS = (
+    "APIConnectionError",
+    "Timeout",
+    "ServiceUnavailableError",
+    "BadGatewayError",
+    "InternalServerError",
+    "ConnectError",
+    "ConnectionError",
+    "TimeoutError",
+)
+
+
+def error_kind(exc: BaseException) -> str:
+    """``auth``, ``transport`` or ``answer`` (a bad or unparseable answer: retry with a fresh sample)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        names = {cls.__name__ for cls in type(current).__mro__}
+        if names & set(AUTH_ERRORS):
+            return "auth"
+        if names & set(TRANSPORT_ERRORS):
+            return "transport"
+        current = current.__cause__ or current.__context__
+    return "answer"
+
+
 @dataclass
 class Attempt:
     """The outcome of one record: a value, or the last error after all attempts."""
@@ -30,6 +61,9 @@ class Attempt:
     value: Any = None
     error: str | None = None
     attempts: int = 0
+    kind: str = ""  # error_kind of the last error
+    rollout: int = 0  # the rollout (DSPy cache key) of the answer or the last try
+    temperature: float | None = None  # the temperature of that try
 
     @property
     def ok(self) -> bool:
@@ -44,22 +78,28 @@ def call_with_retries(fn: Callable[[], T], lm: Any, attempts: int = 3, rollout_b
     (``rollout_base`` = attempts already spent) gets fresh samples instead of replaying
     cached failures.
     """
-    error = None
+    error, kind = None, ""
+    rollout, temperature = rollout_base, lm.kwargs.get("temperature")
+    k = -1
     for k in range(attempts):
         rollout = rollout_base + k
         if rollout == 0:
             current = lm
+            temperature = lm.kwargs.get("temperature")
         else:
             # A rollout only differs from another at temperature > 0.
             temperature = lm.kwargs.get("temperature") or RETRY_TEMPERATURE
             current = lm.copy(rollout_id=rollout, temperature=temperature)
         try:
             with dspy.context(lm=current):
-                return Attempt(value=fn(), attempts=k + 1)
+                return Attempt(value=fn(), attempts=k + 1, rollout=rollout, temperature=temperature)
         except Exception as exc:  # noqa: BLE001 - any LM/adapter failure is per-record
             error = f"{type(exc).__name__}: {str(exc).strip()[:500]}"
-            log.debug("attempt %d failed: %s", k + 1, error)
-    return Attempt(error=error, attempts=attempts)
+            kind = error_kind(exc)
+            log.debug("attempt %d failed (%s): %s", k + 1, kind, error)
+            if kind == "auth":
+                break  # a wrong key does not get better with retries
+    return Attempt(error=error, attempts=k + 1, kind=kind, rollout=rollout, temperature=temperature)
 
 
 def map_with_retries(

@@ -1,0 +1,175 @@
+"""Safe file IO: atomic writes, output locks and UTF-8 reading that names the bad line.
+
+Atomic writes go to a temporary file in the target's folder (same file system, so the
+final ``os.replace`` is atomic), are fsynced, then renamed over the target: a reader or
+a killed run sees the old file or the new one, never half of one. Temporary names are
+unique per process and call, so concurrent runs never share (and clobber) one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import secrets
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TextIO
+
+from clinsynth.errors import ClinsynthError, DataError
+
+# Text is read with errors="surrogateescape": an invalid byte becomes one of these
+# lone surrogates, which valid UTF-8 never decodes to, so a line can be checked cheaply.
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable; best effort (some file systems refuse)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _new_temp(path: Path, suffix: str) -> Path:
+    """Create an empty, uniquely named file next to ``path`` and return its name.
+
+    ``os.open`` with mode 0o666 lets the umask decide permissions, as a plain ``open`` would
+    (``tempfile`` would make it 0o600); an existing target's mode is kept.
+    """
+    while True:
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}{suffix}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        try:
+            if path.exists():
+                os.fchmod(fd, stat.S_IMODE(path.stat().st_mode))
+        finally:
+            os.close(fd)
+        return tmp
+
+
+@contextmanager
+def atomic_path(path: Path | str, suffix: str = ".tmp") -> Iterator[Path]:
+    """A unique temporary path to write (by any means) that replaces ``path`` on success.
+
+    For writers that want a file name rather than a handle (``Dataset.to_parquet``,
+    ``program.save``). ``suffix`` ends the temporary name, for tools that go by it
+    (``.tmp.json``). On an exception the temporary file is removed and ``path`` untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _new_temp(path, suffix)
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # the data is on disk before the rename makes it the target
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+@contextmanager
+def atomic_open(path: Path | str, mode: str = "w", encoding: str = "utf-8") -> Iterator[TextIO]:
+    """A text handle whose content replaces ``path`` only when the block ends without error."""
+    if mode not in ("w", "wt"):
+        raise ValueError(f"atomic_open writes text; mode {mode!r} is not supported")
+    with atomic_path(path) as tmp, tmp.open(mode, encoding=encoding) as fh:
+        yield fh
+
+
+def atomic_write_text(path: Path | str, text: str, encoding: str = "utf-8") -> None:
+    """Write ``text`` to ``path`` atomically (see the module docstring)."""
+    with atomic_open(path, encoding=encoding) as fh:
+        fh.write(text)
+
+
+def lock_path(path: Path | str) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + ".lock")
+
+
+@contextmanager
+def output_lock(path: Path | str) -> Iterator[Path]:
+    """Hold an exclusive lock on ``<path>.lock`` so that only one run writes ``path``.
+
+    Non-blocking: if another run (or another writer in this process) holds it, this raises
+    a :class:`ClinsynthError` at once rather than waiting or letting the writes interleave.
+    The kernel drops the lock when its holder exits, even when killed, so a stale lock file
+    on disk is harmless and is left there.
+    """
+    path = Path(path)
+    lock = lock_path(path)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ClinsynthError(
+                f"{path} is being written by another run (lock {lock} held); wait for it or choose another --out"
+            ) from None
+        try:
+            yield lock
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def check_file(path: Path, what: str = "input file") -> None:
+    """A clear error for a missing file or a folder where a file was expected."""
+    if not path.exists():
+        raise DataError(f"{what} not found", path=path)
+    if path.is_dir():
+        raise DataError("is a directory, expected a file", path=path)
+
+
+def open_text(path: Path | str, newline: str | None = None) -> TextIO:
+    """Open a UTF-8 file for reading; a byte-order mark is dropped.
+
+    Invalid bytes do not fail here but are escaped, so :func:`check_utf8` can name the line
+    they are on (a strict decoder fails on a buffer, not a line).
+    """
+    return Path(path).open(encoding="utf-8-sig", errors="surrogateescape", newline=newline)
+
+
+def check_utf8(text: str, path: Path | str, line: int | None) -> None:
+    """Raise a DataError naming ``path`` and ``line`` if ``text`` (from :func:`open_text`) had invalid bytes."""
+    if _ESCAPED_BYTE.search(text):
+        raise DataError("not valid UTF-8 (save the file as UTF-8)", path=path, line=line)
+
+
+def iter_lines(path: Path | str) -> Iterator[tuple[int, str]]:
+    """Lines of a UTF-8 text file with their 1-based numbers; invalid UTF-8 is a DataError naming the line."""
+    with open_text(path) as fh:
+        for line_no, line in enumerate(fh, 1):
+            check_utf8(line, path, line_no)
+            yield line_no, line
+
+
+def read_text(path: Path | str) -> str:
+    """A whole UTF-8 file (byte-order mark dropped); invalid UTF-8 is a DataError naming the line."""
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            "not valid UTF-8 (save the file as UTF-8)", path=path, line=data.count(b"\n", 0, exc.start) + 1
+        ) from exc

@@ -1,0 +1,150 @@
+"""The one resumable map every LM-backed step runs through (labelling, generation, round trips).
+
+For each item not yet in the output file it calls the LM step with retries
+(``clinsynth.runner``), writes each result as one flushed JSONL line at once (a killed
+run loses at most the requests in flight), and records items that still fail in
+``<out>.failures.jsonl``. A rerun skips finished items and retries failed ones with
+fresh samples (rollouts past those already spent, so DSPy's cache cannot replay a
+failure). An authentication error stops the run at once; ``max_consecutive_failures``
+transport failures in a row (refused connections, timeouts, 5xx) stop it with one message
+naming the endpoint. Nothing written is lost either way.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from clinsynth.errors import ClinsynthError
+from clinsynth.fileio import atomic_write_text
+from clinsynth.progress import progress
+from clinsynth.records import Record, ResumableWriter, iter_jsonl, now_iso, side_path
+from clinsynth.runner import Attempt, map_with_retries
+
+T = TypeVar("T")
+
+
+class EndpointError(ClinsynthError):
+    """The LM endpoint is unusable (bad credentials, or not answering): the run stops."""
+
+
+@dataclass(frozen=True)
+class MapSettings:
+    """How a resumable map runs; each default lives here."""
+
+    attempts: int = 3  # tries per item (each a fresh sample after the first)
+    threads: int = 1  # parallel requests, for endpoints that serve several
+    max_consecutive_failures: int = 3  # transport failures in a row that stop the run
+    show_progress: bool = True
+
+
+@dataclass
+class MapResult:
+    done: int = 0  # items finished by this run
+    skipped: int = 0  # items an earlier run had finished
+    failed: int = 0  # items still failing after their attempts
+    failures_path: Path | None = None
+    outcomes: dict[str, Attempt] = field(default_factory=dict)  # this run's items, by key
+
+
+def failures_path_for(out: Path) -> Path:
+    return side_path(out, "failures.jsonl")
+
+
+def read_failures(path: Path) -> dict[str, dict[str, Any]]:
+    """Earlier failures by id (the last line for an id wins); older files used ``call_id``."""
+    if not path.exists():
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for _, obj in iter_jsonl(path):
+        if isinstance(obj, dict):
+            key = obj.get("id", obj.get("call_id"))
+            if isinstance(key, str):
+                out[key] = obj
+    return out
+
+
+def resumable_map(
+    fn: Callable[[T], Any],
+    items: Sequence[T],
+    key: Callable[[T], str],
+    to_row: Callable[[T, Attempt], Record | dict[str, Any]],
+    out: Path,
+    handle: Any,
+    settings: MapSettings = MapSettings(),
+    desc: str = "",
+    first_rollout: Callable[[T], int] | None = None,
+    failure_info: Callable[[T], dict[str, Any]] | None = None,
+) -> MapResult:
+    """Run ``fn`` on each item whose ``key`` is not yet in ``out``; write ``to_row`` of each success.
+
+    ``first_rollout(item)`` offsets an item's rollouts (e.g. a generation call's own
+    sample); rollouts already spent by earlier runs (from the failures file) are added.
+    """
+    failures_path = failures_path_for(out)
+    earlier = read_failures(failures_path)
+    result = MapResult(failures_path=failures_path)
+    with ResumableWriter(out) as writer:
+        todo = [item for item in items if key(item) not in writer.done]
+        result.skipped = len(items) - len(todo)
+        for item in items:  # finished since: no longer a failure
+            earlier.pop(key(item), None) if key(item) in writer.done else None
+        spent = {k: int(v.get("attempts") or 0) for k, v in earlier.items()}
+        stream = map_with_retries(
+            fn,
+            todo,
+            handle,
+            settings.attempts,
+            settings.threads,
+            rollout_base=lambda item: (first_rollout(item) if first_rollout else 0) + spent.get(key(item), 0),
+        )
+        consecutive = 0
+        failures = failures_path.open("a", encoding="utf-8") if todo else None
+        try:
+            for item, attempt in progress(stream, desc=desc, disable=not settings.show_progress, total=len(todo)):
+                k = key(item)
+                result.outcomes[k] = attempt
+                if attempt.ok:
+                    consecutive = 0
+                    writer.write(to_row(item, attempt))
+                    earlier.pop(k, None)
+                    result.done += 1
+                    continue
+                result.failed += 1
+                failure = {
+                    "id": k,
+                    **(failure_info(item) if failure_info else {}),
+                    "error": attempt.error,
+                    "kind": attempt.kind,
+                    "attempts": attempt.attempts + spent.get(k, 0),  # over all runs
+                    "at": now_iso(),
+                }
+                earlier[k] = failure
+                assert failures is not None
+                failures.write(json.dumps(failure, ensure_ascii=False) + "\n")
+                failures.flush()
+                if attempt.kind == "auth":
+                    raise EndpointError(
+                        f"the endpoint {handle.endpoint.describe()} refused the credentials ({attempt.error}); "
+                        "check the API key (environment or .env). Nothing written is lost: rerun to resume."
+                    )
+                consecutive = consecutive + 1 if attempt.kind == "transport" else 0
+                if consecutive >= settings.max_consecutive_failures:
+                    raise EndpointError(
+                        f"the endpoint {handle.endpoint.describe()} is not answering: {consecutive} items in a row "
+                        f"failed ({attempt.error}). {result.done} written to {out}; failures in {failures_path}. "
+                        "Rerun to resume once it is up."
+                    )
+        finally:
+            if failures is not None:
+                failures.close()
+            # Rewrite the failures file whole: only items still failing, never half a file.
+            if earlier:
+                text = "".join(json.dumps(v, ensure_ascii=False) + "\n" for v in earlier.values())
+                atomic_write_text(failures_path, text)
+            else:
+                failures_path.unlink(missing_ok=True)
+    return result

@@ -1,0 +1,193 @@
+"""The one door to every LM: ``open_lm`` checks what will be in the prompts, then connects.
+
+A step opens an LM for a role (labeller, generator, the optimizer's prompt model) and
+declares everything its prompts will carry: the input data *and* the programs, whose
+state may hold demos or a demo pool. Compiled programs record where their demos came
+from; demos of unknown origin count as private. If anything private would reach an
+endpoint that is not local and not approved in the task's ``[privacy]`` table, the
+session refuses before any server starts or any request is sent, naming the data, the
+program and the endpoint.
+
+Local or remote is decided from the base URL litellm would actually use: the explicit
+``api_base``, else the provider's environment variables (``OPENAI_BASE_URL``,
+``OLLAMA_API_BASE``, ...) after ``.env`` is loaded, else the provider's default. The
+resolved URL is then passed to litellm explicitly, so the endpoint checked is the
+endpoint used.
+
+Library code reaches LMs only through here (a test enforces it); ``clinsynth.lm`` builds
+the ``dspy.LM`` objects.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from clinsynth.errors import LMSetupError, PrivacyError
+from clinsynth.lm import LOCAL_MODEL, LMHandle, local_endpoint, make_lm
+from clinsynth.paths import PROJECT_ROOT
+from clinsynth.privacy import Endpoint, Sensitivity, is_loopback_url
+from clinsynth.task import LMSpec, PrivacyPolicy
+
+# Environment variables litellm reads for a provider's base URL, in its order of preference;
+# any other provider uses <PROVIDER>_API_BASE / <PROVIDER>_BASE_URL.
+_BASE_ENV = {
+    "openai": ("OPENAI_BASE_URL", "OPENAI_API_BASE"),
+    "text-completion-openai": ("OPENAI_BASE_URL", "OPENAI_API_BASE"),
+    "azure": ("AZURE_API_BASE",),
+    "anthropic": ("ANTHROPIC_BASE_URL", "ANTHROPIC_API_BASE"),
+    "ollama": ("OLLAMA_API_BASE",),
+    "ollama_chat": ("OLLAMA_API_BASE",),
+    "hosted_vllm": ("HOSTED_VLLM_API_BASE",),
+    "lm_studio": ("LM_STUDIO_API_BASE",),
+    "llamafile": ("LLAMAFILE_API_BASE",),
+}
+# Providers whose default endpoint is a server on this machine.
+_LOCAL_DEFAULT_BASE = {
+    "ollama": "http://localhost:11434",
+    "ollama_chat": "http://localhost:11434",
+    "lm_studio": "http://localhost:1234/v1",
+    "llamafile": "http://127.0.0.1:8080/v1",
+}
+
+
+@dataclass(frozen=True)
+class Content:
+    """Something a step's prompts will carry, with its sensitivity."""
+
+    name: str
+    sensitivity: Sensitivity
+
+
+@dataclass(frozen=True)
+class DemoSource:
+    """Where a program's demos came from (recorded in a compiled program's metadata)."""
+
+    data: str
+    sensitivity: Sensitivity
+
+    def to_dict(self) -> dict[str, str]:
+        return {"data": self.data, "sensitivity": self.sensitivity.value}
+
+
+NO_DEMOS = DemoSource("none", Sensitivity.PUBLIC)
+
+
+def load_env_files(*folders: Path) -> None:
+    """Read ``.env`` files (project, then task folder) without overriding set variables."""
+    try:
+        from dotenv import load_dotenv
+    except ImportError:  # python-dotenv is a dependency; a stripped install just skips .env
+        return
+    for folder in (PROJECT_ROOT, *folders):
+        env = Path(folder) / ".env"
+        if env.is_file():
+            load_dotenv(env, override=False)
+
+
+def resolve_endpoint(spec: LMSpec) -> Endpoint:
+    """The model string and the base URL litellm will use for ``spec`` (see the module docstring)."""
+    if spec.model == LOCAL_MODEL:
+        return local_endpoint()
+    if "/" not in spec.model:
+        raise LMSetupError(
+            f"model string {spec.model!r} needs a provider prefix, e.g. 'openai/gpt-4o-mini', "
+            "'anthropic/claude-3-5-haiku-latest', 'ollama_chat/llama3.1' (or use 'local')"
+        )
+    if spec.api_base:
+        return Endpoint(spec.model, spec.api_base)
+    provider = spec.model.split("/", 1)[0]
+    names = _BASE_ENV.get(provider) or (f"{provider.upper()}_API_BASE", f"{provider.upper()}_BASE_URL")
+    for name in names:
+        if value := os.environ.get(name, "").strip():
+            return Endpoint(spec.model, value)
+    return Endpoint(spec.model, _LOCAL_DEFAULT_BASE.get(provider))
+
+
+def is_local(endpoint: Endpoint, policy: PrivacyPolicy) -> bool:
+    """Loopback and not declared remote (a tunnel or proxy on loopback forwards elsewhere)."""
+    if not endpoint.api_base or not is_loopback_url(endpoint.api_base):
+        return False
+    return not _matches(endpoint, policy.remote_endpoints)
+
+
+def is_approved(endpoint: Endpoint, policy: PrivacyPolicy) -> bool:
+    return _matches(endpoint, policy.approved_endpoints)
+
+
+def _matches(endpoint: Endpoint, patterns: Sequence[str]) -> bool:
+    """A pattern matches the model string or the base URL (shell-style wildcards)."""
+    candidates = [endpoint.model]
+    if endpoint.api_base:
+        candidates.append(endpoint.api_base.rstrip("/"))
+    return any(fnmatch.fnmatchcase(c, p.rstrip("/")) for p in patterns for c in candidates)
+
+
+def program_demo_source(program: Any) -> DemoSource:
+    """Where ``program``'s demos came from: its recorded source, or private if it has demos of unknown origin."""
+    has_demos = bool(getattr(program, "demo_pool", None)) or any(p.demos for p in program.predictors())
+    if not has_demos:
+        return NO_DEMOS
+    recorded = getattr(program, "demos_from", None)
+    if isinstance(recorded, DemoSource):
+        return recorded
+    return DemoSource("demos of unknown origin", Sensitivity.PRIVATE)
+
+
+def private_contents(data: Sequence[Content], programs: Mapping[str, Any]) -> list[str]:
+    """Human-readable names of everything private among the data and the programs' demos."""
+    names = [c.name for c in data if c.sensitivity is Sensitivity.PRIVATE]
+    for name, program in programs.items():
+        if program is None:
+            continue
+        source = program_demo_source(program)
+        if source.sensitivity is Sensitivity.PRIVATE:
+            names.append(f"program {name} (its demos come from {source.data})")
+    return names
+
+
+def check_privacy(
+    endpoint: Endpoint, role: str, policy: PrivacyPolicy, data: Sequence[Content], programs: Mapping[str, Any]
+) -> bool:
+    """Raise PrivacyError if private content may not go to ``endpoint``; True if private content is cleared."""
+    private = private_contents(data, programs)
+    if not private:
+        return False
+    if is_local(endpoint, policy) or is_approved(endpoint, policy):
+        return True
+    where = policy.source or "the task's clinsynth.toml"
+    example = endpoint.api_base or endpoint.model
+    raise PrivacyError(
+        f"refusing to send private data to remote endpoint '{endpoint.describe()}' (role {role}): "
+        f"{'; '.join(private)}. Private data only goes to local endpoints unless approved: add the endpoint "
+        f'to [privacy] approved_endpoints in {where}, e.g. approved_endpoints = ["{example}"]'
+    )
+
+
+def open_lm(
+    spec: LMSpec,
+    role: str,
+    policy: PrivacyPolicy,
+    data: Sequence[Content] = (),
+    programs: Mapping[str, Any] | None = None,
+    env_folders: Sequence[Path] = (),
+    **options: Any,
+) -> LMHandle:
+    """An LM for ``role``, after the privacy check on ``data`` and ``programs`` (name -> DSPy module).
+
+    ``options`` go to ``clinsynth.lm.make_lm`` (temperature, timeout, adapter...). The
+    returned handle remembers whether private content was cleared, so a program added
+    later can be checked with ``handle.admit``.
+    """
+    load_env_files(*env_folders)
+    endpoint = resolve_endpoint(spec)
+    cleared = check_privacy(endpoint, role, policy, data, programs or {})
+    handle = make_lm(spec.model, api_base=endpoint.api_base if spec.model != LOCAL_MODEL else None, **options)
+    handle.role = role
+    handle.policy = policy
+    handle.private_cleared = cleared or is_local(endpoint, policy) or is_approved(endpoint, policy)
+    return handle

@@ -1,0 +1,224 @@
+"""The data-to-label step: label corpus sentences (silver) or a file's with DataToLabel.
+
+Uses the task's compiled labeller for the LM when there is one. Writes records with
+provenance and confidence to ``out`` (JSONL) through the resumable map, then the same
+records as parquet (``<out>.parquet``). On the corpus, ``prefilter`` sends the LM the
+sentences most similar to the taxonomy's categories plus a share of random others,
+instead of a random sample that would be almost all NONE; gold dev/test notes are never
+labelled (they would leak into training data).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clinsynth import prefilter
+from clinsynth.compiled import compiled_path, load_compiled
+from clinsynth.corpus import iter_sentences
+from clinsynth.errors import ClinsynthError
+from clinsynth.fingerprint import program_sha256
+from clinsynth.gold import held_out_notes
+from clinsynth.privacy import SOURCE_SENSITIVITY, Sensitivity
+from clinsynth.records import InputItem, Provenance, Record, done_ids, export_parquet, read_inputs, read_records
+from clinsynth.resumable import MapSettings, resumable_map
+from clinsynth.runner import Attempt
+from clinsynth.session import Content, open_lm
+from clinsynth.task import LMSpec, Task
+from clinsynth.taxonomy import Taxonomy
+from programs.data_to_label import DataToLabel
+
+PROGRAM_NAME = "programs.data_to_label.DataToLabel"
+ROLE = "labeler"
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    input: Path | None = None  # JSONL / CSV / TXT; None = the task's public corpus
+    sensitivity: Sensitivity | None = None  # of ``input``; None = private (a user's file)
+    limit: int | None = None  # label at most N sentences
+    prefilter: bool = False  # corpus: pick sentences similar to the categories
+    negatives: float = 0.2  # prefilter: share of random other sentences
+    pool: int | None = None  # prefilter: score a random pool of N corpus sentences only
+    program: Path | None = None  # compiled DataToLabel; None = the task's for this LM
+    zero_shot: bool = False  # ignore compiled programs
+    samples: int = 1  # k > 1: confidence = agreement of k answers (k x cost)
+    seed: int = 0
+    lm: LMSpec | None = None  # None = the task's labeller
+    map: MapSettings = MapSettings()
+    parquet: bool = True  # also write <out>.parquet
+
+
+@dataclass
+class LabelResult:
+    out: Path
+    labelled: int = 0
+    skipped: int = 0
+    failed: int = 0
+    label_counts: Counter = field(default_factory=Counter)
+    program: Path | None = None
+    lm: str = ""
+    failures_path: Path | None = None
+    nothing_to_do: bool = False
+
+
+def corpus_items(
+    path: Path,
+    limit: int | None = None,
+    sample_seed: int | None = None,
+    exclude_notes: set[str] | frozenset[str] = frozenset(),
+) -> list[InputItem]:
+    """Corpus sentences in corpus order, or a seeded random sample of them (stable for resume)."""
+    items = [
+        InputItem(id=s.id, text=s.text, note_id=s.note_id, source="corpus")
+        for s in iter_sentences(path)
+        if s.note_id not in exclude_notes
+    ]
+    if sample_seed is not None:
+        random.Random(sample_seed).shuffle(items)
+    return items[:limit] if limit is not None else items
+
+
+def input_sensitivity(
+    items: list[InputItem], declared: Sensitivity | None, path: Path | None, gold_dir: Path | None = None
+) -> Sensitivity:
+    """Gold (marked, or under the task's gold folder) is private whatever is declared; user files default private."""
+    if any(SOURCE_SENSITIVITY.get(i.source or "") is Sensitivity.PRIVATE for i in items):
+        return Sensitivity.PRIVATE
+    if path is not None:
+        resolved = Path(path).resolve()
+        if "gold" in resolved.parts or (gold_dir is not None and resolved.is_relative_to(Path(gold_dir).resolve())):
+            return Sensitivity.PRIVATE
+    if declared is not None:
+        return declared
+    return Sensitivity.PRIVATE if path is not None else Sensitivity.PUBLIC
+
+
+def load_labeller(taxonomy: Taxonomy, program_path: Path | None, samples: int = 1) -> DataToLabel:
+    """DataToLabel, zero-shot or with a compiled program's state (checked against the taxonomy)."""
+    program = DataToLabel(taxonomy, samples=samples)
+    if program_path is not None:
+        load_compiled(program, program_path, taxonomy)
+    return program
+
+
+def default_labeller_path(task: Task, spec: LMSpec) -> Path | None:
+    """The task's compiled labeller for this LM and endpoint, if there is one."""
+    from clinsynth import compiled
+
+    finder = getattr(compiled, "default_compiled", None)
+    if finder is not None:
+        return finder(task, "data_to_label", spec)
+    from clinsynth.lm import lm_name_for
+
+    path = compiled_path("data_to_label", lm_name_for(spec.model), task.compiled_dir)
+    return path if path.exists() else None
+
+
+def prefiltered_items(
+    items: list[InputItem], taxonomy: Taxonomy, n: int, negatives: float, seed: int, pool: int | None
+) -> tuple[list[InputItem], dict[str, dict[str, Any]]]:
+    """The prefilter's selection and, per id, what it recorded (score, nearest category, negative)."""
+    from clinsynth.embeddings import encode_cached
+
+    if pool is not None and pool < len(items):
+        items = random.Random(seed).sample(items, pool)
+    selection = prefilter.select(items, taxonomy, n, encode_cached, negative_fraction=negatives, seed=seed)
+    attributes = {
+        i.id: {
+            "prefilter_score": round(selection.scores[i.id], 4),
+            "prefilter_nearest": selection.nearest[i.id],
+            "sampled_negative": i.id not in selection.relevant,
+        }
+        for i in selection.items
+    }
+    return selection.items, attributes
+
+
+def select_items(task: Task, config: LabelConfig) -> tuple[list[InputItem], dict[str, dict[str, Any]], Content]:
+    """What to label, per-item attributes (prefilter), and what the prompts will carry."""
+    if config.input is not None:
+        items = read_inputs(config.input)[: config.limit]
+        sensitivity = input_sensitivity(items, config.sensitivity, config.input, task.gold_dir)
+        return items, {}, Content(str(config.input), sensitivity)
+    exclude = held_out_notes(task.gold_dir)
+    content = Content(f"public corpus {task.relative(task.corpus)}", Sensitivity.PUBLIC)
+    if config.prefilter:
+        pool = corpus_items(task.corpus, exclude_notes=exclude)
+        n = config.limit or len(pool)
+        items, attributes = prefiltered_items(pool, task.taxonomy, n, config.negatives, config.seed, config.pool)
+        return items, attributes, content
+    return corpus_items(task.corpus, limit=config.limit, exclude_notes=exclude), {}, content
+
+
+def label_sentences(task: Task, config: LabelConfig, out: Path, handle: Any = None) -> LabelResult:
+    """Label into ``out`` (resumed), after the privacy check on the input and the program's demos."""
+    taxonomy = task.taxonomy
+    spec = config.lm or task.lm(ROLE)
+    program_path = None if config.zero_shot else config.program or default_labeller_path(task, spec)
+    program = load_labeller(taxonomy, program_path, samples=config.samples)
+    items, attributes, content = select_items(task, config)
+    program_label = str(task.relative(program_path)) if program_path else "zero-shot DataToLabel"
+    if handle is None:
+        # The gate runs before any server starts or anything is sent, even when nothing is left to do.
+        from clinsynth.session import check_privacy, resolve_endpoint
+
+        check_privacy(resolve_endpoint(spec), ROLE, task.privacy, [content], {program_label: program})
+    result = LabelResult(out=out, program=program_path)
+    if not {i.id for i in items} - done_ids(out):
+        result.skipped, result.nothing_to_do = len(items), True
+        return result
+    if handle is None:
+        handle = open_lm(spec, ROLE, task.privacy, [content], {program_label: program}, env_folders=[task.root])
+    else:
+        handle.admit(program_label, program)
+    result.lm = handle.name
+    digest = program_sha256(program, taxonomy.guideline_text)
+
+    def to_record(item: InputItem, attempt: Attempt) -> Record:
+        pred = attempt.value
+        labels = list(pred.categories)
+        extra: dict[str, Any] = {"attempts": attempt.attempts, "rollout": attempt.rollout}
+        if attempt.temperature is not None:
+            extra["temperature"] = attempt.temperature
+        if pred.confidence_method:
+            extra["confidence_method"] = pred.confidence_method
+        result.label_counts.update(labels or ["NONE"])
+        return Record(
+            id=item.id,
+            text=item.text,
+            labels=labels,
+            source="silver",
+            note_id=item.note_id,
+            provenance=Provenance(
+                lm=handle.name,
+                program=PROGRAM_NAME,
+                program_sha256=digest,
+                seed=config.seed,
+                confidence=None if pred.confidence is None else round(float(pred.confidence), 4),
+                attributes={**extra, **attributes.get(item.id, {})},
+            ),
+        )
+
+    mapped = resumable_map(
+        lambda item: program(sentence=item.text),
+        items,
+        key=lambda item: item.id,
+        to_row=to_record,
+        out=out,
+        handle=handle,
+        settings=config.map,
+        desc="labelling",
+        failure_info=lambda item: {"text": item.text},
+    )
+    result.labelled, result.skipped, result.failed = mapped.done, mapped.skipped, mapped.failed
+    result.failures_path = mapped.failures_path if mapped.failed else None
+    if config.parquet and out.exists():
+        try:
+            export_parquet(read_records(out, taxonomy), out.with_suffix(".parquet"))
+        except ClinsynthError as exc:
+            raise ClinsynthError(f"labelled records are safe in {out}, but the parquet export failed: {exc}") from exc
+    return result
