@@ -1,10 +1,31 @@
+"""The privacy gate: nothing private reaches an endpoint that is not local or approved, by any path.
+
+A loopback fake OpenAI server stands in for a remote endpoint: the test task declares its
+URL remote (``[privacy] remote_endpoints``, as a user would for an SSH tunnel), so the
+gate must treat it as a cloud API. "Refused" means the server saw zero requests.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
 from pathlib import Path
 
 import pytest
 
-from clinsynth.config import Config, load_config
 from clinsynth.errors import DataError, PrivacyError
-from clinsynth.privacy import Endpoint, Sensitivity, check_send
+from clinsynth.paths import PROJECT_ROOT
+from clinsynth.privacy import Endpoint, Sensitivity
+from clinsynth.session import Content, DemoSource, check_privacy, is_local, program_demo_source, resolve_endpoint
+from clinsynth.task import LMSpec, PrivacyPolicy, load_task
+from clinsynth.taxonomy import load_taxonomy
+from programs import label as label_cli
+from programs.data_to_label import DataToLabel
+from tests.conftest import chat_reply, write_task
+
+COMPILED_LABELLER = PROJECT_ROOT / "compiled" / "data_to_label.local.json"
+GOLD_DEV = PROJECT_ROOT / "data" / "gold" / "dev.jsonl"
+ANSWER = json.dumps({"categories": ["COGNITIVE_IMPAIRMENT"]})
 
 
 @pytest.mark.parametrize(
@@ -13,7 +34,6 @@ from clinsynth.privacy import Endpoint, Sensitivity, check_send
         (Endpoint("openai/qwen", "http://127.0.0.1:8080/v1"), True),
         (Endpoint("openai/qwen", "http://localhost:8000/v1"), True),
         (Endpoint("openai/qwen", "http://[::1]:8000/v1"), True),
-        (Endpoint("ollama_chat/llama3.1"), True),
         (Endpoint("openai/gpt-4o-mini"), False),
         (Endpoint("anthropic/claude-3-5-haiku-latest"), False),
         (Endpoint("openai/llama", "http://10.0.0.5:8000/v1"), False),
@@ -21,37 +41,157 @@ from clinsynth.privacy import Endpoint, Sensitivity, check_send
     ],
 )
 def test_endpoints_are_local_only_on_loopback(endpoint: Endpoint, local: bool):
-    assert endpoint.is_local is local
+    assert is_local(endpoint, PrivacyPolicy()) is local
 
 
-def test_private_data_to_a_remote_endpoint_is_refused_with_a_clear_message():
-    with pytest.raises(PrivacyError) as err:
-        check_send("data/gold/dev.jsonl", Sensitivity.PRIVATE, Endpoint("openai/gpt-4o-mini"), Config())
-    message = str(err.value)
-    assert "data/gold/dev.jsonl" in message and "openai/gpt-4o-mini" in message
-    assert "approved_endpoints" in message
+def test_a_loopback_url_declared_remote_is_remote():
+    policy = PrivacyPolicy(remote_endpoints=("http://127.0.0.1:9999/*",))
+    assert not is_local(Endpoint("openai/x", "http://127.0.0.1:9999/v1"), policy)
+    assert is_local(Endpoint("openai/x", "http://127.0.0.1:8000/v1"), policy)
 
 
-def test_public_synthetic_and_local_pass_the_gate():
+def test_the_endpoint_is_the_base_url_litellm_would_use(monkeypatch, tmp_path: Path):
+    for name in ("OPENAI_BASE_URL", "OPENAI_API_BASE", "OLLAMA_API_BASE"):
+        monkeypatch.delenv(name, raising=False)
+    assert resolve_endpoint(LMSpec("openai/gpt-4o-mini")) == Endpoint("openai/gpt-4o-mini", None)
+    assert resolve_endpoint(LMSpec("ollama_chat/llama3.1")).api_base == "http://localhost:11434"
+    monkeypatch.setenv("OLLAMA_API_BASE", "https://ollama.example.org")
+    assert not is_local(resolve_endpoint(LMSpec("ollama_chat/llama3.1")), PrivacyPolicy())
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:8000/v1")
+    assert is_local(resolve_endpoint(LMSpec("openai/served")), PrivacyPolicy())
+    # An explicit api_base wins over the environment.
+    assert resolve_endpoint(LMSpec("openai/x", "https://api.example.com/v1")).api_base == "https://api.example.com/v1"
+
+
+def test_private_data_and_private_demos_are_named_in_the_refusal():
+    program = DataToLabel(load_taxonomy())
+    program.label.demos = [{"sentence": "gold sentence", "categories": []}]
     remote = Endpoint("openai/gpt-4o-mini")
-    check_send("corpus", Sensitivity.PUBLIC, remote, Config())
-    check_send("bronze", Sensitivity.SYNTHETIC, remote, Config())
-    check_send("gold", Sensitivity.PRIVATE, Endpoint("openai/q", "http://127.0.0.1:1/v1"), Config())
+    with pytest.raises(PrivacyError) as err:
+        public = [Content("notes.txt", Sensitivity.PUBLIC)]
+        check_privacy(remote, "labeler", PrivacyPolicy(), public, {"p.json": program})
+    message = str(err.value)
+    assert "program p.json" in message and "unknown origin" in message and "openai/gpt-4o-mini" in message
+    with pytest.raises(PrivacyError, match="gold dev"):
+        check_privacy(remote, "labeler", PrivacyPolicy(), [Content("gold dev", Sensitivity.PRIVATE)], {})
+    # Demos recorded as synthetic, public data, or a local endpoint: nothing to refuse.
+    program.demos_from = DemoSource("generated sentences", Sensitivity.SYNTHETIC)
+    assert program_demo_source(program).sensitivity is Sensitivity.SYNTHETIC
+    check_privacy(remote, "labeler", PrivacyPolicy(), [Content("corpus", Sensitivity.PUBLIC)], {"p": program})
+    check_privacy(Endpoint("openai/q", "http://127.0.0.1:1/v1"), "labeler", PrivacyPolicy(),
+                  [Content("gold", Sensitivity.PRIVATE)], {})  # fmt: skip
 
 
-def test_an_approved_endpoint_in_config_lets_private_data_through(tmp_path: Path):
-    cfg = tmp_path / "clinsynth.toml"
-    cfg.write_text('[privacy]\napproved_endpoints = ["https://llm.hospital.example/v1/", "azure/*"]\n')
-    config = load_config(cfg)
-    check_send("gold", Sensitivity.PRIVATE, Endpoint("openai/m", "https://llm.hospital.example/v1"), config)
-    check_send("gold", Sensitivity.PRIVATE, Endpoint("azure/gpt-4o"), config)
-    with pytest.raises(PrivacyError):
-        check_send("gold", Sensitivity.PRIVATE, Endpoint("openai/gpt-4o"), config)
+def test_the_committed_labeller_carries_gold_demos_and_counts_as_private():
+    program = DataToLabel(load_taxonomy())
+    from clinsynth.compiled import load_compiled
+
+    load_compiled(program, COMPILED_LABELLER, program.taxonomy)
+    assert program_demo_source(program).sensitivity is Sensitivity.PRIVATE
 
 
-def test_bad_config_names_the_file_and_field(tmp_path: Path):
-    cfg = tmp_path / "clinsynth.toml"
-    cfg.write_text('[privacy]\napproved_endpoints = "openai/*"\n')
+def _public_file(tmp_path: Path) -> Path:
+    path = tmp_path / "public.txt"
+    path.write_text("She forgets names.\nThe wound is clean.\n")
+    return path
+
+
+def _label(task: Path, server_base: str, out: Path, *extra: str) -> int:
+    return label_cli.main(
+        ["--task", str(task), "--lm", "openai/fake", "--api-base", server_base, "--out", str(out),
+         "--no-progress", "--no-parquet", "--attempts", "1", *extra]
+    )  # fmt: skip
+
+
+def test_remote_endpoint_gets_no_gold_and_no_gold_demos_until_approved(tmp_path: Path, fake_openai, capsys):
+    with fake_openai(lambda body: (200, chat_reply(ANSWER))) as server:
+        remote = (server.api_base.rsplit("/", 1)[0] + "/*",)
+        task = write_task(tmp_path / "task", remote=remote)
+        # (a) gold itself.
+        code = _label(task, server.api_base, tmp_path / "a.jsonl", "--input", str(GOLD_DEV), "--limit", "2",
+                      "--zero-shot")  # fmt: skip
+        assert code == 2 and "refusing to send private data" in capsys.readouterr().err
+        # (b) a public file, but the program's demos are gold sentences.
+        code = _label(task, server.api_base, tmp_path / "b.jsonl", "--input", str(_public_file(tmp_path)),
+                      "--sensitivity", "public", "--program", str(COMPILED_LABELLER))  # fmt: skip
+        err = capsys.readouterr().err
+        assert code == 2 and "data_to_label.local.json" in err and "demos" in err
+        assert server.requests == []
+        assert not (tmp_path / "a.jsonl").exists() and not (tmp_path / "b.jsonl").exists()
+
+        # A public file with the zero-shot program is fine.
+        code = _label(task, server.api_base, tmp_path / "c.jsonl", "--input", str(_public_file(tmp_path)),
+                      "--sensitivity", "public", "--zero-shot")  # fmt: skip
+        assert code == 0 and len(server.requests) >= 2
+        before = len(server.requests)
+
+        # Once the endpoint is approved, gold and the gold-demo program go through.
+        approved = write_task(tmp_path / "approved", remote=remote, approved=remote)
+        code = _label(approved, server.api_base, tmp_path / "d.jsonl", "--input", str(_public_file(tmp_path)),
+                      "--sensitivity", "public", "--program", str(COMPILED_LABELLER))  # fmt: skip
+        assert code == 0 and len(server.requests) > before
+        demo = _first_demo_sentence()
+        assert all(demo not in json.dumps(r) for r in server.requests[:before])
+        assert any(demo in json.dumps(r) for r in server.requests[before:])
+
+
+def _first_demo_sentence() -> str:
+    state = json.loads(COMPILED_LABELLER.read_text())
+    demos = [d for key, value in state.items() if isinstance(value, dict) for d in value.get("demos", [])]
+    return demos[0]["sentence"]
+
+
+def test_the_environment_base_url_is_checked_not_just_flags(tmp_path: Path, fake_openai, monkeypatch, capsys):
+    """OPENAI_BASE_URL (here from the task's .env) decides where litellm sends requests."""
+    for name in ("OPENAI_BASE_URL", "OPENAI_API_BASE", "OPENAI_API_KEY"):
+        monkeypatch.setenv(name, "x")  # so that monkeypatch restores the variable .env is about to set
+        monkeypatch.delenv(name)
+    with fake_openai(lambda body: (200, chat_reply(ANSWER))) as server:
+        task = write_task(tmp_path / "task", remote=(server.api_base.rsplit("/", 1)[0] + "/*",))
+        (task / ".env").write_text(f"OPENAI_BASE_URL={server.api_base}\nOPENAI_API_KEY=sk-test\n")
+        code = label_cli.main(["--task", str(task), "--lm", "openai/fake", "--input", str(GOLD_DEV), "--limit", "1",
+                               "--out", str(tmp_path / "o.jsonl"), "--zero-shot", "--no-progress"])  # fmt: skip
+        assert code == 2 and server.requests == []
+    assert "127.0.0.1" in capsys.readouterr().err
+
+
+def test_a_remote_model_string_stops_before_any_network_attempt(tmp_path: Path, monkeypatch, capsys):
+    """The done-when command: a gold-demo program with a cloud model stops at once."""
+    def no_lm(*args, **kwargs):
+        raise AssertionError("an LM was built")
+
+    for name in ("OPENAI_BASE_URL", "OPENAI_API_BASE"):
+        monkeypatch.delenv(name, raising=False)
+
+    monkeypatch.setattr("clinsynth.session.make_lm", no_lm)
+    code = label_cli.main(["--input", str(_public_file(tmp_path)), "--sensitivity", "public", "--program",
+                           str(COMPILED_LABELLER), "--lm", "openai/gpt-4o-mini",
+                           "--out", str(tmp_path / "o.jsonl")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "refusing to send private data" in err and "openai/gpt-4o-mini" in err
+
+
+def test_only_the_session_builds_lms():
+    """No module but clinsynth.session calls make_lm, and nothing but clinsynth.lm builds a dspy.LM."""
+    offenders = []
+    for folder in ("src", "programs", "evals", "benchmarks", "signatures"):
+        for path in (PROJECT_ROOT / folder).rglob("*.py"):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Call):
+                    func = node.func
+                    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                    rel = path.relative_to(PROJECT_ROOT).as_posix()
+                    if name == "make_lm" and rel != "src/clinsynth/session.py":
+                        offenders.append(f"{rel}:{node.lineno} make_lm")
+                    if name == "LM" and rel != "src/clinsynth/lm.py":
+                        offenders.append(f"{rel}:{node.lineno} dspy.LM")
+    assert offenders == []
+
+
+def test_bad_privacy_config_names_the_file_and_field(tmp_path: Path):
+    task = write_task(tmp_path / "t")
+    toml = task / "clinsynth.toml"
+    toml.write_text(toml.read_text().replace("approved_endpoints = []", 'approved_endpoints = "openai/*"'))
     with pytest.raises(DataError, match=r"clinsynth.toml: field 'privacy.approved_endpoints'"):
-        load_config(cfg)
-    assert load_config(tmp_path / "absent.toml").approved_endpoints == ()
+        load_task(task)

@@ -28,4 +28,3 @@ OUTPUT_DIR = Path(os.environ.get("CLINSYNTH_OUTPUT_DIR", PROJECT_ROOT / "outputs
 CACHE_DIR = Path(os.environ.get("CLINSYNTH_CACHE_DIR", PROJECT_ROOT / ".cache"))
 # The assembled GGUF is 1.1 GB: keep it out of the checkout, shared by every clone.
 MODEL_CACHE_DIR = Path(os.environ.get("CLINSYNTH_MODEL_DIR", Path.home() / ".cache" / "clinsynth" / "models"))
-CONFIG_FILE = Path(os.environ.get("CLINSYNTH_CONFIG", PROJECT_ROOT / "clinsynth.toml"))

@@ -1,21 +1,18 @@
-"""The privacy gate: private data goes only to local endpoints or explicitly approved ones.
+"""Sensitivity of data and where LM requests go; the gate itself is ``clinsynth.session``.
 
-Every dataset has a sensitivity: gold (expert-labelled patient text) is private, the
-public corpus is public, generated (bronze) text is synthetic. An endpoint is local when
-it is served on loopback. Sending private text to a remote endpoint is refused unless the
-project config lists that endpoint under ``[privacy] approved_endpoints``.
+Every dataset has a sensitivity: gold (expert-labelled patient text) and a user's own
+files are private, the public corpus is public, generated (bronze) text is synthetic.
+An endpoint is local when it is served on loopback (and the task does not declare that
+loopback URL remote). Private content to a remote endpoint is refused unless the task's
+``[privacy] approved_endpoints`` lists it.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import ipaddress
 from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import urlparse
-
-from clinsynth.config import Config, load_config
-from clinsynth.errors import PrivacyError
 
 # Providers whose default endpoint is a server on this machine.
 _LOCAL_PROVIDERS = {"ollama", "ollama_chat", "lm_studio", "llamafile"}
@@ -64,31 +61,3 @@ def is_loopback_url(url: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def is_approved(endpoint: Endpoint, config: Config) -> bool:
-    """An approval entry matches the model string or the base URL (shell-style wildcards)."""
-    candidates = [endpoint.model]
-    if endpoint.api_base:
-        candidates.append(endpoint.api_base.rstrip("/"))
-    return any(
-        fnmatch.fnmatchcase(candidate, pattern.rstrip("/"))
-        for pattern in config.approved_endpoints
-        for candidate in candidates
-    )
-
-
-def check_send(data_name: str, sensitivity: Sensitivity, endpoint: Endpoint, config: Config | None = None) -> None:
-    """Raise PrivacyError if ``data_name`` may not be sent to ``endpoint``."""
-    if sensitivity is not Sensitivity.PRIVATE or endpoint.is_local:
-        return
-    config = config if config is not None else load_config()
-    if is_approved(endpoint, config):
-        return
-    where = config.source or "clinsynth.toml"
-    raise PrivacyError(
-        f"refusing to send private data '{data_name}' to remote endpoint "
-        f"'{endpoint.describe()}'. Private (gold) text only goes to local endpoints unless "
-        f"you approve this one: add it to [privacy] approved_endpoints in {where}, e.g. "
-        f'approved_endpoints = ["{endpoint.api_base or endpoint.model}"]'
-    )

@@ -168,6 +168,20 @@ def check_privacy(
     )
 
 
+def gate(
+    spec: LMSpec,
+    role: str,
+    policy: PrivacyPolicy,
+    data: Sequence[Content] = (),
+    programs: Mapping[str, Any] | None = None,
+    env_folders: Sequence[Path] = (),
+) -> tuple[Endpoint, bool]:
+    """The privacy check alone (``.env`` read, endpoint resolved): for steps that decide before opening an LM."""
+    load_env_files(*env_folders)
+    endpoint = resolve_endpoint(spec)
+    return endpoint, check_privacy(endpoint, role, policy, data, programs or {})
+
+
 def open_lm(
     spec: LMSpec,
     role: str,
@@ -183,9 +197,7 @@ def open_lm(
     returned handle remembers whether private content was cleared, so a program added
     later can be checked with ``handle.admit``.
     """
-    load_env_files(*env_folders)
-    endpoint = resolve_endpoint(spec)
-    cleared = check_privacy(endpoint, role, policy, data, programs or {})
+    endpoint, cleared = gate(spec, role, policy, data, programs, env_folders)
     handle = make_lm(spec.model, api_base=endpoint.api_base if spec.model != LOCAL_MODEL else None, **options)
     handle.role = role
     handle.policy = policy

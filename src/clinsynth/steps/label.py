@@ -26,7 +26,7 @@ from clinsynth.privacy import SOURCE_SENSITIVITY, Sensitivity
 from clinsynth.records import InputItem, Provenance, Record, done_ids, export_parquet, read_inputs, read_records
 from clinsynth.resumable import MapSettings, resumable_map
 from clinsynth.runner import Attempt
-from clinsynth.session import Content, open_lm
+from clinsynth.session import Content, gate, open_lm
 from clinsynth.task import LMSpec, Task
 from clinsynth.taxonomy import Taxonomy
 from programs.data_to_label import DataToLabel
@@ -164,9 +164,7 @@ def label_sentences(task: Task, config: LabelConfig, out: Path, handle: Any = No
     program_label = str(task.relative(program_path)) if program_path else "zero-shot DataToLabel"
     if handle is None:
         # The gate runs before any server starts or anything is sent, even when nothing is left to do.
-        from clinsynth.session import check_privacy, resolve_endpoint
-
-        check_privacy(resolve_endpoint(spec), ROLE, task.privacy, [content], {program_label: program})
+        gate(spec, ROLE, task.privacy, [content], {program_label: program}, env_folders=[task.root])
     result = LabelResult(out=out, program=program_path)
     if not {i.id for i in items} - done_ids(out):
         result.skipped, result.nothing_to_do = len(items), True
