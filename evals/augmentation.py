@@ -29,9 +29,8 @@ import numpy as np
 from clinsynth.classifier import SignsClassifier, TrainingBudget, label_matrix
 from clinsynth.gold import load_gold
 from clinsynth.metrics import multilabel_scores
-from clinsynth.mixes import MixSources, load_part, mix_label_counts, parse_mix
-from clinsynth.paths import OUTPUT_DIR, PROJECT_ROOT
-from clinsynth.records import Record, now_iso
+from clinsynth.mixes import MixSources, best_mix, load_part, parse_mix
+from clinsynth.records import Record, label_counts, now_iso
 from clinsynth.taxonomy import NONE_LABEL, Taxonomy
 
 MAIN_MIXES = ("gold", "gold+silver", "gold+bronze", "gold+silver+bronze")
@@ -48,11 +47,23 @@ class Experiment:
     mixes: tuple[str, ...] = DEFAULT_MIXES
     seeds: tuple[int, ...] = DEFAULT_SEEDS
     budget: TrainingBudget = field(default_factory=TrainingBudget)
-    sources: MixSources = field(default_factory=MixSources)
-    work_dir: Path = OUTPUT_DIR / "augmentation"
-    labeler_report: Path | None = PROJECT_ROOT / "reports" / "labeler.json"
+    sources: MixSources | None = None  # None: the task's (``for_task``)
+    work_dir: Path | None = None  # finished runs are kept under work_dir/runs (resume)
+    labeler_report: Path | None = None  # reports/labeler.json of the task, for the LLM rows
     train_limit: int | None = None  # first N sentences of each part of a mix (quick runs)
     baselines: bool = True
+
+    @classmethod
+    def for_task(cls, task: Any, **settings: Any) -> Experiment:
+        """The experiment on ``task``'s files; ``settings`` are any other fields."""
+        experiment = cls(**settings)
+        if experiment.sources is None:
+            experiment.sources = MixSources.for_task(task)
+        if experiment.work_dir is None:
+            experiment.work_dir = task.output_dir / "augmentation"
+        if experiment.labeler_report is None:
+            experiment.labeler_report = task.reports_dir / "labeler.json"
+        return experiment
 
 
 @dataclass
@@ -185,6 +196,8 @@ def load_mixes(experiment: Experiment, taxonomy: Taxonomy) -> dict[str, list[Rec
 
 def run(experiment: Experiment, taxonomy: Taxonomy, out_dir: Path, command: str) -> dict[str, Any]:
     """Train every mix x seed (reusing finished runs), add baselines, write the reports."""
+    if experiment.sources is None or experiment.work_dir is None:
+        raise ValueError("Experiment needs sources and work_dir: build it with Experiment.for_task(task)")
     gold = load_gold(experiment.sources.gold_dir, taxonomy)
     dev, test = gold["dev"], gold["test"]
     runs_dir = Path(experiment.work_dir) / "runs"
@@ -254,9 +267,9 @@ def summarise(
     systems: dict[str, list[RunResult]] = {}
     for r in results:
         systems.setdefault(r.system, []).append(r)
-    train_counts = mix_label_counts(gold_train, taxonomy)
+    train_counts = label_counts(gold_train, taxonomy.names)
     minority = [n for n in taxonomy.names if train_counts[n] < MINORITY_SHARE * len(gold_train)]
-    test_support = mix_label_counts(test, taxonomy)
+    test_support = label_counts(test, taxonomy.names)
     rows = []
     for name, runs in systems.items():
         row: dict[str, Any] = {"system": name, "kind": runs[0].kind, "runs": len(runs)}
@@ -285,12 +298,6 @@ def summarise(
     }
 
 
-def best_mix(summary: dict[str, Any]) -> str | None:
-    """The mix with the best mean gold-dev micro F1 (dev, not test, picks the default model)."""
-    mixes = [s for s in summary["systems"] if s["kind"] == "mix" and "dev_micro_f1" in s]
-    return max(mixes, key=lambda s: s["dev_micro_f1"][0])["system"] if mixes else None
-
-
 # -- why does (or doesn't) augmentation help ------------------------------------------
 
 
@@ -303,7 +310,7 @@ def analyse(
 ) -> dict[str, Any]:
     """Numbers behind the result: training counts, label noise, distribution shift, thresholds."""
     analysis: dict[str, Any] = {
-        "train_counts": {mix: mix_label_counts(records, taxonomy) for mix, records in mix_data.items()},
+        "train_counts": {mix: label_counts(records, taxonomy.names) for mix, records in mix_data.items()},
     }
     analysis["label_noise"] = label_noise(results, experiment.sources)
     analysis["shift"] = distribution_shift(mix_data, taxonomy, test)

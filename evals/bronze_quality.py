@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from clinsynth import bronze_filters as bf
-from clinsynth.gold import SPLITS, split_path
 from clinsynth.phi import scan
 from clinsynth.records import Record, now_iso, read_records
 from clinsynth.report import format_table
@@ -97,13 +96,14 @@ def run(
     out_dir: Path,
     command: str,
     embed: bf.Embed | None = None,
-    gold_paths: Sequence[Path] | None = None,
+    gold_paths: Sequence[Path] = (),
     coverage_cosine: float = COVERAGE_COSINE,
 ) -> dict[str, Any]:
+    """``gold_paths``: the task's gold splits (distance to gold, leakage)."""
     if embed is None:
         from clinsynth.embeddings import encode as embed
     bronze = read_records(bronze_path, taxonomy)
-    gold = [r for p in (gold_paths or [split_path(s) for s in SPLITS]) for r in read_records(p, taxonomy)]
+    gold = [r for p in gold_paths for r in read_records(p, taxonomy)]
     report_path = bronze_path.with_name(bronze_path.name + ".report.json")
     generation = json.loads(report_path.read_text(encoding="utf-8")) if report_path.exists() else None
     results = {

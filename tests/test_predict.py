@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from clinsynth.errors import DataError
 from clinsynth.predict import predict_file, read_sentences
+from clinsynth.records import MAX_SENTENCE_CHARS, read_inputs
 
 NOTE = """HISTORY OF PRESENT ILLNESS:  Febrile to 39 C overnight. Productive cough.
 
@@ -19,7 +21,7 @@ def test_txt_lines_keep_distinct_ids_even_when_repeated(tmp_path: Path):
     path = tmp_path / "s.txt"
     path.write_text("Cough.\n\nCough.\nFever.\n")
     sentences = read_sentences(path)
-    assert [s.id for s in sentences] == ["s-L1", "s-L3", "s-L4"]
+    assert [s.id for s in sentences] == ["L1", "L3", "L4"]  # the ids programs.label gives (read_inputs)
     assert [s.text for s in sentences] == ["Cough.", "Cough.", "Fever."]
 
 
@@ -85,3 +87,79 @@ def test_cli_predict_labels_a_text_file_with_a_given_model(model, tmp_path: Path
     assert [r["text"] for r in rows] == ["Febrile to 39 C.", "Dry cough.", "Follow up in two weeks."]
     assert "3 sentences" in capsys.readouterr().out
     assert main(["predict", "--input", str(tmp_path / "none.txt"), "--out", str(out), "--model", str(tmp_path)]) == 2
+
+
+def test_long_lines_are_clipped_as_label_clips_them_and_notes_per_sentence(tmp_path: Path, caplog):
+    long = "Cough " * (MAX_SENTENCE_CHARS // 6 + 50)
+    (tmp_path / "s.txt").write_text(f"Fever.\n{long}\n")
+    with caplog.at_level("WARNING", logger="clinsynth.records"):
+        sentences = read_sentences(tmp_path / "s.txt")
+    assert [(s.id, s.text) for s in sentences] == [(i.id, i.text) for i in read_inputs(tmp_path / "s.txt")]
+    assert len(sentences[1].text) == MAX_SENTENCE_CHARS
+    assert any("s.txt:2:" in r.getMessage() and "MAX_SENTENCE_CHARS" in r.getMessage() for r in caplog.records)
+    # A note is longer than a sentence by nature: it is split first, and only a long sentence is cut.
+    note = "HISTORY OF PRESENT ILLNESS:  " + "Productive cough at night. " * 150 + "Word " + "word " * 500
+    (tmp_path / "n.jsonl").write_text(json.dumps({"id": "n1", "text": note}) + "\n")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="clinsynth.records"):
+        sentences = read_sentences(tmp_path / "n.jsonl", notes=True)
+    assert len(note) > MAX_SENTENCE_CHARS and len(sentences) == 151
+    assert [len(s.text) for s in sentences[-2:]] == [len("Productive cough at night."), MAX_SENTENCE_CHARS]
+    assert [r.getMessage().split(": ")[0] for r in caplog.records] == [f"{tmp_path / 'n.jsonl'}:1"]
+
+
+def test_a_txt_note_with_a_byte_order_mark_and_crlf_reads_like_a_plain_one(tmp_path: Path):
+    (tmp_path / "plain.txt").write_text(NOTE)
+    (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbf" + NOTE.replace("\n", "\r\n").encode())
+    plain = read_sentences(tmp_path / "plain.txt", notes=True)
+    bom = read_sentences(tmp_path / "bom.txt", notes=True)
+    assert [(s.text, s.section) for s in bom] == [(s.text, s.section) for s in plain]
+    assert bom[0].section == "HISTORY OF PRESENT ILLNESS"
+    (tmp_path / "latin1.txt").write_bytes(b"Cough.\nFi\xe8vre.\n")
+    with pytest.raises(DataError, match="latin1.txt:2: not valid UTF-8"):
+        read_sentences(tmp_path / "latin1.txt", notes=True)
+
+
+@pytest.mark.parametrize(
+    "name, body, notes",
+    [("empty.txt", "\n  \n", False), ("empty.jsonl", "", True), ("headers.jsonl", '{"text": "PLAN:"}\n', True)],
+)
+def test_an_input_without_sentences_leaves_an_existing_output_byte_identical(
+    model, tmp_path: Path, name: str, body: str, notes: bool
+):
+    out = tmp_path / "pred.jsonl"
+    out.write_bytes(b'{"id": "old"}\r\n')
+    (tmp_path / name).write_text(body)
+    with pytest.raises(DataError, match=f"{name}: no sentences in input"):
+        predict_file(model, tmp_path / name, out, notes=notes)
+    assert out.read_bytes() == b'{"id": "old"}\r\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, "pred.jsonl"])
+
+
+class _RunsAnotherPrediction:
+    """A classifier that, while its own output is half written, lets another run write the same file."""
+
+    def __init__(self, model: Any, other_input: Path, out: Path) -> None:
+        self.model, self.other_input, self.out = model, other_input, out
+        self.other: dict[str, Any] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+    def scores(self, texts: list[str]) -> Any:
+        if self.other is None:
+            self.other = predict_file(self.model, self.other_input, self.out)
+        return self.model.scores(texts)
+
+
+def test_two_runs_on_one_output_do_not_share_a_temporary_file(model, tmp_path: Path):
+    (tmp_path / "a.txt").write_text("Febrile to 39 C.\nDry cough.\n")
+    (tmp_path / "b.txt").write_text("Follow up in two weeks.\n")
+    out = tmp_path / "new" / "pred.jsonl"  # parent folders are created
+    first = _RunsAnotherPrediction(model, tmp_path / "b.txt", out)
+    result = predict_file(first, tmp_path / "a.txt", out)
+    assert first.other is not None and first.other["sentences"] == 1  # the other run finished inside this one
+    assert result["sentences"] == 2
+    # The run that finishes last wins, whole; no temporary file is left behind.
+    assert [json.loads(line)["text"] for line in out.read_text().splitlines()] == ["Febrile to 39 C.", "Dry cough."]
+    assert [p.name for p in out.parent.iterdir()] == ["pred.jsonl"]

@@ -91,3 +91,33 @@ def test_malformed_taxonomy_is_a_clear_error_naming_the_file(tmp_path: Path, bod
 def test_missing_taxonomy_file_names_it(tmp_path: Path):
     with pytest.raises(DataError, match="nope.yaml: taxonomy file not found"):
         load_taxonomy(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    "body, line, key, first",
+    [
+        ("name: x\nname: y\ncategories:\n  - {name: A, definition: d}\n", 2, "name", 1),
+        ("name: x\ncategories:\n  - name: A\n    definition: d\n    definition: e\n", 5, "definition", 4),
+        ("name: x\ncategories:\n  - {name: A, definition: d, name: B}\n", 3, "name", 3),
+    ],
+)
+def test_a_repeated_yaml_key_is_an_error_naming_file_line_and_key(
+    tmp_path: Path, body: str, line: int, key: str, first: int
+):
+    path = tmp_path / "dup.yaml"
+    path.write_text(body)
+    with pytest.raises(DataError) as err:
+        load_taxonomy(path)
+    assert f"{path}:{line}: invalid taxonomy: duplicate key {key!r} (first on line {first})" in str(err.value)
+    # Overriding a merged anchor ("<<") is not a repeat.
+    path.write_text("base: &b {name: A, definition: d}\nname: x\ncategories:\n  - <<: *b\n    definition: e\n")
+    assert load_taxonomy(path).category("A").definition == "e"
+
+
+def test_a_taxonomy_in_another_encoding_is_a_data_error_naming_the_line(tmp_path: Path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: x\ncategories:\n  - {name: A, definition: f\u00e9bril}\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin1.yaml:3: not valid UTF-8"):
+        load_taxonomy(path)
+    path.write_bytes(b"\xef\xbb\xbf" + "name: x\ncategories:\n  - {name: A, definition: f\u00e9bril}\n".encode())
+    assert load_taxonomy(path).category("A").definition == "f\u00e9bril"

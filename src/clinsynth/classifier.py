@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from clinsynth.errors import ClinsynthError
-from clinsynth.records import Record, now_iso
+from clinsynth.records import Record, label_counts, now_iso
 from clinsynth.taxonomy import NONE_LABEL, Taxonomy
 
 log = logging.getLogger(__name__)
@@ -69,19 +69,15 @@ class ModelInfo:
     dev_scores: dict[str, Any] = field(default_factory=dict)
     test_scores: dict[str, Any] = field(default_factory=dict)
     created_at: str = field(default_factory=now_iso)
+    task: str = ""  # the task's name and title (model card)
+    title: str = ""
+    data_files: dict[str, str] = field(default_factory=dict)  # training/threshold files -> sha256
 
 
 def label_matrix(label_sets: Sequence[Sequence[str]], names: Sequence[str]) -> np.ndarray:
     """One row per sentence: 1 for each category it has, then a NONE column."""
     rows = [[int(n in set(labels)) for n in names] + [int(not labels)] for labels in label_sets]
     return np.asarray(rows, dtype=np.int64).reshape(len(rows), len(names) + 1)
-
-
-def label_counts(records: Sequence[Record], names: Sequence[str]) -> dict[str, int]:
-    counts = Counter(label for r in records for label in r.labels)
-    out = {n: counts.get(n, 0) for n in names}
-    out[NONE_LABEL] = sum(not r.labels for r in records)
-    return out
 
 
 def oversample_minority(
@@ -266,15 +262,16 @@ def model_card(info: ModelInfo) -> str:
     from clinsynth.report import format_table
 
     lines = [
-        "# clinsynth AD-signs classifier",
+        f"# clinsynth classifier: {info.title or info.task or 'custom task'}",
         "",
         "Multi-label SetFit classifier (all-MiniLM-L6-v2 body, one logistic-regression head per",
-        "category, `class_weight=balanced`) for signs and symptoms of Alzheimer's disease in",
+        f"category, `class_weight=balanced`) for the categories of task `{info.task or '-'}` in",
         "sentences of clinical notes. An empty label set means NONE.",
         "",
         f"- training mix: `{info.mix}`, seed {info.seed}, trained {info.created_at} in {info.train_seconds:.0f} s",
         f"- training sentences by source: {json.dumps(info.train_sources)}",
         f"- budget: {json.dumps(info.budget)}",
+        *[f"- data: `{path}` sha256 `{digest}`" for path, digest in info.data_files.items()],
         "",
         "## Training data and thresholds",
         "",

@@ -1,146 +1,229 @@
-"""The ``clinsynth`` command: the main job (``run``) and a front door to every tool."""
+"""The ``clinsynth`` command: one entry point for every step of a task.
+
+Each subcommand parses its flags into a step's config, calls the step (``clinsynth.steps``)
+and prints its result. ``label``, ``generate`` and ``compile`` share their parsers with
+``python -m programs.label|generate|compile``; ``eval`` with ``python -m evals.run``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-import clinsynth  # noqa: F401  (offline environment before dspy)
+import clinsynth
 from clinsynth.errors import ClinsynthError
-from clinsynth.paths import OUTPUT_DIR
+
+TASK_HELP = "task folder with a clinsynth.toml (default: $CLINSYNTH_TASK, else the bundled AD task)"
+Formatter = argparse.ArgumentDefaultsHelpFormatter
+
+
+def _task(args: argparse.Namespace):  # -> clinsynth.task.Task
+    from clinsynth.task import load_task
+
+    return load_task(args.task)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from clinsynth.init_task import init_task
+
+    result = init_task(Path(args.dir), name=args.name, force=args.force)
+    print(f"wrote a task template in {result.root}:")
+    for path in result.files:
+        print(f"  {path.relative_to(result.root)}")
+    print("\nnext: replace taxonomy.yaml and gold/ with your task, then")
+    for command in result.next_commands:
+        print(f"  {command}")
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """The main job on embedded defaults: programs, silver, bronze, experiment, default model."""
     from clinsynth.pipeline import MainJob, RunConfig
+    from clinsynth.task import LMSpec
 
-    out_dir = Path(args.out_dir) if args.out_dir else OUTPUT_DIR / ("quick" if args.quick else "run")
+    task = _task(args)
+    out_dir = Path(args.out_dir) if args.out_dir else task.output_dir / ("quick" if args.quick else "run")
+    lm = LMSpec(args.lm, args.api_base) if args.lm else None
     config = RunConfig(
         out_dir=out_dir,
-        lm=args.lm,
-        api_base=args.api_base,
+        lm=lm,
         quick=args.quick,
         regenerate=args.regenerate,
         seeds=tuple(int(s) for s in args.seeds.split(",")),
         seed=args.seed,
     )
-    return MainJob(config).run()
+    job = MainJob(task, config)
+    result = job.run()
+    print()
+    print(job.summary_table())
+    print(f"\nmain job ({task.name}) done in {result.seconds:.0f} s; outputs in {out_dir}")
+    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from clinsynth.classifier import TrainingBudget
     from clinsynth.mixes import MixSources
-    from clinsynth.models import train_model
     from clinsynth.report import format_table
-    from clinsynth.taxonomy import load_taxonomy
+    from clinsynth.steps.train import TrainConfig, train
 
-    taxonomy = load_taxonomy()
-    sources = MixSources(silver_min_confidence=args.silver_min_confidence)
-    if args.silver:
-        sources = MixSources(**{**sources.__dict__, "silver": Path(args.silver)})
-    if args.bronze:
-        sources = MixSources(**{**sources.__dict__, "bronze": Path(args.bronze)})
+    task = _task(args)
+    sources = MixSources.for_task(
+        task, silver=args.silver, bronze=args.bronze, silver_min_confidence=args.silver_min_confidence
+    )
     budget = TrainingBudget(max_steps=args.max_steps, batch_size=args.batch_size)
-    out = Path(args.out)
+    out = Path(args.out) if args.out else task.model_dir
     print(f"training on {args.mix} ({budget.max_steps} contrastive steps, seed {args.seed}) -> {out}")
-    classifier = train_model(args.mix, taxonomy, out, budget=budget, seed=args.seed, sources=sources)
-    info = classifier.info
-    rows = [[k, info.dev_scores[k], info.test_scores[k]] for k in ("micro_f1", "macro_f1", "binary_f1")]
+    result = train(task, TrainConfig(mix=args.mix, budget=budget, seed=args.seed, sources=sources), out=out)
+    rows = [[k, result.dev_scores[k], result.test_scores[k]] for k in ("micro_f1", "macro_f1", "binary_f1")]
     print(format_table(["metric", "gold dev", "gold test"], rows))
-    n = sum(info.train_sources.values())
-    print(f"trained in {info.train_seconds:.0f} s on {n} sentences; model card: {out / 'README.md'}")
+    n = sum(result.classifier.info.train_sources.values())
+    print(f"trained in {result.seconds:.0f} s on {n} sentences; model card: {out / 'README.md'}")
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from clinsynth.classifier import SignsClassifier
-    from clinsynth.models import ensure_default_model
-    from clinsynth.predict import predict_file
-    from clinsynth.taxonomy import load_taxonomy
+    from clinsynth.steps.predict import PredictConfig, predict
 
-    # A model knows its own labels; the taxonomy is only needed to train the default one.
-    model_dir = Path(args.model) if args.model else ensure_default_model(load_taxonomy())
-    classifier = SignsClassifier.load(model_dir)
-    result = predict_file(classifier, args.input, args.out, notes=args.notes)
-    rate = result["sentences"] / result["seconds"] if result["seconds"] else 0.0
-    counts = ", ".join(f"{k} {v}" for k, v in sorted(result["label_counts"].items(), key=lambda kv: -kv[1]))
-    print(f"{result['sentences']} sentences -> {args.out} ({rate:.0f} sentences/s; model {model_dir})")
+    config = PredictConfig(
+        input=Path(args.input), out=Path(args.out), model=Path(args.model) if args.model else None, notes=args.notes
+    )
+    result = predict(_task(args), config)
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(result.label_counts.items(), key=lambda kv: -kv[1]))
+    print(f"{result.sentences} sentences -> {result.out} ({result.rate:.0f} sentences/s; model {result.model})")
     print(f"labels: {counts or '-'}")
     return 0
 
 
-def cmd_corpus(args: argparse.Namespace) -> int:
-    from clinsynth.corpus import DEFAULT_CORPUS, corpus_stats
+def cmd_export(args: argparse.Namespace) -> int:
+    from clinsynth.export import ExportConfig, export_data
 
-    path = Path(args.path) if args.path else DEFAULT_CORPUS
+    task = _task(args)
+    out = Path(args.out) if args.out else task.output_dir / f"export-{args.format}"
+    config = ExportConfig(out=out, format=args.format, sources=tuple(s.strip() for s in args.sources.split(",")))
+    result = export_data(task.taxonomy, task.gold_dir, task.silver, task.bronze, config)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for split, n in result.splits.items():
+        print(f"  {split:<12} {n}")
+    print(f"exported to {result.out} ({args.format}); gold splits are private: do not share them")
+    return 0
+
+
+def cmd_corpus(args: argparse.Namespace) -> int:
+    from clinsynth.corpus import corpus_stats
+
+    task = _task(args)
+    path = Path(args.path) if args.path else task.corpus
     stats = corpus_stats(path)
     print(f"{path}: {stats['notes']} notes (deduplicated by transcription), {stats['sentences']} sentences")
     return 0
 
 
 def cmd_taxonomy(args: argparse.Namespace) -> int:
-    from clinsynth.taxonomy import DEFAULT_TAXONOMY, load_taxonomy
+    from clinsynth.taxonomy import load_taxonomy
 
-    taxonomy = load_taxonomy(args.path or DEFAULT_TAXONOMY)
+    taxonomy = load_taxonomy(args.path) if args.path else _task(args).taxonomy
     print(taxonomy.guideline_text)
     return 0
 
 
-def cmd_label(argv: list[str]) -> int:
-    from programs.label import main as label_main
+def _delegated(name: str) -> tuple[Callable[..., argparse.ArgumentParser], Callable[[argparse.Namespace], int]]:
+    """The parser and runner of a subcommand whose flags live with its module (shared with ``python -m``)."""
+    import importlib
 
-    return label_main(argv)
+    module = importlib.import_module(DELEGATED_MODULES[name])
+    return module.build_parser, module.run
+
+
+DELEGATED_MODULES = {"label": "programs.label", "generate": "programs.generate", "compile": "programs.compile",
+                     "eval": "evals.run"}  # fmt: skip
+DELEGATED_HELP = {
+    "label": "label sentences with the data-to-label program (silver)",
+    "generate": "write bronze sentences per category (label-to-data)",
+    "compile": "tune a program's prompt with a DSPy optimizer on gold",
+    "eval": "run an eval suite: labeler, bronze-quality, augmentation",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="clinsynth", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="clinsynth",
+        description="LLM-made training data (silver and bronze) for clinical sentence classifiers. "
+        "Every subcommand has --help with an example.",
+        epilog="example: clinsynth run --quick   (the main job in miniature on the bundled task)",
+    )
+    parser.add_argument("--version", action="version", version=f"clinsynth {clinsynth.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run the main job end to end on the embedded defaults")
-    run.add_argument("--quick", action="store_true", help="a small version of every step (CI)")
-    run.add_argument("--lm", default="local", help="'local' (embedded) or a litellm model string")
-    run.add_argument("--api-base", default=None)
-    run.add_argument("--regenerate", action="store_true", help="make new silver and bronze with --lm (resumable)")
+    def add(name: str, help: str, example: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help, epilog=f"example: {example}", formatter_class=Formatter)
+        if name != "init":
+            p.add_argument("--task", type=Path, default=None, help=TASK_HELP)
+        return p
+
+    init = add("init", "write a template task folder (taxonomy, gold stubs, config)", "clinsynth init my_task")
+    init.add_argument("dir", help="folder to create")
+    init.add_argument("--name", default=None, help="task id (default: from the folder name)")
+    init.add_argument("--force", action="store_true", help="overwrite template files that exist")
+    init.set_defaults(func=cmd_init)
+
+    for name, help in DELEGATED_HELP.items():
+        sub.add_parser(name, help=help, add_help=False)
+
+    run = add("run", "the main job end to end: programs, silver, bronze, experiment, default model",
+              "clinsynth run --quick --task my_task")  # fmt: skip
+    run.add_argument("--quick", action="store_true", help="a small version of every step (minutes)")
+    run.add_argument("--lm", default=None, help="'local' or a litellm model string for every role (default: task's)")
+    run.add_argument("--api-base", default=None, help="base URL for an OpenAI-compatible server")
+    run.add_argument("--regenerate", action="store_true", help="make new silver and bronze (resumable)")
     run.add_argument("--seeds", default="0,1,2", help="seeds of the experiment")
     run.add_argument("--seed", type=int, default=0, help="seed for sampling and generation")
-    run.add_argument("--out-dir", default=None, help="default: outputs/run (outputs/quick with --quick)")
+    run.add_argument("--out-dir", default=None, help="default: <task outputs>/run (or /quick)")
     run.set_defaults(func=cmd_run)
 
-    train = sub.add_parser("train", help="train the SetFit classifier on a mix, e.g. --mix gold+bronze")
+    train = add("train", "train the SetFit classifier on a mix of gold, silver and bronze",
+                "clinsynth train --mix gold+bronze --out outputs/gb")  # fmt: skip
     train.add_argument("--mix", default="gold", help="parts joined by '+': gold, silver, silver-confident, bronze, ...")
-    train.add_argument("--out", default=str(OUTPUT_DIR / "model"), help="model directory (default: the default model)")
+    train.add_argument("--out", default=None, help="model directory (default: the task's default model)")
     train.add_argument("--max-steps", type=int, default=40, help="contrastive training steps")
-    train.add_argument("--batch-size", type=int, default=16)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--silver", default=None, help="silver file (default data/silver/silver.jsonl)")
-    train.add_argument("--bronze", default=None, help="bronze file (default data/bronze/bronze.jsonl)")
+    train.add_argument("--batch-size", type=int, default=16, help="pairs per step")
+    train.add_argument("--seed", type=int, default=0, help="training seed")
+    train.add_argument("--silver", type=Path, default=None, help="silver file (default: the task's)")
+    train.add_argument("--bronze", type=Path, default=None, help="bronze file (default: the task's)")
     train.add_argument("--silver-min-confidence", type=float, default=0.5, help="for silver-confident")
     train.set_defaults(func=cmd_train)
 
-    predict = sub.add_parser("predict", help="label sentences (or --notes) of a JSONL / CSV / TXT file")
+    predict = add("predict", "label sentences (or whole notes) of a JSONL / CSV / TXT file",
+                  "clinsynth predict --input notes.txt --out labelled.jsonl")  # fmt: skip
     predict.add_argument("--input", required=True, help="JSONL (text, id?), CSV (text column) or TXT (a line each)")
     predict.add_argument("--out", required=True, help="output JSONL: id, text, labels, scores")
-    predict.add_argument("--model", default=None, help="model directory (default: the main job's model)")
+    predict.add_argument("--model", default=None, help="model directory (default: the task's default model)")
     predict.add_argument("--notes", action="store_true", help="each input item is a whole note: split it")
     predict.set_defaults(func=cmd_predict)
 
-    corpus = sub.add_parser("corpus", help="read the public corpus and print note/sentence counts")
-    corpus.add_argument("--path", default=None)
+    export = add("export", "write the task's gold/silver/bronze as a datasets.DatasetDict or parquet",
+                 "clinsynth export --format parquet --out outputs/export")  # fmt: skip
+    export.add_argument("--out", default=None, help="output folder (default: <task outputs>/export-<format>)")
+    export.add_argument("--format", choices=("datasets", "parquet"), default="datasets", help="output format")
+    export.add_argument("--sources", default="gold,silver,bronze", help="comma-separated sources")
+    export.set_defaults(func=cmd_export)
+
+    corpus = add("corpus", "read the task's public corpus and print note/sentence counts", "clinsynth corpus")
+    corpus.add_argument("--path", default=None, help="a corpus CSV(.gz) instead of the task's")
     corpus.set_defaults(func=cmd_corpus)
 
-    taxonomy = sub.add_parser("taxonomy", help="validate a taxonomy file and print its guideline text")
-    taxonomy.add_argument("--path", default=None)
+    taxonomy = add("taxonomy", "validate the task's taxonomy and print its guideline text", "clinsynth taxonomy")
+    taxonomy.add_argument("--path", default=None, help="a taxonomy file instead of the task's")
     taxonomy.set_defaults(func=cmd_taxonomy)
-
-    sub.add_parser("label", help="label sentences (same options as python -m programs.label)", add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "label":
-        return cmd_label(argv[1:])
+    if argv and argv[0] in DELEGATED_HELP:
+        make_parser, run = _delegated(argv[0])
+        return run(make_parser(prog=f"clinsynth {argv[0]}").parse_args(argv[1:]))
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -19,10 +19,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from clinsynth.errors import DataError
 from clinsynth.gold import load_gold
-from clinsynth.paths import DATA_DIR
 from clinsynth.records import Record, iter_jsonl, read_records, side_path
 from clinsynth.taxonomy import NONE_LABEL, Taxonomy
 
@@ -30,12 +30,30 @@ PARTS = ("gold", "silver", "silver-confident", "bronze", "bronze-unfiltered")
 ROUND_TRIP_FILTER = "round_trip"
 
 
+SILVER_MIN_CONFIDENCE = 0.5  # the labeller over-labels below it (data/silver/README.md)
+
+
 @dataclass(frozen=True)
 class MixSources:
-    gold_dir: Path = DATA_DIR / "gold"
-    silver: Path = DATA_DIR / "silver" / "silver.jsonl"
-    bronze: Path = DATA_DIR / "bronze" / "bronze.jsonl"
-    silver_min_confidence: float = 0.5
+    """Where a mix's parts come from; ``for_task`` gives a task's files."""
+
+    gold_dir: Path
+    silver: Path
+    bronze: Path
+    silver_min_confidence: float = SILVER_MIN_CONFIDENCE
+
+    @classmethod
+    def for_task(cls, task: Any, **overrides: Any) -> MixSources:
+        """The task's gold folder and silver/bronze sets; ``overrides`` replace any of them (None = keep)."""
+        values = {"gold_dir": task.gold_dir, "silver": task.silver, "bronze": task.bronze}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def best_mix(summary: dict[str, Any]) -> str | None:
+    """The mix with the best mean gold-dev micro F1 in an augmentation summary (dev, never test, decides)."""
+    mixes = [s for s in summary.get("systems", []) if s.get("kind") == "mix" and "dev_micro_f1" in s]
+    return max(mixes, key=lambda s: s["dev_micro_f1"][0])["system"] if mixes else None
 
 
 def parse_mix(spec: str) -> tuple[str, ...]:
@@ -49,7 +67,7 @@ def parse_mix(spec: str) -> tuple[str, ...]:
     return parts
 
 
-def load_mix(spec: str, taxonomy: Taxonomy, sources: MixSources = MixSources()) -> list[Record]:
+def load_mix(spec: str, taxonomy: Taxonomy, sources: MixSources) -> list[Record]:
     """The training records of a mix, in part order."""
     records: list[Record] = []
     for part in parse_mix(spec):
@@ -121,10 +139,3 @@ def bronze_without_round_trip(path: Path, taxonomy: Taxonomy, seed: int = 0) -> 
     return out
 
 
-def mix_label_counts(records: Sequence[Record], taxonomy: Taxonomy) -> dict[str, int]:
-    counts = {n: 0 for n in taxonomy.names}
-    for r in records:
-        for label in r.labels:
-            counts[label] += 1
-    counts[NONE_LABEL] = sum(not r.labels for r in records)
-    return counts

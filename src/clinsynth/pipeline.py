@@ -1,43 +1,40 @@
 """The main job, ``clinsynth run``: programs, silver, bronze, the experiment, the default model.
 
-Full run (embedded defaults): the committed compiled programs and the committed silver and
-bronze sets are used as they are (``--regenerate`` makes new ones with ``--lm`` under
-``--out-dir``, resumably); the augmentation experiment trains every mix with three seeds
-and writes ``reports/augmentation.*``; the default model is trained on the mix that scored
-best on gold dev and saved where ``clinsynth predict`` finds it.
+It calls the steps (``clinsynth.steps``) directly and prints what they return. Full run:
+the task's committed compiled programs and silver / bronze sets are used as they are
+(``regenerate`` makes new ones under ``out_dir``, resumably); the augmentation experiment
+trains every mix with three seeds and writes the task's report; the default model is
+trained on the mix that scored best on gold dev and saved where ``clinsynth predict``
+finds it.
 
-``--quick``: the same steps in miniature, with real parts: the embedded LLM labels a few
-corpus sentences and writes a few bronze sentences, SetFit trains briefly on small mixes.
+``quick``: the same steps in miniature, with real parts: the task's labeller LM labels a
+few corpus sentences and writes a few bronze sentences, SetFit trains briefly on small
+mixes; everything goes under ``out_dir``.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from clinsynth.classifier import TrainingBudget
-from clinsynth.errors import ClinsynthError
-from clinsynth.lm import lm_name_for
 from clinsynth.mixes import MixSources
-from clinsynth.models import DEFAULT_MODEL_DIR, default_mix, train_model
-from clinsynth.paths import DATA_DIR, PROJECT_ROOT
 from clinsynth.report import format_table
-from clinsynth.taxonomy import Taxonomy, load_taxonomy
+from clinsynth.task import LMSpec, Task
 
-QUICK_CATEGORIES = "COGNITIVE_IMPAIRMENT,TREATMENT"
-EXAMPLES = (
-    "Her daughter says she has been getting lost while driving to the store.",
-    "MoCA 18/30 today; started donepezil 5 mg nightly.",
-    "Abdomen is soft and nontender.",
-)
+QUICK_LABEL_LIMIT = 6
+QUICK_TRAIN_LIMIT = 80
+QUICK_BUDGET = TrainingBudget(max_steps=4)
+FULL_SILVER = {"limit": 2000, "pool": 30000}  # the committed silver set's settings (Makefile `silver`)
+QUICK_SILVER = {"limit": QUICK_LABEL_LIMIT, "pool": 2000}
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunConfig:
     out_dir: Path
-    lm: str = "local"
-    api_base: str | None = None
+    lm: LMSpec | None = None  # overrides the task's LM for every role
     quick: bool = False
     regenerate: bool = False
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -45,22 +42,30 @@ class RunConfig:
 
 
 @dataclass
-class Step:
+class StepReport:
     name: str
     result: str = ""
     seconds: float = 0.0
 
 
 @dataclass
-class MainJob:
-    config: RunConfig
-    taxonomy: Taxonomy = field(default_factory=load_taxonomy)
-    steps: list[Step] = field(default_factory=list)
+class RunResult:
+    steps: list[StepReport] = field(default_factory=list)
+    best_mix: str = "gold"
+    model_dir: Path | None = None
+    report: Path | None = None
+    seconds: float = 0.0
 
-    def run(self) -> int:
-        cfg = self.config
-        cfg.out_dir.mkdir(parents=True, exist_ok=True)
-        plan = [
+
+class MainJob:
+    def __init__(self, task: Task, config: RunConfig) -> None:
+        self.task = task
+        self.config = config
+        self.result = RunResult()
+
+    def run(self) -> RunResult:
+        self.config.out_dir.mkdir(parents=True, exist_ok=True)
+        plan: list[tuple[str, Callable[[], str]]] = [
             ("programs", self.programs),
             ("silver", self.silver),
             ("bronze", self.bronze),
@@ -71,120 +76,109 @@ class MainJob:
         for k, (name, fn) in enumerate(plan, 1):
             print(f"\n[{k}/{len(plan)}] {name}", flush=True)
             t0 = time.monotonic()
-            step = Step(name, fn())
+            step = StepReport(name, fn())
             step.seconds = time.monotonic() - t0
-            self.steps.append(step)
+            self.result.steps.append(step)
             print(f"      {step.result} ({step.seconds:.0f} s)", flush=True)
-        print()
-        print(format_table(["step", "result", "seconds"], [[s.name, s.result, round(s.seconds)] for s in self.steps]))
-        print(f"\nmain job done in {time.monotonic() - started:.0f} s; outputs in {cfg.out_dir}")
-        return 0
+        self.result.seconds = time.monotonic() - started
+        return self.result
+
+    def summary_table(self) -> str:
+        return format_table(
+            ["step", "result", "seconds"], [[s.name, s.result, round(s.seconds)] for s in self.result.steps]
+        )
 
     # -- steps ------------------------------------------------------------------------
 
+    def lm(self, role: str) -> LMSpec:
+        return self.config.lm or self.task.lm(role)
+
     def programs(self) -> str:
-        from programs.label import default_program_path
+        from clinsynth.compiled import default_compiled
+        from clinsynth.steps.compile import CompileConfig, compile_program
 
-        lm_name = lm_name_for(self.config.lm)
-        labeler = default_program_path(lm_name)
+        labeler = default_compiled(self.task, "data_to_label", self.lm("labeler"))
         if labeler is None and not self.config.quick:
-            from programs import compile as compile_cli
-
-            print(f"      no compiled labeller for {lm_name}: compiling one (labeled-fewshot)", flush=True)
-            self._check(
-                compile_cli.main(
-                    ["--program", "data-to-label", "--optimizer", "labeled-fewshot", "--lm", self.config.lm,
-                     *self._api_base(), "--dev-limit", "60"]
-                ),
-                "compile",
+            print(f"      no compiled labeller for {self.lm('labeler').model}: compiling one", flush=True)
+            compiled = compile_program(
+                self.task, CompileConfig(program="data-to-label", optimizer="labeled-fewshot", dev_limit=60),
+                lm=self.lm("prompt_model"),
             )  # fmt: skip
-            labeler = default_program_path(lm_name)
-        from clinsynth.compiled import compiled_path
-
-        generator = compiled_path("label_to_data", lm_name)
+            labeler = compiled.out
+        generator = default_compiled(self.task, "label_to_data", self.lm("generator"))
         return (
-            f"labeller {_rel(labeler) if labeler else 'zero-shot'}; "
-            f"generator {_rel(generator) if generator.exists() else 'zero-shot (no compiled generator)'}"
+            f"labeller {self.task.relative(labeler) if labeler else 'zero-shot'}; "
+            f"generator {self.task.relative(generator) if generator else 'zero-shot (no compiled generator)'}"
         )
 
     def silver(self) -> str:
-        from programs import label as label_cli
+        from clinsynth.steps.label import LabelConfig, label_sentences
 
-        committed = DATA_DIR / "silver" / "silver.jsonl"
-        if not self.config.quick and not self.config.regenerate and committed.exists():
-            return f"committed {_rel(committed)}: {_count(committed)} records"
-        out = self.silver_path
-        argv = [
-            "--lm",
-            self.config.lm,
-            *self._api_base(),
-            "--prefilter",
-            "--out",
-            str(out),
-            "--seed",
-            str(self.config.seed),
-        ]
-        argv += (
-            ["--limit", "6", "--pool", "2000", "--no-parquet"]
-            if self.config.quick
-            else ["--limit", "2000", "--pool", "30000"]
+        committed = self.task.silver
+        if not self.generated and committed.exists():
+            return f"committed {self.task.relative(committed)}: {_count(committed)} records"
+        settings = QUICK_SILVER if self.config.quick else FULL_SILVER
+        config = LabelConfig(
+            prefilter=True, seed=self.config.seed, lm=self.lm("labeler"), parquet=not self.config.quick, **settings
         )
-        self._check(label_cli.main(argv), "silver labelling")
-        return f"{_rel(out)}: {_count(out)} records labelled by {self.config.lm}"
+        result = label_sentences(self.task, config, self.silver_path)
+        failed = f"; {result.failed} failed (rerun to retry: {result.failures_path})" if result.failed else ""
+        n = _count(self.silver_path)
+        return f"{self.task.relative(self.silver_path)}: {n} records labelled by {result.lm or 'earlier runs'}{failed}"
 
     def bronze(self) -> str:
-        from programs import generate as generate_cli
+        from clinsynth.steps.bronze import BronzeConfig, generate_bronze
 
-        committed = DATA_DIR / "bronze" / "bronze.jsonl"
-        if not self.config.quick and not self.config.regenerate and committed.exists():
-            return f"committed {_rel(committed)}: {_count(committed)} records"
-        out = self.bronze_path
-        argv = ["--lm", self.config.lm, *self._api_base(), "--out", str(out), "--seed", str(self.config.seed)]
+        committed = self.task.bronze
+        if not self.generated and committed.exists():
+            return f"committed {self.task.relative(committed)}: {_count(committed)} records"
+        config = BronzeConfig(seed=self.config.seed)
         if self.config.quick:
-            argv += ["--per-category", "1", "--categories", QUICK_CATEGORIES, "--negatives", "1",
-                     "--multi-label", "0", "--max-rounds", "1", "--per-call", "3"]  # fmt: skip
-        else:
-            argv += ["--per-category", "50"]
-        self._check(generate_cli.main(argv), "bronze generation")
-        return f"{_rel(out)}: {_count(out)} records written by {self.config.lm}"
+            categories = self.task.quick_categories or tuple(self.task.taxonomy.names[:2])
+            config = replace(config, per_category=1, categories=tuple(categories), negatives=1, multi_label=0,
+                             max_rounds=1, per_call=3)  # fmt: skip
+        result = generate_bronze(self.task, config, out=self.bronze_path, lm=self.lm("generator"))
+        return f"{self.task.relative(self.bronze_path)}: {len(result.kept)} records kept"
 
     def experiment(self) -> str:
         from evals import augmentation
 
         cfg = self.config
-        experiment = augmentation.Experiment(
-            sources=self.sources,
-            # The full run shares finished runs with `python -m evals.run augmentation`.
-            work_dir=cfg.out_dir / "augmentation" if cfg.quick else augmentation.Experiment().work_dir,
-            seeds=(cfg.seed,) if cfg.quick else cfg.seeds,
-        )
+        settings: dict = {"sources": self.sources, "seeds": (cfg.seed,) if cfg.quick else cfg.seeds}
         if cfg.quick:
-            experiment.mixes = ("gold", "gold+silver", "gold+bronze")
-            experiment.budget = self.budget
-            experiment.train_limit = 80
+            # The full run shares finished runs with `python -m evals.run augmentation`.
+            settings.update(
+                work_dir=cfg.out_dir / "augmentation",
+                mixes=("gold", "gold+silver", "gold+bronze"),
+                budget=QUICK_BUDGET,
+                train_limit=QUICK_TRAIN_LIMIT,
+            )
+        experiment = augmentation.Experiment.for_task(self.task, **settings)
         command = "clinsynth run" + (" --quick" if cfg.quick else "")
-        summary = augmentation.run(experiment, self.taxonomy, self.report_dir, command)
+        summary = augmentation.run(experiment, self.task.taxonomy, self.report_dir, command)
         rows = [
             [s["system"], f"{s['micro_f1'][0]:.3f} ± {s['micro_f1'][1]:.3f}", f"{s['macro_f1'][0]:.3f}"]
             for s in summary["systems"]
         ]
         print(format_table(["system", "micro F1 (gold test)", "macro F1"], rows), flush=True)
-        self.best = augmentation.best_mix(summary) or "gold"
-        return f"{len(summary['systems'])} systems; report {_rel(self.report_dir / 'augmentation.md')}"
+        self.result.best_mix = augmentation.best_mix(summary) or "gold"
+        self.result.report = self.report_dir / "augmentation.md"
+        return f"{len(summary['systems'])} systems; report {self.task.relative(self.result.report)}"
 
     def default_model(self) -> str:
         from clinsynth.classifier import SignsClassifier
+        from clinsynth.steps.train import TrainConfig, train
 
-        mix = getattr(self, "best", None) or default_mix()
-        if self.config.quick:
-            mix = "gold"
-        model_dir = self.model_dir
-        classifier = train_model(mix, self.taxonomy, model_dir, budget=self.budget, sources=self.sources)
-        loaded = SignsClassifier.load(model_dir, self.taxonomy)
-        for text, labels in zip(EXAMPLES, loaded.predict(list(EXAMPLES)), strict=True):
+        mix = "gold" if self.config.quick else self.result.best_mix
+        budget = QUICK_BUDGET if self.config.quick else TrainingBudget()
+        trained = train(self.task, TrainConfig(mix=mix, budget=budget, sources=self.sources), out=self.model_dir)
+        loaded = SignsClassifier.load(self.model_dir, self.task.taxonomy)
+        examples = list(self.task.examples)
+        for text, labels in zip(examples, loaded.predict(examples) if examples else [], strict=True):
             print(f"      {labels or ['NONE']}  <- {text}")
-        test = classifier.info.test_scores
-        return f"{_rel(model_dir)} trained on {mix}: gold test micro F1 {test['micro_f1']:.3f}"
+        self.result.model_dir = self.model_dir
+        test = trained.test_scores
+        return f"{self.task.relative(self.model_dir)} trained on {mix}: gold test micro F1 {test['micro_f1']:.3f}"
 
     # -- where things go --------------------------------------------------------------
 
@@ -203,28 +197,16 @@ class MainJob:
     @property
     def sources(self) -> MixSources:
         if self.generated:
-            return MixSources(silver=self.silver_path, bronze=self.bronze_path)
-        return MixSources()
+            return MixSources.for_task(self.task, silver=self.silver_path, bronze=self.bronze_path)
+        return MixSources.for_task(self.task)
 
     @property
     def report_dir(self) -> Path:
-        return self.config.out_dir / "report" if self.config.quick else PROJECT_ROOT / "reports"
+        return self.config.out_dir / "report" if self.config.quick else self.task.reports_dir
 
     @property
     def model_dir(self) -> Path:
-        return self.config.out_dir / "model" if self.config.quick else DEFAULT_MODEL_DIR
-
-    @property
-    def budget(self) -> TrainingBudget:
-        return TrainingBudget(max_steps=4) if self.config.quick else TrainingBudget()
-
-    def _api_base(self) -> list[str]:
-        return ["--api-base", self.config.api_base] if self.config.api_base else []
-
-    @staticmethod
-    def _check(code: int, what: str) -> None:
-        if code != 0:
-            raise ClinsynthError(f"{what} failed (exit {code}); its output above says why; rerun to resume")
+        return self.config.out_dir / "model" if self.config.quick else self.task.model_dir
 
 
 def _count(path: Path) -> int:
@@ -233,11 +215,3 @@ def _count(path: Path) -> int:
     with path.open(encoding="utf-8") as fh:
         return sum(1 for line in fh if line.strip())
 
-
-def _rel(path: Path | None) -> str:
-    if path is None:
-        return "-"
-    try:
-        return str(Path(path).resolve().relative_to(PROJECT_ROOT))
-    except ValueError:
-        return str(path)

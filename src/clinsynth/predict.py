@@ -1,8 +1,9 @@
 """Label a user's file with a trained classifier: sentences or whole notes in, JSONL out.
 
 Input: JSONL (``text``, optional ``id``), CSV (a ``text`` column, optional ``id``), or TXT
-(one sentence a line). With ``notes=True`` every item is a whole note, split into
-sentences the way the corpus is (section headers dropped); a TXT file is then one note.
+(one sentence a line); an item without an id is given ``L<line>``. With ``notes=True`` every
+item is a whole note, split into sentences the way the corpus is (section headers dropped);
+a TXT file is then one note.
 Output, one line per sentence::
 
     {"id", "text", "labels": [...], "scores": {CATEGORY: probability}, "note_id"?, "section"?}
@@ -21,7 +22,8 @@ from typing import Any
 from clinsynth.classifier import SignsClassifier
 from clinsynth.corpus import clean_and_split
 from clinsynth.errors import DataError
-from clinsynth.records import read_inputs
+from clinsynth.fileio import atomic_open, check_file, read_text
+from clinsynth.records import clip_text, read_inputs
 
 BATCH = 256
 # "HISTORY OF PRESENT ILLNESS:  She ..." on one line: put the header on its own line.
@@ -37,28 +39,31 @@ class Sentence:
 
 
 def read_sentences(path: Path | str, notes: bool = False) -> list[Sentence]:
-    """The sentences to label from a JSONL, CSV or TXT file (see the module docstring)."""
+    """The sentences to label from a JSONL, CSV or TXT file (see the module docstring).
+
+    Reading goes through :func:`~clinsynth.records.read_inputs`, as ``programs.label`` does,
+    so ids, encodings, errors and the :data:`~clinsynth.records.MAX_SENTENCE_CHARS` limit
+    are the same; whole notes are clipped per sentence after splitting, not per note.
+    """
     path = Path(path)
-    if not path.exists():
-        raise DataError("input file not found", path=path)
-    if path.suffix.lower() == ".txt":
-        lines = path.read_text(encoding="utf-8").splitlines()
-        if notes:
-            return _note_sentences(path.stem, "\n".join(lines))
-        # Line numbers, not text hashes, so repeated lines keep distinct ids.
-        return [Sentence(f"{path.stem}-L{n}", line.strip()) for n, line in enumerate(lines, 1) if line.strip()]
-    items = read_inputs(path)
-    if not notes:
-        return [Sentence(item.id, item.text, note_id=item.note_id) for item in items]
-    out: list[Sentence] = []
-    for item in items:
-        out.extend(_note_sentences(item.id, item.text))
+    if notes and path.suffix.lower() == ".txt":
+        check_file(path)
+        text = "\n".join(read_text(path).splitlines())  # CRLF as LF: the splitter reads \r as a line break
+        out = _note_sentences(path.stem, text, path, None)
+    elif notes:
+        out = []
+        for item in read_inputs(path, clip=False):
+            out.extend(_note_sentences(item.id, item.text, path, item.line))
+    else:
+        out = [Sentence(item.id, item.text, note_id=item.note_id) for item in read_inputs(path)]
+    if not out:  # e.g. notes that are only section headers
+        raise DataError("no sentences in input", path=path)
     return out
 
 
-def _note_sentences(note_id: str, text: str) -> list[Sentence]:
+def _note_sentences(note_id: str, text: str, path: Path, line: int | None) -> list[Sentence]:
     return [
-        Sentence(f"{note_id}-s{k}", sentence, note_id=note_id, section=section or None)
+        Sentence(f"{note_id}-s{k}", clip_text(sentence, path, line), note_id=note_id, section=section or None)
         for k, (section, sentence) in enumerate(clean_and_split(_INLINE_HEADER.sub("\\1\n", text)))
     ]
 
@@ -69,13 +74,13 @@ def predict_file(
     """Label every sentence of ``input_path`` into ``out_path``; returns counts and timing."""
     from clinsynth.progress import progress
 
-    sentences = read_sentences(input_path, notes=notes)
+    sentences = read_sentences(input_path, notes=notes)  # input errors raise before the output is touched
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
     started = time.monotonic()
     counts: dict[str, int] = {}
-    with tmp.open("w", encoding="utf-8") as fh:
+    # A finished file or none, never half a prediction set; the temporary name is unique,
+    # so concurrent runs on one output do not clash (the last to finish wins).
+    with atomic_open(out_path) as fh:
         batches = [sentences[i : i + BATCH] for i in range(0, len(sentences), BATCH)]
         for batch in progress(batches, desc="predicting", disable=len(batches) < 2):
             scores = classifier.scores([s.text for s in batch])
@@ -83,7 +88,6 @@ def predict_file(
                 fh.write(json.dumps(_row(sentence, labels, row, classifier.labels), ensure_ascii=False) + "\n")
                 for label in labels or ["NONE"]:
                     counts[label] = counts.get(label, 0) + 1
-    tmp.replace(out_path)  # a finished file or none: never half a prediction set
     seconds = time.monotonic() - started
     return {"sentences": len(sentences), "seconds": seconds, "label_counts": counts, "out": str(out_path)}
 

@@ -7,7 +7,8 @@ One record a line::
      "confidence"?, "attributes"?}}
 
 ``labels == []`` means NONE. Labels are checked against the taxonomy on read; every error
-names the file, line and field.
+names the file, line and field. Files are read as UTF-8 (a byte-order mark is dropped) and
+written atomically or, for resumable outputs, under a lock (see :mod:`clinsynth.fileio`).
 """
 
 from __future__ import annotations
@@ -15,18 +16,27 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from clinsynth.errors import DataError
-from clinsynth.taxonomy import Taxonomy
+from clinsynth.fileio import atomic_open, atomic_path, check_file, check_utf8, iter_lines, open_text, output_lock
+from clinsynth.taxonomy import NONE_LABEL, Taxonomy
+
+log = logging.getLogger(__name__)
 
 SOURCES = ("gold", "silver", "bronze")
 INPUT_SUFFIXES = (".jsonl", ".csv", ".txt")
+# The longest input item kept, in characters. A "sentence" longer than this is almost always
+# a whole note or a file without line breaks; it is truncated (with a warning) rather than
+# sent whole to a model with a bounded context. Label and predict both clip here.
+MAX_SENTENCE_CHARS = 2000
 
 
 @dataclass
@@ -72,6 +82,7 @@ class InputItem:
     text: str
     note_id: str | None = None
     source: str | None = None
+    line: int | None = field(default=None, compare=False)  # where it starts in its file, for messages
 
 
 def now_iso() -> str:
@@ -84,8 +95,27 @@ def side_path(out: Path, suffix: str) -> Path:
 
 
 def text_id(text: str) -> str:
-    """A stable id for a sentence that came without one."""
+    """A stable id for a text (generated sentences); input items without an id use :func:`line_id`."""
     return "t-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def line_id(line: int) -> str:
+    """The id of an input item that came without one: its line, so repeated sentences stay distinct."""
+    return f"L{line}"
+
+
+def clip_text(text: str, path: Path | str, line: int | None) -> str:
+    """``text`` cut to :data:`MAX_SENTENCE_CHARS`, with a warning naming where it came from."""
+    if len(text) <= MAX_SENTENCE_CHARS:
+        return text
+    where = f"{path}:{line}" if line is not None else str(path)
+    log.warning(
+        "%s: %d characters, longer than MAX_SENTENCE_CHARS; truncated to it (%d)",
+        where,
+        len(text),
+        MAX_SENTENCE_CHARS,
+    )
+    return text[:MAX_SENTENCE_CHARS]
 
 
 def _field(obj: dict, name: str, kind: type | tuple[type, ...], path: Path, line: int, required: bool = True) -> Any:
@@ -140,16 +170,14 @@ def parse_record(obj: Any, path: Path, line: int, taxonomy: Taxonomy | None = No
 def iter_jsonl(path: Path | str) -> Iterator[tuple[int, Any]]:
     """Decoded JSON objects with their line numbers; blank lines are skipped."""
     path = Path(path)
-    if not path.exists():
-        raise DataError("file not found", path=path)
-    with path.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                yield line_no, json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"invalid JSON: {exc.msg}", path=path, line=line_no) from exc
+    check_file(path, "file")
+    for line_no, line in iter_lines(path):
+        if not line.strip():
+            continue
+        try:
+            yield line_no, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"invalid JSON: {exc.msg}", path=path, line=line_no) from exc
 
 
 def read_records(path: Path | str, taxonomy: Taxonomy | None = None) -> list[Record]:
@@ -168,54 +196,106 @@ def read_records(path: Path | str, taxonomy: Taxonomy | None = None) -> list[Rec
     return records
 
 
-def read_inputs(path: Path | str) -> list[InputItem]:
-    """Sentences to process from JSONL (``text``, optional ``id``), CSV (``text`` column) or TXT."""
+def read_inputs(path: Path | str, clip: bool = True) -> list[InputItem]:
+    """Sentences to process from JSONL (``text``, optional ``id``), CSV (``text`` column) or TXT.
+
+    An item without an id gets :func:`line_id` of the line it starts on, so a sentence may
+    repeat; a repeated explicit id is an error naming both lines. Texts longer than
+    :data:`MAX_SENTENCE_CHARS` are truncated with a warning, unless ``clip`` is False (whole
+    notes, which the caller splits and clips per sentence). An input without any sentence
+    is an error.
+    """
     path = Path(path)
-    if not path.exists():
-        raise DataError("input file not found", path=path)
+    check_file(path)
     suffix = path.suffix.lower()
-    items: list[InputItem] = []
     if suffix == ".jsonl":
-        for line_no, obj in iter_jsonl(path):
-            if not isinstance(obj, dict):
-                raise DataError("each line must be a JSON object", path=path, line=line_no)
-            text = _field(obj, "text", str, path, line_no)
-            if not text.strip():
-                raise DataError("empty text", path=path, line=line_no, field="text")
-            rid = obj.get("id")
-            if rid is not None and not isinstance(rid, (str, int)):
-                raise DataError("must be a string or integer", path=path, line=line_no, field="id")
-            items.append(
-                InputItem(
-                    id=str(rid) if rid is not None else text_id(text),
-                    text=text.strip(),
-                    note_id=obj.get("note_id") if isinstance(obj.get("note_id"), str) else None,
-                    source=obj.get("source") if isinstance(obj.get("source"), str) else None,
-                )
-            )
+        items = _jsonl_inputs(path)
     elif suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as fh:
-            reader = csv.DictReader(fh)
-            if "text" not in (reader.fieldnames or []):
-                raise DataError("CSV needs a 'text' column", path=path, line=1, field="text")
-            for row in reader:
-                text = (row.get("text") or "").strip()
-                if not text:
-                    raise DataError("empty text", path=path, line=reader.line_num, field="text")
-                rid = (row.get("id") or "").strip()
-                items.append(InputItem(id=rid or text_id(text), text=text, note_id=(row.get("note_id") or None)))
+        items = _csv_inputs(path)
     elif suffix == ".txt":
-        with path.open(encoding="utf-8") as fh:
-            for line in fh:
-                if line.strip():
-                    items.append(InputItem(id=text_id(line.strip()), text=line.strip()))
+        items = [InputItem(id=line_id(n), text=t.strip(), line=n) for n, t in iter_lines(path) if t.strip()]
     else:
         raise DataError(f"unsupported input type {suffix!r}; use one of {INPUT_SUFFIXES}", path=path)
-    seen: set[str] = set()
+    if not items:
+        raise DataError("no sentences in input", path=path)
+    first_line: dict[str, int | None] = {}
     for item in items:
-        if item.id in seen:
-            raise DataError(f"duplicate id {item.id!r}", path=path, field="id")
-        seen.add(item.id)
+        if item.id in first_line:
+            # An explicit id may also collide with the line id of an item that has none.
+            hint = "; an item without an id gets 'L<line>'" if item.id.startswith("L") else ""
+            raise DataError(
+                f"duplicate id {item.id!r} (first on line {first_line[item.id]}{hint})",
+                path=path,
+                line=item.line,
+                field="id",
+            )
+        first_line[item.id] = item.line
+    if clip:
+        items = [
+            item if len(item.text) <= MAX_SENTENCE_CHARS else replace(item, text=clip_text(item.text, path, item.line))
+            for item in items
+        ]
+    return items
+
+
+def _jsonl_inputs(path: Path) -> list[InputItem]:
+    items: list[InputItem] = []
+    for line_no, obj in iter_jsonl(path):
+        if not isinstance(obj, dict):
+            raise DataError("each line must be a JSON object", path=path, line=line_no)
+        text = _field(obj, "text", str, path, line_no)
+        if not text.strip():
+            raise DataError("empty text", path=path, line=line_no, field="text")
+        rid = obj.get("id")
+        if rid is not None and not isinstance(rid, (str, int)):
+            raise DataError("must be a string or integer", path=path, line=line_no, field="id")
+        items.append(
+            InputItem(
+                id=str(rid) if rid is not None else line_id(line_no),
+                text=text.strip(),
+                note_id=obj.get("note_id") if isinstance(obj.get("note_id"), str) else None,
+                source=obj.get("source") if isinstance(obj.get("source"), str) else None,
+                line=line_no,
+            )
+        )
+    return items
+
+
+def _csv_inputs(path: Path) -> list[InputItem]:
+    items: list[InputItem] = []
+    with open_text(path, newline="") as fh:
+        # csv.reader rather than DictReader: its line_num before a row gives the row's
+        # physical start line (a quoted field may span lines; blank lines are skipped).
+        reader = csv.reader(fh)
+        try:
+            header = next(reader, None)
+        except csv.Error as exc:
+            raise DataError(f"invalid CSV: {exc}", path=path, line=1) from exc
+        if header is None:
+            return items
+        check_utf8(",".join(header), path, 1)
+        if "text" not in header:
+            raise DataError("CSV needs a 'text' column", path=path, line=1, field="text")
+        end = reader.line_num
+        while True:
+            try:
+                fields = next(reader, None)
+            except csv.Error as exc:  # e.g. an unclosed quote or a field over csv.field_size_limit
+                raise DataError(f"invalid CSV: {exc}", path=path, line=end + 1) from exc
+            if fields is None:
+                break
+            start, end = end + 1, reader.line_num
+            if not fields:
+                continue
+            check_utf8(",".join(fields), path, start)
+            row = dict(zip(header, fields, strict=False))
+            text = (row.get("text") or "").strip()
+            if not text:
+                raise DataError("empty text", path=path, line=start, field="text")
+            rid = (row.get("id") or "").strip()
+            items.append(
+                InputItem(id=rid or line_id(start), text=text, note_id=(row.get("note_id") or None), line=start)
+            )
     return items
 
 
@@ -260,16 +340,23 @@ class ResumableWriter:
     """Append records to a JSONL file, one flushed line each, skipping ids already there.
 
     A run killed at any point leaves a valid file (a partial last line is removed on the
-    next open), and a rerun writes only what is missing.
+    next open), and a rerun writes only what is missing. The writer holds
+    :func:`~clinsynth.fileio.output_lock` while open, so a second writer on the same file
+    (another run, or this one twice) fails at once instead of interleaving lines.
     """
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():
-            _repair_tail(self.path)
-        self.done: set[str] = done_ids(self.path)
-        self._fh = self.path.open("a", encoding="utf-8")
+        self._stack = ExitStack()
+        self._stack.enter_context(output_lock(self.path))  # creates the parent folders
+        try:
+            if self.path.exists():
+                _repair_tail(self.path)
+            self.done: set[str] = done_ids(self.path)
+            self._fh = self._stack.enter_context(self.path.open("a", encoding="utf-8"))
+        except BaseException:
+            self._stack.close()
+            raise
 
     def write(self, record: Record | dict[str, Any]) -> None:
         obj = record.to_dict() if isinstance(record, Record) else record
@@ -280,7 +367,7 @@ class ResumableWriter:
         self.done.add(obj["id"])
 
     def close(self) -> None:
-        self._fh.close()
+        self._stack.close()  # the file, then the lock; a second call does nothing
 
     def __enter__(self) -> ResumableWriter:
         return self
@@ -291,13 +378,9 @@ class ResumableWriter:
 
 def write_records(path: Path | str, records: Iterable[Record]) -> None:
     """Write records atomically: a temporary file renamed over the target."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
+    with atomic_open(path) as fh:
         for rec in records:
             fh.write(json.dumps(rec.to_dict(), ensure_ascii=False) + "\n")
-    tmp.replace(path)
 
 
 def export_parquet(records: Iterable[Record], path: Path | str) -> Path:
@@ -320,7 +403,17 @@ def export_parquet(records: Iterable[Record], path: Path | str) -> Path:
         for r in records
     ]
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    Dataset.from_list(rows).to_parquet(str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Dataset.from_list(rows).to_parquet(str(tmp))
     return path
+
+
+def label_counts(records: Iterable[Record], names: Iterable[str]) -> dict[str, int]:
+    """Sentences per category (taxonomy order), then NONE (records with no label)."""
+    from collections import Counter
+
+    records = list(records)
+    counts = Counter(label for r in records for label in r.labels)
+    out = {n: counts.get(n, 0) for n in names}
+    out[NONE_LABEL] = sum(not r.labels for r in records)
+    return out

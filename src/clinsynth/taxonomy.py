@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from clinsynth.errors import DataError
+from clinsynth.fileio import check_file, read_text
 from clinsynth.paths import DATA_DIR
 
 DEFAULT_TAXONOMY = DATA_DIR / "taxonomy" / "ad_signs.yaml"
@@ -215,13 +216,45 @@ def _generation_hints(raw: Any, path: Path, cname: str) -> GenerationHints:
     )
 
 
+class _DuplicateKeyError(yaml.constructor.ConstructorError):
+    def __init__(self, key: Any, line: int, first_line: int) -> None:
+        super().__init__(problem=f"duplicate key {key!r}")
+        self.key, self.line, self.first_line = key, line, first_line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses repeated mapping keys.
+
+    Plain YAML loading keeps the last value silently, so a category edited twice (e.g. two
+    ``definition:`` lines) would lose one without a word.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # "<<: *anchor" keys may be overridden by design
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise _DuplicateKeyError(key, line, seen[key])
+                seen[key] = line
+            except TypeError:
+                continue  # an unhashable key: the base class reports it
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_taxonomy(path: Path | str = DEFAULT_TAXONOMY) -> Taxonomy:
-    """Read and validate a taxonomy file."""
+    """Read and validate a taxonomy file (UTF-8, a byte-order mark allowed; no repeated keys)."""
     path = Path(path)
-    if not path.exists():
-        raise DataError("taxonomy file not found", path=path)
+    check_file(path, "taxonomy file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(read_text(path), Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no arbitrary objects
+    except _DuplicateKeyError as exc:
+        raise DataError(
+            f"invalid taxonomy: duplicate key {exc.key!r} (first on line {exc.first_line})", path=path, line=exc.line
+        ) from exc
     except yaml.YAMLError as exc:
         raise DataError(f"taxonomy is not valid YAML: {exc}", path=path) from exc
     return parse_taxonomy(data, path)

@@ -1,0 +1,113 @@
+"""Atomic writes, output locks and UTF-8 reading (clinsynth.fileio)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from clinsynth.errors import ClinsynthError, DataError
+from clinsynth.fileio import atomic_open, atomic_path, atomic_write_text, iter_lines, output_lock, read_text
+
+
+def test_atomic_write_text_creates_parents_and_replaces_the_file(tmp_path: Path):
+    path = tmp_path / "a" / "b" / "out.txt"
+    atomic_write_text(path, "one\n")
+    atomic_write_text(path, "two\n")
+    assert path.read_text() == "two\n"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["out.txt"]  # no temporary file left
+
+
+def test_a_failed_write_leaves_the_old_file_intact_and_no_temporary_file(tmp_path: Path):
+    path = tmp_path / "out.txt"
+    path.write_text("old\n")
+    with pytest.raises(UnicodeEncodeError):
+        atomic_write_text(path, "new\n\udc80")  # a lone surrogate cannot be encoded: fails mid-write
+    with pytest.raises(RuntimeError, match="boom"), atomic_open(path) as fh:
+        fh.write("half of the new content")
+        raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), atomic_path(path) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("boom")
+    assert path.read_bytes() == b"old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+
+
+def test_concurrent_writers_use_distinct_temporary_files_and_the_last_one_wins(tmp_path: Path):
+    path = tmp_path / "out.jsonl"
+    with atomic_open(path) as first:
+        first.write("first\n")
+        with atomic_open(path) as second:
+            second.write("second\n")
+            assert Path(first.name) != Path(second.name)
+            assert Path(first.name).parent == path.parent  # same folder: the rename is atomic
+        assert path.read_text() == "second\n"
+    assert path.read_text() == "first\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
+
+
+def test_rewriting_keeps_the_file_mode(tmp_path: Path):
+    path = tmp_path / "out.txt"
+    path.write_text("old\n")
+    path.chmod(0o640)
+    atomic_write_text(path, "new\n")
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
+def test_output_lock_refuses_a_second_holder_and_is_released_on_exit(tmp_path: Path):
+    path = tmp_path / "sub" / "out.jsonl"
+    with output_lock(path) as lock:
+        assert lock == tmp_path / "sub" / "out.jsonl.lock"
+        with pytest.raises(ClinsynthError) as err, output_lock(path):
+            pass
+        message = str(err.value)
+        assert f"{path} is being written by another run (lock {lock} held)" in message
+        assert "choose another --out" in message
+    with output_lock(path):  # free again
+        pass
+
+
+def test_output_lock_is_held_against_another_process(tmp_path: Path):
+    path = tmp_path / "out.jsonl"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys\nfrom clinsynth.fileio import output_lock\n"
+            f"with output_lock({str(path)!r}):\n    print('locked', flush=True)\n    sys.stdin.read()\n",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(ClinsynthError, match="being written by another run"), output_lock(path):
+            pass
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    with output_lock(path):  # the kernel released it when the holder exited
+        pass
+
+
+def test_reading_names_the_line_with_invalid_utf8(tmp_path: Path):
+    path = tmp_path / "x.txt"
+    path.write_bytes(b"\xef\xbb\xbfone\ntwo\nthr\xffee\n")
+    with pytest.raises(DataError, match=r"x.txt:3: not valid UTF-8"):
+        list(iter_lines(path))
+    with pytest.raises(DataError, match=r"x.txt:3: not valid UTF-8"):
+        read_text(path)
+    path.write_bytes(b"\xef\xbb\xbfone\ntwo\n")
+    assert read_text(path) == "one\ntwo\n"
+    assert list(iter_lines(path)) == [(1, "one\n"), (2, "two\n")]
+
+
+def test_atomic_open_is_for_text_only(tmp_path: Path):
+    with pytest.raises(ValueError, match="mode 'wb'"), atomic_open(tmp_path / "x", mode="wb"):
+        pass
+    assert not os.listdir(tmp_path)
