@@ -155,3 +155,14 @@ def write_task(
 def task_dir(tmp_path: Path) -> Path:
     """A task folder on the bundled AD data whose compiled-program folder is empty."""
     return write_task(tmp_path / "task")
+
+
+def ad_task():
+    """The bundled AD task (tasks/ad_signs)."""
+    from clinsynth.task import BUNDLED_TASK, load_task
+
+    return load_task(BUNDLED_TASK)
+
+
+def ad_taxonomy():
+    return ad_task().taxonomy

@@ -5,18 +5,19 @@ from __future__ import annotations
 from clinsynth.baselines import KeywordLexicon, TfidfLogReg
 from clinsynth.metrics import multilabel_scores
 from clinsynth.taxonomy import load_taxonomy
+from tests.conftest import ad_taxonomy
 from tests.mini_data import records
 
 
 def test_lexicon_terms_come_from_the_taxonomy_definitions():
-    lexicon = KeywordLexicon.from_taxonomy(load_taxonomy())
+    lexicon = KeywordLexicon.from_taxonomy(ad_taxonomy())
     assert "donepezil" in lexicon.terms["TREATMENT"] and "aricept" in lexicon.terms["TREATMENT"]
     assert "mmse" in lexicon.terms["COGNITIVE_TESTING"]
     assert "hallucinations" in lexicon.terms["NEUROPSYCHIATRIC_SYMPTOMS"]
 
 
 def test_lexicon_matches_whole_words_and_skips_negated_mentions():
-    lexicon = KeywordLexicon.from_taxonomy(load_taxonomy())
+    lexicon = KeywordLexicon.from_taxonomy(ad_taxonomy())
     predicted = lexicon.predict(
         [
             "Started donepezil 5 mg nightly.",

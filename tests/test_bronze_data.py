@@ -2,21 +2,21 @@
 
 import json
 
-from clinsynth.gold import SPLITS, split_path
+from clinsynth.gold import SPLITS
 from clinsynth.paths import DATA_DIR
 from clinsynth.phi import scan
 from clinsynth.records import read_records
-from clinsynth.taxonomy import load_taxonomy
 from clinsynth.textstats import ngrams, normalise, tokens
+from tests.conftest import ad_task, ad_taxonomy
 
 BRONZE = DATA_DIR / "bronze" / "bronze.jsonl"
 
 
 def test_committed_bronze_records_have_provenance_and_no_gold_text_or_phi():
-    taxonomy = load_taxonomy()
+    taxonomy = ad_taxonomy()
     records = read_records(BRONZE, taxonomy)  # schema and labels checked on read
     assert records and {r.source for r in records} == {"bronze"}
-    gold = [r.text for s in SPLITS for r in read_records(split_path(s), taxonomy)]
+    gold = [r.text for s in SPLITS for r in read_records(ad_task().split_path(s), taxonomy)]
     gold_exact = {normalise(t) for t in gold}
     gold_grams = set().union(*(ngrams(tokens(t), 8) for t in gold))
     for r in records:

@@ -17,7 +17,7 @@ from clinsynth.classifier import (
     tune_thresholds,
 )
 from clinsynth.errors import ClinsynthError
-from clinsynth.taxonomy import load_taxonomy
+from tests.conftest import ad_taxonomy
 
 
 def test_label_matrix_adds_a_none_column():
@@ -82,7 +82,7 @@ def test_loading_checks_the_taxonomy_and_the_directory(trained, tmp_path: Path):
     _, _, classifier = trained
     classifier.save(tmp_path / "model")
     with pytest.raises(ClinsynthError, match="trained for labels"):
-        SignsClassifier.load(tmp_path / "model", load_taxonomy())
+        SignsClassifier.load(tmp_path / "model", ad_taxonomy())
     with pytest.raises(ClinsynthError, match="not a clinsynth classifier"):
         SignsClassifier.load(tmp_path)
 

@@ -6,6 +6,7 @@ import pytest
 
 from clinsynth.corpus import clean_and_split, fix_mojibake, note_sentences, read_notes
 from clinsynth.errors import DataError
+from tests.conftest import ad_task
 
 # Real MTSamples snippets, one per quirk.
 RUN_IN_HEADERS = (
@@ -91,7 +92,7 @@ def test_missing_corpus_file_and_column_are_clear_errors(tmp_path: Path):
 
 
 def test_bundled_corpus_reads_into_deduplicated_notes():
-    notes = read_notes()
+    notes = read_notes(ad_task().corpus)
     assert 2200 < len(notes) < 2400  # ~2,300 unique transcriptions of 4,929 rows
     assert len({n.note_id for n in notes}) == len(notes)
     sentences = note_sentences(notes[0])

@@ -5,17 +5,17 @@ import pytest
 
 from clinsynth.corpus import iter_sentences
 from clinsynth.errors import DataError
-from clinsynth.gold import GOLD_DIR, SPLITS, held_out_notes, load_gold
-from clinsynth.taxonomy import load_taxonomy
+from clinsynth.gold import SPLITS, held_out_notes, load_gold
+from tests.conftest import ad_task, ad_taxonomy
 
 
 @pytest.fixture(scope="module")
 def gold():
-    return load_gold()
+    return ad_task().gold()
 
 
 def test_committed_gold_validates_and_no_note_crosses_splits(gold):
-    taxonomy = load_taxonomy()
+    taxonomy = ad_taxonomy()
     notes = {split: {r.note_id for r in records} for split, records in gold.items()}
     for a in SPLITS:
         for b in SPLITS:
@@ -33,11 +33,11 @@ def test_gold_size_positives_and_categories_in_train_and_dev(gold):
     assert sum(1 for r in all_records if r.labels) >= 300
     for split in ("train", "dev"):
         present = {label for r in gold[split] for label in r.labels}
-        assert present == set(load_taxonomy().names), f"{split} lacks {set(load_taxonomy().names) - present}"
+        assert present == set(ad_taxonomy().names), f"{split} lacks {set(ad_taxonomy().names) - present}"
 
 
 def test_gold_ids_and_texts_match_the_corpus_reader(gold):
-    corpus = {s.id: s for s in iter_sentences()}
+    corpus = {s.id: s for s in iter_sentences(ad_task().corpus)}
     for records in gold.values():
         for rec in records:
             sentence = corpus[rec.id]
@@ -46,7 +46,7 @@ def test_gold_ids_and_texts_match_the_corpus_reader(gold):
 
 def test_held_out_notes_are_dev_and_test_notes(gold):
     expected = {r.note_id for split in ("dev", "test") for r in gold[split]}
-    assert held_out_notes() == expected
+    assert held_out_notes(ad_task().gold_dir) == expected
     assert not expected & {r.note_id for r in gold["train"]}
 
 
@@ -76,13 +76,13 @@ def _write_gold(tmp: Path, rows: dict[str, list[dict]]) -> Path:
 )
 def test_bad_gold_is_a_clear_error_with_file_and_line(tmp_path: Path, rows: dict, where: str):
     with pytest.raises(DataError) as err:
-        load_gold(_write_gold(tmp_path, rows))
+        load_gold(_write_gold(tmp_path, rows), ad_taxonomy())
     assert where in str(err.value)
 
 
 def test_data_card_reports_counts_and_kappa():
-    card = (GOLD_DIR / "README.md").read_text()
-    agreement = json.loads((GOLD_DIR / "agreement.json").read_text())
+    card = (ad_task().gold_dir / "README.md").read_text()
+    agreement = json.loads((ad_task().gold_dir / "agreement.json").read_text())
     assert f"{agreement['binary_kappa']:.3f}" in card
-    for name in load_taxonomy().names:
+    for name in ad_taxonomy().names:
         assert name in card

@@ -12,10 +12,9 @@ from clinsynth.records import InputItem, read_records
 from clinsynth.resumable import MapSettings
 from clinsynth.steps import label as step
 from clinsynth.task import load_task
-from clinsynth.taxonomy import load_taxonomy
 from programs import label as label_cli
 from programs.data_to_label import DataToLabel
-from tests.conftest import chat_reply, write_task
+from tests.conftest import ad_taxonomy, chat_reply, write_task
 
 ITEMS = [
     InputItem(id=f"s{i}", text=t, note_id="mts-1")
@@ -47,14 +46,14 @@ def label_items(tmp_path: Path, items: list[InputItem], handle, out: Path, sampl
 
 
 def test_forward_returns_canonical_categories_and_drops_none():
-    program = DataToLabel(load_taxonomy())
+    program = DataToLabel(ad_taxonomy())
     handle = dummy_handle([{"categories": ["DIAGNOSIS", "NONE", "COGNITIVE_IMPAIRMENT"]}])
     with handle.context():
         assert program(sentence="x").categories == ["COGNITIVE_IMPAIRMENT", "DIAGNOSIS"]
 
 
 def test_label_items_writes_records_with_provenance_and_resumes(tmp_path: Path):
-    taxonomy = load_taxonomy()
+    taxonomy = ad_taxonomy()
     program = DataToLabel(taxonomy)
     out = tmp_path / "silver.jsonl"
     answers = [{"categories": ["COGNITIVE_IMPAIRMENT"]}, {"categories": ["COGNITIVE_TESTING"]}, {"categories": []}]
@@ -223,7 +222,7 @@ def test_rerun_with_everything_done_starts_no_lm(tmp_path: Path, monkeypatch, ca
 
 
 def test_records_carry_confidence_from_sample_agreement(tmp_path: Path):
-    taxonomy = load_taxonomy()
+    taxonomy = ad_taxonomy()
     answers = [{"categories": ["COGNITIVE_IMPAIRMENT"]}, {"categories": ["COGNITIVE_IMPAIRMENT"]}, {"categories": []}]
     out = tmp_path / "s.jsonl"
     label_items(tmp_path, ITEMS[:1], dummy_handle(answers), out, samples=3)

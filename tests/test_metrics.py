@@ -1,7 +1,7 @@
 import pytest
 
 from clinsynth.metrics import bootstrap_ci, multilabel_scores, set_f1
-from clinsynth.taxonomy import load_taxonomy
+from tests.conftest import ad_taxonomy
 
 CI, NO, CT, DX = "COGNITIVE_IMPAIRMENT", "NOTICE_BY_OTHERS", "COGNITIVE_TESTING", "DIAGNOSIS"
 
@@ -15,7 +15,7 @@ def test_set_f1_per_sentence():
 def test_scores_by_hand():
     gold = [[CI, NO], [CT], [], [DX], []]
     pred = [[CI], [CT, DX], [CI], [], []]
-    s = multilabel_scores(gold, pred, load_taxonomy())
+    s = multilabel_scores(gold, pred, ad_taxonomy())
     # CI: tp1 fp1 fn0; NO: fn1; CT: tp1; DX: fp1 fn1  -> micro tp2 fp2 fn2
     assert s["micro_f1"] == pytest.approx(0.5)
     assert s["per_category"][CI]["f1"] == pytest.approx(2 / 3)
@@ -32,7 +32,7 @@ def test_scores_by_hand():
 def test_bootstrap_interval_brackets_the_score_and_mismatched_lengths_fail():
     gold = [[CI], [], [CT], [DX], [CI, NO]] * 8
     pred = [[CI], [CI], [CT], [], [CI]] * 8
-    taxonomy = load_taxonomy()
+    taxonomy = ad_taxonomy()
     micro = multilabel_scores(gold, pred, taxonomy)["micro_f1"]
     lo, hi = bootstrap_ci(gold, pred, lambda g, p: multilabel_scores(g, p, taxonomy)["micro_f1"], n_resamples=200)
     assert lo <= micro <= hi and lo < hi

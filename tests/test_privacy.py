@@ -18,10 +18,9 @@ from clinsynth.paths import PROJECT_ROOT
 from clinsynth.privacy import Endpoint, Sensitivity
 from clinsynth.session import Content, DemoSource, check_privacy, is_local, program_demo_source, resolve_endpoint
 from clinsynth.task import LMSpec, PrivacyPolicy, load_task
-from clinsynth.taxonomy import load_taxonomy
 from programs import label as label_cli
 from programs.data_to_label import DataToLabel
-from tests.conftest import chat_reply, write_task
+from tests.conftest import ad_taxonomy, chat_reply, write_task
 
 COMPILED_LABELLER = PROJECT_ROOT / "compiled" / "data_to_label.local.json"
 GOLD_DEV = PROJECT_ROOT / "data" / "gold" / "dev.jsonl"
@@ -64,7 +63,7 @@ def test_the_endpoint_is_the_base_url_litellm_would_use(monkeypatch, tmp_path: P
 
 
 def test_private_data_and_private_demos_are_named_in_the_refusal():
-    program = DataToLabel(load_taxonomy())
+    program = DataToLabel(ad_taxonomy())
     program.label.demos = [{"sentence": "gold sentence", "categories": []}]
     remote = Endpoint("openai/gpt-4o-mini")
     with pytest.raises(PrivacyError) as err:
@@ -83,7 +82,7 @@ def test_private_data_and_private_demos_are_named_in_the_refusal():
 
 
 def test_the_committed_labeller_carries_gold_demos_and_counts_as_private():
-    program = DataToLabel(load_taxonomy())
+    program = DataToLabel(ad_taxonomy())
     from clinsynth.compiled import load_compiled
 
     load_compiled(program, COMPILED_LABELLER, program.taxonomy)

@@ -13,7 +13,7 @@ from clinsynth.records import (
     read_inputs,
     read_records,
 )
-from clinsynth.taxonomy import load_taxonomy
+from tests.conftest import ad_taxonomy
 
 
 def _line(**kw) -> str:
@@ -33,7 +33,7 @@ def test_records_round_trip_with_provenance(tmp_path: Path):
         provenance=Provenance(lm="local/q", program="p", program_sha256="ab", seed=3),
     )
     path.write_text(json.dumps(rec.to_dict()) + "\n")
-    (back,) = read_records(path, load_taxonomy())
+    (back,) = read_records(path, ad_taxonomy())
     assert back == rec
     assert back.provenance.created_at
 
@@ -52,7 +52,7 @@ def test_bad_records_name_file_line_and_field(tmp_path: Path, line: str, where: 
     path = tmp_path / "bad.jsonl"
     path.write_text(_line(id="ok") + "\n" + line + "\n")
     with pytest.raises(DataError) as err:
-        read_records(path, load_taxonomy())
+        read_records(path, ad_taxonomy())
     assert f"{path}{where}" in str(err.value)
 
 

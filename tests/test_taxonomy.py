@@ -5,6 +5,7 @@ import pytest
 
 from clinsynth.errors import DataError
 from clinsynth.taxonomy import load_taxonomy
+from tests.conftest import ad_taxonomy
 
 GUIDELINE_ORDER = (
     "COGNITIVE_IMPAIRMENT",
@@ -20,13 +21,13 @@ GUIDELINE_ORDER = (
 
 
 def test_ad_taxonomy_has_the_nine_guideline_categories_in_order():
-    taxonomy = load_taxonomy()
+    taxonomy = ad_taxonomy()
     assert taxonomy.names == GUIDELINE_ORDER
     assert len(taxonomy.general_rules) == 5
 
 
 def test_guideline_text_carries_definitions_rules_and_examples():
-    taxonomy = load_taxonomy()
+    taxonomy = ad_taxonomy()
     text = taxonomy.guideline_text
     for category in taxonomy.categories:
         assert f"### {category.name}" in text
@@ -36,7 +37,7 @@ def test_guideline_text_carries_definitions_rules_and_examples():
 
 
 def test_label_type_is_a_list_of_literals_from_the_file():
-    taxonomy = load_taxonomy()
+    taxonomy = ad_taxonomy()
     (inner,) = get_args(taxonomy.label_type())
     assert inner.__origin__ is Literal
     assert get_args(inner) == GUIDELINE_ORDER
@@ -44,7 +45,7 @@ def test_label_type_is_a_list_of_literals_from_the_file():
 
 
 def test_canonical_and_first_label_follow_guideline_order():
-    taxonomy = load_taxonomy()
+    taxonomy = ad_taxonomy()
     assert taxonomy.canonical(["DIAGNOSIS", "NONE", "COGNITIVE_IMPAIRMENT", "DIAGNOSIS"]) == [
         "COGNITIVE_IMPAIRMENT",
         "DIAGNOSIS",

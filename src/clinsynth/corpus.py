@@ -22,9 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clinsynth.errors import DataError
-from clinsynth.paths import DATA_DIR
 
-DEFAULT_CORPUS = DATA_DIR / "corpus" / "mtsamples.csv.gz"
 REQUIRED_COLUMNS = ("id", "medical_specialty", "transcription")
 
 # Mis-encodings seen in MTSamples: UTF-8 bytes decoded as cp1252. Listed explicitly
@@ -195,7 +193,7 @@ def _open_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
         raise DataError(f"cannot read corpus: {exc}", path=path) from exc
 
 
-def read_notes(path: Path | str = DEFAULT_CORPUS) -> list[Note]:
+def read_notes(path: Path | str) -> list[Note]:
     """Read the corpus and merge rows that share a transcription into one note."""
     path = Path(path)
     groups: dict[str, dict] = {}
@@ -242,13 +240,13 @@ def note_sentences(note: Note) -> list[Sentence]:
     ]
 
 
-def iter_sentences(path: Path | str = DEFAULT_CORPUS, notes: list[Note] | None = None) -> Iterator[Sentence]:
+def iter_sentences(path: Path | str, notes: list[Note] | None = None) -> Iterator[Sentence]:
     """Every sentence of the corpus, note by note."""
     for note in notes if notes is not None else read_notes(path):
         yield from note_sentences(note)
 
 
-def corpus_stats(path: Path | str = DEFAULT_CORPUS) -> dict[str, int]:
+def corpus_stats(path: Path | str) -> dict[str, int]:
     """Counts a person checks first: rows kept as notes, and sentences."""
     notes = read_notes(path)
     return {"notes": len(notes), "sentences": sum(len(note_sentences(n)) for n in notes)}

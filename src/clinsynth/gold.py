@@ -9,24 +9,22 @@ from __future__ import annotations
 from pathlib import Path
 
 from clinsynth.errors import DataError
-from clinsynth.paths import DATA_DIR
 from clinsynth.privacy import Sensitivity
 from clinsynth.records import Record, iter_jsonl, parse_record
-from clinsynth.taxonomy import Taxonomy, load_taxonomy
+from clinsynth.taxonomy import Taxonomy
 
-GOLD_DIR = DATA_DIR / "gold"
 SPLITS = ("train", "dev", "test")
 SENSITIVITY = Sensitivity.PRIVATE
 
 
-def split_path(split: str, gold_dir: Path | str = GOLD_DIR) -> Path:
+def split_path(split: str, gold_dir: Path | str) -> Path:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
     return Path(gold_dir) / f"{split}.jsonl"
 
 
 def load_gold(
-    gold_dir: Path | str = GOLD_DIR, taxonomy: Taxonomy | None = None, splits: tuple[str, ...] = SPLITS
+    gold_dir: Path | str, taxonomy: Taxonomy, splits: tuple[str, ...] = SPLITS
 ) -> dict[str, list[Record]]:
     """Read and validate gold splits.
 
@@ -34,7 +32,6 @@ def load_gold(
     the taxonomy, source ``gold``, a ``note_id``, a ``split`` matching the file, no empty
     text, no id twice anywhere, and no note in two splits.
     """
-    taxonomy = taxonomy or load_taxonomy()
     note_home: dict[str, tuple[str, Path, int]] = {}
     id_home: dict[str, tuple[Path, int]] = {}
     out: dict[str, list[Record]] = {}
@@ -71,7 +68,7 @@ def load_gold(
     return out
 
 
-def held_out_notes(gold_dir: Path | str = GOLD_DIR) -> set[str]:
+def held_out_notes(gold_dir: Path | str) -> set[str]:
     """Notes of gold dev and test, which generated training data must never include."""
     notes: set[str] = set()
     for split in ("dev", "test"):

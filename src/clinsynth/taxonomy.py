@@ -18,9 +18,7 @@ import yaml
 
 from clinsynth.errors import DataError
 from clinsynth.fileio import check_file, read_text
-from clinsynth.paths import DATA_DIR
 
-DEFAULT_TAXONOMY = DATA_DIR / "taxonomy" / "ad_signs.yaml"
 _NAME_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
 NONE_LABEL = "NONE"  # the empty label set, spelled out for tables and multi-class views
 
@@ -245,7 +243,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def load_taxonomy(path: Path | str = DEFAULT_TAXONOMY) -> Taxonomy:
+def load_taxonomy(path: Path | str) -> Taxonomy:
     """Read and validate a taxonomy file (UTF-8, a byte-order mark allowed; no repeated keys)."""
     path = Path(path)
     check_file(path, "taxonomy file")

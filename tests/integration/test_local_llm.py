@@ -6,8 +6,8 @@ import pytest
 
 from clinsynth.fingerprint import program_sha256
 from clinsynth.records import read_records
-from clinsynth.taxonomy import load_taxonomy
 from programs import label as label_cli
+from tests.conftest import ad_taxonomy
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +34,7 @@ def test_embedded_llm_labels_a_file_and_resumes(tmp_path: Path):
     args = ["--lm", "local", "--input", str(src), "--out", str(out), "--no-progress", "--sensitivity", "private"]
     assert label_cli.main(args) == 0
 
-    taxonomy = load_taxonomy()
+    taxonomy = ad_taxonomy()
     records = read_records(out, taxonomy)  # validates every label against the taxonomy
     # The committed compiled program is used by default.
     compiled = label_cli.default_program_path("local/qwen2.5-coder-1.5b-instruct-q4_k_m")

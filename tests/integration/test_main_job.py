@@ -11,9 +11,9 @@ from clinsynth.fingerprint import program_sha256
 from clinsynth.lm import lm_name_for
 from clinsynth.pipeline import QUICK_CATEGORIES
 from clinsynth.records import iter_jsonl, read_records, side_path
-from clinsynth.taxonomy import load_taxonomy
 from programs.generate import default_generator_path
 from programs.label_to_data import LabelToData
+from tests.conftest import ad_taxonomy
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +30,7 @@ def test_quick_main_job_makes_silver_bronze_report_and_a_usable_model(tmp_path: 
     pytest.importorskip("xllamacpp")
     assert main(["run", "--quick", "--out-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    taxonomy = load_taxonomy()
+    taxonomy = ad_taxonomy()
 
     silver = read_records(tmp_path / "silver.jsonl", taxonomy)
     assert 1 <= len(silver) <= 6
