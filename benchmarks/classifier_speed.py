@@ -24,14 +24,10 @@ import clinsynth  # noqa: F401  (offline environment before dspy)
 from clinsynth.baselines import KeywordLexicon, TfidfLogReg
 from clinsynth.classifier import SignsClassifier
 from clinsynth.corpus import iter_sentences
-from clinsynth.gold import load_gold
-from clinsynth.models import ensure_default_model
-from clinsynth.paths import PROJECT_ROOT
 from clinsynth.records import now_iso
 from clinsynth.report import format_table
-from clinsynth.taxonomy import load_taxonomy
-
-REPORTS = PROJECT_ROOT / "reports"
+from clinsynth.steps.train import ensure_default_model
+from clinsynth.task import load_task
 
 
 def throughput(fn, texts: list[str], warmup: int = 64) -> float:
@@ -71,14 +67,18 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=2000, help="corpus sentences to predict")
     p.add_argument("--model", type=Path, default=None, help="SetFit model directory (default: the main job's)")
-    p.add_argument("--out", type=Path, default=REPORTS / "benchmarks.md")
+    p.add_argument("--task", type=Path, default=None, help="task folder (default: the bundled AD task)")
+    p.add_argument("--out", type=Path, default=None, help="report (default: <task reports>/benchmarks.md)")
     args = p.parse_args(argv)
 
-    taxonomy = load_taxonomy()
-    texts = [s.text for _, s in zip(range(args.n), iter_sentences(), strict=False)]  # the first N, in note order
-    model_dir = args.model or ensure_default_model(taxonomy)
+    task = load_task(args.task)
+    reports = task.reports_dir
+    out = args.out or reports / "benchmarks.md"
+    taxonomy = task.taxonomy
+    texts = [s.text for _, s in zip(range(args.n), iter_sentences(task.corpus), strict=False)]  # the first N
+    model_dir = args.model or ensure_default_model(task)
     setfit = SignsClassifier.load(model_dir, taxonomy)
-    gold = load_gold(taxonomy=taxonomy)
+    gold = task.gold()
     started = time.perf_counter()
     tfidf = TfidfLogReg(taxonomy.names).fit(gold["train"], gold["dev"])
     tfidf_train = time.perf_counter() - started
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         [f"SetFit ({model_dir.name}, mix {setfit.info.mix})", f"{throughput(setfit.predict, texts):.0f}", "measured"],
         [f"TF-IDF + LR (trained in {tfidf_train:.1f} s)", f"{throughput(tfidf.predict, texts):.0f}", "measured"],
         ["keyword lexicon", f"{throughput(lexicon.predict, texts):.0f}", "measured"],
-        *llm_rows(REPORTS / "labeler.json"),
+        *llm_rows(reports / "labeler.json"),
     ]
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU"
     lines = [
@@ -104,12 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "## Training time per mix (augmentation experiment, mean ± sd over seeds)",
         "",
-        format_table(["system", "training sentences", "seconds"], training_rows(REPORTS / "augmentation.json"))
-        if (REPORTS / "augmentation.json").exists()
+        format_table(["system", "training sentences", "seconds"], training_rows(reports / "augmentation.json"))
+        if (reports / "augmentation.json").exists()
         else "(run `python -m evals.run augmentation` first)",
         "",
     ]
-    args.out.write_text("\n".join(lines), encoding="utf-8")
+    out.write_text("\n".join(lines), encoding="utf-8")
     print("\n".join(lines))
     return 0
 

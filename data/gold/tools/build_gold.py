@@ -21,7 +21,7 @@ from sklearn.metrics import cohen_kappa_score
 from clinsynth.corpus import iter_sentences
 from clinsynth.gold import SPLITS, load_gold
 from clinsynth.records import Record, write_records
-from clinsynth.taxonomy import load_taxonomy
+from clinsynth.task import BUNDLED_TASK, load_task
 
 WORK = Path("data/gold/work")
 GOLD = Path("data/gold")
@@ -83,7 +83,7 @@ def split_notes(labels_by_note: dict[str, list[list[str]]], names: tuple[str, ..
 
 
 def main() -> None:
-    taxonomy = load_taxonomy()
+    taxonomy = load_task(BUNDLED_TASK).taxonomy
     candidates = {c["id"]: c for c in _read(WORK / "candidates.jsonl")}
     first, second = _passes("A"), _passes("B")
     adjudicated = {row["id"]: row for row in _read(WORK / "adjudication.jsonl")}
@@ -98,7 +98,7 @@ def main() -> None:
         else:
             final[sid] = first[sid]
 
-    corpus = {s.id: s for s in iter_sentences() if s.id in candidates}
+    corpus = {s.id: s for s in iter_sentences(load_task(BUNDLED_TASK).corpus) if s.id in candidates}
     labels_by_note: dict[str, list[list[str]]] = {}
     for sid, cand in candidates.items():
         sentence = corpus[sid]

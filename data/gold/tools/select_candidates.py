@@ -29,6 +29,7 @@ import re
 from pathlib import Path
 
 from clinsynth.corpus import iter_sentences, note_sentences, read_notes
+from clinsynth.task import BUNDLED_TASK, load_task
 
 SEED = 13
 OUT = Path("data/gold/work/candidates.jsonl")
@@ -79,7 +80,7 @@ HARD_NEGATIVE = re.compile(
 
 def main() -> None:
     rng = random.Random(SEED)
-    notes = read_notes()
+    notes = read_notes(load_task(BUNDLED_TASK).corpus)
     relevant = {
         n.note_id
         for n in notes
