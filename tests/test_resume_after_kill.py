@@ -26,7 +26,6 @@ def test_killed_run_resumes_without_duplicates_or_losses(tmp_path: Path, fake_op
     env = {
         **os.environ,
         "DSPY_CACHEDIR": str(tmp_path / "dspy-cache"),  # no answers from an earlier run's cache
-        "CLINSYNTH_CONFIG": str(tmp_path / "none.toml"),
     }
     with fake_openai(reply) as server:
         cmd = [

@@ -6,8 +6,10 @@ import pytest
 
 from clinsynth.fingerprint import program_sha256
 from clinsynth.records import read_records
+from clinsynth.steps.label import default_labeller_path, load_labeller
+from clinsynth.task import LMSpec
 from programs import label as label_cli
-from tests.conftest import ad_taxonomy
+from tests.conftest import ad_task, ad_taxonomy
 
 pytestmark = pytest.mark.integration
 
@@ -37,9 +39,9 @@ def test_embedded_llm_labels_a_file_and_resumes(tmp_path: Path):
     taxonomy = ad_taxonomy()
     records = read_records(out, taxonomy)  # validates every label against the taxonomy
     # The committed compiled program is used by default.
-    compiled = label_cli.default_program_path("local/qwen2.5-coder-1.5b-instruct-q4_k_m")
+    compiled = default_labeller_path(ad_task(), LMSpec("local"))
     assert compiled is not None
-    expected_sha = program_sha256(label_cli.load_program(taxonomy, compiled), taxonomy.guideline_text)
+    expected_sha = program_sha256(load_labeller(taxonomy, compiled), taxonomy.guideline_text)
     failures = out.with_name(out.name + ".failures.jsonl")
     n_failed = len(failures.read_text().splitlines()) if failures.exists() else 0
     assert len(records) + n_failed == len(SENTENCES) and len(records) >= 2
@@ -52,6 +54,6 @@ def test_embedded_llm_labels_a_file_and_resumes(tmp_path: Path):
         assert rec.provenance.attributes["confidence_method"] == "logprob"
 
     assert label_cli.main(args) == 0  # rerun resumes: no duplicates
-    again = read_records(out)
+    again = read_records(out, taxonomy)
     assert [r.id for r in again][: len(records)] == [r.id for r in records]
     assert len({r.id for r in again}) == len(again) <= len(SENTENCES)

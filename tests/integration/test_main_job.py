@@ -6,14 +6,12 @@ import pytest
 
 from clinsynth.classifier import SignsClassifier
 from clinsynth.cli import main
-from clinsynth.compiled import load_compiled
+from clinsynth.compiled import default_compiled, load_compiled
 from clinsynth.fingerprint import program_sha256
-from clinsynth.lm import lm_name_for
-from clinsynth.pipeline import QUICK_CATEGORIES
 from clinsynth.records import iter_jsonl, read_records, side_path
-from programs.generate import default_generator_path
+from clinsynth.task import LMSpec
 from programs.label_to_data import LabelToData
-from tests.conftest import ad_taxonomy
+from tests.conftest import ad_task, ad_taxonomy
 
 pytestmark = pytest.mark.integration
 
@@ -38,11 +36,11 @@ def test_quick_main_job_makes_silver_bronze_report_and_a_usable_model(tmp_path: 
 
     bronze = read_records(tmp_path / "bronze.jsonl", taxonomy)  # may be small: the round trip drops drift
     targets = {r.provenance.attributes["target"] for r in bronze}
-    assert targets <= {*QUICK_CATEGORIES.split(","), "NONE"}
+    assert targets <= {*ad_task().quick_categories, "NONE"}
     report = (tmp_path / "bronze.jsonl.report.json").read_text()
     assert '"generated"' in report
     # The committed compiled generator is used by default: every call records its hash.
-    generator_path = default_generator_path(lm_name_for("local"))
+    generator_path = default_compiled(ad_task(), "label_to_data", LMSpec("local"))
     assert generator_path is not None
     generator = load_compiled(LabelToData(taxonomy), generator_path, taxonomy)
     calls = [row for _, row in iter_jsonl(side_path(tmp_path / "bronze.jsonl", "calls.jsonl"))]
