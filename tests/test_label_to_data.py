@@ -2,7 +2,6 @@ import dspy
 import pytest
 from dspy.utils import DummyLM
 
-from clinsynth.taxonomy import load_taxonomy
 from programs.label_to_data import (
     MULTI_TARGET,
     NEGATIVE_KINDS,
@@ -12,11 +11,12 @@ from programs.label_to_data import (
     describe_target,
     plan_call,
 )
+from tests.conftest import ad_taxonomy
 
 
 @pytest.fixture(scope="module")
 def taxonomy():
-    return load_taxonomy()
+    return ad_taxonomy()
 
 
 def test_plans_are_reproducible_and_vary_between_calls(taxonomy):

@@ -132,12 +132,12 @@ class MainJob:
         committed = self.task.bronze
         if not self.generated and committed.exists():
             return f"committed {self.task.relative(committed)}: {_count(committed)} records"
-        config = BronzeConfig(seed=self.config.seed)
+        config = BronzeConfig(seed=self.config.seed, lm=self.lm("generator"))
         if self.config.quick:
             categories = self.task.quick_categories or tuple(self.task.taxonomy.names[:2])
             config = replace(config, per_category=1, categories=tuple(categories), negatives=1, multi_label=0,
                              max_rounds=1, per_call=3)  # fmt: skip
-        result = generate_bronze(self.task, config, out=self.bronze_path, lm=self.lm("generator"))
+        result = generate_bronze(self.task, config, out=self.bronze_path)
         return f"{self.task.relative(self.bronze_path)}: {len(result.kept)} records kept"
 
     def experiment(self) -> str:

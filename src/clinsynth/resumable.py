@@ -78,13 +78,16 @@ def resumable_map(
     desc: str = "",
     first_rollout: Callable[[T], int] | None = None,
     failure_info: Callable[[T], dict[str, Any]] | None = None,
+    failures: Path | None = None,
 ) -> MapResult:
     """Run ``fn`` on each item whose ``key`` is not yet in ``out``; write ``to_row`` of each success.
 
     ``first_rollout(item)`` offsets an item's rollouts (e.g. a generation call's own
     sample); rollouts already spent by earlier runs (from the failures file) are added.
+    ``failures`` (default ``<out>.failures.jsonl``) may be shared by several maps of one
+    step: rows of ids a map is not given are kept.
     """
-    failures_path = failures_path_for(out)
+    failures_path = failures or failures_path_for(out)
     earlier = read_failures(failures_path)
     result = MapResult(failures_path=failures_path)
     with ResumableWriter(out) as writer:
@@ -102,7 +105,7 @@ def resumable_map(
             rollout_base=lambda item: (first_rollout(item) if first_rollout else 0) + spent.get(key(item), 0),
         )
         consecutive = 0
-        failures = failures_path.open("a", encoding="utf-8") if todo else None
+        failures_file = failures_path.open("a", encoding="utf-8") if todo else None
         try:
             for item, attempt in progress(stream, desc=desc, disable=not settings.show_progress, total=len(todo)):
                 k = key(item)
@@ -123,9 +126,9 @@ def resumable_map(
                     "at": now_iso(),
                 }
                 earlier[k] = failure
-                assert failures is not None
-                failures.write(json.dumps(failure, ensure_ascii=False) + "\n")
-                failures.flush()
+                assert failures_file is not None
+                failures_file.write(json.dumps(failure, ensure_ascii=False) + "\n")
+                failures_file.flush()
                 if attempt.kind == "auth":
                     raise EndpointError(
                         f"the endpoint {handle.endpoint.describe()} refused the credentials ({attempt.error}); "
@@ -139,8 +142,8 @@ def resumable_map(
                         "Rerun to resume once it is up."
                     )
         finally:
-            if failures is not None:
-                failures.close()
+            if failures_file is not None:
+                failures_file.close()
             # Rewrite the failures file whole: only items still failing, never half a file.
             if earlier:
                 text = "".join(json.dumps(v, ensure_ascii=False) + "\n" for v in earlier.values())

@@ -26,8 +26,22 @@ RETRY_TEMPERATURE = 0.7
 # Exceptions (by class name, anywhere in the cause chain) that mean the endpoint itself is
 # unusable: auth errors stop a run at once; transport errors stop it after a few records
 # in a row (``resumable.MapSettings.max_consecutive_failures``).
-AUTH_ERRORS = ("AuthenticationError", "PermissionDeniedError", "PaymentRequiredError")
+# litellm's names, then DSPy 3.4's own (dspy.utils.exceptions and its vendored lm15 client).
+AUTH_ERRORS = (
+    "AuthenticationError",
+    "PermissionDeniedError",
+    "PaymentRequiredError",
+    "LMAuthError",
+    "LMBillingError",
+    "AuthError",
+    "BillingError",
+)
 TRANSPORT_ERRORS = (
+    "LMServerError",
+    "LMTransportError",
+    "LMTimeoutError",
+    "ServerError",
+    "TransportError",
     "APIConnectionError",
     "Timeout",
     "ServiceUnavailableError",

@@ -1,0 +1,578 @@
+"""Bronze: write sentences per category with LabelToData, then filter them.
+
+For each target (every category, NONE hard negatives, multi-label pairs) the step plans
+calls of ``per_call`` sentences with sampled style constraints, until the target has its
+quota of *kept* sentences or ``max_rounds`` is reached. Candidates pass, in order: a PHI
+scan, exact and near-duplicate removal (MiniLM cosine), a leakage audit against every gold
+sentence of the task (cosine >= ``leak_cosine`` or a shared ``leak_ngram``-gram), and a
+round trip through the data-to-label program (``round_trip`` = drop | relabel | keep | off).
+
+Only the guideline and generated sentences go to the LM; gold stays on this machine (it is
+only embedded for the leakage audit). The round-trip labeller may carry gold demos, which
+the session checks before any request (``clinsynth.session.open_lm``).
+
+Files next to ``out`` make the run resumable call by call and sentence by sentence:
+``<out>.calls.jsonl`` (each generation call and its sentences), ``<out>.roundtrip.jsonl``
+(round-trip labels) and ``<out>.failures.jsonl`` (calls and round trips that still fail,
+retried with fresh samples on the next run). ``<out>`` (kept records),
+``<out>.dropped.jsonl`` (each dropped sentence and why) and ``<out>.report.json`` (counts
+per target and filter) are rewritten atomically at the end of every run from those files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import clinsynth  # noqa: F401  (offline environment before dspy)
+from clinsynth import bronze_filters as bf
+from clinsynth.compiled import default_compiled, load_compiled
+from clinsynth.errors import ClinsynthError
+from clinsynth.fileio import atomic_open, atomic_write_text, output_lock
+from clinsynth.fingerprint import program_sha256
+from clinsynth.gold import SPLITS, split_path
+from clinsynth.lm import LMHandle
+from clinsynth.privacy import Sensitivity
+from clinsynth.records import Provenance, Record, iter_jsonl, now_iso, read_records, side_path, text_id, write_records
+from clinsynth.resumable import MapResult, MapSettings, read_failures, resumable_map
+from clinsynth.runner import Attempt
+from clinsynth.session import Content, gate, open_lm
+from clinsynth.task import LMSpec, Task
+from clinsynth.taxonomy import NONE_LABEL, Taxonomy
+from programs.data_to_label import DataToLabel
+from programs.label_to_data import MULTI_TARGET, NONE_TARGET, GenerationRequest, LabelToData, call_rollout, plan_call
+
+PROGRAM_NAME = "programs.label_to_data.LabelToData"  # provenance.program of every bronze record
+ROUND_TRIP_POLICIES = ("drop", "relabel", "keep", "off")
+GENERATION_TEMPERATURE = 0.9  # diversity; the round trip and filters catch what drifts
+ROLE = "generator"  # the task's LM role; the round trip uses the same LM
+GENERATOR_CONTENT = Content("the guideline and generated sentences", Sensitivity.SYNTHETIC)
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BronzeConfig:
+    """What to generate and how to filter it; every default of the step (and its CLI) lives here."""
+
+    per_category: int = 50  # kept sentences wanted per category
+    negatives: int | None = None  # kept NONE hard negatives; None: as many as per_category
+    multi_label: int | None = None  # kept two-category sentences; None: max(1, per_category // 5)
+    per_call: int = 5  # sentences asked per LM call
+    overgenerate: float = 2.0  # candidates planned per missing sentence
+    max_rounds: int = 3  # top-up rounds for targets short of their quota
+    round_trip: str = "drop"  # one of ROUND_TRIP_POLICIES
+    # Filter thresholds. They could live in clinsynth.bronze_filters as named constants
+    # (its functions repeat 0.95 / 8 / 0.9 as argument defaults); kept here until then.
+    near_duplicate: float = 0.9  # cosine at or above which a later sentence of the same label set is dropped
+    leak_cosine: float = 0.95  # cosine to a gold sentence at or above which a sentence is dropped
+    leak_ngram: int = 8  # a shared n-gram of this length with gold drops a sentence
+    seed: int = 0  # plans calls (target, style constraints) deterministically
+    categories: tuple[str, ...] | None = None  # a subset of the taxonomy's categories; None: all
+    lm: LMSpec | None = None  # None: the task's generator LM (the round trip uses the same one)
+    program: Path | None = None  # compiled LabelToData; None: the task's default compiled one, if any
+    labeler: Path | None = None  # compiled DataToLabel for the round trip; None: the task's default, if any
+    zero_shot: bool = False  # ignore compiled programs
+    map: MapSettings = MapSettings()  # attempts, threads, fail-fast and progress of generation and round trip
+
+    def resolved(self) -> BronzeConfig:
+        """This config with the derived quotas made concrete (as the report records them)."""
+        return dataclasses.replace(
+            self,
+            negatives=self.per_category if self.negatives is None else self.negatives,
+            multi_label=max(1, self.per_category // 5) if self.multi_label is None else self.multi_label,
+        )
+
+    def validate(self, taxonomy: Taxonomy) -> None:
+        """Raise ClinsynthError on a bad value, before anything starts (unknown categories included)."""
+        if self.round_trip not in ROUND_TRIP_POLICIES:
+            raise ClinsynthError(f"round_trip must be one of {ROUND_TRIP_POLICIES}, got {self.round_trip!r}")
+        positive = {"per_call": self.per_call, "max_rounds": self.max_rounds, "attempts": self.map.attempts}
+        positive |= {"threads": self.map.threads, "max_consecutive_failures": self.map.max_consecutive_failures}
+        for name, value in positive.items():
+            if value < 1:
+                raise ClinsynthError(f"{name} must be at least 1, got {value}")
+        for name, count in (("per_category", self.per_category), ("negatives", self.negatives)):
+            if count is not None and count < 0:
+                raise ClinsynthError(f"{name} must not be negative, got {count}")
+        if self.multi_label is not None and self.multi_label < 0:
+            raise ClinsynthError(f"multi_label must not be negative, got {self.multi_label}")
+        if self.overgenerate <= 0:
+            raise ClinsynthError(f"overgenerate must be positive, got {self.overgenerate}")
+        for name, cosine in (("near_duplicate", self.near_duplicate), ("leak_cosine", self.leak_cosine)):
+            if not 0 < cosine <= 1:
+                raise ClinsynthError(f"{name} must be a cosine in (0, 1], got {cosine}")
+        if self.leak_ngram < 1:
+            raise ClinsynthError(f"leak_ngram must be at least 1, got {self.leak_ngram}")
+        quotas(taxonomy, self)  # unknown categories
+
+    def to_json(self) -> dict[str, Any]:
+        """The config as the report records it: flat, as before (attempts, threads...), paths as strings."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("map", "lm")}
+        out = {k: str(v) if isinstance(v, Path) else v for k, v in out.items()}
+        out.update(
+            attempts=self.map.attempts,
+            threads=self.map.threads,
+            max_consecutive_failures=self.map.max_consecutive_failures,
+        )
+        if self.lm is not None:
+            out["lm"] = dataclasses.asdict(self.lm)
+        return out
+
+
+@dataclass
+class BronzeResult:
+    kept: list[Record]
+    dropped: list[bf.Dropped]
+    counts: dict[str, Counter]  # target -> generated, one count per filter, relabelled, kept
+    leakage_pairs: list[dict[str, Any]]  # the candidates nearest to gold, for the report
+    failed_calls: int = 0  # generation calls of this run still failing after their attempts
+    failed_round_trips: int = 0  # round trips of this run still failing (those sentences are dropped)
+    rounds: int = 0
+    seconds: float = 0.0
+    config: dict[str, Any] = field(default_factory=dict)
+    lm: str = ""
+    generator_program: str = "zero-shot"  # compiled file used, or zero-shot
+    labeler_program: str | None = None  # None: no round trip
+    # Files written (None until written, or when absent: no failures left).
+    out: Path | None = None
+    dropped_path: Path | None = None
+    report_path: Path | None = None
+    calls_path: Path | None = None
+    roundtrip_path: Path | None = None
+    failures_path: Path | None = None
+
+    def kept_per_target(self) -> Counter:
+        return Counter({t: c["kept"] for t, c in self.counts.items()})
+
+    @property
+    def table(self) -> tuple[list[str], list[list[Any]]]:
+        """Header and rows of the counts table (one row per target), for ``clinsynth.report.format_table``."""
+        columns = ["generated", *bf.FILTERS, "relabelled", bf.OVER_QUOTA, "kept"]
+        targets = sorted(self.counts, key=lambda t: (t in (NONE_TARGET, MULTI_TARGET), t))
+        rows = [[t, *(self.counts[t].get(c, 0) for c in columns)] for t in targets]
+        return ["target", *columns], rows
+
+
+def quotas(taxonomy: Taxonomy, cfg: BronzeConfig) -> dict[str, int]:
+    """Kept sentences wanted per target; unknown ``cfg.categories`` are a ClinsynthError."""
+    names = cfg.categories or taxonomy.names
+    unknown = [n for n in names if n not in taxonomy.names]
+    if unknown:
+        raise ClinsynthError(f"unknown categories {unknown}; the taxonomy has {', '.join(taxonomy.names)}")
+    cfg = cfg.resolved()
+    out = {n: cfg.per_category for n in names}
+    if cfg.negatives:
+        out[NONE_TARGET] = cfg.negatives
+    if cfg.multi_label:
+        out[MULTI_TARGET] = cfg.multi_label
+    return out
+
+
+def gold_texts(gold_dir: Path) -> list[str]:
+    """Every gold sentence of a task (all splits present): the leakage audit's reference."""
+    paths = [split_path(split, gold_dir) for split in SPLITS]
+    return [r.text for p in paths if p.exists() for r in read_records(p)]
+
+
+def generate_bronze(
+    task: Task,
+    config: BronzeConfig = BronzeConfig(),
+    out: Path | None = None,
+    handle: LMHandle | None = None,
+    generator: LabelToData | None = None,
+    labeler: DataToLabel | None = None,
+    embed: bf.Embed | None = None,
+) -> BronzeResult:
+    """Generate, filter and write bronze records for ``task``; resumes from the files next to ``out``.
+
+    ``out`` defaults to ``task.bronze``. Tests inject ``handle`` (an LM already open),
+    ``generator`` / ``labeler`` (programs; default: the task's compiled ones for the
+    generator LM unless ``config.zero_shot``) and ``embed`` (default: MiniLM). Raises
+    ClinsynthError for a bad config (before anything starts), PrivacyError when the
+    labeller's demos may not go to the generator endpoint (before any LM starts), and
+    ``clinsynth.resumable.EndpointError`` when the endpoint stops answering (what was
+    written is kept; rerun to resume).
+    """
+    taxonomy = task.taxonomy
+    config.validate(taxonomy)
+    cfg = config.resolved()
+    out = Path(out if out is not None else task.bronze)
+    spec = cfg.lm or task.lm(ROLE)
+    generator_path: Path | None = None
+    if generator is None:
+        generator = LabelToData(taxonomy, n=cfg.per_call)
+        generator_path = None if cfg.zero_shot else cfg.program or default_compiled(task, "label_to_data", spec)
+        if generator_path is not None:
+            load_compiled(generator, generator_path, taxonomy)
+    labeler_path: Path | None = None
+    if cfg.round_trip == "off":
+        labeler = None
+    elif labeler is None:
+        labeler = DataToLabel(taxonomy)
+        labeler_path = None if cfg.zero_shot else cfg.labeler or default_compiled(task, "data_to_label", spec)
+        if labeler_path is not None:
+            load_compiled(labeler, labeler_path, taxonomy)
+    gold = gold_texts(task.gold_dir)
+    if not gold:
+        log.warning("no gold sentences in %s: the leakage audit has nothing to compare with", task.gold_dir)
+    programs = {
+        _program_name("generator", generator_path, task): generator,
+        _program_name("round-trip labeller", labeler_path, task): labeler,
+    }
+    if handle is None:
+        # The privacy check before anything is created on disk or any server starts.
+        gate(spec, ROLE, task.privacy, [GENERATOR_CONTENT], programs, env_folders=[task.root])
+    # One run per output at a time: two runs would interleave rounds and the shared failures file.
+    with output_lock(out):  # creates out's parent folders
+        if handle is None:
+            handle = open_lm(spec, ROLE, task.privacy, [GENERATOR_CONTENT], programs, env_folders=[task.root])
+        else:
+            for name, program in programs.items():  # an injected LM gets the same check for the programs
+                if program is not None:
+                    handle.admit(name, program)
+        if embed is None:
+            from clinsynth.embeddings import encode as embed
+        run = _BronzeRun(taxonomy, generator, labeler, handle, out, cfg, gold, embed)
+        result = run.run()
+        result.lm = handle.name
+        result.generator_program = task.relative(generator_path) if generator_path else _describe(generator)
+        if labeler is not None:
+            result.labeler_program = task.relative(labeler_path) if labeler_path else _describe(labeler)
+        _write_outputs(result, out, cfg, task)
+    return result
+
+
+def _program_name(role: str, path: Path | None, task: Task) -> str:
+    """A program as the privacy check names it: its role, and its file when compiled."""
+    return f"{role} ({task.relative(path)})" if path is not None else role
+
+
+def _describe(program: Any) -> str:
+    """How an injected program is named in the report: whether it carries demos."""
+    has_demos = bool(getattr(program, "demo_pool", None)) or any(p.demos for p in program.predictors())
+    return "given (with demos)" if has_demos else "zero-shot"
+
+
+class _BronzeRun:
+    """Runs generation rounds and the filters over everything generated so far."""
+
+    def __init__(
+        self,
+        taxonomy: Taxonomy,
+        generator: LabelToData,
+        labeler: DataToLabel | None,
+        handle: LMHandle,
+        out: Path,
+        cfg: BronzeConfig,
+        gold: list[str],
+        embed: bf.Embed,
+    ) -> None:
+        self.taxonomy = taxonomy
+        self.generator = generator
+        self.labeler = labeler
+        self.handle = handle
+        self.out = out
+        self.cfg = cfg
+        self.gold = gold
+        self.embed = embed
+        self.settings = cfg.map
+        self.generator_sha = program_sha256(generator, taxonomy.guideline_text)
+        self.labeler_sha = program_sha256(labeler, taxonomy.guideline_text) if labeler is not None else None
+        # The generator samples at its own temperature; the round trip keeps the handle's (0).
+        self.gen_handle = dataclasses.replace(handle, lm=handle.lm.copy(temperature=GENERATION_TEMPERATURE))
+        self.calls_path = side_path(out, "calls.jsonl")
+        self.roundtrip_path = side_path(out, "roundtrip.jsonl")
+        self.failures_path = side_path(out, "failures.jsonl")
+        self.sent_calls: set[str] = set()  # ids this run gave each map: what its failures file may keep
+        self.sent_sentences: set[str] = set()
+
+    def _map(self, map_out: Path, handle: LMHandle, **kwargs: Any) -> MapResult:
+        """``resumable_map`` writing ``map_out``, its failures in the step's shared failures file."""
+        # One failures file for generation and round trip: call ids and sentence ids never collide.
+        return resumable_map(
+            out=map_out, handle=handle, settings=self.settings, failures=self.failures_path, **kwargs
+        )
+
+    # -- generation
+    def _generate(self, requests: list[GenerationRequest]) -> None:
+        """Run the calls not yet in the calls file."""
+
+        def row(request: GenerationRequest, attempt: Attempt) -> dict[str, Any]:
+            return {
+                "id": request.call_id,
+                **request.to_dict(),
+                "sentences": list(attempt.value.sentences),
+                "attempts": attempt.attempts,
+                "rollout": attempt.rollout,  # with the temperature: the sample this answer is
+                "temperature": attempt.temperature,
+                "lm": self.handle.name,
+                "program_sha256": self.generator_sha,
+                "seed": self.cfg.seed,
+                "created_at": now_iso(),
+            }
+
+        self.sent_calls.update(r.call_id for r in requests)
+        self._map(
+            self.calls_path,
+            fn=self.generator.run_request,
+            items=requests,
+            key=lambda r: r.call_id,
+            to_row=row,
+            handle=self.gen_handle,
+            desc="generating",
+            # Each planned call is its own sample: calls with the same prompt must not share a cached answer.
+            first_rollout=lambda r: call_rollout(r.call_id),
+            failure_info=lambda r: {"step": "generation", "call_id": r.call_id, "target": r.target},
+        )
+
+    def _calls(self) -> dict[str, dict[str, Any]]:
+        if not self.calls_path.exists():
+            return {}
+        return {obj["id"]: obj for _, obj in iter_jsonl(self.calls_path)}
+
+    # -- round trip
+    def _round_trip(self, candidates: list[bf.Candidate]) -> dict[str, dict[str, Any]]:
+        labeler = self.labeler
+        assert labeler is not None
+
+        def row(candidate: bf.Candidate, attempt: Attempt) -> dict[str, Any]:
+            conf = attempt.value.confidence
+            return {
+                "id": candidate.id,
+                "labels": list(attempt.value.categories),
+                "confidence": None if conf is None else round(float(conf), 4),
+                "rollout": attempt.rollout,
+                "temperature": attempt.temperature,
+            }
+
+        self.sent_sentences.update(c.id for c in candidates)
+        self._map(
+            self.roundtrip_path,
+            fn=lambda c: labeler(sentence=c.text),
+            items=candidates,
+            key=lambda c: c.id,
+            to_row=row,
+            handle=self.handle,
+            desc="round trip",
+            failure_info=lambda c: {"step": "round trip", "call_id": c.call_id, "text": c.text},
+        )
+        if not self.roundtrip_path.exists():
+            return {}
+        return {obj["id"]: obj for _, obj in iter_jsonl(self.roundtrip_path)}
+
+    # -- filters
+    def filter(self, calls: dict[str, dict[str, Any]], order: list[str]) -> BronzeResult:
+        cfg = self.cfg
+        candidates = []
+        for call_id in order:
+            call = calls.get(call_id)
+            if call is None:
+                continue
+            for text in call["sentences"]:
+                candidates.append(
+                    bf.Candidate(
+                        id=f"bronze-{text_id(text)[2:]}",
+                        text=text,
+                        target=call["target"],
+                        labels=tuple(call["labels"]),
+                        call_id=call_id,
+                    )
+                )
+        counts: dict[str, Counter] = defaultdict(Counter)
+        for c in candidates:
+            counts[c.target]["generated"] += 1
+        dropped: list[bf.Dropped] = []
+
+        def apply(result: tuple[list[bf.Candidate], list[bf.Dropped]]) -> list[bf.Candidate]:
+            kept, gone = result
+            for d in gone:
+                counts[d.candidate.target][d.filter] += 1
+            dropped.extend(gone)
+            return kept
+
+        survivors = apply(bf.phi_filter(candidates))
+        survivors = apply(bf.exact_dedup(survivors))
+        audit = bf.audit_leakage(survivors, self.gold, self.embed, cfg.leak_cosine, cfg.leak_ngram)
+        survivors = apply(bf.leakage_filter(survivors, audit))
+        survivors = apply(bf.near_dedup(survivors, self.embed, cfg.near_duplicate))
+        if cfg.round_trip != "off" and self.labeler is not None:
+            answers = self._round_trip(survivors)
+            kept_rt, gone = [], []
+            for c in survivors:
+                answer = answers.get(c.id)
+                if answer is None:
+                    gone.append(bf.Dropped(c, bf.ROUND_TRIP_FAILED, "the labeller failed after retries"))
+                    continue
+                agrees = bf.round_trip_agrees(c.labels, answer["labels"])
+                c.info.update(
+                    roundtrip_labels=answer["labels"],
+                    roundtrip_confidence=answer["confidence"],
+                    roundtrip_agrees=agrees,
+                )
+                if cfg.round_trip == "drop" and not agrees:
+                    shown = ", ".join(answer["labels"]) or NONE_LABEL
+                    gone.append(bf.Dropped(c, bf.ROUND_TRIP, f"labeller said {shown}"))
+                    continue
+                if cfg.round_trip == "relabel" and not agrees:
+                    c.info["generated_labels"] = list(c.labels)
+                    c.labels = tuple(answer["labels"])
+                    counts[c.target]["relabelled"] += 1
+                kept_rt.append(c)
+            survivors = apply((kept_rt, gone))
+        kept_records, over = self._within_quota(survivors, calls)
+        apply(([], over))
+        for r in kept_records:
+            assert r.provenance is not None and r.provenance.attributes is not None
+            counts[r.provenance.attributes["target"]]["kept"] += 1
+        pairs = sorted(
+            (
+                {"bronze": c.text, "gold": audit.nearest[c.id][1], "cosine": round(audit.nearest[c.id][0], 4)}
+                for c in candidates
+                if c.id in audit.nearest
+            ),
+            key=lambda p: -p["cosine"],
+        )[:10]
+        return BronzeResult(kept_records, dropped, counts, pairs)
+
+    def _within_quota(
+        self, survivors: list[bf.Candidate], calls: dict[str, dict[str, Any]]
+    ) -> tuple[list[Record], list[bf.Dropped]]:
+        want = quotas(self.taxonomy, self.cfg)
+        taken: Counter = Counter()
+        records, over = [], []
+        for c in survivors:
+            if taken[c.target] >= want.get(c.target, 0):
+                over.append(bf.Dropped(c, bf.OVER_QUOTA, "target already has its quota"))
+                continue
+            taken[c.target] += 1
+            records.append(self._record(c, calls[c.call_id]))
+        return records, over
+
+    def _record(self, c: bf.Candidate, call: dict[str, Any]) -> Record:
+        attributes = {
+            "target": c.target,
+            "call_id": c.call_id,
+            "generated_labels": c.info.get("generated_labels", list(c.labels)),
+            **call["attributes"],
+            "generation_attempts": call.get("attempts"),
+            **{k: v for k, v in c.info.items() if k != "generated_labels"},
+        }
+        if self.labeler_sha and "roundtrip_labels" in c.info:
+            attributes["roundtrip_program_sha256"] = self.labeler_sha
+        return Record(
+            id=c.id,
+            text=c.text,
+            labels=list(c.labels),
+            source="bronze",
+            provenance=Provenance(
+                lm=call["lm"],
+                program=PROGRAM_NAME,
+                program_sha256=call["program_sha256"],
+                seed=call["seed"],
+                created_at=call["created_at"],
+                confidence=c.info.get("roundtrip_confidence"),
+                attributes=attributes,
+            ),
+        )
+
+    def _settle_failures(self) -> tuple[int, int]:
+        """Keep only failures of calls and sentences this run still wanted; count them (calls, round trips).
+
+        The maps keep failure rows of ids they were not given (and how many attempts were
+        spent on them). A call an earlier run planned but this one did not need, or a
+        sentence no longer a candidate, is not a failure of this data any more: as before,
+        the file holds what this run tried and could not do, and is gone when that is nothing.
+        """
+        rows = read_failures(self.failures_path)
+        keep = {k: v for k, v in rows.items() if k in self.sent_calls or k in self.sent_sentences}
+        if keep != rows:
+            if keep:
+                text = "".join(json.dumps(v, ensure_ascii=False) + "\n" for v in keep.values())
+                atomic_write_text(self.failures_path, text)
+            else:
+                self.failures_path.unlink(missing_ok=True)
+        calls = sum(k in self.sent_calls for k in keep)
+        return calls, len(keep) - calls
+
+    # -- the whole run
+    def run(self) -> BronzeResult:
+        started = time.monotonic()
+        want = quotas(self.taxonomy, self.cfg)
+        planned: dict[str, int] = dict.fromkeys(want, 0)
+        order: list[str] = []
+        result: BronzeResult | None = None
+        for round_no in range(1, self.cfg.max_rounds + 1):
+            have = Counter() if result is None else result.kept_per_target()
+            requests = []
+            for target, quota in want.items():
+                missing = quota - have[target]
+                if missing <= 0:
+                    continue
+                n_calls = math.ceil(missing * self.cfg.overgenerate / self.cfg.per_call)
+                for index in range(planned[target], planned[target] + n_calls):
+                    request = plan_call(self.taxonomy, target, index, self.cfg.seed)
+                    requests.append(request)
+                    order.append(request.call_id)
+                planned[target] += n_calls
+            if not requests:
+                break
+            # Interleave targets so an interrupted run has a bit of every target.
+            requests.sort(key=lambda r: int(r.call_id.rsplit(":", 1)[1]))
+            self._generate(requests)
+            result = self.filter(self._calls(), order)
+            result.rounds = round_no
+        if result is None:  # every quota is zero: nothing to generate
+            result = self.filter({}, [])
+        result.failed_calls, result.failed_round_trips = self._settle_failures()
+        result.seconds = time.monotonic() - started
+        return result
+
+
+def _write_outputs(result: BronzeResult, out: Path, cfg: BronzeConfig, task: Task) -> None:
+    """``out``, ``<out>.dropped.jsonl`` and ``<out>.report.json``, each replaced atomically."""
+    write_records(out, result.kept)
+    dropped_path = side_path(out, "dropped.jsonl")
+    with atomic_open(dropped_path) as fh:
+        for d in result.dropped:
+            row = {
+                "id": d.candidate.id,
+                "text": d.candidate.text,
+                "target": d.candidate.target,
+                "labels": list(d.candidate.labels),  # what the sentence was written for
+                "filter": d.filter,
+                "detail": d.detail,
+            }
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    result.config = cfg.to_json()
+    report = {
+        "out": task.relative(out),
+        "task": task.name,
+        "lm": result.lm,
+        "generator_program": result.generator_program,
+        "labeler_program": result.labeler_program,
+        "created_at": now_iso(),
+        "config": result.config,
+        "rounds": result.rounds,
+        "failed_calls": result.failed_calls,
+        "failed_round_trips": result.failed_round_trips,
+        "seconds": round(result.seconds, 1),
+        "filters": list(bf.FILTERS) + [bf.OVER_QUOTA],
+        "counts": {t: dict(c) for t, c in result.counts.items()},
+        "kept_by_label": dict(Counter(label for r in result.kept for label in (r.labels or [NONE_LABEL]))),
+        "nearest_gold_pairs": result.leakage_pairs,
+        "taxonomy": task.taxonomy.name,
+    }
+    report_path = side_path(out, "report.json")
+    atomic_write_text(report_path, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    failures = side_path(out, "failures.jsonl")
+    result.out, result.dropped_path, result.report_path = out, dropped_path, report_path
+    result.calls_path = side_path(out, "calls.jsonl")
+    result.roundtrip_path = side_path(out, "roundtrip.jsonl") if cfg.round_trip != "off" else None
+    result.failures_path = failures if failures.exists() else None
