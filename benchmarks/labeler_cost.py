@@ -8,29 +8,32 @@ per second after warm-up, and micro/binary F1 on those sentences.
 
 "naive" is the uncompiled program with DSPy's stock JSONAdapter (whose per-call
 reminder repeats every label name after the sentence, so it is not cached); "compiled"
-is ``compiled/data_to_label.<lm>.json`` with the prefix-caching adapter. Gold dev
-sentences are used (private: the privacy gate applies to remote LMs). DSPy's cache is
-off so every call is real.
+is the task's compiled labeller for the LM (``compiled/data_to_label.<lm>.json``) with the
+prefix-caching adapter. Gold dev sentences are used: the LM (the task's ``labeler`` role)
+is opened through the privacy session with gold dev and both programs declared, so a
+remote endpoint must be approved. DSPy's cache is off so every call is real.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
 import clinsynth  # noqa: F401  (offline environment before dspy)
-from clinsynth.compiled import compiled_path, load_compiled
-from clinsynth.config import load_config
-from clinsynth.gold import SENSITIVITY, load_gold, split_path
-from clinsynth.lm import endpoint_for, lm_name_for, make_lm
-from clinsynth.metrics import multilabel_scores
-from clinsynth.privacy import check_send
+from clinsynth.compiled import default_compiled, load_compiled
+from clinsynth.errors import ClinsynthError
+from clinsynth.lm import lm_name_for
+from clinsynth.privacy import Sensitivity
 from clinsynth.report import format_table
 from clinsynth.runner import call_with_retries
-from clinsynth.taxonomy import load_taxonomy
+from clinsynth.session import Content, open_lm
+from clinsynth.task import LMSpec, Task, load_task
 from programs.data_to_label import DataToLabel
+from programs.scoring import score_labeller
+
+ROLE = "labeler"
 
 
 def usage_totals(history: list[dict]) -> tuple[int, int, int]:
@@ -44,49 +47,78 @@ def usage_totals(history: list[dict]) -> tuple[int, int, int]:
     return prompt, completion, cached
 
 
-def run_system(name: str, program: DataToLabel, adapter: str, args: argparse.Namespace, records: list) -> list:
-    handle = make_lm(args.lm, api_base=args.api_base, adapter=adapter, cache=False)
+def run_system(
+    name: str,
+    program: DataToLabel,
+    adapter: str,
+    task: Task,
+    spec: LMSpec,
+    records: list,
+    declared: list[Content],
+    compared: dict[str, Any],
+    handle: Any = None,
+) -> list:
+    """One system's row: a warm-up call, then every sentence once, scored like compile scores (``score_labeller``)."""
+    if handle is None:
+        # Every compared program is declared each time: the first system's check already
+        # covers the second's demos, before any sentence is sent.
+        handle = open_lm(
+            spec, ROLE, task.privacy, declared, compared, env_folders=[task.root], adapter=adapter, cache=False
+        )
     with handle.context():
         call_with_retries(lambda: program(sentence=records[0].text), handle.lm)  # warm-up: fills the prefix cache
     handle.lm.history.clear()
-    predicted, started = [], time.monotonic()
-    with handle.context():
-        for r in records:
-            result = call_with_retries(lambda t=r.text: program(sentence=t), handle.lm)
-            predicted.append(list(result.value.categories) if result.ok else [])
-    seconds = time.monotonic() - started
+    run = score_labeller(program, records, handle, threads=1, show_progress=False)
     prompt, completion, cached = usage_totals(handle.lm.history)
-    scores = multilabel_scores([r.labels for r in records], predicted, program.taxonomy)
     n = len(records)
     return [
         name,
         prompt / n,
         (prompt - cached) / n if cached else "-",
         completion / n,
-        n / seconds,
-        scores["micro_f1"],
-        scores["binary_f1"],
+        n / run.seconds if run.seconds else "-",
+        run.scores["micro_f1"],
+        run.scores["binary_f1"],
     ]
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--lm", default="local")
-    p.add_argument("--api-base", default=None)
-    p.add_argument("--n", type=int, default=40, help="gold dev sentences")
-    p.add_argument("--program", type=Path, default=None, help="compiled program (default for the LM)")
+    p.add_argument(
+        "--task", type=Path, default=None, help="task folder (default: $CLINSYNTH_TASK, else tasks/ad_signs)"
+    )
+    p.add_argument("--lm", default=None, help="'local' or a litellm model string (default: the task's labeler)")
+    p.add_argument("--api-base", default=None, help="base URL for a self-hosted OpenAI-compatible server")
+    p.add_argument("--n", type=int, default=40, help="the last N gold dev sentences (default 40)")
+    p.add_argument("--program", type=Path, default=None, help="compiled program (default: the task's for the LM)")
     args = p.parse_args(argv)
-    taxonomy = load_taxonomy()
-    records = load_gold(taxonomy=taxonomy)["dev"][-args.n :]  # the tail: not the sentences compile scored
-    check_send(str(split_path("dev")), SENSITIVITY, endpoint_for(args.lm, args.api_base), load_config())
-    lm_name = lm_name_for(args.lm)
-    path = args.program or compiled_path("data_to_label", lm_name)
-    compiled = load_compiled(DataToLabel(taxonomy), path, taxonomy)
-    rows = [
-        run_system("naive zero-shot", DataToLabel(taxonomy), "json-full", args, records),
-        run_system(f"compiled ({path.name})", compiled, "json", args, records),
-    ]
-    print(f"LM {lm_name}, {len(records)} gold dev sentences")
+    try:
+        task = load_task(args.task)
+        spec = (
+            task.lm(ROLE)
+            if args.lm is None and args.api_base is None
+            else LMSpec(model=args.lm or task.lm(ROLE).model, api_base=args.api_base)
+        )
+        taxonomy = task.taxonomy
+        records = task.gold()["dev"][-args.n :]  # the tail: not the sentences compile scored
+        path = args.program or default_compiled(task, "data_to_label", spec)
+        if path is None:
+            raise ClinsynthError(
+                f"no compiled data_to_label program for {spec.model} in {task.compiled_dir}: "
+                "compile one (python -m programs.compile) or pass --program"
+            )
+        compiled = load_compiled(DataToLabel(taxonomy), path, taxonomy)
+        naive = DataToLabel(taxonomy)
+        declared = [Content(f"gold dev ({task.relative(task.split_path('dev'))})", Sensitivity.PRIVATE)]
+        compared = {"naive zero-shot": naive, f"compiled ({path.name})": compiled}
+        rows = [
+            run_system("naive zero-shot", naive, "json-full", task, spec, records, declared, compared),
+            run_system(f"compiled ({path.name})", compiled, "json", task, spec, records, declared, compared),
+        ]
+    except ClinsynthError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"LM {lm_name_for(spec.model)}, {len(records)} gold dev sentences")
     headers = ["system", "prompt tok/sent", "uncached tok/sent", "completion tok/sent", "sent/s"]
     print(format_table([*headers, "micro F1", "binary F1"], rows))
     return 0

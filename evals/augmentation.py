@@ -29,7 +29,7 @@ import numpy as np
 from clinsynth.classifier import SignsClassifier, TrainingBudget, label_matrix
 from clinsynth.gold import load_gold
 from clinsynth.metrics import multilabel_scores
-from clinsynth.mixes import MixSources, best_mix, load_part, parse_mix
+from clinsynth.mixes import MixSources, load_part, parse_mix
 from clinsynth.records import Record, label_counts, now_iso
 from clinsynth.taxonomy import NONE_LABEL, Taxonomy
 

@@ -1,8 +1,11 @@
 """Suite ``labeler``: data-to-label quality on a gold split, zero-shot vs compiled programs.
 
 Scores per category (F1), micro/macro, binary (any vs NONE), multi-class, and counts
-answers that stayed unparseable after retries. Writes ``reports/labeler.json`` and
-``reports/labeler.md``.
+answers that stayed unparseable after retries. Writes ``labeler.json`` and ``labeler.md``
+to the task's reports folder (or ``out_dir``).
+
+The LM is the task's ``labeler`` role, opened through the privacy session: the gold split
+is declared private and so is every compared program with gold demos.
 """
 
 from __future__ import annotations
@@ -11,38 +14,59 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from clinsynth.config import load_config
-from clinsynth.gold import SENSITIVITY, load_gold, split_path
-from clinsynth.lm import LMHandle, endpoint_for, make_lm
-from clinsynth.privacy import check_send
+from clinsynth.compiled import default_compiled, load_compiled
+from clinsynth.gold import load_gold
+from clinsynth.lm import LMHandle
+from clinsynth.privacy import Sensitivity
 from clinsynth.report import format_table
-from clinsynth.runner import run_all
-from clinsynth.taxonomy import Taxonomy, load_taxonomy
-from evals.core import Result, Solver, Task, evaluate
-from programs.label import default_program_path, load_program
+from clinsynth.session import Content, open_lm
+from clinsynth.task import LMSpec, Task
+from clinsynth.taxonomy import Taxonomy
+from evals.core import Result
+from evals.core import Task as EvalTask
+from programs.data_to_label import DataToLabel
+from programs.scoring import score_labeller
 
-REPORT_DIR = Path("reports")
-
-
-def gold_task(split: str, taxonomy: Taxonomy, limit: int | None = None) -> Task:
-    records = load_gold(taxonomy=taxonomy)[split]
-    return Task(name=f"gold-{split}", records=tuple(records[:limit] if limit else records))
+ROLE = "labeler"
 
 
-def program_solver(
-    name: str, taxonomy: Taxonomy, handle: LMHandle, program_path: Path | None, threads: int = 1
-) -> Solver:
-    program = load_program(taxonomy, program_path)
+def gold_task(split: str, taxonomy: Taxonomy, gold_dir: Path, limit: int | None = None) -> EvalTask:
+    """The first ``limit`` sentences of a gold split (all splits are read: they are checked against each other)."""
+    records = load_gold(gold_dir, taxonomy)[split]
+    return EvalTask(name=f"gold-{split}", records=tuple(records[:limit] if limit else records))
 
-    def solve(texts: Sequence[str]) -> list[list[str] | None]:
-        results = run_all(lambda t: program(sentence=t), list(texts), handle, threads=threads, desc=name)
-        solver.details[:] = [
-            {"confidence": r.value.confidence if r.ok else None, "attempts": r.attempts} for r in results
-        ]
-        return [list(r.value.categories) if r.ok else None for r in results]
 
-    solver = Solver(name=name, solve=solve, description=str(program_path or "zero-shot"))
-    return solver
+def load_programs(taxonomy: Taxonomy, paths: dict[str, Path | None]) -> dict[str, DataToLabel]:
+    """DataToLabel per name: zero-shot for None, else the compiled program (checked against the taxonomy)."""
+    programs = {}
+    for name, path in paths.items():
+        program = DataToLabel(taxonomy)
+        if path is not None:
+            load_compiled(program, path, taxonomy)
+        programs[name] = program
+    return programs
+
+
+def program_result(name: str, task: EvalTask, program: DataToLabel, handle: LMHandle, threads: int = 1) -> Result:
+    """Score ``program`` on the task's sentences (``programs.scoring.score_labeller``) as an eval Result."""
+    run = score_labeller(program, task.records, handle, threads=threads, desc=name)
+    return Result(
+        solver=name,
+        task=task.name,
+        scores=run.scores,
+        failed=run.failed,
+        seconds=run.seconds,
+        predictions=[
+            {
+                "id": r.id,
+                "gold": list(r.labels),
+                "predicted": p,
+                "confidence": a.value.confidence if a.ok else None,
+                "attempts": a.attempts,
+            }
+            for r, p, a in zip(task.records, run.predicted, run.attempts, strict=True)
+        ],
+    )
 
 
 def confidence_table(result: Result, thresholds: Sequence[float] = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95)) -> list[list]:
@@ -121,29 +145,41 @@ def render(results: list[Result], taxonomy: Taxonomy, lm_name: str, command: str
 
 
 def run(
-    lm: str = "local",
-    api_base: str | None = None,
+    task: Task,
+    lm: LMSpec | None = None,
     split: str = "test",
     limit: int | None = None,
     programs: dict[str, Path | None] | None = None,
-    out_dir: Path = REPORT_DIR,
+    out_dir: Path | None = None,
     command: str = "",
     threads: int = 1,
+    handle: LMHandle | None = None,
 ) -> list[Result]:
-    taxonomy = load_taxonomy()
-    task = gold_task(split, taxonomy, limit)
-    check_send(str(split_path(split)), SENSITIVITY, endpoint_for(lm, api_base), load_config())
-    handle = make_lm(lm, api_base=api_base)
+    """Compare ``programs`` (name -> compiled path, None = zero-shot) on a gold split of ``task``.
+
+    The LM is ``lm``, else the task's labeller. Default programs: zero-shot and the
+    task's compiled labeller for the LM, if any. ``handle`` replaces the session's LM
+    (tests); without one the LM is opened for the ``labeler`` role after the privacy
+    check on the split and the programs. Reports go to ``out_dir`` (default: the task's).
+    """
+    taxonomy = task.taxonomy
+    spec = lm or task.lm(ROLE)
+    eval_task = gold_task(split, taxonomy, task.gold_dir, limit)
     if programs is None:
         programs = {"zero-shot": None}
-        if (default := default_program_path(handle.name)) is not None:
+        if (default := default_compiled(task, "data_to_label", spec)) is not None:
             programs["compiled"] = default
-    results = [
-        evaluate(task, program_solver(name, taxonomy, handle, path, threads), taxonomy)
-        for name, path in programs.items()
-    ]
+    loaded = load_programs(taxonomy, programs)
+    if handle is None:
+        data = [Content(f"gold {split} ({task.relative(task.split_path(split))})", Sensitivity.PRIVATE)]
+        handle = open_lm(spec, ROLE, task.privacy, data, loaded, env_folders=[task.root])
+    else:
+        for name, program in loaded.items():
+            handle.admit(name, program)
+    results = [program_result(name, eval_task, program, handle, threads) for name, program in loaded.items()]
+    out_dir = out_dir or task.reports_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    payload = {"lm": handle.name, "task": task.name, "command": command, "results": [r.__dict__ for r in results]}
+    payload = {"lm": handle.name, "task": eval_task.name, "command": command, "results": [r.__dict__ for r in results]}
     (out_dir / "labeler.json").write_text(json.dumps(payload, indent=2) + "\n")
     (out_dir / "labeler.md").write_text(render(results, taxonomy, handle.name, command))
     return results

@@ -105,10 +105,11 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
             )
             print(f"report: {out_dir / 'bronze.md'}")
         elif args.suite == "augmentation":
+            from clinsynth.mixes import best_mix
             from evals import augmentation
 
             summary = augmentation.run(augmentation_experiment(args, task), task.taxonomy, out_dir, command)
-            print(f"report: {out_dir / 'augmentation.md'} (best mix on dev: {augmentation.best_mix(summary)})")
+            print(f"report: {out_dir / 'augmentation.md'} (best mix on dev: {best_mix(summary)})")
     except ClinsynthError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -21,7 +21,6 @@ Gold dev is only embedded (MiniLM, on this machine); it is never put in a prompt
 from __future__ import annotations  # noqa: I001  (clinsynth must be imported before dspy)
 
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -32,10 +31,8 @@ import clinsynth  # noqa: F401  (offline environment before dspy)
 import dspy
 from dspy.utils.exceptions import AdapterParseError
 from clinsynth.bronze_filters import Embed, round_trip_agrees
-from clinsynth.errors import ClinsynthError
 from clinsynth.lm import LMHandle
 from clinsynth.records import Record
-from clinsynth.runner import run_all
 from clinsynth.taxonomy import NONE_LABEL, Taxonomy
 from programs.data_to_label import DataToLabel
 from programs.generate import GENERATION_TEMPERATURE
@@ -47,9 +44,12 @@ from programs.label_to_data import (
     plan_call,
     render_constraints,
 )
+from programs.optimizers import Problem
+from programs.scoring import run_timed
 
+PROGRAM = "label-to-data"
+DEFAULT_K = 2
 WEIGHTS = {"agreement": 0.5, "diversity": 0.25, "realism": 0.25}
-GENERATOR_OPTIMIZERS = ("bootstrap", "random-search", "mipro")
 LEAK_COSINE = 0.95
 # A demo must be a good *and* varied call. Gating each part, not the weighted sum: five
 # agreeing near-paraphrases (diversity ~0.05) score ~0.66 and taught the model to
@@ -174,9 +174,9 @@ def generator_dev_scores(
     handle: LMHandle,
     threads: int,
     desc: str,
+    show_progress: bool = True,
 ) -> dict[str, Any]:
     """Metric parts per target (gold dev category, NONE, multi) and overall; failed calls score 0."""
-    started = time.monotonic()
     gen_lm = handle.lm.copy(temperature=GENERATION_TEMPERATURE)
 
     def one(ex: dspy.Example) -> dict[str, float]:
@@ -184,7 +184,7 @@ def generator_dev_scores(
             pred = program(**ex.inputs())
         return metric.parts(ex, pred.sentences)
 
-    results = run_all(one, list(examples), handle, threads=threads, desc=desc)
+    results, seconds = run_timed(one, examples, handle, threads=threads, desc=desc, show_progress=show_progress)
     by_target: dict[str, list[dict[str, float]]] = defaultdict(list)
     for ex, r in zip(examples, results, strict=True):
         by_target[ex.target_name].append(r.value if r.ok else dict.fromkeys(WEIGHTS, 0.0))
@@ -198,53 +198,44 @@ def generator_dev_scores(
     return {
         "n": len(examples),
         "failed": sum(not r.ok for r in results),
-        "seconds_per_call": round((time.monotonic() - started) / max(1, len(examples)), 2),
+        "seconds_per_call": round(seconds / max(1, len(examples)), 2),
         "overall": mean(every),
         "per_target": {t: mean(rows) for t, rows in by_target.items()},
     }
 
 
-def optimize_generator(
-    optimizer: str,
+def generator_problem(
     student: LabelToData,
     train: list[dspy.Example],
     dev: list[dspy.Example],
     metric: GenerationMetric,
     handle: LMHandle,
-    k: int,
-    seed: int,
-    threads: int,
-    trials: int,
+    k: int = DEFAULT_K,
+    seed: int = 0,
+    threads: int = 1,
+    trials: int = 6,
     selection: list[dspy.Example] | None = None,
-) -> LabelToData:
-    gen_lm = handle.lm.copy(temperature=GENERATION_TEMPERATURE)
-    with dspy.context(lm=gen_lm, adapter=handle.adapter):
-        if optimizer == "bootstrap":
-            teleprompter = dspy.BootstrapFewShot(
-                metric=metric,
-                max_bootstrapped_demos=k,
-                max_labeled_demos=0,
-                max_rounds=1,
-            )
-            return teleprompter.compile(student, trainset=train)
-        if optimizer == "random-search":
-            teleprompter = dspy.BootstrapFewShotWithRandomSearch(
-                metric=metric,
-                max_bootstrapped_demos=k,
-                max_labeled_demos=0,
-                num_candidate_programs=trials,
-                num_threads=threads,
-            )
-            # Zero-shot (-3), the first good calls (-1) and ``trials`` shuffled demo sets;
-            # -2 (gold-labelled demos) does not exist here. Selection runs on its own calls
-            # so that the dev scores after compiling are not the maximum of noisy dev scores.
-            restrict = [-3, -1, *range(trials)]
-            return teleprompter.compile(student, trainset=train, valset=selection, restrict=restrict)
-        if optimizer == "mipro":
-            from programs.compile import mipro
-
-            return mipro(student, train, dev, metric, k, 0, threads, seed, trials)
-    raise ClinsynthError(
-        f"optimizer {optimizer!r} does not apply to label-to-data (no gold outputs to show); "
-        f"choose from {', '.join(GENERATOR_OPTIMIZERS)}"
+) -> Problem:
+    """The optimizer problem for the generator: only bootstrapped demos, sampled at generation temperature."""
+    return Problem(
+        program=PROGRAM,
+        student=student,
+        train=train,
+        dev=dev,
+        metric=metric,
+        # Compile samples as generation does, so the demos kept are calls the real run could make.
+        lm=handle.lm.copy(temperature=GENERATION_TEMPERATURE),
+        adapter=handle.adapter,
+        k=k,
+        seed=seed,
+        threads=threads,
+        trials=trials,
+        max_bootstrapped=k,
+        max_labeled=0,  # no gold outputs to show
+        # Selection runs on calls of its own so that the dev scores after compiling are not
+        # the maximum of noisy dev scores.
+        valset=selection,
+        # Zero-shot (-3), the first good calls (-1) and ``trials`` shuffled demo sets; -2
+        # (gold-labelled demos) does not exist here.
+        restrict=[-3, -1, *range(trials)],
     )

@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import dspy
@@ -7,8 +8,13 @@ from dspy.adapters import JSONAdapter
 from dspy.utils import DummyLM
 from dspy.utils.exceptions import AdapterParseError
 
-from clinsynth.compiled import load_compiled, read_metadata
+from clinsynth.compiled import compiled_path, load_compiled, read_metadata
+from clinsynth.errors import PrivacyError
+from clinsynth.lm import LMHandle
+from clinsynth.privacy import Endpoint
 from clinsynth.records import Record, write_records
+from clinsynth.steps.compile import CompileConfig, compile_program
+from clinsynth.task import LMSpec, load_task
 from clinsynth.taxonomy import load_taxonomy
 from programs import compile as compile_cli
 from programs.compile_generator import GenerationMetric, default_targets, generation_examples
@@ -94,7 +100,7 @@ def test_targets_and_examples_cover_dev_categories_none_and_multi(taxonomy):
 
 @pytest.mark.parametrize("optimizer", ["bootstrap", "random-search"])
 def test_compile_label_to_data_writes_a_loadable_program(
-    optimizer, tmp_path: Path, taxonomy, mini_taxonomy_path, fake_openai, monkeypatch, capsys
+    optimizer, tmp_path: Path, taxonomy, mini_taxonomy_path, task_dir, fake_openai, monkeypatch, capsys
 ):
     dev_path = tmp_path / "dev.jsonl"
     write_records(dev_path, GOLD_DEV)
@@ -104,6 +110,8 @@ def test_compile_label_to_data_writes_a_loadable_program(
     with fake_openai(ScriptedLM()) as server:
         code = compile_cli.main(
             [
+                "--task",
+                str(task_dir),
                 "--program",
                 "label-to-data",
                 "--optimizer",
@@ -137,15 +145,29 @@ def test_compile_label_to_data_writes_a_loadable_program(
     if optimizer == "bootstrap":
         assert 1 <= meta["demos"] <= 2  # bootstrapped from the program's own good calls
     assert all(d["sentences"] for d in json.loads(out.read_text())["generate"]["demos"])
+    # Demos are generated sentences (synthetic); none: nothing in the prompts but the guideline.
+    expected = {"data": "generated sentences (label-to-data calls)", "sensitivity": "synthetic"}
+    assert meta["demos_from"] == (expected if meta["demos"] else {"data": "none", "sensitivity": "public"})
+    assert loaded.demos_from.to_dict() == meta["demos_from"]
+    assert meta["endpoint"] == {"model": "openai/fake", "api_base": server.api_base}
+    assert meta["labeler"] is None  # no compiled labeller in the task for this endpoint: zero-shot round trip
 
 
-def test_optimizers_needing_gold_outputs_are_refused(tmp_path: Path, mini_taxonomy_path, monkeypatch, capsys):
+@pytest.fixture
+def no_lm(monkeypatch):
+    """Fail the test if the session gets as far as building an LM."""
+    monkeypatch.setattr("clinsynth.session.make_lm", lambda *a, **k: pytest.fail("no LM may be built"))
+    for name in ("OPENAI_BASE_URL", "OPENAI_API_BASE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_optimizers_needing_gold_outputs_are_refused(tmp_path: Path, mini_taxonomy_path, task_dir, no_lm, capsys):
     dev_path = tmp_path / "dev.jsonl"
     write_records(dev_path, GOLD_DEV)
-    monkeypatch.setattr("clinsynth.embeddings.encode", bow_embed)
-    monkeypatch.setattr(compile_cli, "make_lm", lambda *a, **k: _FakeHandle())
     code = compile_cli.main(
         [
+            "--task",
+            str(task_dir),
             "--program",
             "label-to-data",
             "--optimizer",
@@ -163,10 +185,26 @@ def test_optimizers_needing_gold_outputs_are_refused(tmp_path: Path, mini_taxono
     assert not (tmp_path / "x.json").exists()
 
 
-class _FakeHandle:
-    name = "fake"
-    adapter = None
-    lm = DummyLM([{"sentences": ["x y"]}])
+def test_a_compiled_labeller_with_gold_demos_keeps_label_to_data_off_a_remote_endpoint(task_dir, no_lm):
+    task = load_task(task_dir)
+    remote = LMSpec("openai/gpt-4o-mini")
+    committed = compiled_path("data_to_label", "local/x")  # gold train demos, recorded as private
+    config = CompileConfig(program="label-to-data", optimizer="bootstrap", labeler=committed)
+    with pytest.raises(PrivacyError, match="program labeler .*gold train"):
+        compile_program(task, config, lm=remote)
+    # With a zero-shot round-trip labeller only the guideline and generated text go out: the gate lets it pass
+    # (and the session goes on to build the LM).
+    with pytest.raises(pytest.fail.Exception, match="no LM may be built"):
+        compile_program(task, replace(config, labeler=None), lm=remote)
 
-    def context(self):
-        return dspy.context(lm=self.lm)
+
+def test_an_injected_handle_is_checked_for_the_labeller_it_will_carry(task_dir):
+    task = load_task(task_dir)
+    uncleared = LMHandle(
+        lm=DummyLM([{"sentences": ["x y"]}]), adapter=None, endpoint=Endpoint("openai/gpt-4o-mini"), name="remote"
+    )
+    uncleared.role, uncleared.policy, uncleared.private_cleared = "prompt_model", task.privacy, False
+    committed = compiled_path("data_to_label", "local/x")  # gold train demos, recorded as private
+    config = CompileConfig(program="label-to-data", optimizer="bootstrap", labeler=committed)
+    with pytest.raises(PrivacyError, match="program labeler"):
+        compile_program(task, config, handle=uncleared)

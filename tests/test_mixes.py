@@ -72,7 +72,8 @@ def test_bronze_without_round_trip_has_the_same_size_per_target_but_includes_dro
 
 def test_a_missing_file_or_field_names_the_file_and_line(sources, taxonomy, tmp_path):
     with pytest.raises(DataError, match="make silver"):
-        load_mix("silver", taxonomy, MixSources(gold_dir=sources.gold_dir, silver=tmp_path / "none.jsonl", bronze=sources.bronze))
+        missing = MixSources(gold_dir=sources.gold_dir, silver=tmp_path / "none.jsonl", bronze=sources.bronze)
+        load_mix("silver", taxonomy, missing)
     rows = (tmp_path / "bronze.jsonl.dropped.jsonl").read_text().splitlines()
     rows[1] = json.dumps({k: v for k, v in json.loads(rows[1]).items() if k != "labels"})
     (tmp_path / "bronze.jsonl.dropped.jsonl").write_text("\n".join(rows) + "\n")

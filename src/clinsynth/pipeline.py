@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from clinsynth.classifier import TrainingBudget
-from clinsynth.mixes import MixSources
+from clinsynth.mixes import MixSources, best_mix
 from clinsynth.report import format_table
 from clinsynth.task import LMSpec, Task
 
@@ -161,7 +161,7 @@ class MainJob:
             for s in summary["systems"]
         ]
         print(format_table(["system", "micro F1 (gold test)", "macro F1"], rows), flush=True)
-        self.result.best_mix = augmentation.best_mix(summary) or "gold"
+        self.result.best_mix = best_mix(summary) or "gold"
         self.result.report = self.report_dir / "augmentation.md"
         return f"{len(summary['systems'])} systems; report {self.task.relative(self.result.report)}"
 

@@ -89,6 +89,11 @@ def load_env_files(*folders: Path) -> None:
             load_dotenv(env, override=False)
 
 
+def provider_default_base(model: str) -> str | None:
+    """The base URL a provider uses when none is set: a local server for Ollama and friends, else None (its cloud)."""
+    return _LOCAL_DEFAULT_BASE.get(model.split("/", 1)[0])
+
+
 def resolve_endpoint(spec: LMSpec) -> Endpoint:
     """The model string and the base URL litellm will use for ``spec`` (see the module docstring)."""
     if spec.model == LOCAL_MODEL:
