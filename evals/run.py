@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import clinsynth  # noqa: F401  (offline environment before dspy)
+from clinsynth.cliargs import add_task_flag
 from clinsynth.errors import ClinsynthError
 from clinsynth.task import LMSpec, Task, load_task
 
@@ -31,7 +32,7 @@ def build_parser(prog: str = "python -m evals.run") -> argparse.ArgumentParser:
 
     def add(name: str, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help, formatter_class=Formatter)
-        p.add_argument("--task", type=Path, default=None, help="task folder (default: the bundled AD task)")
+        add_task_flag(p)
         p.add_argument("--out-dir", type=Path, default=None, help="report folder (default: the task's reports)")
         return p
 

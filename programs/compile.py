@@ -21,13 +21,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from clinsynth.cliargs import add_task_flag
 from clinsynth.errors import ClinsynthError
 from clinsynth.steps.compile import PROGRAMS, CompileConfig, compile_program
 from clinsynth.task import LMSpec, Task, load_task
 from programs.optimizers import OPTIMIZERS
 
 PROG = "python -m programs.compile"
-TASK_HELP = "task folder with a clinsynth.toml (default: $CLINSYNTH_TASK, else the bundled AD task)"
 DESCRIPTION = (
     "Tune a program's prompt with an optimizer and score it on gold dev before and after.\n"
     "data-to-label takes its demos from gold train; label-to-data is scored per gold dev category."
@@ -54,7 +54,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         epilog=f"optimizers (cheapest first):\n{optimizers}",
         formatter_class=_HelpFormatter,
     )
-    p.add_argument("--task", type=Path, default=None, help=TASK_HELP)
+    add_task_flag(p)
     p.add_argument("--program", choices=sorted(PROGRAMS), default="data-to-label", help="the program to compile")
     p.add_argument("--optimizer", choices=list(OPTIMIZERS), default="labeled-fewshot", help="see the list below")
     p.add_argument(

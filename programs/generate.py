@@ -20,8 +20,8 @@ import sys
 from pathlib import Path
 
 import clinsynth  # noqa: F401  (offline environment before dspy)
+from clinsynth.cliargs import add_lm_flags, add_map_flags, add_task_flag, lm_override, map_settings
 from clinsynth.errors import ClinsynthError
-from clinsynth.resumable import MapSettings
 from clinsynth.steps.bronze import (
     GENERATION_TEMPERATURE,
     PROGRAM_NAME,
@@ -43,7 +43,6 @@ __all__ = [
 ]
 
 DEFAULTS = BronzeConfig()
-MAP_DEFAULTS = MapSettings()
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -62,9 +61,8 @@ def build_parser(prog: str = "python -m programs.generate") -> argparse.Argument
         epilog="example: " + __doc__.rsplit("Example: ", 1)[1].strip(),
         formatter_class=HelpFormatter,
     )
-    p.add_argument("--task", type=Path, default=None, help="task folder (default: $CLINSYNTH_TASK, else bundled)")
-    p.add_argument("--lm", default=None, help="'local' (embedded) or a litellm model string (default: the task's)")
-    p.add_argument("--api-base", default=None, help="base URL for OpenAI-compatible servers (vLLM...)")
+    add_task_flag(p)
+    add_lm_flags(p, "generator")
     p.add_argument(
         "--out", type=Path, default=None, help="kept records (JSONL), side files next to it (default: the task's)"
     )
@@ -100,21 +98,13 @@ def build_parser(prog: str = "python -m programs.generate") -> argparse.Argument
     p.add_argument("--zero-shot", action="store_true", help="ignore compiled programs")
     p.add_argument("--taxonomy", type=Path, default=None, help="taxonomy YAML (default: the task's)")
     p.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seed of the call plans (recorded in provenance)")
-    p.add_argument("--threads", type=int, default=MAP_DEFAULTS.threads, help="parallel requests")
-    p.add_argument("--attempts", type=int, default=MAP_DEFAULTS.attempts, help="tries per call and per round trip")
-    p.add_argument(
-        "--max-consecutive-failures",
-        type=int,
-        default=MAP_DEFAULTS.max_consecutive_failures,
-        help="endpoint failures in a row that stop the run",
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_map_flags(p, "call and per round trip")
     return p
 
 
 def config_from_args(args: argparse.Namespace, base: LMSpec) -> BronzeConfig:
     """Flags to a BronzeConfig; ``base`` is the task's generator LM, which --lm / --api-base override."""
-    lm = LMSpec(model=args.lm or base.model, api_base=args.api_base) if args.lm or args.api_base else None
+    lm = lm_override(args, base)
     return BronzeConfig(
         per_category=args.per_category,
         negatives=args.negatives,
@@ -130,12 +120,7 @@ def config_from_args(args: argparse.Namespace, base: LMSpec) -> BronzeConfig:
         program=args.program,
         labeler=args.labeler,
         zero_shot=args.zero_shot,
-        map=MapSettings(
-            attempts=args.attempts,
-            threads=args.threads,
-            max_consecutive_failures=args.max_consecutive_failures,
-            show_progress=not args.no_progress,
-        ),
+        map=map_settings(args),
     )
 
 

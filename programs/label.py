@@ -18,12 +18,10 @@ import sys
 from pathlib import Path
 
 import clinsynth  # noqa: F401  (offline environment before dspy)
+from clinsynth.cliargs import add_lm_flags, add_map_flags, add_task_flag, lm_override, map_settings
 from clinsynth.errors import ClinsynthError
 from clinsynth.privacy import Sensitivity
-from clinsynth.resumable import MapSettings
-from clinsynth.task import LMSpec, load_task
-
-DEFAULTS = MapSettings()
+from clinsynth.task import load_task
 
 
 def build_parser(prog: str = "python -m programs.label") -> argparse.ArgumentParser:
@@ -33,16 +31,14 @@ def build_parser(prog: str = "python -m programs.label") -> argparse.ArgumentPar
         epilog="example: " + __doc__.rsplit("Example: ", 1)[1].strip(),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--task", type=Path, default=None, help="task folder (default: the bundled AD task)")
-    p.add_argument("--lm", default=None, help="'local' (embedded) or a litellm model string (default: the task's)")
-    p.add_argument("--api-base", default=None, help="base URL for OpenAI-compatible servers (vLLM...)")
+    add_task_flag(p)
+    add_lm_flags(p, "labeler")
     p.add_argument("--input", type=Path, default=None, help="JSONL (text, id?), CSV (text column) or TXT")
     p.add_argument("--out", type=Path, required=True, help="output JSONL (resumed if it exists)")
     p.add_argument("--limit", type=int, default=None, help="label at most N sentences")
     p.add_argument("--program", type=Path, default=None, help="compiled program JSON (default: the task's for --lm)")
     p.add_argument("--zero-shot", action="store_true", help="ignore compiled programs")
     p.add_argument("--samples", type=int, default=1, help="k > 1: confidence = agreement of k answers (k x cost)")
-    p.add_argument("--threads", type=int, default=DEFAULTS.threads, help="parallel requests")
     p.add_argument("--prefilter", action="store_true", help="corpus: pick sentences similar to the categories")
     p.add_argument("--negatives", type=float, default=0.2, help="prefilter: share of random other sentences")
     p.add_argument("--pool", type=int, default=None, help="prefilter: score a random pool of N sentences only")
@@ -53,15 +49,8 @@ def build_parser(prog: str = "python -m programs.label") -> argparse.ArgumentPar
         help="sensitivity of --input (default: private; gold is always private)",
     )
     p.add_argument("--seed", type=int, default=0, help="sampling seed (recorded in provenance)")
-    p.add_argument("--attempts", type=int, default=DEFAULTS.attempts, help="tries per sentence")
-    p.add_argument(
-        "--max-consecutive-failures",
-        type=int,
-        default=DEFAULTS.max_consecutive_failures,
-        help="endpoint failures in a row that stop the run",
-    )
+    add_map_flags(p, "sentence")
     p.add_argument("--no-parquet", action="store_true", help="do not write <out>.parquet")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
@@ -71,10 +60,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         task = load_task(args.task)
-        lm = None
-        if args.lm or args.api_base:
-            base = task.lm("labeler")
-            lm = LMSpec(model=args.lm or base.model, api_base=args.api_base)
+        lm = lm_override(args, task.lm("labeler"))
         config = LabelConfig(
             input=args.input,
             sensitivity=Sensitivity(args.sensitivity) if args.sensitivity else None,
@@ -87,12 +73,7 @@ def run(args: argparse.Namespace) -> int:
             samples=args.samples,
             seed=args.seed,
             lm=lm,
-            map=MapSettings(
-                attempts=args.attempts,
-                threads=args.threads,
-                max_consecutive_failures=args.max_consecutive_failures,
-                show_progress=not args.no_progress,
-            ),
+            map=map_settings(args),
             parquet=not args.no_parquet,
         )
         result = label_sentences(task, config, args.out)

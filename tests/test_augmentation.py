@@ -9,7 +9,7 @@ import pytest
 
 from clinsynth.classifier import TrainingBudget
 from clinsynth.errors import DataError
-from clinsynth.mixes import MixSources
+from clinsynth.mixes import MixSources, best_mix
 from clinsynth.records import Provenance, Record, write_records
 from clinsynth.taxonomy import load_taxonomy
 from evals import augmentation
@@ -80,7 +80,7 @@ def test_best_mix_is_chosen_on_dev_not_test():
             {"system": "keyword lexicon", "kind": "baseline", "micro_f1": (0.95, 0.0)},
         ]
     }
-    assert augmentation.best_mix(summary) == "gold+bronze"
+    assert best_mix(summary) == "gold+bronze"
 
 
 def test_a_missing_source_fails_before_any_training(tmp_path, mini_taxonomy_path, monkeypatch):

@@ -6,6 +6,7 @@ from clinsynth.taxonomy import load_taxonomy
 from evals import bronze_quality
 from evals import run as evals_run
 from tests.bow import bow_embed
+from tests.conftest import write_task
 
 
 def rec(i: int, text: str, labels: list[str], source: str) -> Record:
@@ -70,11 +71,13 @@ def test_report_counts_diversity_distance_and_leaks(tmp_path: Path, mini_taxonom
 
 def test_suite_runs_from_the_command_line(tmp_path: Path, mini_taxonomy_path: Path, monkeypatch, capsys):
     bronze, gold = make_files(tmp_path, [("Febrile with rigors.", ["FEVER"])])
-    monkeypatch.setattr(bronze_quality, "split_path", lambda split: gold)
+    gold_dir = tmp_path / "gold_dir"
+    gold_dir.mkdir()
+    for split in ("train", "dev", "test"):
+        (gold_dir / f"{split}.jsonl").write_text(gold.read_text())
+    task = write_task(tmp_path / "task", taxonomy=mini_taxonomy_path, gold=gold_dir)
     monkeypatch.setattr("clinsynth.embeddings.encode", bow_embed)
-    code = evals_run.main(
-        ["bronze-quality", "--bronze", str(bronze), "--taxonomy", str(mini_taxonomy_path), "--out-dir", str(tmp_path)]
-    )
+    code = evals_run.main(["bronze-quality", "--task", str(task), "--bronze", str(bronze), "--out-dir", str(tmp_path)])
     assert code == 0
     assert "1 bronze sentences; leaks 0; PHI 0" in capsys.readouterr().out
     assert (tmp_path / "bronze.md").exists()

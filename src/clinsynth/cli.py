@@ -13,9 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import clinsynth
+from clinsynth.cliargs import add_task_flag
 from clinsynth.errors import ClinsynthError
 
-TASK_HELP = "task folder with a clinsynth.toml (default: $CLINSYNTH_TASK, else the bundled AD task)"
 Formatter = argparse.ArgumentDefaultsHelpFormatter
 
 
@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, help: str, example: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help, epilog=f"example: {example}", formatter_class=Formatter)
         if name != "init":
-            p.add_argument("--task", type=Path, default=None, help=TASK_HELP)
+            add_task_flag(p)
         return p
 
     init = add("init", "write a template task folder (taxonomy, gold stubs, config)", "clinsynth init my_task")
