@@ -14,7 +14,6 @@ import shlex
 import sys
 from pathlib import Path
 
-import clinsynth  # noqa: F401  (offline environment before dspy)
 from clinsynth.cliargs import add_task_flag
 from clinsynth.errors import ClinsynthError
 from clinsynth.task import LMSpec, Task, load_task

@@ -18,18 +18,17 @@ are varied (no pair the near-duplicate filter would drop), and none leaks.
 Gold dev is only embedded (MiniLM, on this machine); it is never put in a prompt.
 """
 
-from __future__ import annotations  # noqa: I001  (clinsynth must be imported before dspy)
+from __future__ import annotations
 
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
-import clinsynth  # noqa: F401  (offline environment before dspy)
 import dspy
+import numpy as np
 from dspy.utils.exceptions import AdapterParseError
+
 from clinsynth.bronze_filters import Embed, round_trip_agrees
 from clinsynth.lm import LMHandle
 from clinsynth.records import Record

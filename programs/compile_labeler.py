@@ -5,14 +5,14 @@ so a compiled labeller carries private text: its metadata records that
 (``demos_from``), and the privacy session keeps it off unapproved remote endpoints.
 """
 
-from __future__ import annotations  # noqa: I001  (clinsynth must be imported before dspy)
+from __future__ import annotations
 
 import random
 from collections.abc import Sequence
 from typing import Any
 
-import clinsynth  # noqa: F401  (offline environment before dspy)
 import dspy
+
 from clinsynth.lm import LMHandle
 from clinsynth.metrics import set_f1
 from clinsynth.records import Record

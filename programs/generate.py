@@ -19,7 +19,6 @@ import logging
 import sys
 from pathlib import Path
 
-import clinsynth  # noqa: F401  (offline environment before dspy)
 from clinsynth.cliargs import add_lm_flags, add_map_flags, add_task_flag, lm_override, map_settings
 from clinsynth.errors import ClinsynthError
 from clinsynth.steps.bronze import (

@@ -20,15 +20,15 @@ Cheapest first (LM calls on the embedded model, ~1.5 s each):
 - ``gepa``: GEPA reflective prompt evolution (reflection LM = the task LM).
 """
 
-from __future__ import annotations  # noqa: I001  (clinsynth must be imported before dspy)
+from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import clinsynth  # noqa: F401  (offline environment before dspy)
 import dspy
+
 from clinsynth.errors import ClinsynthError
 
 Metric = Callable[..., Any]

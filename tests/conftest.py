@@ -1,6 +1,6 @@
 """Shared fixtures: isolated DSPy settings and cache, a small taxonomy, a fake OpenAI server."""
 
-from __future__ import annotations  # noqa: I001  (clinsynth must be imported before dspy)
+from __future__ import annotations
 
 import json
 import threading
@@ -8,10 +8,8 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import pytest
-
-import clinsynth  # noqa: F401  (offline environment before dspy)
 import dspy
+import pytest
 
 TWO_CATEGORY_YAML = """
 name: mini

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import clinsynth  # noqa: F401  (sets the offline environment before dspy is imported)
 from clinsynth.adapters import make_adapter
 from clinsynth.errors import LMSetupError
 from clinsynth.paths import MODEL_CACHE_DIR

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import clinsynth  # noqa: F401  (offline environment before dspy)
 from clinsynth import bronze_filters as bf
 from clinsynth.compiled import default_compiled, load_compiled
 from clinsynth.errors import ClinsynthError
