@@ -220,7 +220,3 @@ def search_candidates(compiled: Any) -> list[dict[str, Any]]:
         for c in getattr(compiled, "candidate_programs", None) or []
     ]
 
-
-def has_demos(program: Any) -> bool:
-    """Does the program carry examples into its prompts (demos, or a kNN demo pool)?"""
-    return bool(getattr(program, "demo_pool", None)) or any(p.demos for p in program.predictors())

@@ -58,9 +58,9 @@ class LMHandle:
         """Refuse a program whose demos are private when this endpoint was not cleared for private data."""
         if self.private_cleared:
             return
-        from clinsynth.session import Content, check_privacy
+        from clinsynth.session import check_privacy
 
-        check_privacy(self.endpoint, self.role, self.policy, [Content("-", _public())], {name: program})
+        check_privacy(self.endpoint, self.role, self.policy, (), {name: program})
 
     def context(self) -> Any:
         """``with handle.context(): ...`` runs DSPy calls on this LM and adapter."""
@@ -235,12 +235,6 @@ def shutdown_local_server() -> None:
 
 
 # ---------------------------------------------------------------- model strings
-
-
-def _public() -> Any:
-    from clinsynth.privacy import Sensitivity
-
-    return Sensitivity.PUBLIC
 
 
 def lm_name_for(model: str) -> str:

@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
@@ -410,8 +411,6 @@ def export_parquet(records: Iterable[Record], path: Path | str) -> Path:
 
 def label_counts(records: Iterable[Record], names: Iterable[str]) -> dict[str, int]:
     """Sentences per category (taxonomy order), then NONE (records with no label)."""
-    from collections import Counter
-
     records = list(records)
     counts = Counter(label for r in records for label in r.labels)
     out = {n: counts.get(n, 0) for n in names}

@@ -93,8 +93,8 @@ def resumable_map(
     with ResumableWriter(out) as writer:
         todo = [item for item in items if key(item) not in writer.done]
         result.skipped = len(items) - len(todo)
-        for item in items:  # finished since: no longer a failure
-            earlier.pop(key(item), None) if key(item) in writer.done else None
+        for done in writer.done:  # finished since: no longer a failure
+            earlier.pop(done, None)
         spent = {k: int(v.get("attempts") or 0) for k, v in earlier.items()}
         stream = map_with_retries(
             fn,
@@ -144,10 +144,13 @@ def resumable_map(
         finally:
             if failures_file is not None:
                 failures_file.close()
-            # Rewrite the failures file whole: only items still failing, never half a file.
-            if earlier:
-                text = "".join(json.dumps(v, ensure_ascii=False) + "\n" for v in earlier.values())
-                atomic_write_text(failures_path, text)
-            else:
-                failures_path.unlink(missing_ok=True)
+            write_failures(failures_path, earlier)
     return result
+
+
+def write_failures(path: Path, rows: dict[str, dict[str, Any]]) -> None:
+    """Rewrite a failures file whole (only what still fails, never half a file); none left: no file."""
+    if rows:
+        atomic_write_text(path, "".join(json.dumps(v, ensure_ascii=False) + "\n" for v in rows.values()))
+    else:
+        path.unlink(missing_ok=True)

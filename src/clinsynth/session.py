@@ -132,10 +132,14 @@ def _matches(endpoint: Endpoint, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(c, p.rstrip("/")) for p in patterns for c in candidates)
 
 
+def has_demos(program: Any) -> bool:
+    """Does the program carry examples into its prompts (demos, or a kNN demo pool)?"""
+    return bool(getattr(program, "demo_pool", None)) or any(p.demos for p in program.predictors())
+
+
 def program_demo_source(program: Any) -> DemoSource:
     """Where ``program``'s demos came from: its recorded source, or private if it has demos of unknown origin."""
-    has_demos = bool(getattr(program, "demo_pool", None)) or any(p.demos for p in program.predictors())
-    if not has_demos:
+    if not has_demos(program):
         return NO_DEMOS
     recorded = getattr(program, "demos_from", None)
     if isinstance(recorded, DemoSource):

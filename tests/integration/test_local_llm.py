@@ -20,14 +20,6 @@ SENTENCES = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def stop_server_after():
-    yield
-    from clinsynth.lm import shutdown_local_server
-
-    shutdown_local_server()
-
-
 def test_embedded_llm_labels_a_file_and_resumes(tmp_path: Path):
     pytest.importorskip("xllamacpp")
     src = tmp_path / "sentences.txt"

@@ -16,14 +16,6 @@ from tests.conftest import ad_task, ad_taxonomy
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module", autouse=True)
-def stop_server_after():
-    yield
-    from clinsynth.lm import shutdown_local_server
-
-    shutdown_local_server()
-
-
 def test_quick_main_job_makes_silver_bronze_report_and_a_usable_model(tmp_path: Path, capsys):
     pytest.importorskip("xllamacpp")
     assert main(["run", "--quick", "--out-dir", str(tmp_path)]) == 0

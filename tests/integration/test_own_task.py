@@ -21,14 +21,6 @@ from tests.mini_data import write_gold
 
 pytestmark = pytest.mark.integration
 
-@pytest.fixture(scope="module", autouse=True)
-def stop_server_after():
-    yield
-    from clinsynth.lm import shutdown_local_server
-
-    shutdown_local_server()
-
-
 def test_init_replace_taxonomy_and_gold_then_quick_run_and_predict(tmp_path: Path, capsys):
     pytest.importorskip("xllamacpp")
     root = tmp_path / "fever_cough"

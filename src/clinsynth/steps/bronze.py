@@ -40,9 +40,9 @@ from clinsynth.gold import SPLITS, split_path
 from clinsynth.lm import LMHandle
 from clinsynth.privacy import Sensitivity
 from clinsynth.records import Provenance, Record, iter_jsonl, now_iso, read_records, side_path, text_id, write_records
-from clinsynth.resumable import MapResult, MapSettings, read_failures, resumable_map
+from clinsynth.resumable import MapResult, MapSettings, read_failures, resumable_map, write_failures
 from clinsynth.runner import Attempt
-from clinsynth.session import Content, gate, open_lm
+from clinsynth.session import Content, gate, has_demos, open_lm
 from clinsynth.task import LMSpec, Task
 from clinsynth.taxonomy import NONE_LABEL, Taxonomy
 from programs.data_to_label import DataToLabel
@@ -255,8 +255,7 @@ def _program_name(role: str, path: Path | None, task: Task) -> str:
 
 def _describe(program: Any) -> str:
     """How an injected program is named in the report: whether it carries demos."""
-    has_demos = bool(getattr(program, "demo_pool", None)) or any(p.demos for p in program.predictors())
-    return "given (with demos)" if has_demos else "zero-shot"
+    return "given (with demos)" if has_demos(program) else "zero-shot"
 
 
 class _BronzeRun:
@@ -492,11 +491,7 @@ class _BronzeRun:
         rows = read_failures(self.failures_path)
         keep = {k: v for k, v in rows.items() if k in self.sent_calls or k in self.sent_sentences}
         if keep != rows:
-            if keep:
-                text = "".join(json.dumps(v, ensure_ascii=False) + "\n" for v in keep.values())
-                atomic_write_text(self.failures_path, text)
-            else:
-                self.failures_path.unlink(missing_ok=True)
+            write_failures(self.failures_path, keep)
         calls = sum(k in self.sent_calls for k in keep)
         return calls, len(keep) - calls
 

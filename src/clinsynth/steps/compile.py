@@ -38,9 +38,9 @@ from clinsynth.lm import LMHandle
 from clinsynth.privacy import Sensitivity
 from clinsynth.records import now_iso, read_records
 from clinsynth.report import format_table
-from clinsynth.session import NO_DEMOS, Content, DemoSource, open_lm
+from clinsynth.session import NO_DEMOS, Content, DemoSource, has_demos, open_lm
 from clinsynth.task import LMSpec, Task
-from programs.optimizers import Optimizer, Problem, get_optimizer, has_demos, search_candidates
+from programs.optimizers import Optimizer, Problem, get_optimizer, search_candidates
 
 ROLE = "prompt_model"
 PROGRAMS = {"data-to-label": "data_to_label", "label-to-data": "label_to_data"}  # CLI name -> file stem

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from clinsynth import prefilter
-from clinsynth.compiled import compiled_path, load_compiled
+from clinsynth.compiled import default_compiled, load_compiled
 from clinsynth.corpus import iter_sentences
 from clinsynth.errors import ClinsynthError
 from clinsynth.fingerprint import program_sha256
@@ -107,15 +107,7 @@ def load_labeller(taxonomy: Taxonomy, program_path: Path | None, samples: int = 
 
 def default_labeller_path(task: Task, spec: LMSpec) -> Path | None:
     """The task's compiled labeller for this LM and endpoint, if there is one."""
-    from clinsynth import compiled
-
-    finder = getattr(compiled, "default_compiled", None)
-    if finder is not None:
-        return finder(task, "data_to_label", spec)
-    from clinsynth.lm import lm_name_for
-
-    path = compiled_path("data_to_label", lm_name_for(spec.model), task.compiled_dir)
-    return path if path.exists() else None
+    return default_compiled(task, "data_to_label", spec)
 
 
 def prefiltered_items(
