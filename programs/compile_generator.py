@@ -29,7 +29,7 @@ import dspy
 import numpy as np
 from dspy.utils.exceptions import AdapterParseError
 
-from clinsynth.bronze_filters import Embed, round_trip_agrees
+from clinsynth.bronze_filters import LEAK_COSINE, NEAR_DUPLICATE_COSINE, Embed, round_trip_agrees
 from clinsynth.lm import LMHandle
 from clinsynth.records import Record
 from clinsynth.taxonomy import NONE_LABEL, Taxonomy
@@ -49,14 +49,13 @@ from programs.scoring import run_timed
 PROGRAM = "label-to-data"
 DEFAULT_K = 2
 WEIGHTS = {"agreement": 0.5, "diversity": 0.25, "realism": 0.25}
-LEAK_COSINE = 0.95
 # A demo must be a good *and* varied call. Gating each part, not the weighted sum: five
 # agreeing near-paraphrases (diversity ~0.05) score ~0.66 and taught the model to
 # paraphrase, while a 0.7 sum needs near-perfect agreement (1 of 22 calls qualified).
 # Over the 315 calls behind data/bronze, 34 (11%) pass agreement >= 0.8 and diversity >= 0.3.
 DEMO_MIN_AGREEMENT = 0.8
 DEMO_MIN_DIVERSITY = 0.3
-DEMO_MAX_PAIR_COSINE = 0.9  # programs.generate's near-duplicate filter: a demo shows none
+DEMO_MAX_PAIR_COSINE = NEAR_DUPLICATE_COSINE  # the bronze near-duplicate filter: a demo shows none
 SELECTION_START = 2000  # call indices for random-search's selection set (dev 0.., train 1000..)
 log = logging.getLogger("programs.compile")
 

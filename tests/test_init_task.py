@@ -73,3 +73,21 @@ def test_refuses_to_overwrite_existing_gold(tmp_path: Path) -> None:
         init_task(tmp_path)
     assert gold.read_text(encoding="utf-8") == "mine\n"
     assert not (tmp_path / "clinsynth.toml").exists()
+
+
+def test_silver_and_bronze_settings_come_from_the_task(tmp_path: Path) -> None:
+    from clinsynth.steps.bronze import BronzeConfig
+    from clinsynth.steps.label import LabelConfig
+
+    bundled = load_task()
+    assert LabelConfig.for_silver(bundled).limit == 2000
+    assert LabelConfig.for_silver(bundled).pool == 30000
+    assert BronzeConfig.for_task(bundled).max_rounds == 10
+    assert BronzeConfig.for_task(bundled, max_rounds=1).max_rounds == 1
+
+    init_task(tmp_path / "t")
+    config = tmp_path / "t" / "clinsynth.toml"
+    typo = config.read_text(encoding="utf-8").replace("[generate]\n", "[generate]\nper_categry = 5\n")
+    config.write_text(typo, encoding="utf-8")
+    with pytest.raises(ClinsynthError, match=r"generate.*per_categry"):
+        load_task(tmp_path / "t")

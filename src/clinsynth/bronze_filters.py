@@ -28,6 +28,11 @@ ROUND_TRIP_FAILED = "round_trip_failed"
 OVER_QUOTA = "over_quota"
 FILTERS = (PHI, EXACT_DUPLICATE, LEAKAGE, NEAR_DUPLICATE, ROUND_TRIP, ROUND_TRIP_FAILED)
 
+# The filters' thresholds, used by the bronze step, its CLI and the generator's compile metric.
+NEAR_DUPLICATE_COSINE = 0.9  # same label set, cosine at or above: a near duplicate
+LEAK_COSINE = 0.95  # cosine to a gold sentence at or above: a leak
+LEAK_NGRAM = 8  # a shared word n-gram of this length with gold: a leak
+
 
 @dataclass
 class Candidate:
@@ -89,8 +94,8 @@ def audit_leakage(
     candidates: Sequence[Candidate],
     gold_texts: Sequence[str],
     embed: Embed,
-    cosine_threshold: float = 0.95,
-    ngram: int = 8,
+    cosine_threshold: float = LEAK_COSINE,
+    ngram: int = LEAK_NGRAM,
 ) -> LeakageAudit:
     gold_grams: set[tuple[str, ...]] = set()
     for text in gold_texts:
@@ -124,7 +129,7 @@ def leakage_filter(candidates: Sequence[Candidate], audit: LeakageAudit) -> tupl
 
 
 def near_dedup(
-    candidates: Sequence[Candidate], embed: Embed, threshold: float = 0.9
+    candidates: Sequence[Candidate], embed: Embed, threshold: float = NEAR_DUPLICATE_COSINE
 ) -> tuple[list[Candidate], list[Dropped]]:
     """Greedy: drop a sentence whose cosine to an earlier kept one of the same label set is >= threshold.
 

@@ -118,6 +118,17 @@ sentences = [
 {sentences}]
 # The categories `clinsynth run --quick` generates data for (names from taxonomy.yaml).
 quick_categories = [{quick}]
+
+# How `clinsynth run --regenerate`, `clinsynth label --silver` and `clinsynth generate --bronze`
+# make this task's silver and bronze sets (the defaults are shown; uncomment to change).
+[label]
+# limit = 2000        # corpus sentences to label
+# pool = 30000        # prefilter: score a random pool of this many corpus sentences
+# negatives = 0.2     # prefilter: share of random other sentences
+
+[generate]
+# per_category = 50   # kept synthetic sentences wanted per category
+# max_rounds = 3      # top-up rounds for categories short of their quota
 """
 
 

@@ -27,8 +27,7 @@ from clinsynth.task import LMSpec, Task
 QUICK_LABEL_LIMIT = 6
 QUICK_TRAIN_LIMIT = 80
 QUICK_BUDGET = TrainingBudget(max_steps=4)
-FULL_SILVER = {"limit": 2000, "pool": 30000}  # the committed silver set's settings (Makefile `silver`)
-QUICK_SILVER = {"limit": QUICK_LABEL_LIMIT, "pool": 2000}
+QUICK_SILVER = {"limit": QUICK_LABEL_LIMIT, "pool": 2000}  # full runs use the task's [label] settings
 
 
 @dataclass(frozen=True)
@@ -117,9 +116,9 @@ class MainJob:
         committed = self.task.silver
         if not self.generated and committed.exists():
             return f"committed {self.task.relative(committed)}: {_count(committed)} records"
-        settings = QUICK_SILVER if self.config.quick else FULL_SILVER
-        config = LabelConfig(
-            prefilter=True, seed=self.config.seed, lm=self.lm("labeler"), parquet=not self.config.quick, **settings
+        quick = QUICK_SILVER if self.config.quick else {}
+        config = LabelConfig.for_silver(
+            self.task, seed=self.config.seed, lm=self.lm("labeler"), parquet=not self.config.quick, **quick
         )
         result = label_sentences(self.task, config, self.silver_path)
         failed = f"; {result.failed} failed (rerun to retry: {result.failures_path})" if result.failed else ""
@@ -132,7 +131,7 @@ class MainJob:
         committed = self.task.bronze
         if not self.generated and committed.exists():
             return f"committed {self.task.relative(committed)}: {_count(committed)} records"
-        config = BronzeConfig(seed=self.config.seed, lm=self.lm("generator"))
+        config = BronzeConfig.for_task(self.task, seed=self.config.seed, lm=self.lm("generator"))
         if self.config.quick:
             categories = self.task.quick_categories or tuple(self.task.taxonomy.names[:2])
             config = replace(config, per_category=1, categories=tuple(categories), negatives=1, multi_label=0,

@@ -23,6 +23,14 @@
     sentences = ["..."]                # shown after training the default model
     quick_categories = ["A", "B"]      # categories `clinsynth run --quick` generates for
 
+    [label]                            # how the task's silver set is made (LabelConfig fields)
+    limit = 2000
+    pool = 30000
+
+    [generate]                         # how the task's bronze set is made (BronzeConfig fields)
+    per_category = 50
+    max_rounds = 10
+
 Every path resolves against the task folder, never the current directory. The bundled
 task (signs of Alzheimer's disease) is ``tasks/ad_signs``; ``--task DIR`` (or
 ``$CLINSYNTH_TASK``) picks another.
@@ -46,7 +54,14 @@ BUNDLED_CORPUS = PROJECT_ROOT / "data" / "corpus" / "mtsamples.csv.gz"
 ROLES = ("labeler", "generator", "prompt_model")
 DEFAULT_MODEL = "local"
 _TOP_KEYS = {"name", "title", "taxonomy", "gold", "corpus", "silver", "bronze", "compiled", "outputs", "reports"}
-_SECTIONS = {"lm", "privacy", "examples"}
+_SECTIONS = {"lm", "privacy", "examples", "label", "generate"}
+# Settings a task may fix for making its silver / bronze sets (numbers only: paths and LMs
+# have their own keys). Values are checked against the step configs when they are built.
+_SILVER_KEYS = {"limit", "pool", "negatives", "prefilter", "samples", "seed"}
+_BRONZE_KEYS = {
+    "per_category", "negatives", "multi_label", "per_call", "overgenerate", "max_rounds", "round_trip",
+    "near_duplicate", "leak_cosine", "leak_ngram", "seed",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -83,6 +98,8 @@ class Task:
     privacy: PrivacyPolicy = PrivacyPolicy()
     examples: tuple[str, ...] = ()
     quick_categories: tuple[str, ...] = ()
+    silver_settings: dict[str, Any] = field(default_factory=dict)  # [label]: LabelConfig fields
+    bronze_settings: dict[str, Any] = field(default_factory=dict)  # [generate]: BronzeConfig fields
 
     @property
     def config_path(self) -> Path:
@@ -144,6 +161,19 @@ def _strings(value: Any, source: Path, name: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value if v.strip())
 
 
+def _settings(data: dict[str, Any], section: str, allowed: set[str], source: Path) -> dict[str, Any]:
+    table = data.get(section) or {}
+    if not isinstance(table, dict):
+        raise DataError("must be a table", path=source, field=section)
+    extra = set(table) - allowed
+    if extra:
+        raise DataError(f"unknown key(s) {sorted(extra)}; allowed: {sorted(allowed)}", path=source, field=section)
+    for key, value in table.items():
+        if not isinstance(value, (int, float, str, bool)):
+            raise DataError("must be a number, string or boolean", path=source, field=f"{section}.{key}")
+    return dict(table)
+
+
 def parse_task(data: dict[str, Any], root: Path, source: Path) -> Task:
     """Build a Task from a parsed ``clinsynth.toml``; unknown keys are errors (typos)."""
     unknown = set(data) - _TOP_KEYS - _SECTIONS
@@ -173,6 +203,8 @@ def parse_task(data: dict[str, Any], root: Path, source: Path) -> Task:
     if extra:
         raise DataError(f"unknown key(s) {sorted(extra)}", path=source, field="examples")
     return Task(
+        silver_settings=_settings(data, "label", _SILVER_KEYS, source),
+        bronze_settings=_settings(data, "generate", _BRONZE_KEYS, source),
         root=root,
         name=name.strip(),
         title=str(data.get("title") or name).strip(),

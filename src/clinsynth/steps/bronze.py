@@ -67,11 +67,9 @@ class BronzeConfig:
     overgenerate: float = 2.0  # candidates planned per missing sentence
     max_rounds: int = 3  # top-up rounds for targets short of their quota
     round_trip: str = "drop"  # one of ROUND_TRIP_POLICIES
-    # Filter thresholds. They could live in clinsynth.bronze_filters as named constants
-    # (its functions repeat 0.95 / 8 / 0.9 as argument defaults); kept here until then.
-    near_duplicate: float = 0.9  # cosine at or above which a later sentence of the same label set is dropped
-    leak_cosine: float = 0.95  # cosine to a gold sentence at or above which a sentence is dropped
-    leak_ngram: int = 8  # a shared n-gram of this length with gold drops a sentence
+    near_duplicate: float = bf.NEAR_DUPLICATE_COSINE  # same label set, cosine at or above: dropped
+    leak_cosine: float = bf.LEAK_COSINE  # cosine to a gold sentence at or above: dropped
+    leak_ngram: int = bf.LEAK_NGRAM  # a shared n-gram of this length with gold: dropped
     seed: int = 0  # plans calls (target, style constraints) deterministically
     categories: tuple[str, ...] | None = None  # a subset of the taxonomy's categories; None: all
     lm: LMSpec | None = None  # None: the task's generator LM (the round trip uses the same one)
@@ -79,6 +77,11 @@ class BronzeConfig:
     labeler: Path | None = None  # compiled DataToLabel for the round trip; None: the task's default, if any
     zero_shot: bool = False  # ignore compiled programs
     map: MapSettings = MapSettings()  # attempts, threads, fail-fast and progress of generation and round trip
+
+    @classmethod
+    def for_task(cls, task: Task, **overrides: Any) -> BronzeConfig:
+        """The settings that make the task's bronze set: its ``[generate]`` table, then ``overrides``."""
+        return cls(**{**task.bronze_settings, **overrides})
 
     def resolved(self) -> BronzeConfig:
         """This config with the derived quotas made concrete (as the report records them)."""
@@ -231,7 +234,10 @@ def generate_bronze(
     # One run per output at a time: two runs would interleave rounds and the shared failures file.
     with output_lock(out):  # creates out's parent folders
         if handle is None:
-            handle = open_lm(spec, ROLE, task.privacy, [GENERATOR_CONTENT], programs, env_folders=[task.root])
+            handle = open_lm(
+                spec, ROLE, task.privacy, [GENERATOR_CONTENT], programs, env_folders=[task.root],
+                timeout=cfg.map.timeout,
+            )  # fmt: skip
         else:
             for name, program in programs.items():  # an injected LM gets the same check for the programs
                 if program is not None:

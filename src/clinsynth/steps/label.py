@@ -33,6 +33,9 @@ from programs.data_to_label import DataToLabel
 
 PROGRAM_NAME = "programs.data_to_label.DataToLabel"
 ROLE = "labeler"
+# A task's silver set unless its [label] table says otherwise: the prefiltered 2,000 of a
+# random 30,000-sentence pool (scoring the whole corpus costs minutes for no better picks).
+SILVER_DEFAULTS: dict[str, Any] = {"prefilter": True, "limit": 2000, "pool": 30000}
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,11 @@ class LabelConfig:
     lm: LMSpec | None = None  # None = the task's labeller
     map: MapSettings = MapSettings()
     parquet: bool = True  # also write <out>.parquet
+
+    @classmethod
+    def for_silver(cls, task: Task, **overrides: Any) -> LabelConfig:
+        """The settings that make the task's silver set: its ``[label]`` table, then ``overrides``."""
+        return cls(**{**SILVER_DEFAULTS, **task.silver_settings, **overrides})
 
 
 @dataclass
@@ -162,7 +170,10 @@ def label_sentences(task: Task, config: LabelConfig, out: Path, handle: Any = No
         result.skipped, result.nothing_to_do = len(items), True
         return result
     if handle is None:
-        handle = open_lm(spec, ROLE, task.privacy, [content], {program_label: program}, env_folders=[task.root])
+        handle = open_lm(
+            spec, ROLE, task.privacy, [content], {program_label: program}, env_folders=[task.root],
+            timeout=config.map.timeout,
+        )  # fmt: skip
     else:
         handle.admit(program_label, program)
     result.lm = handle.name
