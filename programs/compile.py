@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from clinsynth.cliargs import add_task_flag
+from clinsynth.cliargs import add_task_flag, add_timeout_flag
 from clinsynth.errors import ClinsynthError
 from clinsynth.steps.compile import PROGRAMS, CompileConfig, compile_program
 from clinsynth.task import LMSpec, Task, load_task
@@ -78,6 +78,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, default=6, help="search budget for random-search/mipro/gepa")
     p.add_argument("--seed", type=int, default=0, help="demo order, planned calls and optimizer seed")
     p.add_argument("--threads", type=int, default=1, help="parallel requests (1 for the embedded LM)")
+    add_timeout_flag(p)
     p.add_argument(
         "--out", type=Path, default=None, help="output JSON (default: <task compiled dir>/<program>.<lm>.json)"
     )
@@ -108,6 +109,7 @@ def config_from_args(args: argparse.Namespace) -> CompileConfig:
         labeler=args.labeler,
         train=args.train,
         dev=args.dev,
+        timeout=args.timeout,
     )
 
 

@@ -6,6 +6,8 @@ round trip through the labeller) and tops up short targets for up to ``--max-rou
 Resumable call by call and sentence by sentence from the files next to ``--out``
 (``<out>.calls.jsonl``, ``<out>.roundtrip.jsonl``, ``<out>.failures.jsonl``); ``<out>``,
 ``<out>.dropped.jsonl`` and ``<out>.report.json`` are rewritten at the end of each run.
+Exit status: 0 done, 1 more calls and round trips failed than ``--max-failures``, 2 the
+run could not go on (bad flags, or an endpoint that refuses or does not answer).
 The work itself is ``clinsynth.steps.bronze.generate_bronze``.
 
 Example: python -m programs.generate --per-category 50 --out outputs/bronze.jsonl
@@ -148,7 +150,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print_result(result)
-    return 0
+    failed = result.failed_calls + result.failed_round_trips
+    return 1 if failed > config.map.max_failures else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,9 @@ there is one. Writes silver records with provenance and confidence to ``--out`` 
 one flushed line per record, then the same records as parquet (``<out>.parquet``). An
 existing output is resumed: ids already there are skipped, never duplicated. Records
 whose LM call still fails after retries go to ``<out>.failures.jsonl`` and are retried on
-the next run. The work itself is ``clinsynth.steps.label.label_sentences``.
+the next run. Exit status: 0 done, 1 more records failed than ``--max-failures``, 2 the
+run could not go on (bad input or flags, or an endpoint that refuses or does not answer).
+The work itself is ``clinsynth.steps.label.label_sentences``.
 
 Example: python -m programs.label --prefilter --limit 200 --out outputs/silver.jsonl
 """
@@ -88,8 +90,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {name:<28} {n}")
     if result.failed:
         print(f"{result.failed} sentences failed (see {result.failures_path}); rerun to retry them", file=sys.stderr)
-        return 1
-    return 0
+    return 1 if result.failed > config.map.max_failures else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -110,26 +110,45 @@ def output_lock(path: Path | str) -> Iterator[Path]:
 
     Non-blocking: if another run (or another writer in this process) holds it, this raises
     a :class:`ClinsynthError` at once rather than waiting or letting the writes interleave.
-    The kernel drops the lock when its holder exits, even when killed, so a stale lock file
-    on disk is harmless and is left there.
+    The lock file is removed on release. The kernel drops the lock when its holder exits,
+    even when killed, so the lock file a killed run leaves is harmless and is reused.
     """
     path = Path(path)
     lock = lock_path(path)
     lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    fd = _lock_fd(path, lock)
     try:
+        yield lock
+    finally:
+        # Removed while still held: a run that opened this file meanwhile finds it unlinked
+        # once it gets the lock, and takes a new one (see _lock_fd).
+        lock.unlink(missing_ok=True)
+        os.close(fd)  # releases the lock
+
+
+def _lock_fd(path: Path, lock: Path) -> int:
+    """An open descriptor of ``lock`` holding its exclusive lock; a ClinsynthError if another holds it."""
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            os.close(fd)
             raise ClinsynthError(
                 f"{path} is being written by another run (lock {lock} held); wait for it or choose another --out"
             ) from None
-        try:
-            yield lock
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+        if _same_file(fd, lock):
+            return fd
+        os.close(fd)  # its holder removed it between our open and our lock: the lock is a new file
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        on_disk = path.stat()
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (held.st_dev, held.st_ino) == (on_disk.st_dev, on_disk.st_ino)
 
 
 def check_file(path: Path, what: str = "input file") -> None:

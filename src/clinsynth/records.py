@@ -24,7 +24,7 @@ from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from clinsynth.errors import DataError
 from clinsynth.fileio import atomic_open, atomic_path, check_file, check_utf8, iter_lines, open_text, output_lock
@@ -341,20 +341,21 @@ class ResumableWriter:
     """Append records to a JSONL file, one flushed line each, skipping ids already there.
 
     A run killed at any point leaves a valid file (a partial last line is removed on the
-    next open), and a rerun writes only what is missing. The writer holds
-    :func:`~clinsynth.fileio.output_lock` while open, so a second writer on the same file
-    (another run, or this one twice) fails at once instead of interleaving lines.
+    next open), and a rerun writes only what is missing. The file is created on the first
+    write, so a run that writes nothing (a dead endpoint) leaves no empty output behind. The
+    writer holds :func:`~clinsynth.fileio.output_lock` while open, so a second writer on
+    the same file (another run, or this one twice) fails at once instead of interleaving lines.
     """
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self._stack = ExitStack()
         self._stack.enter_context(output_lock(self.path))  # creates the parent folders
+        self._fh: TextIO | None = None
         try:
             if self.path.exists():
                 _repair_tail(self.path)
             self.done: set[str] = done_ids(self.path)
-            self._fh = self._stack.enter_context(self.path.open("a", encoding="utf-8"))
         except BaseException:
             self._stack.close()
             raise
@@ -363,6 +364,8 @@ class ResumableWriter:
         obj = record.to_dict() if isinstance(record, Record) else record
         if obj["id"] in self.done:
             return
+        if self._fh is None:
+            self._fh = self._stack.enter_context(self.path.open("a", encoding="utf-8"))
         self._fh.write(json.dumps(obj, ensure_ascii=False) + "\n")
         self._fh.flush()
         self.done.add(obj["id"])

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from clinsynth.errors import ClinsynthError
 from clinsynth.fileio import atomic_write_text
+from clinsynth.lm import REQUEST_TIMEOUT
 from clinsynth.progress import progress
 from clinsynth.records import Record, ResumableWriter, iter_jsonl, now_iso, side_path
 from clinsynth.runner import Attempt, map_with_retries
@@ -39,6 +40,10 @@ class MapSettings:
     threads: int = 1  # parallel requests, for endpoints that serve several
     max_consecutive_failures: int = 3  # transport failures in a row that stop the run
     show_progress: bool = True
+    # Seconds per LM request: a hanging endpoint costs at most timeout x attempts per item.
+    # The step opens its LM with it (clinsynth.session.open_lm).
+    timeout: float = REQUEST_TIMEOUT
+    max_failures: int = 0  # failed items a run may leave and still count as a success (exit 0)
 
 
 @dataclass

@@ -1,15 +1,19 @@
 """Run an LM-backed step per record with retries; failures are recorded, never fatal.
 
-Transport errors (refused connection, timeout, 429) are first retried by litellm inside
-``dspy.LM`` (``num_retries``, with backoff). What still fails, and answers the adapter
-cannot parse, are retried here with a fresh sample (new rollout id, temperature > 0, so
-the cache cannot return the same bad answer); after the last attempt the error is
-returned for the caller to record.
+This is the one retry layer (``clinsynth.lm.make_lm`` turns DSPy's own retries off): each
+record gets up to ``attempts`` tries, so a hanging endpoint costs at most the request
+timeout x attempts. Every retry is a fresh sample (new rollout id, temperature > 0, so the
+cache cannot return the same bad answer). After a transport error (refused connection,
+5xx, 429) the next try waits: as long as the server's Retry-After asks, else a short
+backoff; a timeout has waited already. An authentication error is not retried. After the
+last attempt the error is returned for the caller to record.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -21,11 +25,14 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 RETRY_TEMPERATURE = 0.7
+RETRY_WAIT = 1.0  # seconds before the second try after a transport error; doubled for each later one
+MAX_RETRY_WAIT = 60.0  # the longest wait, whatever a server's Retry-After asks
 
 
 # Exceptions (by class name, anywhere in the cause chain) that mean the endpoint itself is
 # unusable: auth errors stop a run at once; transport errors stop it after a few records
-# in a row (``resumable.MapSettings.max_consecutive_failures``).
+# in a row (``resumable.MapSettings.max_consecutive_failures``). A rate limit that outlasts
+# every attempt counts as transport: the endpoint is not serving this run.
 # litellm's names, then DSPy 3.4's own (dspy.utils.exceptions and its vendored lm15 client).
 AUTH_ERRORS = (
     "AuthenticationError",
@@ -50,22 +57,46 @@ TRANSPORT_ERRORS = (
     "ConnectError",
     "ConnectionError",
     "TimeoutError",
+    "RateLimitError",
+    "LMRateLimitError",
 )
 
 
-def error_kind(exc: BaseException) -> str:
-    """``auth``, ``transport`` or ``answer`` (a bad or unparseable answer: retry with a fresh sample)."""
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and its causes, outermost first."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def error_kind(exc: BaseException) -> str:
+    """``auth``, ``transport`` or ``answer`` (a bad or unparseable answer: retry with a fresh sample)."""
+    for current in _chain(exc):
         names = {cls.__name__ for cls in type(current).__mro__}
         if names & set(AUTH_ERRORS):
             return "auth"
         if names & set(TRANSPORT_ERRORS):
             return "transport"
-        current = current.__cause__ or current.__context__
     return "answer"
+
+
+def retry_wait(exc: BaseException, tries_failed: int) -> float:
+    """Seconds to wait after a transport error before the next try.
+
+    The server's Retry-After when it sent one (DSPy keeps it as ``retry_after``); nothing
+    after a timeout (the request has waited its time already); else ``RETRY_WAIT``
+    doubled per earlier failure. Never more than ``MAX_RETRY_WAIT``.
+    """
+    for current in _chain(exc):
+        hint = getattr(current, "retry_after", None)
+        if isinstance(hint, (int, float)) and math.isfinite(hint) and hint >= 0:
+            return min(float(hint), MAX_RETRY_WAIT)
+    if any("Timeout" in type(current).__name__ for current in _chain(exc)):
+        return 0.0
+    return min(RETRY_WAIT * 2 ** (tries_failed - 1), MAX_RETRY_WAIT)
 
 
 @dataclass
@@ -108,11 +139,13 @@ def call_with_retries(fn: Callable[[], T], lm: Any, attempts: int = 3, rollout_b
             with dspy.context(lm=current):
                 return Attempt(value=fn(), attempts=k + 1, rollout=rollout, temperature=temperature)
         except Exception as exc:  # noqa: BLE001 - any LM/adapter failure is per-record
-            error = f"{type(exc).__name__}: {str(exc).strip()[:500]}"
+            error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"  # one line, for messages
             kind = error_kind(exc)
             log.debug("attempt %d failed (%s): %s", k + 1, kind, error)
             if kind == "auth":
                 break  # a wrong key does not get better with retries
+            if kind == "transport" and k + 1 < attempts:
+                time.sleep(retry_wait(exc, k + 1))
     return Attempt(error=error, attempts=k + 1, kind=kind, rollout=rollout, temperature=temperature)
 
 

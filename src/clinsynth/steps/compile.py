@@ -34,7 +34,7 @@ from clinsynth.compiled import (
     taxonomy_sha256,
 )
 from clinsynth.errors import ClinsynthError
-from clinsynth.lm import LMHandle
+from clinsynth.lm import REQUEST_TIMEOUT, LMHandle
 from clinsynth.privacy import Sensitivity
 from clinsynth.records import now_iso, read_records
 from clinsynth.report import format_table
@@ -62,6 +62,7 @@ class CompileConfig:
     labeler: Path | None = None  # label-to-data: DataToLabel for the round trip; None = the task's compiled one
     train: Path | None = None  # data-to-label demos; None = the task's gold train
     dev: Path | None = None  # None = the task's gold dev
+    timeout: float = REQUEST_TIMEOUT  # seconds per LM request
 
 
 @dataclass
@@ -271,7 +272,9 @@ def compile_program(
     spec = lm or task.lm(ROLE)
     job = _job(task, config, k, spec)
     if handle is None:
-        handle = open_lm(spec, ROLE, task.privacy, job.content(), job.programs(), env_folders=[task.root])
+        handle = open_lm(
+            spec, ROLE, task.privacy, job.content(), job.programs(), env_folders=[task.root], timeout=config.timeout
+        )
     else:
         for name, program in job.programs().items():
             handle.admit(name, program)

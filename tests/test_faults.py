@@ -1,0 +1,473 @@
+"""Fault injection: a loopback endpoint that refuses, fails, rate-limits, hangs, rejects the key
+or answers badly; kill -9, two writers on one output, and bad inputs. For each: nothing lost,
+nothing duplicated, the right exit code and message, and the time bounded.
+
+Each row of issue 14's table and the tests that cover it (``-`` = this module):
+
+empty input, existing output     test_predict::test_an_input_without_sentences_leaves_an_existing_output_byte_identical
+                                 test_records::test_an_input_without_sentences_is_a_data_error (label)
+two label runs on one --out      - test_a_second_label_run_on_the_same_out_is_stopped_by_the_lock
+two predict runs on one --out    test_predict::test_two_runs_on_one_output_do_not_share_a_temporary_file
+connection refused, 20 records   - test_a_refused_port_stops_a_20_sentence_run_fast_and_leaves_no_empty_files
+endpoint hangs; --timeout        - test_a_hang_costs_at_most_timeout_times_attempts
+                                 - test_an_endpoint_that_hangs_on_every_request_stops_the_run_in_bounded_time
+401 / missing API key            - test_a_401_stops_the_run_at_once_without_retries
+19 of 20 failed, exit 0          - test_http_500s_are_retried_and_provenance_records_the_sample_used (label)
+                                 - test_generate_exits_1_on_failed_calls_unless_max_failures_allows_them
+invalid UTF-8; a directory       - test_bad_inputs_exit_2_naming_the_file_and_line (label and predict CLIs)
+                                 test_records::test_invalid_utf8_is_a_data_error_naming_file_and_line
+UTF-8 BOM in CSV and TXT         test_records::test_a_byte_order_mark_is_dropped_from_csv_header_and_txt_first_line
+                                 test_predict::test_a_txt_note_with_a_byte_order_mark_and_crlf_reads_like_a_plain_one
+TXT with a repeated line         test_records::test_items_without_an_id_are_numbered_by_line_so_sentences_may_repeat
+a 100 KB line                    - test_an_over_long_line_reaches_the_endpoint_clipped_with_a_warning
+                                 test_predict::test_long_lines_are_clipped_as_label_clips_them_and_notes_per_sentence
+duplicate YAML keys              test_taxonomy::test_a_repeated_yaml_key_is_an_error_naming_file_line_and_key
+generate --out new_dir/x.jsonl   - test_generate_exits_1_on_failed_calls_unless_max_failures_allows_them
+killed run's failures file       - test_kill_9_keeps_the_failures_file_and_a_rerun_resumes
+retry temperature in provenance  - test_http_500s_are_retried_and_provenance_records_the_sample_used
+429 with Retry-After             - test_a_429_waits_as_long_as_retry_after_asks
+malformed, out-of-taxonomy       - test_malformed_and_out_of_taxonomy_answers_are_retried_then_recorded
+kill -9, then resume             - test_kill_9_keeps_the_failures_file_and_a_rerun_resumes
+                                 test_resume_after_kill::test_killed_run_resumes_without_duplicates_or_losses
+export with repeated ids         test_export::test_duplicate_id_dropped
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from clinsynth.lm import free_loopback_port
+from clinsynth.records import MAX_SENTENCE_CHARS, read_records
+from clinsynth.resumable import failures_path_for, read_failures
+from clinsynth.runner import RETRY_TEMPERATURE
+from programs import label as label_cli
+from tests.conftest import FakeOpenAI, chat_reply
+
+SENTENCES = [f"Finding {i:02d} was noted on examination." for i in range(20)]
+ROOT = Path(__file__).resolve().parents[1]
+Reply = tuple  # (status, payload) or (status, payload, headers), as tests.conftest.FakeOpenAI takes
+Fault = Callable[[str, dict, int], Reply | None]  # (sentence, body, its n-th request) -> a fault, or None: answer
+
+
+def answer(*labels: str) -> dict:
+    """A well-formed answer in DSPy's chat format."""
+    return chat_reply(f"[[ ## categories ## ]]\n{json.dumps(list(labels))}\n\n[[ ## completed ## ]]")
+
+
+def sentence_of(body: dict) -> str:
+    prompt = "\n".join(str(m["content"]) for m in body["messages"])
+    return prompt.split("[[ ## sentence ## ]]")[-1].strip().split("\n")[0]
+
+
+class Script:
+    """A labelling endpoint: answers NONE unless ``fault`` says otherwise; logs every request."""
+
+    def __init__(self, fault: Fault | None = None) -> None:
+        self.fault = fault or (lambda sentence, body, nth: None)
+        self.log: list[tuple[str, float, float | None]] = []  # sentence, when, temperature asked
+        self.release = threading.Event()  # ends hung requests when the test is over
+        self._lock = threading.Lock()
+
+    def __call__(self, body: dict) -> Reply:
+        sentence = sentence_of(body)
+        with self._lock:
+            nth = sum(s == sentence for s, _, _ in self.log)
+            self.log.append((sentence, time.monotonic(), body.get("temperature")))
+        return self.fault(sentence, body, nth) or (200, answer())
+
+    def hang(self) -> Reply:
+        """Answer only once ``release`` is set (by the test, or when it ends)."""
+        self.release.wait(30)
+        return 200, answer()
+
+    def requests(self, sentence: str) -> list[tuple[float, float | None]]:
+        return [(when, temperature) for s, when, temperature in self.log if s == sentence]
+
+
+@pytest.fixture
+def serve(fake_openai) -> Iterator[Callable[[Script], FakeOpenAI]]:
+    """Start a scripted endpoint on loopback; stopped (hung requests released) when the test ends."""
+    running: list[tuple[Script, FakeOpenAI]] = []
+
+    def start(script: Script) -> FakeOpenAI:
+        server = fake_openai(script).__enter__()
+        running.append((script, server))
+        return server
+
+    yield start
+    for script, server in running:
+        script.release.set()
+        server.__exit__(None, None, None)
+
+
+def write_input(tmp_path: Path, n: int = len(SENTENCES)) -> Path:
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(SENTENCES[:n]) + "\n")
+    return src
+
+
+def label_args(task_dir: Path, api_base: str, src: Path, out: Path, *flags: str) -> list[str]:
+    return ["--task", str(task_dir), "--lm", "openai/fake", "--api-base", api_base, "--input", str(src),
+            "--out", str(out), "--zero-shot", "--no-progress", *flags]  # fmt: skip
+
+
+def label(*args: str) -> tuple[int, float]:
+    """``programs.label`` in this process: exit status and seconds taken."""
+    started = time.monotonic()
+    code = label_cli.main(list(args))
+    return code, time.monotonic() - started
+
+
+def unique_ids(out: Path) -> list[str]:
+    """The ids in ``out``, checked to be unique (nothing duplicated)."""
+    ids = [r.id for r in read_records(out)]
+    assert len(ids) == len(set(ids)), f"duplicate ids in {out}"
+    return ids
+
+
+def line_id(sentence: str) -> str:
+    return f"L{SENTENCES.index(sentence) + 1}"
+
+
+def error_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("error:")]
+
+
+# ---------------------------------------------------------------- a dead or failing endpoint
+
+
+def test_a_refused_port_stops_a_20_sentence_run_fast_and_leaves_no_empty_files(task_dir: Path, tmp_path, capsys):
+    src = write_input(tmp_path)
+    out = tmp_path / "out" / "silver.jsonl"
+    api_base = f"http://127.0.0.1:{free_loopback_port()}/v1"  # nothing listens there
+
+    code, seconds = label(*label_args(task_dir, api_base, src, out))  # default attempts and fail-fast
+
+    err = capsys.readouterr().err
+    assert code == 2 and seconds < 20  # 3 records x (1 + 2 s of backoff), not minutes
+    (message,) = error_lines(err)
+    assert "is not answering: 3 items in a row failed" in message and api_base.split("/v1")[0] in message
+    assert "Connection refused" in message and "Rerun to resume" in message
+    # Nothing empty is left: no output, no parquet, no lock; the failures file names what was tried.
+    assert sorted(p.name for p in out.parent.iterdir()) == ["silver.jsonl.failures.jsonl"]
+    failures = read_failures(failures_path_for(out))
+    assert list(failures) == ["L1", "L2", "L3"] and {f["kind"] for f in failures.values()} == {"transport"}
+    assert {f["attempts"] for f in failures.values()} == {3}
+
+
+def test_a_hang_costs_at_most_timeout_times_attempts(task_dir: Path, tmp_path, serve, capsys):
+    hung = SENTENCES[1]
+    script = Script(lambda sentence, body, nth: script.hang() if sentence == hung else None)
+    server = serve(script)
+    out = tmp_path / "silver.jsonl"
+    timeout, attempts = 0.5, 2
+
+    code, seconds = label(*label_args(task_dir, server.api_base, write_input(tmp_path, 4), out,
+                                      "--timeout", str(timeout), "--attempts", str(attempts)))  # fmt: skip
+
+    assert code == 1
+    assert len(script.requests(hung)) == attempts  # no retries inside the LM client multiplying the hang
+    assert seconds < timeout * attempts + 3.0
+    assert unique_ids(out) == ["L1", "L3", "L4"]
+    (failure,) = read_failures(failures_path_for(out)).values()
+    assert failure["id"] == "L2" and failure["kind"] == "transport" and "Timeout" in failure["error"]
+    assert f"1 sentences failed (see {failures_path_for(out)})" in capsys.readouterr().err
+
+
+def test_an_endpoint_that_hangs_on_every_request_stops_the_run_in_bounded_time(task_dir: Path, tmp_path, serve, capsys):
+    script = Script(lambda sentence, body, nth: script.hang())
+    server = serve(script)
+    out = tmp_path / "silver.jsonl"
+    timeout, attempts = 0.5, 2
+
+    code, seconds = label(*label_args(task_dir, server.api_base, write_input(tmp_path), out,
+                                      "--timeout", str(timeout), "--attempts", str(attempts)))  # fmt: skip
+
+    assert code == 2
+    assert len(script.log) == 3 * attempts  # three records in a row, then the run stops
+    assert seconds < 3 * attempts * timeout + 3.0
+    (message,) = error_lines(capsys.readouterr().err)
+    assert "is not answering: 3 items in a row failed" in message
+    assert not out.exists() and not out.with_suffix(".parquet").exists()
+
+
+def test_a_401_stops_the_run_at_once_without_retries(task_dir: Path, tmp_path, serve, capsys):
+    script = Script(lambda sentence, body, nth: (401, {"error": {"message": "Incorrect API key provided"}}))
+    server = serve(script)
+    out = tmp_path / "out" / "silver.jsonl"
+
+    code, seconds = label(*label_args(task_dir, server.api_base, write_input(tmp_path), out))
+
+    assert code == 2 and seconds < 10
+    assert len(script.log) == 1  # a wrong key is not retried, and no other record is tried
+    (message,) = error_lines(capsys.readouterr().err)
+    assert "refused the credentials" in message and "check the API key" in message
+    assert sorted(p.name for p in out.parent.iterdir()) == ["silver.jsonl.failures.jsonl"]
+
+
+def test_http_500s_are_retried_and_provenance_records_the_sample_used(task_dir: Path, tmp_path, serve, capsys):
+    down, flaky = SENTENCES[0], SENTENCES[1]
+    broken = {down}
+
+    def fault(sentence: str, body: dict, nth: int) -> Reply | None:
+        if sentence in broken or (sentence == flaky and nth == 0):
+            return 500, {"error": {"message": "overloaded", "type": "server_error"}}
+        return None
+
+    script = Script(fault)
+    server = serve(script)
+    src, out = write_input(tmp_path, 3), tmp_path / "silver.jsonl"
+
+    code, _ = label(*label_args(task_dir, server.api_base, src, out, "--attempts", "2"))
+    captured = capsys.readouterr()
+    assert code == 1  # one record of three failed: not a success
+    assert f"1 sentences failed (see {failures_path_for(out)}); rerun to retry them" in captured.err
+    assert "labelled 2, already done 0, failed 1" in captured.out
+    assert unique_ids(out) == ["L2", "L3"]
+    # The flaky record was answered by its second try: a fresh sample at the retry temperature.
+    (first, second) = script.requests(flaky)
+    assert (first[1], second[1]) == (0.0, RETRY_TEMPERATURE)
+    record = {r.id: r for r in read_records(out)}["L2"]
+    assert {k: record.provenance.attributes[k] for k in ("attempts", "rollout", "temperature")} == {
+        "attempts": 2, "rollout": 1, "temperature": RETRY_TEMPERATURE
+    }  # fmt: skip
+
+    broken.clear()  # the endpoint recovers: a rerun does only the failed record
+    code, _ = label(*label_args(task_dir, server.api_base, src, out))
+    assert code == 0 and "labelled 1, already done 2, failed 0" in capsys.readouterr().out
+    assert sorted(unique_ids(out)) == ["L1", "L2", "L3"]
+    assert not failures_path_for(out).exists()
+    # Past the two rollouts the first run spent, as the endpoint saw it and provenance says.
+    assert script.requests(down)[-1][1] == RETRY_TEMPERATURE
+    attributes = {r.id: r for r in read_records(out)}["L1"].provenance.attributes
+    assert (attributes["attempts"], attributes["rollout"], attributes["temperature"]) == (1, 2, RETRY_TEMPERATURE)
+
+    broken.add(down)  # --max-failures: a run may leave that many failures and still succeed
+    other = tmp_path / "other.jsonl"
+    code, _ = label(*label_args(task_dir, server.api_base, src, other, "--attempts", "1", "--max-failures", "1"))
+    assert code == 0 and "1 sentences failed" in capsys.readouterr().err
+    assert list(read_failures(failures_path_for(other))) == ["L1"]
+
+
+def test_a_429_waits_as_long_as_retry_after_asks(task_dir: Path, tmp_path, serve):
+    wait = 2  # longer than the backoff without a hint (1 s), so the hint is what was honoured
+    script = Script(
+        lambda sentence, body, nth: (
+            (429, {"error": {"message": "slow down"}}, {"Retry-After": str(wait)}) if nth == 0 else None
+        )
+    )
+    server = serve(script)
+    out = tmp_path / "silver.jsonl"
+
+    code, _ = label(*label_args(task_dir, server.api_base, write_input(tmp_path, 1), out))
+
+    assert code == 0 and unique_ids(out) == ["L1"]
+    (first, _), (second, _) = script.requests(SENTENCES[0])
+    assert second - first >= wait - 0.05
+
+
+def test_malformed_and_out_of_taxonomy_answers_are_retried_then_recorded(task_dir: Path, tmp_path, serve, capsys):
+    garbled, bad_body, ok_last = SENTENCES[0], SENTENCES[2], SENTENCES[6]
+    out_of_taxonomy = {SENTENCES[1], SENTENCES[3], SENTENCES[4], SENTENCES[5]}
+
+    def fault(sentence: str, body: dict, nth: int) -> Reply | None:
+        first_try = not body.get("temperature")  # retries sample at a temperature above 0
+        if sentence == garbled and first_try:
+            return 200, chat_reply("I am not sure what this sentence means.")
+        if sentence == bad_body and first_try:
+            return 200, b"<html>502 Bad Gateway</html>"
+        if sentence in out_of_taxonomy:
+            return 200, answer("FLYING")
+        return None
+
+    server = serve(Script(fault))
+    out = tmp_path / "silver.jsonl"
+
+    code, _ = label(*label_args(task_dir, server.api_base, write_input(tmp_path, 7), out, "--attempts", "2"))
+
+    assert code == 1
+    # Bad answers never stop the run (three in a row here): only the endpoint failing does.
+    assert unique_ids(out) == [line_id(s) for s in (garbled, bad_body, ok_last)]
+    attempts = {r.id: r.provenance.attributes["attempts"] for r in read_records(out)}
+    assert attempts == {line_id(garbled): 2, line_id(bad_body): 2, line_id(ok_last): 1}
+    failures = read_failures(failures_path_for(out))
+    assert sorted(failures) == sorted(line_id(s) for s in out_of_taxonomy)
+    assert {f["kind"] for f in failures.values()} == {"answer"}
+    assert f"4 sentences failed (see {failures_path_for(out)})" in capsys.readouterr().err
+
+
+def test_an_over_long_line_reaches_the_endpoint_clipped_with_a_warning(task_dir: Path, tmp_path, serve, caplog):
+    script = Script()
+    server = serve(script)
+    src = tmp_path / "long.txt"
+    src.write_text("Fever.\n" + "Cough " * 20_000 + "\n")  # a 120 KB line
+    out = tmp_path / "silver.jsonl"
+
+    with caplog.at_level("WARNING", logger="clinsynth.records"):
+        code, _ = label(*label_args(task_dir, server.api_base, src, out))
+
+    assert code == 0
+    assert max(len(sentence) for sentence, _, _ in script.log) <= MAX_SENTENCE_CHARS
+    assert [len(r.text) for r in read_records(out)] == [len("Fever."), MAX_SENTENCE_CHARS]
+    assert any(f"{src}:2:" in r.getMessage() and "MAX_SENTENCE_CHARS" in r.getMessage() for r in caplog.records)
+
+
+# ---------------------------------------------------------------- kill -9 and concurrent writers
+
+
+def _subprocess_env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "DSPY_CACHEDIR": str(tmp_path / "dspy-cache")}  # no answers from another run's cache
+
+
+def _wait_for_lines(out: Path, n: int, proc: subprocess.Popen, limit: float = 60) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and proc.poll() is None:
+        if out.exists() and len(out.read_text().splitlines()) >= n:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{out} did not reach {n} lines (run exited {proc.poll()})")
+
+
+def _wait_for_request(script: Script, sentence: str, limit: float = 60) -> None:
+    deadline = time.monotonic() + limit
+    while not script.requests(sentence):
+        assert time.monotonic() < deadline, f"no request for {sentence!r}"
+        time.sleep(0.05)
+
+
+def test_kill_9_keeps_the_failures_file_and_a_rerun_resumes(task_dir: Path, tmp_path, serve, capsys):
+    n, held = 12, SENTENCES[7]  # the killed run is held at L8, after writing L4 to L7
+    src, out = write_input(tmp_path, n), tmp_path / "silver.jsonl"
+    broken = {SENTENCES[0]}
+
+    def fault(sentence: str, body: dict, nth: int) -> Reply | None:
+        if sentence in broken:
+            return 200, answer("FLYING")
+        return script.hang() if sentence == held else None
+
+    script = Script(fault)
+    server = serve(script)
+    args = label_args(task_dir, server.api_base, src, out, "--attempts", "1")
+
+    assert label(*args, "--limit", "3")[0] == 1  # L1 fails, L2 and L3 are labelled
+    assert list(read_failures(failures_path_for(out))) == ["L1"]
+
+    proc = subprocess.Popen([sys.executable, "-m", "programs.label", *args], cwd=ROOT, env=_subprocess_env(tmp_path),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        _wait_for_lines(out, 6, proc)
+        _wait_for_request(script, held)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    written = len(unique_ids(out))
+    assert written == 6
+    failures = read_failures(failures_path_for(out))
+    assert list(failures) == ["L1"] and failures["L1"]["attempts"] == 2  # kept, and its retry by the killed run
+
+    broken.clear()
+    script.release.set()
+    capsys.readouterr()
+    assert label(*args)[0] == 0
+    assert f"already done {written}" in capsys.readouterr().out
+    assert sorted(unique_ids(out)) == sorted(f"L{i}" for i in range(1, n + 1))
+    assert sorted(r.text for r in read_records(out)) == sorted(SENTENCES[:n])
+    assert not failures_path_for(out).exists() and not out.with_name(out.name + ".lock").exists()
+
+
+def test_a_second_label_run_on_the_same_out_is_stopped_by_the_lock(task_dir: Path, tmp_path, serve, capsys):
+    n, held = 10, SENTENCES[3]  # the first run is held at L4 while the second one tries
+    src, out = write_input(tmp_path, n), tmp_path / "silver.jsonl"
+    script = Script(lambda sentence, body, nth: script.hang() if sentence == held else None)
+    server = serve(script)
+    args = label_args(task_dir, server.api_base, src, out)
+
+    first = subprocess.Popen([sys.executable, "-m", "programs.label", *args], cwd=ROOT, env=_subprocess_env(tmp_path),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        _wait_for_request(script, held)
+        sent = len(script.log)
+        code, seconds = label(*args)
+        assert code == 2 and seconds < 10
+        (message,) = error_lines(capsys.readouterr().err)
+        assert f"{out} is being written by another run (lock {out}.lock held)" in message
+        assert len(script.log) == sent  # the second run sent nothing
+        script.release.set()
+        stdout, stderr = first.communicate(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert first.returncode == 0, stderr
+    assert f"labelled {n}, already done 0, failed 0" in stdout
+    assert len(unique_ids(out)) == n
+    from datasets import Dataset
+
+    assert sorted(Dataset.from_parquet(str(out.with_suffix(".parquet")))["id"]) == sorted(unique_ids(out))
+    assert not out.with_name(out.name + ".lock").exists()
+
+
+# ---------------------------------------------------------------- bad inputs, generate
+
+
+@pytest.mark.parametrize("command", ["label", "predict"])
+@pytest.mark.parametrize("kind", ["invalid utf-8", "directory"])
+def test_bad_inputs_exit_2_naming_the_file_and_line(task_dir: Path, tmp_path, monkeypatch, capsys, command, kind):
+    monkeypatch.setattr("clinsynth.session.make_lm", lambda *a, **k: pytest.fail("no LM may start on a bad input"))
+    if kind == "directory":
+        src, where = tmp_path / "notes.txt", "is a directory, expected a file"
+        src.mkdir()
+        expected = f"{src}: {where}"
+    else:
+        src = tmp_path / "latin1.txt"
+        src.write_bytes(b"Cough.\nFi\xe8vre.\n")
+        expected = f"{src}:2: not valid UTF-8"
+    out = tmp_path / "out.jsonl"
+    if command == "label":
+        code = label_cli.main(label_args(task_dir, "http://127.0.0.1:9/v1", src, out))
+    else:
+        from clinsynth.cli import main
+
+        code = main(["predict", "--task", str(task_dir), "--input", str(src), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and expected in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_generate_exits_1_on_failed_calls_unless_max_failures_allows_them(
+    tmp_path: Path, mini_taxonomy_path: Path, fake_openai, monkeypatch, capsys
+):
+    from programs import generate as gen_cli
+    from tests.bow import bow_embed
+    from tests.test_generate import ScriptedLM, make_task
+
+    monkeypatch.setattr("clinsynth.embeddings.encode", bow_embed)  # no MiniLM in unit tests
+    task = make_task(tmp_path, mini_taxonomy_path)
+    out = tmp_path / "new_dir" / "x.jsonl"  # its folder does not exist yet
+    with fake_openai(ScriptedLM(fail_generation_after=2)) as server:
+        argv = ["--task", str(task.root), "--lm", "openai/fake", "--api-base", server.api_base, "--no-progress",
+                "--out", str(out), "--per-category", "2", "--negatives", "1", "--multi-label", "0",
+                "--max-rounds", "1", "--attempts", "1", "--max-consecutive-failures", "100"]  # fmt: skip
+        code = gen_cli.main(argv)
+        captured = capsys.readouterr()
+        assert code == 1
+        report = json.loads(out.with_name("x.jsonl.report.json").read_text())
+        failed = report["failed_calls"]
+        assert failed > 0 and f"failed calls {failed}" in captured.out
+        assert f"failures in {failures_path_for(out)}" in captured.err
+        assert len(read_failures(failures_path_for(out))) == failed
+        kept = unique_ids(out)
+        assert kept  # the calls that did answer were kept
+
+        code = gen_cli.main([*argv, "--max-failures", str(failed)])
+        assert code == 0 and unique_ids(out) == kept
