@@ -157,7 +157,7 @@ def baseline_runs(
 
 
 def _frozen(budget: TrainingBudget) -> TrainingBudget:
-    return TrainingBudget(**{**asdict(budget), "max_steps": 0})
+    return TrainingBudget(**{**asdict(budget), "recipe": "contrastive", "max_steps": 0})
 
 
 def llm_runs(report: Path | None, test: Sequence[Record], taxonomy: Taxonomy) -> list[RunResult]:

@@ -2,7 +2,9 @@
 
 Suites: ``labeler`` (data-to-label quality on gold, zero-shot vs compiled), ``bronze-quality``
 (filters, diversity, distance to gold, leakage), ``augmentation`` (SetFit on gold / +silver /
-+bronze mixes with seeds and baselines). Reports go to the task's reports folder.
++bronze mixes with seeds and baselines, on gold test), ``cv`` (the same question by grouped
+cross-validation over gold train + dev, with paired confidence intervals). Reports go to
+the task's reports folder.
 
 Example: python -m evals.run augmentation --seeds 0,1,2
 """
@@ -14,7 +16,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from clinsynth.cliargs import add_task_flag
+from clinsynth.cliargs import add_budget_flags, add_task_flag, budget_from_args
 from clinsynth.errors import ClinsynthError
 from clinsynth.task import LMSpec, Task, load_task
 
@@ -55,13 +57,20 @@ def build_parser(prog: str = "python -m evals.run") -> argparse.ArgumentParser:
     aug = add("augmentation", "SetFit on gold / +silver / +bronze mixes, seeds, baselines")
     aug.add_argument("--mixes", default=None, help="comma-separated mixes (default: all main, reference, ablation)")
     aug.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
-    aug.add_argument("--max-steps", type=int, default=None, help="contrastive steps per training")
+    add_budget_flags(aug)
     aug.add_argument("--train-limit", type=int, default=None, help="first N of each part of a mix (quick runs)")
     aug.add_argument("--silver-min-confidence", type=float, default=0.5, help="for silver-confident")
     aug.add_argument("--silver", type=Path, default=None, help="silver file (default: the task's)")
     aug.add_argument("--bronze", type=Path, default=None, help="bronze file (default: the task's)")
     aug.add_argument("--no-baselines", action="store_true", help="mixes only")
     aug.add_argument("--work-dir", type=Path, default=None, help="where finished runs are kept (resume)")
+    cv = add("cv", "grouped k-fold CV by note over gold train+dev: mixes x seeds, paired CIs vs gold")
+    cv.add_argument("--mixes", default=None, help="comma-separated mixes (default: gold, +bronze, +silver-agree)")
+    cv.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
+    cv.add_argument("--folds", type=int, default=5, help="folds (by note)")
+    add_budget_flags(cv)
+    cv.add_argument("--no-baselines", action="store_true", help="mixes only")
+    cv.add_argument("--work-dir", type=Path, default=None, help="where finished runs are kept (default: the task's)")
     return parser
 
 
@@ -110,6 +119,21 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
 
             summary = augmentation.run(augmentation_experiment(args, task), task.taxonomy, out_dir, command)
             print(f"report: {out_dir / 'augmentation.md'} (best mix on dev: {best_mix(summary)})")
+        elif args.suite == "cv":
+            from clinsynth.mixes import MixSources
+            from evals import cv
+
+            settings = cv.CVSettings(
+                mixes=tuple(m.strip() for m in args.mixes.split(",")) if args.mixes else cv.DEFAULT_MIXES,
+                seeds=tuple(int(s) for s in args.seeds.split(",")),
+                folds=args.folds,
+                budget=budget_from_args(args),
+                baselines=not args.no_baselines,
+            )
+            gold = task.gold(("train", "dev"))
+            work_dir = args.work_dir or task.output_dir / "augmentation"
+            summary = cv.run(gold["train"] + gold["dev"], task.taxonomy, MixSources.for_task(task), work_dir, settings)
+            print(f"report: {cv.write_report(summary, task.taxonomy, Path(out_dir), command)}")
     except ClinsynthError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -118,14 +142,13 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
 
 def augmentation_experiment(args: argparse.Namespace, task: Task):
     """The experiment the CLI options describe (defaults: every mix, seeds 0-2, default budget)."""
-    from clinsynth.classifier import TrainingBudget
     from clinsynth.mixes import MixSources
     from evals.augmentation import DEFAULT_MIXES, Experiment
 
     sources = MixSources.for_task(
         task, silver=args.silver, bronze=args.bronze, silver_min_confidence=args.silver_min_confidence
     )
-    budget = TrainingBudget() if args.max_steps is None else TrainingBudget(max_steps=args.max_steps)
+    budget = budget_from_args(args)
     return Experiment.for_task(
         task,
         mixes=tuple(m.strip() for m in args.mixes.split(",")) if args.mixes else DEFAULT_MIXES,

@@ -46,9 +46,14 @@ def mini_taxonomy_path(tmp_path: Path) -> Path:
 
 
 class FakeOpenAI:
-    """A loopback OpenAI-compatible chat server whose replies a test scripts."""
+    """A loopback OpenAI-compatible chat server whose replies a test scripts.
 
-    def __init__(self, reply: Callable[[dict], tuple[int, dict]]) -> None:
+    ``reply(body)`` returns ``(status, payload)`` or ``(status, payload, headers)``; a
+    ``bytes`` payload is sent as is (a malformed response), anything else as JSON. A reply
+    may also sleep (a hanging endpoint): each request is served on its own thread.
+    """
+
+    def __init__(self, reply: Callable[[dict], tuple]) -> None:
         self.reply = reply
         self.requests: list[dict] = []
         fake = self
@@ -57,13 +62,19 @@ class FakeOpenAI:
             def do_POST(self) -> None:  # noqa: N802
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 fake.requests.append(body)
-                status, payload = fake.reply(body)
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                status, payload, *extra = fake.reply(body)
+                headers = extra[0] if extra else {}
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    for name, value in headers.items():
+                        self.send_header(name, value)
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:  # the client gave up waiting (a timeout test)
+                    pass
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -111,7 +122,8 @@ def mini_trained(tmp_path_factory: pytest.TempPathFactory):
     path.write_text(TWO_CATEGORY_YAML)
     taxonomy = load_taxonomy(path)
     train = records("train") + records("dev") + records("test")
-    budget = TrainingBudget(max_steps=4, batch_size=8, min_per_category=6)
+    # The default (end-to-end) recipe, with a learning rate that fits 26 sentences in a few steps.
+    budget = TrainingBudget(epochs=12, batch_size=8, learning_rate=2e-4, head_learning_rate=2e-2, patience=12)
     classifier = SignsClassifier.train(train, taxonomy, dev=records("dev"), budget=budget, show_progress=False)
     return taxonomy, train, classifier
 

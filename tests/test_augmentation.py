@@ -90,3 +90,15 @@ def test_a_missing_source_fails_before_any_training(tmp_path, mini_taxonomy_path
     monkeypatch.setattr(augmentation, "train_mix_run", lambda *a, **k: pytest.fail("trained before checking data"))
     with pytest.raises(DataError, match="make silver"):
         augmentation.run(experiment, taxonomy, tmp_path / "r", "test")
+
+
+def test_cross_validation_decides_the_best_mix_when_there_is_one():
+    cv_summary = {
+        "folds": 3,
+        "systems": [
+            {"system": "gold", "kind": "mix", "micro_f1": [0.70, 0.01], "macro_f1": [0.50, 0.02]},
+            {"system": "gold+bronze", "kind": "mix", "micro_f1": [0.69, 0.01], "macro_f1": [0.58, 0.02]},
+            {"system": "keyword lexicon", "kind": "baseline", "micro_f1": [0.9, 0.0], "macro_f1": [0.9, 0.0]},
+        ],
+    }
+    assert best_mix(cv_summary) == "gold+bronze"

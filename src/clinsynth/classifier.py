@@ -1,18 +1,18 @@
-"""The AD-signs sentence classifier: SetFit on the bundled all-MiniLM-L6-v2, multi-label.
+"""The task's sentence classifier: SetFit on the bundled all-MiniLM-L6-v2, multi-label.
 
-Training is SetFit's two phases: contrastive fine-tuning of the sentence encoder on
-sentence pairs (a pair is positive when the two sentences share a category; NONE counts
-as a category here so that negatives cluster too), then one logistic-regression head per
-category (one-vs-rest). Three deliberate answers to class imbalance:
+Two recipes (``TrainingBudget.recipe``):
 
-- categories rarer than ``min_per_category`` are oversampled for the contrastive phase,
-  so the pairs see them;
-- the heads use ``class_weight="balanced"``;
-- each category's decision threshold is tuned for F1 on gold dev instead of 0.5.
+- ``end-to-end`` (default): the encoder and a differentiable sigmoid head (SetFit's
+  ``SetFitHead``) are trained together with a BCE loss weighted per category
+  (``clinsynth.finetune``); the epoch that scores best on gold dev is kept.
+- ``contrastive``: SetFit's two phases, contrastive fine-tuning on sentence pairs (rare
+  categories oversampled), then one logistic-regression head per category with
+  ``class_weight="balanced"``.
 
+Either way each category's decision threshold is tuned for F1 on gold dev instead of 0.5.
 The binary (any sign vs NONE) and multi-class (first category in guideline order) views
 derive from the label set. A trained classifier saves as a SetFit model directory plus
-``clinsynth.json`` (labels, thresholds, mix, counts, scores) and a ``README.md`` card.
+``clinsynth.json`` (labels, thresholds, mix, counts, scores, epochs) and a ``README.md`` card.
 """
 
 from __future__ import annotations
@@ -42,16 +42,38 @@ THRESHOLD_GRID = tuple(round(t, 2) for t in np.arange(0.1, 0.91, 0.05))
 MIN_DEV_POSITIVES = 5
 
 
+RECIPES = ("end-to-end", "contrastive")
+
+
 @dataclass(frozen=True)
 class TrainingBudget:
-    """How much training one classifier gets; sized to finish in minutes on 2 CPU cores."""
+    """How one classifier is trained (SetFit's one-args-object style); sized for minutes on 2 CPU cores.
 
-    max_steps: int = 40  # contrastive steps; pairs seen = max_steps * batch_size
+    ``end-to-end`` (default): the encoder and a differentiable multi-label head are trained
+    together with a class-weighted BCE loss, keeping the epoch that scores best on dev
+    (``clinsynth.finetune``). ``contrastive``: SetFit's two phases, contrastive pairs then
+    one logistic-regression head per category (the earlier recipe, kept for comparison).
+    """
+
+    recipe: str = "end-to-end"
     batch_size: int = 16
-    body_learning_rate: float = 2e-5
     max_length: int = 64  # tokens; clinical sentences are short, long ones lose only their tail
+    # end-to-end
+    epochs: int = 6  # at most: the best epoch on dev is kept, and training stops `patience` epochs after it
+    learning_rate: float = 5e-5  # encoder
+    head_learning_rate: float = 1e-3
+    warmup: float = 0.1  # share of all steps spent warming up the learning rate
+    weight_cap: float = 10.0  # cap of a category's positive-class weight (negatives / positives)
+    patience: int = 2
+    # contrastive
+    max_steps: int = 40  # contrastive steps; pairs seen = max_steps * batch_size
+    body_learning_rate: float = 2e-5
     min_per_category: int = 16
     head_max_iter: int = 2000
+
+    def __post_init__(self) -> None:
+        if self.recipe not in RECIPES:
+            raise ClinsynthError(f"unknown training recipe {self.recipe!r}; recipes: {', '.join(RECIPES)}")
 
 
 @dataclass
@@ -72,6 +94,7 @@ class ModelInfo:
     task: str = ""  # the task's name and title (model card)
     title: str = ""
     data_files: dict[str, str] = field(default_factory=dict)  # training/threshold files -> sha256
+    epochs: list[dict[str, Any]] = field(default_factory=list)  # end-to-end: loss and dev score per epoch
 
 
 def label_matrix(label_sets: Sequence[Sequence[str]], names: Sequence[str]) -> np.ndarray:
@@ -143,7 +166,6 @@ class SignsClassifier:
         """Fine-tune the encoder and fit the heads on ``train``; tune thresholds on ``dev``."""
         if not train:
             raise ClinsynthError("no training sentences")
-        from setfit import Trainer, TrainingArguments
         from transformers import set_seed
 
         names = list(taxonomy.names)
@@ -154,27 +176,13 @@ class SignsClassifier:
         order = rng.permutation(len(train))
         texts = [train[i].text for i in order]
         matrix = label_matrix([train[i].labels for i in order], names)
-        pair_texts, pair_matrix = oversample_minority(texts, matrix, budget.min_per_category, rng)
-
-        model = _base_model(budget, seed)
-        with tempfile.TemporaryDirectory(prefix="clinsynth-setfit-") as scratch:
-            args = TrainingArguments(
-                output_dir=scratch,
-                batch_size=budget.batch_size,
-                num_epochs=1,
-                max_steps=budget.max_steps,
-                body_learning_rate=budget.body_learning_rate,
-                max_length=budget.max_length,
-                seed=seed,
-                report_to="none",
-                save_strategy="no",
-                logging_strategy="no",
-                show_progress_bar=show_progress,
-            )
-            trainer = Trainer(model=model, args=args)
-            if budget.max_steps > 0:
-                trainer.train_embeddings(pair_texts, pair_matrix.tolist(), args)
-            trainer.train_classifier(texts, matrix.tolist(), args)
+        curve: list[dict[str, Any]] = []
+        if budget.recipe == "end-to-end":
+            model = _base_model(budget, seed, differentiable=len(names) + 1)
+            curve = _fit_end_to_end(model, texts, matrix, dev, names, budget, seed, show_progress)
+        else:
+            model = _base_model(budget, seed)
+            _fit_contrastive(model, texts, matrix, budget, seed, rng, show_progress)
 
         info = ModelInfo(
             labels=names,
@@ -184,6 +192,7 @@ class SignsClassifier:
             budget=asdict(budget),
             train_counts=label_counts(train, names),
             train_sources=dict(Counter(r.source for r in train)),
+            epochs=curve,
         )
         classifier = cls(model, info)
         if dev:
@@ -198,8 +207,7 @@ class SignsClassifier:
         """Per-category probabilities, one row per text (the NONE column is left out)."""
         if not texts:
             return np.zeros((0, len(self.info.labels)), dtype=np.float32)
-        probabilities = self.model.predict_proba(list(texts), batch_size=batch_size, as_numpy=True)
-        return np.asarray(probabilities, dtype=np.float32)[:, : len(self.info.labels)]
+        return _probabilities(self.model, texts, batch_size)[:, : len(self.info.labels)]
 
     def decide(self, scores: np.ndarray) -> list[list[str]]:
         """Label sets from scores with the tuned thresholds (guideline order)."""
@@ -238,7 +246,8 @@ class SignsClassifier:
         return cls(model, info)
 
 
-def _base_model(budget: TrainingBudget, seed: int) -> Any:
+def _base_model(budget: TrainingBudget, seed: int, differentiable: int = 0) -> Any:
+    """The bundled encoder with a fresh head: ``differentiable`` outputs (a torch head) or LR heads."""
     from setfit import SetFitModel
     from setfit import logging as setfit_logging
 
@@ -247,14 +256,119 @@ def _base_model(budget: TrainingBudget, seed: int) -> Any:
 
     from clinsynth.embeddings import model_path
 
+    if differentiable:
+        import torch
+
+        torch.manual_seed(seed)  # the head's initial weights
+        head: dict[str, Any] = {"use_differentiable_head": True, "head_params": {"out_features": differentiable}}
+    else:
+        head = {"head_params": {"class_weight": "balanced", "max_iter": budget.head_max_iter, "random_state": seed}}
     model = SetFitModel.from_pretrained(
-        str(model_path()),
-        multi_target_strategy="one-vs-rest",
-        head_params={"class_weight": "balanced", "max_iter": budget.head_max_iter, "random_state": seed},
-        local_files_only=True,
+        str(model_path()), multi_target_strategy="one-vs-rest", local_files_only=True, device="cpu", **head
     )
     model.model_body.max_seq_length = budget.max_length
     return model
+
+
+def _fit_end_to_end(
+    model: Any,
+    texts: list[str],
+    matrix: np.ndarray,
+    dev: Sequence[Record] | None,
+    names: list[str],
+    budget: TrainingBudget,
+    seed: int,
+    show_progress: bool,
+) -> list[dict[str, Any]]:
+    from clinsynth.finetune import fine_tune
+
+    dev_score = None
+    if dev:
+        dev_texts = [r.text for r in dev]
+        dev_gold = label_matrix([r.labels for r in dev], names)[:, : len(names)]
+
+        def dev_score() -> float:
+            scores = _probabilities(model, dev_texts)[:, : len(names)]
+            return threshold_f1(scores, dev_gold, names)
+
+    curve = fine_tune(
+        model,
+        texts,
+        matrix,
+        epochs=budget.epochs,
+        batch_size=budget.batch_size,
+        learning_rate=budget.learning_rate,
+        head_learning_rate=budget.head_learning_rate,
+        warmup=budget.warmup,
+        weight_cap=budget.weight_cap,
+        max_length=budget.max_length,
+        seed=seed,
+        dev_score=dev_score,
+        patience=budget.patience,
+        show_progress=show_progress,
+    )
+    return [asdict(e) for e in curve]
+
+
+def _fit_contrastive(
+    model: Any,
+    texts: list[str],
+    matrix: np.ndarray,
+    budget: TrainingBudget,
+    seed: int,
+    rng: np.random.Generator,
+    show_progress: bool,
+) -> None:
+    from setfit import Trainer, TrainingArguments
+
+    pair_texts, pair_matrix = oversample_minority(texts, matrix, budget.min_per_category, rng)
+    with tempfile.TemporaryDirectory(prefix="clinsynth-setfit-") as scratch:
+        args = TrainingArguments(
+            output_dir=scratch,
+            batch_size=budget.batch_size,
+            num_epochs=1,
+            max_steps=budget.max_steps,
+            body_learning_rate=budget.body_learning_rate,
+            max_length=budget.max_length,
+            seed=seed,
+            report_to="none",
+            save_strategy="no",
+            logging_strategy="no",
+            show_progress_bar=show_progress,
+        )
+        trainer = Trainer(model=model, args=args)
+        if budget.max_steps > 0:
+            trainer.train_embeddings(pair_texts, pair_matrix.tolist(), args)
+        trainer.train_classifier(texts, matrix.tolist(), args)
+
+
+def _probabilities(model: Any, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    probabilities = model.predict_proba(list(texts), batch_size=batch_size, as_numpy=True, show_progress_bar=False)
+    return np.asarray(probabilities, dtype=np.float32)
+
+
+def threshold_f1(scores: np.ndarray, gold: np.ndarray, names: Sequence[str]) -> float:
+    """Mean of micro and macro F1 with thresholds tuned on the same data: how epochs are chosen.
+
+    Optimistic as an estimate, but the same optimism for every epoch, so it ranks them;
+    macro counts only categories with positives (the others have no F1 to speak of).
+    """
+    thresholds = tune_thresholds(scores, gold, names)
+    predicted = scores >= np.asarray([thresholds[n] for n in names], dtype=np.float32)
+    tp = (predicted & gold.astype(bool)).sum(axis=0)
+    denominator = predicted.sum(axis=0) + gold.sum(axis=0)
+    micro = 2 * tp.sum() / max(denominator.sum(), 1)
+    present = gold.sum(axis=0) > 0
+    macro = float(np.mean(2 * tp[present] / denominator[present])) if present.any() else 0.0
+    return float((micro + macro) / 2)
+
+
+def _recipe_words(budget: dict[str, Any]) -> str:
+    if budget.get("recipe", "contrastive") == "end-to-end":
+        return (
+            "encoder and a sigmoid head trained end to end with class-weighted BCE, best epoch on gold dev"
+        )
+    return "contrastive fine-tuning, then one logistic-regression head per category, `class_weight=balanced`"
 
 
 def model_card(info: ModelInfo) -> str:
@@ -264,14 +378,16 @@ def model_card(info: ModelInfo) -> str:
     lines = [
         f"# clinsynth classifier: {info.title or info.task or 'custom task'}",
         "",
-        "Multi-label SetFit classifier (all-MiniLM-L6-v2 body, one logistic-regression head per",
-        f"category, `class_weight=balanced`) for the categories of task `{info.task or '-'}` in",
-        "sentences of clinical notes. An empty label set means NONE.",
+        f"Multi-label SetFit classifier (all-MiniLM-L6-v2 body; {_recipe_words(info.budget)}) for the",
+        f"categories of task `{info.task or '-'}` in sentences of clinical notes. An empty label set means NONE.",
         "",
         f"- training mix: `{info.mix}`, seed {info.seed}, trained {info.created_at} in {info.train_seconds:.0f} s",
         f"- training sentences by source: {json.dumps(info.train_sources)}",
         f"- budget: {json.dumps(info.budget)}",
         *[f"- data: `{path}` sha256 `{digest}`" for path, digest in info.data_files.items()],
+        "",
+        *([f"- epochs (loss, dev score): {[(e['epoch'], e['loss'], e['dev_score']) for e in info.epochs]}"]
+          if info.epochs else []),
         "",
         "## Training data and thresholds",
         "",

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import clinsynth
-from clinsynth.cliargs import add_task_flag
+from clinsynth.cliargs import add_budget_flags, add_task_flag, budget_from_args
 from clinsynth.errors import ClinsynthError
 
 Formatter = argparse.ArgumentDefaultsHelpFormatter
@@ -62,7 +62,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from clinsynth.classifier import TrainingBudget
     from clinsynth.mixes import MixSources
     from clinsynth.report import format_table
     from clinsynth.steps.train import TrainConfig, train
@@ -71,9 +70,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     sources = MixSources.for_task(
         task, silver=args.silver, bronze=args.bronze, silver_min_confidence=args.silver_min_confidence
     )
-    budget = TrainingBudget(max_steps=args.max_steps, batch_size=args.batch_size)
+    budget = budget_from_args(args)
     out = Path(args.out) if args.out else task.model_dir
-    print(f"training on {args.mix} ({budget.max_steps} contrastive steps, seed {args.seed}) -> {out}")
+    print(f"training on {args.mix} ({budget.recipe}, seed {args.seed}) -> {out}")
     result = train(task, TrainConfig(mix=args.mix, budget=budget, seed=args.seed, sources=sources), out=out)
     rows = [[k, result.dev_scores[k], result.test_scores[k]] for k in ("micro_f1", "macro_f1", "binary_f1")]
     print(format_table(["metric", "gold dev", "gold test"], rows))
@@ -186,8 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "clinsynth train --mix gold+bronze --out outputs/gb")  # fmt: skip
     train.add_argument("--mix", default="gold", help="parts joined by '+': gold, silver, silver-confident, bronze, ...")
     train.add_argument("--out", default=None, help="model directory (default: the task's default model)")
-    train.add_argument("--max-steps", type=int, default=40, help="contrastive training steps")
-    train.add_argument("--batch-size", type=int, default=16, help="pairs per step")
+    add_budget_flags(train)
     train.add_argument("--seed", type=int, default=0, help="training seed")
     train.add_argument("--silver", type=Path, default=None, help="silver file (default: the task's)")
     train.add_argument("--bronze", type=Path, default=None, help="bronze file (default: the task's)")

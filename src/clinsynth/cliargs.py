@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
+from clinsynth.lm import REQUEST_TIMEOUT
 from clinsynth.resumable import MapSettings
 from clinsynth.task import LMSpec
 
@@ -28,15 +30,42 @@ def lm_override(args: argparse.Namespace, base: LMSpec) -> LMSpec | None:
     return LMSpec(model=args.lm or base.model, api_base=args.api_base)
 
 
+def _seconds(value: str) -> float:
+    seconds = float(value)
+    if not seconds > 0:  # also NaN
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {value!r}")
+    return seconds
+
+
+def _count(value: str) -> int:
+    count = int(value)
+    if count < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value!r}")
+    return count
+
+
+def add_timeout_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--timeout", type=_seconds, default=REQUEST_TIMEOUT, help="seconds an LM request may take before it is retried"
+    )
+
+
 def add_map_flags(p: argparse.ArgumentParser, unit: str = "item") -> None:
-    """Retries, parallelism and fail-fast of the resumable map (``clinsynth.resumable``)."""
+    """Retries, timeout, parallelism and fail-fast of the resumable map (``clinsynth.resumable``)."""
     p.add_argument("--threads", type=int, default=MAP_DEFAULTS.threads, help="parallel requests")
     p.add_argument("--attempts", type=int, default=MAP_DEFAULTS.attempts, help=f"tries per {unit}")
+    add_timeout_flag(p)
     p.add_argument(
         "--max-consecutive-failures",
         type=int,
         default=MAP_DEFAULTS.max_consecutive_failures,
         help="endpoint failures in a row that stop the run",
+    )
+    p.add_argument(
+        "--max-failures",
+        type=_count,
+        default=MAP_DEFAULTS.max_failures,
+        help="failed items the run may leave and still exit 0 (they stay in the failures file)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -47,4 +76,23 @@ def map_settings(args: argparse.Namespace) -> MapSettings:
         threads=args.threads,
         max_consecutive_failures=args.max_consecutive_failures,
         show_progress=not args.no_progress,
+        timeout=args.timeout,
+        max_failures=args.max_failures,
     )
+
+
+def add_budget_flags(p: argparse.ArgumentParser) -> None:
+    """How classifiers are trained (``clinsynth.classifier.TrainingBudget``); defaults from there."""
+    from clinsynth.classifier import RECIPES, TrainingBudget
+
+    default = TrainingBudget()
+    p.add_argument("--recipe", choices=RECIPES, default=default.recipe, help="how the classifier is trained")
+    p.add_argument("--epochs", type=int, default=default.epochs, help="end-to-end: most epochs (best on dev kept)")
+    p.add_argument("--max-steps", type=int, default=default.max_steps, help="contrastive: training steps")
+    p.add_argument("--batch-size", type=int, default=default.batch_size, help="sentences (pairs) per step")
+
+
+def budget_from_args(args: argparse.Namespace) -> Any:
+    from clinsynth.classifier import TrainingBudget
+
+    return TrainingBudget(recipe=args.recipe, epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size)

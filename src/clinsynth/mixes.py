@@ -50,8 +50,15 @@ class MixSources:
 
 
 def best_mix(summary: dict[str, Any]) -> str | None:
-    """The mix with the best mean gold-dev micro F1 in an augmentation summary (dev, never test, decides)."""
-    mixes = [s for s in summary.get("systems", []) if s.get("kind") == "mix" and "dev_micro_f1" in s]
+    """The best mix of a report; dev or cross-validation decides, never test.
+
+    A cross-validation summary (``evals.cv``, it has ``folds``): the best mean of micro and
+    macro F1 out of fold. An augmentation summary: the best mean gold-dev micro F1.
+    """
+    systems = [s for s in summary.get("systems", []) if s.get("kind") == "mix"]
+    if "folds" in summary:
+        return max(systems, key=lambda s: s["micro_f1"][0] + s["macro_f1"][0])["system"] if systems else None
+    mixes = [s for s in systems if "dev_micro_f1" in s]
     return max(mixes, key=lambda s: s["dev_micro_f1"][0])["system"] if mixes else None
 
 

@@ -26,7 +26,7 @@ from clinsynth.task import LMSpec, Task
 
 QUICK_LABEL_LIMIT = 6
 QUICK_TRAIN_LIMIT = 80
-QUICK_BUDGET = TrainingBudget(max_steps=4)
+QUICK_BUDGET = TrainingBudget(epochs=2)
 QUICK_SILVER = {"limit": QUICK_LABEL_LIMIT, "pool": 2000}  # full runs use the task's [label] settings
 
 
@@ -160,7 +160,12 @@ class MainJob:
             for s in summary["systems"]
         ]
         print(format_table(["system", "micro F1 (gold test)", "macro F1"], rows), flush=True)
-        self.result.best_mix = best_mix(summary) or "gold"
+        if cfg.quick:
+            self.result.best_mix = best_mix(summary) or "gold"
+        else:  # cross-validation decides when the task has it (python -m evals.run cv), else gold dev
+            from clinsynth.steps.train import default_mix
+
+            self.result.best_mix = default_mix(self.task)
         self.result.report = self.report_dir / "augmentation.md"
         return f"{len(summary['systems'])} systems; report {self.task.relative(self.result.report)}"
 

@@ -1,7 +1,8 @@
 """The train step: SetFit on a named mix of the task's data, thresholds on gold dev, saved with a card.
 
-The default model (``task.model_dir``) is trained on the mix that scored best on gold
-*dev* in the task's augmentation report (gold when there is none); ``clinsynth predict``
+The default model (``task.model_dir``) is trained on the mix that scored best in the
+task's cross-validation report (else on gold *dev* in its augmentation report; gold when
+there is neither); ``clinsynth predict``
 uses it and trains it on first use if it is missing.
 """
 
@@ -103,10 +104,13 @@ def _gold(sources: MixSources, taxonomy: Any) -> dict[str, list[Any]]:
 
 
 def default_mix(task: Task) -> str:
-    """The mix with the best gold-dev micro F1 in the task's augmentation report, else gold."""
-    report = task.reports_dir / "augmentation.json"
-    if report.exists():
-        return best_mix(json.loads(report.read_text(encoding="utf-8"))) or FALLBACK_MIX
+    """The best mix by the task's cross-validation report, else by gold dev in its augmentation report, else gold."""
+    for name in ("cv.json", "augmentation.json"):
+        report = task.reports_dir / name
+        if report.exists():
+            mix = best_mix(json.loads(report.read_text(encoding="utf-8")))
+            if mix:
+                return mix
     return FALLBACK_MIX
 
 

@@ -1,0 +1,395 @@
+"""Grouped k-fold cross-validation over gold, for telling what LLM data adds from noise.
+
+Gold test has a handful of positives for several categories, so single-split differences
+of a few points are noise. Here gold train + dev are pooled and split into ``k`` folds by
+*note* (sentences of one note never sit on both sides). For each fold and seed:
+
+- the fold is the evaluation set; of the other notes, ``inner_dev`` of them (by note) pick
+  the epoch and the thresholds, the rest is the gold training part;
+- LLM data is added to the training part only; silver sentences from notes of the fold or
+  of the inner dev are left out (they would leak the evaluation notes);
+- ``gold+silver-agree`` keeps the silver sentences whose LLM labels the gold-trained
+  student of the same fold and seed agrees with (its out-of-sample decision on them), so a
+  weak labeller's noise is filtered by a model that never saw silver.
+
+Every mix's out-of-fold predictions cover the whole pool once per seed. Scores are the
+mean and spread over seeds; each mix is compared with gold by a paired bootstrap over notes
+(``scipy.stats.bootstrap``): the 95% interval of (mix - gold), seeds averaged inside.
+Finished runs are stored under ``<work-dir>/cv/`` keyed by mix, seed, fold, budget and
+data, so an interrupted experiment resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clinsynth.classifier import SignsClassifier, TrainingBudget
+from clinsynth.fileio import atomic_write_text
+from clinsynth.metrics import multilabel_scores
+from clinsynth.mixes import MixSources, load_part, parse_mix
+from clinsynth.records import Record
+from clinsynth.taxonomy import Taxonomy
+
+AGREE = "silver-agree"
+DEFAULT_MIXES = ("gold", "gold+bronze", f"gold+{AGREE}")
+DEFAULT_FOLDS = 5
+DEFAULT_SEEDS = (0, 1, 2)
+INNER_DEV = 0.2  # share of the training notes that picks epochs and thresholds
+HEADLINE = ("micro_f1", "macro_f1", "binary_f1")
+BOOTSTRAP_RESAMPLES = 1000
+
+
+@dataclass
+class FoldRun:
+    """One (mix, seed, fold): the fold's predictions and scores, and how it was trained."""
+
+    mix: str
+    seed: int
+    fold: int
+    ids: list[str]
+    predictions: list[list[str]]
+    thresholds: dict[str, float]
+    n_train: int
+    train_seconds: float
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    silver_scores: list[list[float]] | None = None  # gold runs: the student's scores on silver (for AGREE)
+
+
+@dataclass
+class CVSettings:
+    mixes: tuple[str, ...] = DEFAULT_MIXES
+    seeds: tuple[int, ...] = DEFAULT_SEEDS
+    folds: int = DEFAULT_FOLDS
+    budget: TrainingBudget = field(default_factory=TrainingBudget)
+    baselines: bool = True
+
+
+def note_of(record: Record) -> str:
+    return record.note_id or record.id
+
+
+def note_folds(pool: Sequence[Record], k: int, seed: int = 0) -> list[np.ndarray]:
+    """Indices of each fold's sentences; notes are dealt to folds at random, then balanced by size."""
+    from sklearn.model_selection import GroupKFold
+
+    notes = sorted({note_of(r) for r in pool})
+    # GroupKFold balances fold sizes deterministically by group order; a seeded renaming
+    # of the notes makes the assignment random but reproducible.
+    rank = {n: i for i, n in enumerate(np.random.default_rng(seed).permutation(notes))}
+    groups = np.asarray([rank[note_of(r)] for r in pool])
+    return [test for _, test in GroupKFold(n_splits=k).split(np.zeros(len(pool)), groups=groups)]
+
+
+def inner_split(records: Sequence[Record], share: float, seed: int) -> tuple[list[Record], list[Record]]:
+    """(train, dev) of ``records`` split by note."""
+    from sklearn.model_selection import GroupShuffleSplit
+
+    groups = [note_of(r) for r in records]
+    split = GroupShuffleSplit(n_splits=1, test_size=share, random_state=seed)
+    train_idx, dev_idx = next(split.split(np.zeros(len(records)), groups=groups))
+    return [records[i] for i in train_idx], [records[i] for i in dev_idx]
+
+
+def agreeing_silver(silver: Sequence[Record], scores: np.ndarray, thresholds: dict[str, float], names: list[str]):
+    """Silver records whose LLM label set equals the student's decision on them."""
+    cut = np.asarray([thresholds[n] for n in names], dtype=np.float32)
+    kept = []
+    for record, row in zip(silver, scores, strict=True):
+        student = {n for n, hit in zip(names, row >= cut, strict=True) if hit}
+        if student == set(record.labels):
+            kept.append(record)
+    return kept
+
+
+def _digest(*parts: Any) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(json.dumps(part, sort_keys=True, default=str).encode("utf-8") + b"\0")
+    return h.hexdigest()[:16]
+
+
+class CrossValidation:
+    """Runs (or reuses) every mix x seed x fold and scores the pooled out-of-fold predictions."""
+
+    def __init__(self, pool: Sequence[Record], taxonomy: Taxonomy, sources: MixSources, work_dir: Path,
+                 settings: CVSettings) -> None:  # fmt: skip
+        self.pool = list(pool)
+        self.taxonomy = taxonomy
+        self.names = list(taxonomy.names)
+        self.sources = sources
+        self.settings = settings
+        self.dir = Path(work_dir) / "cv"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.folds = note_folds(self.pool, settings.folds)
+        self.parts: dict[str, list[Record]] = {}
+
+    def part(self, name: str) -> list[Record]:
+        if name not in self.parts:
+            self.parts[name] = load_part(name, self.taxonomy, self.sources)
+        return self.parts[name]
+
+    # -- one fold ---------------------------------------------------------------------
+
+    def fold_data(self, mix: str, seed: int, fold: int) -> tuple[list[Record], list[Record], list[Record]]:
+        """(train, inner dev, evaluation) of one fold; LLM parts join the training side only."""
+        held = set(self.folds[fold].tolist())
+        evaluation = [self.pool[i] for i in sorted(held)]
+        rest = [r for i, r in enumerate(self.pool) if i not in held]
+        gold_train, dev = inner_split(rest, INNER_DEV, seed=fold)
+        blocked = {note_of(r) for r in evaluation} | {note_of(r) for r in dev}
+        train = list(gold_train) if "gold" in parse_mix(mix) else []
+        for part in parse_mix(mix):
+            if part == "gold":
+                continue
+            if part == AGREE:
+                student = self.run("gold", seed, fold)
+                assert student.silver_scores is not None
+                silver = self.part("silver")
+                kept = agreeing_silver(silver, np.asarray(student.silver_scores), student.thresholds, self.names)
+                records = kept
+            else:
+                records = self.part(part)
+            train.extend(r for r in records if r.note_id is None or r.note_id not in blocked)
+        return train, dev, evaluation
+
+    def run(self, mix: str, seed: int, fold: int) -> FoldRun:
+        train, dev, evaluation = self.fold_data(mix, seed, fold)
+        key = _digest(mix, seed, fold, asdict(self.settings.budget), [(r.text, r.labels) for r in train],
+                      [r.id for r in dev], [r.id for r in evaluation], self.names)  # fmt: skip
+        path = self.dir / f"{mix}.seed{seed}.fold{fold}.{key}.json"
+        if path.exists():
+            return FoldRun(**json.loads(path.read_text(encoding="utf-8")))
+        print(f"  {mix} seed {seed} fold {fold}: training on {len(train)} sentences ...", flush=True)
+        classifier = SignsClassifier.train(
+            train, self.taxonomy, dev=dev, budget=self.settings.budget, seed=seed, mix=mix, show_progress=False
+        )
+        silver_scores = None
+        if mix == "gold" and self.sources.silver.exists():
+            silver_scores = np.round(classifier.scores([r.text for r in self.part("silver")]), 4).tolist()
+        result = FoldRun(
+            mix=mix, seed=seed, fold=fold, ids=[r.id for r in evaluation],
+            predictions=classifier.predict([r.text for r in evaluation]), thresholds=classifier.info.thresholds,
+            n_train=len(train), train_seconds=classifier.info.train_seconds, epochs=classifier.info.epochs,
+            silver_scores=silver_scores,
+        )  # fmt: skip
+        atomic_write_text(path, json.dumps(asdict(result)))
+        return result
+
+    # -- everything ---------------------------------------------------------------------
+
+    def out_of_fold(self, mix: str, seed: int) -> tuple[list[list[str]], list[FoldRun]]:
+        """Predictions for every pool sentence (pool order) from the folds that held it out."""
+        by_id: dict[str, list[str]] = {}
+        runs = []
+        for fold in range(self.settings.folds):
+            run = self.run(mix, seed, fold)
+            runs.append(run)
+            by_id.update(zip(run.ids, run.predictions, strict=True))
+        return [by_id[r.id] for r in self.pool], runs
+
+    def baselines(self) -> dict[str, list[list[str]]]:
+        """Keyword lexicon and TF-IDF + LR, fold by fold on the gold parts (deterministic: one 'seed')."""
+        from clinsynth.baselines import KeywordLexicon, TfidfLogReg
+
+        lexicon = KeywordLexicon.from_taxonomy(self.taxonomy)
+        out = {"keyword lexicon": lexicon.predict([r.text for r in self.pool])}
+        by_id: dict[str, list[str]] = {}
+        for fold in range(self.settings.folds):
+            train, dev, evaluation = self.fold_data("gold", 0, fold)
+            model = TfidfLogReg(self.taxonomy.names).fit(train, dev)
+            by_id.update(zip([r.id for r in evaluation], model.predict([r.text for r in evaluation]), strict=True))
+        out["tf-idf + LR (gold)"] = [by_id[r.id] for r in self.pool]
+        return out
+
+
+def paired_ci(
+    gold: Sequence[Sequence[str]],
+    notes: Sequence[str],
+    system: Sequence[Sequence[Sequence[str]]],
+    reference: Sequence[Sequence[Sequence[str]]],
+    taxonomy: Taxonomy,
+    seed: int = 0,
+) -> dict[str, dict[str, float]]:
+    """Per headline metric, the mean difference ``system - reference`` and its 95% bootstrap interval.
+
+    Notes are resampled (sentences of a note are not independent). ``system`` and
+    ``reference`` hold one prediction list per seed; each resample scores every seed on
+    the same sentences and averages, so both seed noise and sample noise are in the interval.
+    """
+    from scipy.stats import bootstrap
+
+    note_ids = sorted(set(notes))
+    rows_of: dict[str, list[int]] = {n: [] for n in note_ids}
+    for i, n in enumerate(notes):
+        rows_of[n].append(i)
+
+    def mean_scores(rows: list[int], runs: Sequence[Sequence[Sequence[str]]]) -> np.ndarray:
+        g = [list(gold[i]) for i in rows]
+        values = [multilabel_scores(g, [list(p[i]) for i in rows], taxonomy) for p in runs]
+        return np.asarray([statistics.fmean(v[m] for v in values) for m in HEADLINE])
+
+    def difference(sample: np.ndarray) -> np.ndarray:
+        rows = [i for n in sample for i in rows_of[note_ids[int(n)]]]
+        return mean_scores(rows, system) - mean_scores(rows, reference)
+
+    everything = np.arange(len(note_ids))
+    observed = difference(everything)
+    result = bootstrap((everything,), difference, vectorized=False, n_resamples=BOOTSTRAP_RESAMPLES,
+                       method="percentile", random_state=seed)  # fmt: skip
+    low, high = result.confidence_interval
+    return {
+        m: {"diff": float(observed[j]), "low": float(low[j]), "high": float(high[j])} for j, m in enumerate(HEADLINE)
+    }
+
+
+def run(pool: Sequence[Record], taxonomy: Taxonomy, sources: MixSources, work_dir: Path,
+        settings: CVSettings) -> dict[str, Any]:  # fmt: skip
+    """Every mix x seed x fold (reusing finished runs), baselines, scores and paired CIs vs gold."""
+    cv = CrossValidation(pool, taxonomy, sources, work_dir, settings)
+    gold_sets = [list(r.labels) for r in pool]
+    notes = [note_of(r) for r in pool]
+    predictions: dict[str, list[list[list[str]]]] = {}
+    systems = []
+    started = time.monotonic()
+    total = len(settings.mixes) * len(settings.seeds)
+    for k, (mix, seed) in enumerate(((m, s) for m in settings.mixes for s in settings.seeds), 1):
+        print(f"[{k}/{total}] {mix} seed {seed} ({settings.folds} folds)", flush=True)
+        oof, runs = cv.out_of_fold(mix, seed)
+        predictions.setdefault(mix, []).append(oof)
+        if len(predictions[mix]) == len(settings.seeds):
+            systems.append(_summary(mix, "mix", predictions[mix], gold_sets, taxonomy, runs))
+    if settings.baselines:
+        for name, predicted in cv.baselines().items():
+            predictions[name] = [predicted]
+            systems.append(_summary(name, "baseline", [predicted], gold_sets, taxonomy, []))
+    if "gold" in predictions:
+        for row in systems:
+            if row["system"] != "gold":
+                row["vs_gold"] = paired_ci(gold_sets, notes, predictions[row["system"]], predictions["gold"], taxonomy)
+    return {
+        "n": len(pool),
+        "notes": len(set(notes)),
+        "folds": settings.folds,
+        "seeds": list(settings.seeds),
+        "budget": asdict(settings.budget),
+        "support": {n: sum(n in r.labels for r in pool) for n in taxonomy.names},
+        "systems": systems,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def _summary(name: str, kind: str, per_seed: list[list[list[str]]], gold: list[list[str]], taxonomy: Taxonomy,
+             runs: list[FoldRun]) -> dict[str, Any]:  # fmt: skip
+    scores = [multilabel_scores(gold, p, taxonomy) for p in per_seed]
+    row: dict[str, Any] = {"system": name, "kind": kind, "runs": len(per_seed)}
+    for metric in HEADLINE:
+        row[metric] = _mean_std([s[metric] for s in scores])
+    row["per_category"] = {c: _mean_std([s["per_category"][c]["f1"] or 0.0 for s in scores]) for c in taxonomy.names}
+    if runs:
+        row["n_train"] = round(statistics.fmean(r.n_train for r in runs))
+        row["train_seconds"] = round(statistics.fmean(r.train_seconds for r in runs), 1)
+    return row
+
+
+def _mean_std(values: Sequence[float]) -> list[float]:
+    return [statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0]
+
+
+# -- report -------------------------------------------------------------------------------
+
+
+def _ms(pair: Sequence[float]) -> str:
+    return f"{pair[0]:.3f} ± {pair[1]:.3f}"
+
+
+def _ci(row: dict[str, Any], metric: str) -> str:
+    ci = row.get("vs_gold", {}).get(metric)
+    if not ci:
+        return "-"
+    mark = " (better)" if ci["low"] > 0 else " (worse)" if ci["high"] < 0 else ""
+    return f"{ci['diff']:+.3f} [{ci['low']:+.3f}, {ci['high']:+.3f}]{mark}"
+
+
+def markdown(summary: dict[str, Any], taxonomy: Taxonomy, command: str) -> str:
+    from clinsynth.report import format_table
+
+    systems = summary["systems"]
+    lines = [
+        "# Cross-validated augmentation: what LLM data adds to gold",
+        "",
+        f"Command: `{command}`. Gold train + dev pooled ({summary['n']} sentences, {summary['notes']} notes), "
+        f"{summary['folds']} folds by note, seeds {', '.join(map(str, summary['seeds']))}; out-of-fold "
+        "predictions cover every sentence once per seed. Within each fold 20% of the training notes pick "
+        "the epoch and the thresholds. LLM data joins the training folds only. Gold test is not used here.",
+        f"Recipe: `{summary['budget']['recipe']}`, {summary['budget']['epochs']} epochs at most. "
+        f"Computed in {summary['seconds'] / 60:.0f} min (finished runs are reused).",
+        "",
+        "## Headline (mean ± sd over seeds; paired 95% bootstrap CI of the difference to gold, notes resampled)",
+        "",
+        format_table(
+            ["system", "micro F1", "macro F1", "binary F1", "Δ micro vs gold", "Δ macro vs gold", "train sentences"],
+            [
+                [r["system"], _ms(r["micro_f1"]), _ms(r["macro_f1"]), _ms(r["binary_f1"]), _ci(r, "micro_f1"),
+                 _ci(r, "macro_f1"), r.get("n_train", "-")]
+                for r in systems
+            ],
+        ),  # fmt: skip
+        "",
+        "## Per category (F1, mean over seeds)",
+        "",
+        format_table(
+            ["category", "support", *[r["system"] for r in systems]],
+            [
+                [c, summary["support"][c], *[f"{r['per_category'][c][0]:.3f}" for r in systems]]
+                for c in taxonomy.names
+            ],
+        ),
+        "",
+        "![per-category F1](cv_per_category.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot(summary: dict[str, Any], taxonomy: Taxonomy, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    systems = summary["systems"]
+    names = list(taxonomy.names)
+    width = 0.8 / max(1, len(systems))
+    fig, ax = plt.subplots(figsize=(max(9, 1.1 * len(names) + 3), 4.8))
+    for k, row in enumerate(systems):
+        xs = np.arange(len(names)) + k * width
+        ax.bar(xs, [row["per_category"][c][0] for c in names], width, yerr=[row["per_category"][c][1] for c in names],
+               label=row["system"], capsize=2)  # fmt: skip
+    ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2)
+    ax.set_xticklabels([f"{c}\n(n={summary['support'][c]})" for c in names], rotation=35, ha="right", fontsize=8)
+    ax.set_ylabel("F1 (out-of-fold, mean over seeds)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8, ncol=2)
+    ax.set_title("Per-category F1 in cross-validation")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(summary: dict[str, Any], taxonomy: Taxonomy, out_dir: Path, command: str) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = {**summary, "command": command}
+    atomic_write_text(out_dir / "cv.json", json.dumps(summary, indent=1) + "\n")
+    plot(summary, taxonomy, out_dir / "cv_per_category.png")
+    path = out_dir / "cv.md"
+    atomic_write_text(path, markdown(summary, taxonomy, command))
+    return path

@@ -1,0 +1,104 @@
+"""Cross-validation machinery and the fine-tuning helpers (no training here: see test_classifier)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clinsynth.finetune import length_batches, positive_weights
+from clinsynth.mixes import MixSources
+from clinsynth.records import Record, write_records
+from evals import cv
+from tests.conftest import TWO_CATEGORY_YAML
+
+
+def _pool(n_notes: int = 20, per_note: int = 3) -> list[Record]:
+    out = []
+    for note in range(n_notes):
+        for s in range(per_note):
+            labels = ["FEVER"] if (note + s) % 3 == 0 else ["COUGH"] if (note + s) % 3 == 1 else []
+            text = f"sentence {s} of note {note}"
+            out.append(Record(f"mts-{note}-s{s}", text, labels, "gold", note_id=f"mts-{note}"))
+    return out
+
+
+def test_folds_cover_every_sentence_once_and_never_split_a_note():
+    pool = _pool()
+    folds = cv.note_folds(pool, 5, seed=1)
+    seen = np.concatenate(folds)
+    assert sorted(seen.tolist()) == list(range(len(pool)))
+    notes_per_fold = [{pool[i].note_id for i in fold} for fold in folds]
+    for a in range(5):
+        for b in range(a + 1, 5):
+            assert not notes_per_fold[a] & notes_per_fold[b]
+    assert [f.tolist() for f in cv.note_folds(pool, 5, seed=1)] == [f.tolist() for f in folds]
+    assert [f.tolist() for f in cv.note_folds(pool, 5, seed=2)] != [f.tolist() for f in folds]
+
+
+def test_inner_split_keeps_notes_whole():
+    train, dev = cv.inner_split(_pool(), 0.2, seed=0)
+    assert train and dev and not {r.note_id for r in train} & {r.note_id for r in dev}
+
+
+def test_silver_from_held_out_notes_never_reaches_training(tmp_path: Path):
+    from clinsynth.taxonomy import load_taxonomy
+
+    (tmp_path / "t.yaml").write_text(TWO_CATEGORY_YAML)
+    taxonomy = load_taxonomy(tmp_path / "t.yaml")
+    pool = _pool()
+    silver = [Record(f"mts-{n}-s9", f"silver of note {n}", ["FEVER"], "silver", note_id=f"mts-{n}") for n in range(20)]
+    write_records(tmp_path / "silver.jsonl", silver)
+    sources = MixSources(gold_dir=tmp_path / "gold", silver=tmp_path / "silver.jsonl", bronze=tmp_path / "none")
+    runner = cv.CrossValidation(pool, taxonomy, sources, tmp_path / "work", cv.CVSettings(folds=4))
+    for fold in range(4):
+        train, dev, evaluation = runner.fold_data("gold+silver", 0, fold)
+        held = {r.note_id for r in evaluation} | {r.note_id for r in dev}
+        assert all(r.note_id not in held for r in train)
+        assert any(r.source == "silver" for r in train) and any(r.source == "gold" for r in train)
+        assert not {r.id for r in train} & {r.id for r in evaluation}
+
+
+def test_agreement_keeps_silver_the_student_labels_the_same_way():
+    names = ["FEVER", "COUGH"]
+    silver = [
+        Record("a", "x", ["FEVER"], "silver"),
+        Record("b", "y", ["FEVER"], "silver"),
+        Record("c", "z", [], "silver"),
+    ]
+    scores = np.asarray([[0.9, 0.1], [0.2, 0.8], [0.1, 0.2]])
+    kept = cv.agreeing_silver(silver, scores, {"FEVER": 0.5, "COUGH": 0.5}, names)
+    assert [r.id for r in kept] == ["a", "c"]
+
+
+def test_paired_ci_is_zero_for_equal_systems_and_positive_for_a_clearly_better_one(tmp_path: Path):
+    from clinsynth.taxonomy import load_taxonomy
+
+    (tmp_path / "t.yaml").write_text(TWO_CATEGORY_YAML)
+    taxonomy = load_taxonomy(tmp_path / "t.yaml")
+    pool = _pool(30)
+    gold = [list(r.labels) for r in pool]
+    notes = [r.note_id for r in pool]
+    rng = np.random.default_rng(0)
+    noisy = [[["FEVER", "COUGH", None][rng.integers(3)]] for _ in pool]
+    noisy = [[x for x in p if x] for p in noisy]
+    same = cv.paired_ci(gold, notes, [noisy, noisy], [noisy, noisy], taxonomy)
+    assert same["micro_f1"] == {"diff": 0.0, "low": 0.0, "high": 0.0}
+    better = cv.paired_ci(gold, notes, [gold, gold], [noisy, noisy], taxonomy)
+    for metric in cv.HEADLINE:
+        assert better[metric]["low"] > 0 and better[metric]["low"] <= better[metric]["diff"] <= better[metric]["high"]
+
+
+def test_positive_weights_are_capped_and_never_below_one():
+    matrix = np.asarray([[1, 0, 0], [0, 0, 1], [0, 0, 1], [0, 0, 1]] + [[0, 0, 0]] * 40)
+    assert positive_weights(matrix, cap=10.0).tolist() == [10.0, 1.0, 10.0]
+    assert positive_weights(matrix, cap=20.0).tolist() == pytest.approx([20.0, 1.0, 41 / 3])
+    assert positive_weights(np.ones((4, 1)), cap=10.0).tolist() == [1.0]
+
+
+def test_length_batches_cover_each_sentence_once_per_epoch():
+    lengths = [5, 50, 7, 48, 6, 51, 8, 3, 30]
+    batches = length_batches(lengths, 4, np.random.default_rng(0))
+    assert sorted(np.concatenate(batches).tolist()) == list(range(len(lengths)))
+    assert all(1 <= len(b) <= 4 for b in batches)
