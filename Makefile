@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint silver compile-labeler bronze compile-generator bronze-report
+.PHONY: setup run test lint silver compile-labeler bronze compile-generator bronze-report cv
 
 setup: $(STAMP)
 
@@ -25,22 +25,23 @@ lint: setup
 test: lint
 	$(PY) -m pytest
 
-# The silver set (data/silver/): 2,000 corpus sentences picked by the relevance prefilter
-# (+20% random negatives), labelled by the compiled program with the embedded LM.
-# Resumable: rerun after an interruption to continue where it stopped.
+# The silver set (data/silver/): corpus sentences picked by the relevance prefilter, labelled
+# by the compiled program with the embedded LM; how many and from what pool: the task's
+# [label] settings (tasks/ad_signs/clinsynth.toml). Resumable: rerun to continue.
 silver: setup
-	$(PY) -m programs.label --prefilter --limit 2000 --pool 30000 --out data/silver/silver.jsonl
+	$(PY) -m programs.label --silver
 
 # Recompile the labeller for the embedded LM (writes compiled/data_to_label.local.json).
 compile-labeler: setup
 	$(PY) -m programs.compile --program data-to-label --optimizer labeled-fewshot --lm local \
 		--train data/gold/train.jsonl --dev data/gold/dev.jsonl --dev-limit 60
 
-# The bronze set (data/bronze/): >= 50 kept sentences per category, NONE hard negatives
-# and two-category sentences, written by LabelToData from the guideline alone, filtered
-# (PHI, duplicates, leakage against gold, round trip). Resumable call by call.
+# The bronze set (data/bronze/): kept sentences per category, NONE hard negatives and
+# two-category sentences, written by LabelToData from the guideline alone, filtered (PHI,
+# duplicates, leakage against gold, round trip); quotas and rounds: the task's [generate]
+# settings. Resumable call by call.
 bronze: setup
-	$(PY) -m programs.generate --lm local --per-category 50 --max-rounds 10 --out data/bronze/bronze.jsonl
+	$(PY) -m programs.generate
 
 # Recompile the generator for the embedded LM (writes compiled/label_to_data.local.json).
 compile-generator: setup
@@ -49,3 +50,7 @@ compile-generator: setup
 
 bronze-report: setup
 	$(PY) -m evals.run bronze-quality --bronze data/bronze/bronze.jsonl
+
+# Cross-validated augmentation (reports/cv.*): gold vs gold + LLM data, folds by note, seeds, CIs.
+cv: setup
+	$(PY) -m evals.run cv --folds 3

@@ -31,7 +31,7 @@ from clinsynth.steps.bronze import (
     BronzeResult,
     generate_bronze,
 )
-from clinsynth.task import LMSpec, load_task
+from clinsynth.task import Task, load_task
 
 # GENERATION_TEMPERATURE and PROGRAM_NAME stay importable from here (programs.compile_generator uses the first).
 __all__ = [
@@ -46,10 +46,16 @@ __all__ = [
 DEFAULTS = BronzeConfig()
 
 
+# Flags of BronzeConfig settings: unset, they take the task's [generate] value, else BronzeConfig's.
+SETTINGS = ("per_category", "per_call", "overgenerate", "max_rounds", "round_trip", "near_duplicate", "seed")
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Defaults shown, except unset ones (None) and switches (False): their help says what unset means."""
+    """Settings show BronzeConfig's default (a task's [generate] table may change it); unset others say in words."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
+        if action.dest in SETTINGS:
+            return f"{action.help} (default: the task's [generate] value, else {getattr(DEFAULTS, action.dest)})"
         if action.default is None or action.default is False:
             return action.help or ""
         return super()._get_help_string(action) or ""
@@ -67,29 +73,29 @@ def build_parser(prog: str = "python -m programs.generate") -> argparse.Argument
     p.add_argument(
         "--out", type=Path, default=None, help="kept records (JSONL), side files next to it (default: the task's)"
     )
-    p.add_argument("--per-category", type=int, default=DEFAULTS.per_category, help="kept sentences wanted per category")
+    p.add_argument("--per-category", type=int, default=None, help="kept sentences wanted per category")
     p.add_argument("--negatives", type=int, default=None, help="kept NONE hard negatives (default: --per-category)")
     p.add_argument(
         "--multi-label", type=int, default=None, help="kept two-category sentences (default: 1/5 of --per-category)"
     )
     p.add_argument("--categories", default=None, help="comma-separated subset of categories (default: all)")
-    p.add_argument("--per-call", type=int, default=DEFAULTS.per_call, help="sentences asked per LM call")
+    p.add_argument("--per-call", type=int, default=None, help="sentences asked per LM call")
     p.add_argument(
-        "--overgenerate", type=float, default=DEFAULTS.overgenerate, help="candidates planned per missing sentence"
+        "--overgenerate", type=float, default=None, help="candidates planned per missing sentence"
     )
     p.add_argument(
-        "--max-rounds", type=int, default=DEFAULTS.max_rounds, help="top-up rounds for targets short of their quota"
+        "--max-rounds", type=int, default=None, help="top-up rounds for targets short of their quota"
     )
     p.add_argument(
         "--round-trip",
         choices=ROUND_TRIP_POLICIES,
-        default=DEFAULTS.round_trip,
+        default=None,
         help="what to do with sentences the labeller labels otherwise (drop, relabel, keep); off: no round trip",
     )
     p.add_argument(
         "--near-duplicate",
         type=float,
-        default=DEFAULTS.near_duplicate,
+        default=None,
         help="cosine at or above which a sentence is dropped as a near duplicate",
     )
     p.add_argument("--program", type=Path, default=None, help="compiled LabelToData (default: the task's for the LM)")
@@ -98,26 +104,21 @@ def build_parser(prog: str = "python -m programs.generate") -> argparse.Argument
     )
     p.add_argument("--zero-shot", action="store_true", help="ignore compiled programs")
     p.add_argument("--taxonomy", type=Path, default=None, help="taxonomy YAML (default: the task's)")
-    p.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seed of the call plans (recorded in provenance)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the call plans (recorded in provenance)")
     add_map_flags(p, "call and per round trip")
     return p
 
 
-def config_from_args(args: argparse.Namespace, base: LMSpec) -> BronzeConfig:
-    """Flags to a BronzeConfig; ``base`` is the task's generator LM, which --lm / --api-base override."""
-    lm = lm_override(args, base)
-    return BronzeConfig(
-        per_category=args.per_category,
+def config_from_args(args: argparse.Namespace, task: Task) -> BronzeConfig:
+    """Flags to a BronzeConfig: flags given, then the task's [generate] table, then BronzeConfig's defaults."""
+    given = {name: getattr(args, name) for name in SETTINGS if getattr(args, name) is not None}
+    return BronzeConfig.for_task(
+        task,
+        **given,
         negatives=args.negatives,
         multi_label=args.multi_label,
-        per_call=args.per_call,
-        overgenerate=args.overgenerate,
-        max_rounds=args.max_rounds,
-        round_trip=args.round_trip,
-        near_duplicate=args.near_duplicate,
-        seed=args.seed,
         categories=tuple(c.strip() for c in args.categories.split(",") if c.strip()) if args.categories else None,
-        lm=lm,
+        lm=lm_override(args, task.lm("generator")),
         program=args.program,
         labeler=args.labeler,
         zero_shot=args.zero_shot,
@@ -144,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         task = load_task(args.task)
         if args.taxonomy is not None:
             task = dataclasses.replace(task, taxonomy_path=args.taxonomy.resolve())
-        config = config_from_args(args, task.lm("generator"))
+        config = config_from_args(args, task)
         result = generate_bronze(task, config, args.out)
     except ClinsynthError as exc:
         print(f"error: {exc}", file=sys.stderr)

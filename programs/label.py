@@ -9,6 +9,8 @@ the next run. Exit status: 0 done, 1 more records failed than ``--max-failures``
 run could not go on (bad input or flags, or an endpoint that refuses or does not answer).
 The work itself is ``clinsynth.steps.label.label_sentences``.
 
+``--silver`` makes the task's own silver set with the settings in its ``clinsynth.toml``.
+
 Example: python -m programs.label --prefilter --limit 200 --out outputs/silver.jsonl
 """
 
@@ -35,13 +37,21 @@ def build_parser(prog: str = "python -m programs.label") -> argparse.ArgumentPar
     add_task_flag(p)
     add_lm_flags(p, "labeler")
     p.add_argument("--input", type=Path, default=None, help="JSONL (text, id?), CSV (text column) or TXT")
-    p.add_argument("--out", type=Path, required=True, help="output JSONL (resumed if it exists)")
+    p.add_argument("--out", type=Path, default=None, help="output JSONL (resumed if it exists); needed unless --silver")
+    p.add_argument(
+        "--silver",
+        action="store_true",
+        help="make the task's silver set: its corpus with its [label] settings (prefilter, limit, pool), "
+        "into its silver path; flags given override the settings",
+    )
     p.add_argument("--limit", type=int, default=None, help="label at most N sentences")
     p.add_argument("--program", type=Path, default=None, help="compiled program JSON (default: the task's for --lm)")
     p.add_argument("--zero-shot", action="store_true", help="ignore compiled programs")
     p.add_argument("--samples", type=int, default=1, help="k > 1: confidence = agreement of k answers (k x cost)")
     p.add_argument("--prefilter", action="store_true", help="corpus: pick sentences similar to the categories")
-    p.add_argument("--negatives", type=float, default=0.2, help="prefilter: share of random other sentences")
+    p.add_argument(
+        "--negatives", type=float, default=None, help="prefilter: share of random other sentences (default: 0.2)"
+    )
     p.add_argument("--pool", type=int, default=None, help="prefilter: score a random pool of N sentences only")
     p.add_argument(
         "--sensitivity",
@@ -62,13 +72,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         task = load_task(args.task)
         lm = lm_override(args, task.lm("labeler"))
-        config = LabelConfig(
-            input=args.input,
-            sensitivity=Sensitivity(args.sensitivity) if args.sensitivity else None,
-            limit=args.limit,
-            prefilter=args.prefilter,
-            negatives=args.negatives,
-            pool=args.pool,
+        given = {k: getattr(args, k) for k in ("limit", "negatives", "pool") if getattr(args, k) is not None}
+        settings = dict(
             program=args.program,
             zero_shot=args.zero_shot,
             samples=args.samples,
@@ -76,7 +81,22 @@ def run(args: argparse.Namespace) -> int:
             lm=lm,
             map=map_settings(args),
             parquet=not args.no_parquet,
+            **given,
         )
+        if args.silver:
+            if args.input is not None:
+                raise ClinsynthError("--silver labels the task's corpus; leave out --input")
+            config = LabelConfig.for_silver(task, **settings)
+            args.out = args.out or task.silver
+        else:
+            if args.out is None:
+                raise ClinsynthError("--out is required (or --silver for the task's silver set)")
+            config = LabelConfig(
+                input=args.input,
+                sensitivity=Sensitivity(args.sensitivity) if args.sensitivity else None,
+                prefilter=args.prefilter,
+                **settings,
+            )
         result = label_sentences(task, config, args.out)
     except ClinsynthError as exc:
         print(f"error: {exc}", file=sys.stderr)

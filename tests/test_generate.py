@@ -237,11 +237,15 @@ def test_cli_runs_the_step_on_a_task_and_prints_the_counts(
 def test_the_parser_is_reusable_without_main():
     parser = gen_cli.build_parser(prog="clinsynth generate")
     args = parser.parse_args(["--per-category", "7", "--categories", "FEVER, COUGH"])
-    cfg = gen_cli.config_from_args(args, LMSpec())
+    bundled = load_task()  # its [generate] table sets max_rounds = 10
+    cfg = gen_cli.config_from_args(args, bundled)
     assert parser.prog == "clinsynth generate" and args.out is None and args.task is None
     assert cfg.per_category == 7 and cfg.categories == ("FEVER", "COUGH") and cfg.lm is None
     assert cfg.resolved().negatives == 7 and cfg.resolved().multi_label == 1
+    assert cfg.max_rounds == 10 and cfg.per_call == BronzeConfig().per_call
+    assert gen_cli.config_from_args(parser.parse_args(["--max-rounds", "2"]), bundled).max_rounds == 2
     assert all(a.help for a in parser._actions), "every flag has help"
+    assert "the task's [generate] value, else 3" in parser.format_help().replace("\n", " ").replace("  ", " ")
 
 
 def gold_demo_labeller(task: Task) -> DataToLabel:

@@ -245,3 +245,15 @@ def test_a_rerun_gets_fresh_samples_instead_of_replaying_cached_failures(tmp_pat
         requests = len(server.requests)
     assert (first.failed, second.labelled) == (1, 1)
     assert requests == 4  # three failed rollouts, then one fresh one (not three cache hits)
+
+
+def test_silver_flag_makes_the_task_silver_set_with_its_label_settings(tmp_path: Path, monkeypatch, capsys):
+    task_dir = write_task(tmp_path / "t", extra="[label]\nlimit = 3\npool = 60\n")
+    answers = [{"categories": []}] * 3
+    monkeypatch.setattr("clinsynth.session.make_lm", lambda *a, **k: dummy_handle(answers))
+    assert label_cli.main(["--task", str(task_dir), "--silver", "--zero-shot", "--no-progress", "--no-parquet"]) == 0
+    task = load_task(task_dir)
+    records = read_records(task.silver)
+    assert len(records) == 3 and all(r.note_id for r in records)  # the corpus, prefiltered, limit from [label]
+    assert label_cli.main(["--task", str(task_dir), "--silver", "--input", str(task.silver)]) == 2
+    assert "leave out --input" in capsys.readouterr().err

@@ -119,7 +119,7 @@ sentences = [
 # The categories `clinsynth run --quick` generates data for (names from taxonomy.yaml).
 quick_categories = [{quick}]
 
-# How `clinsynth run --regenerate`, `clinsynth label --silver` and `clinsynth generate --bronze`
+# How `clinsynth run --regenerate`, `clinsynth label --silver` and `clinsynth generate`
 # make this task's silver and bronze sets (the defaults are shown; uncomment to change).
 [label]
 # limit = 2000        # corpus sentences to label
