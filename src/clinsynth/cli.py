@@ -127,6 +127,79 @@ def cmd_taxonomy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_review_export(args: argparse.Namespace) -> int:
+    from clinsynth.review import export_review
+
+    task = _task(args)
+    result = export_review(
+        task, args.source, args.n, strategy=args.strategy, seed=args.seed, out=args.out, random_share=args.random_share
+    )
+    print(
+        f"{result.exported} sentences ({result.uncertain} uncertain, {result.random} random, "
+        f"of {result.candidates}) -> {result.out}"
+    )
+    print(f"labelling config: {result.config}  (Label Studio: create a project with it, then import the tasks)")
+    return 0
+
+
+def cmd_review_import(args: argparse.Namespace) -> int:
+    from clinsynth.review import import_review
+
+    result = import_review(_task(args), Path(args.input), args.split, out=args.out)
+    if result.out is not None:
+        print(f"gold {args.split}: {result.written} new, {result.replaced} replaced -> {result.out}")
+    if result.rejected_path is not None:
+        print(f"bronze: {result.accepted} accepted, {result.rejected} rejected -> {result.rejected_path}")
+    print(f"skipped: {result.cancelled} cancelled annotations, {result.unannotated} tasks without annotation")
+    if result.kappa:
+        kappas = ", ".join(f"{k} {'-' if v is None else f'{v:.3f}'}" for k, v in result.kappa.items())
+        print(f"agreement on {result.double_annotated} doubly annotated sentences (Cohen's kappa): {kappas}")
+    return 0
+
+
+def _add_review(sub: argparse._SubParsersAction) -> None:
+    """``clinsynth review export|import``: build gold with Label Studio."""
+    review = sub.add_parser(
+        "review",
+        help="export sentences to review in Label Studio; import the annotations as gold",
+        description="Human review with Label Studio: export tasks + labelling config, import the JSON export.",
+        epilog="example: clinsynth review export --source corpus --n 200 --out tasks.json",
+        formatter_class=Formatter,
+    )
+    actions = review.add_subparsers(dest="action", required=True, metavar="ACTION")
+    help = "sentences most worth a human look, pre-annotated, as Label Studio tasks and a labelling config"
+    export = actions.add_parser(
+        "export",
+        help=help,
+        description=help,
+        epilog="example: clinsynth review export --task my_task --source corpus --n 200 --out tasks.json",
+        formatter_class=Formatter,
+    )
+    add_task_flag(export)
+    export.add_argument("--source", required=True, help="corpus, silver, bronze, or a JSONL / CSV / TXT file")
+    export.add_argument("--n", type=int, required=True, help="sentences to export")
+    export.add_argument("--strategy", choices=("uncertain", "random"), default="uncertain",
+                        help="uncertain: closest to the classifier's thresholds, plus a random share")  # fmt: skip
+    export.add_argument("--random-share", type=float, default=0.2, help="uncertain: share of random sentences")
+    export.add_argument("--seed", type=int, default=0, help="seed of the random picks")
+    export.add_argument("--out", default=None, help="tasks JSON (default: <task outputs>/review/<source>-tasks.json)")
+    export.set_defaults(func=cmd_review_export)
+    help = "validate a Label Studio JSON export and write it as gold (bronze: accept/reject)"
+    imp = actions.add_parser(
+        "import",
+        help=help,
+        description=help,
+        epilog="example: clinsynth review import --task my_task --input export.json --split train",
+        formatter_class=Formatter,
+    )
+    add_task_flag(imp)
+    imp.add_argument("--input", required=True, help="Label Studio export (JSON)")
+    imp.add_argument("--split", choices=("train", "dev", "test"), default=None,
+                     help="gold split to add the sentences to (not needed for a bronze review)")  # fmt: skip
+    imp.add_argument("--out", default=None, help="gold file to write (default: the task's split file)")
+    imp.set_defaults(func=cmd_review_import)
+
+
 def _delegated(name: str) -> tuple[Callable[..., argparse.ArgumentParser], Callable[[argparse.Namespace], int]]:
     """The parser and runner of a subcommand whose flags live with its module (shared with ``python -m``)."""
     import importlib
@@ -214,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     taxonomy = add("taxonomy", "validate the task's taxonomy and print its guideline text", "clinsynth taxonomy")
     taxonomy.add_argument("--path", default=None, help="a taxonomy file instead of the task's")
     taxonomy.set_defaults(func=cmd_taxonomy)
+
+    _add_review(sub)
     return parser
 
 

@@ -6,7 +6,8 @@ Parts of a mix:
 - ``silver``: corpus sentences labelled by data-to-label;
 - ``silver-confident``: silver records whose label confidence is at least
   ``silver_min_confidence`` (the labeller over-labels at low confidence);
-- ``bronze``: sentences written by label-to-data that passed every filter;
+- ``bronze``: sentences written by label-to-data that passed every filter, less those a
+  reviewer rejected (``clinsynth review import``: ``<bronze>.rejected.jsonl``);
 - ``bronze-unfiltered``: the same targets without the round-trip filter: kept sentences
   plus those the round trip dropped, sampled down to the kept count per target so that
   only the filter, not the size, differs from ``bronze``.
@@ -90,7 +91,7 @@ def load_part(part: str, taxonomy: Taxonomy, sources: MixSources) -> list[Record
             records = [r for r in records if _confidence(r) >= sources.silver_min_confidence]
         return records
     if part == "bronze":
-        return _read(sources.bronze, taxonomy, "bronze")
+        return _read_bronze(sources.bronze, taxonomy)
     if part == "bronze-unfiltered":
         return bronze_without_round_trip(sources.bronze, taxonomy)
     raise DataError(f"unknown mix part {part!r}")
@@ -100,6 +101,14 @@ def _read(path: Path, taxonomy: Taxonomy, what: str) -> list[Record]:
     if not Path(path).exists():
         raise DataError(f"no {what} set here; make it first (make {what})", path=path)
     return read_records(path, taxonomy)
+
+
+def _read_bronze(path: Path, taxonomy: Taxonomy) -> list[Record]:
+    """Bronze less the sentences a reviewer rejected (``clinsynth review import``)."""
+    from clinsynth.review import rejected_ids
+
+    rejected = rejected_ids(path)
+    return [r for r in _read(path, taxonomy, "bronze") if r.id not in rejected]
 
 
 def _confidence(record: Record) -> float:
@@ -114,7 +123,7 @@ def bronze_target(record: Record) -> str:
 
 def bronze_without_round_trip(path: Path, taxonomy: Taxonomy, seed: int = 0) -> list[Record]:
     """Kept bronze plus round-trip drops, sampled to the kept count per target."""
-    kept = _read(path, taxonomy, "bronze")
+    kept = _read_bronze(path, taxonomy)  # rejected ones leave both mixes, so only the filter differs
     dropped_path = side_path(Path(path), "dropped.jsonl")
     pool: dict[str, list[Record]] = defaultdict(list)
     for record in kept:
