@@ -15,9 +15,7 @@ data; a rerun reuses finished runs, so an interrupted experiment resumes.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -32,6 +30,7 @@ from clinsynth.metrics import multilabel_scores
 from clinsynth.mixes import MixSources, load_part, parse_mix
 from clinsynth.records import Record, label_counts, now_iso
 from clinsynth.taxonomy import NONE_LABEL, Taxonomy
+from evals.core import mean_std, run_key
 
 MAIN_MIXES = ("gold", "gold+silver", "gold+bronze", "gold+silver+bronze")
 REFERENCE_MIXES = ("silver", "bronze")
@@ -80,13 +79,6 @@ class RunResult:
     predict_seconds: float = 0.0
     n_train: int = 0
     predictions: list[list[str]] = field(default_factory=list)
-
-
-def _digest(*parts: Any) -> str:
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(json.dumps(part, sort_keys=True, default=str).encode("utf-8") + b"\0")
-    return h.hexdigest()[:16]
 
 
 def _scores(gold: Sequence[Record], predicted: Sequence[Sequence[str]], taxonomy: Taxonomy) -> dict[str, Any]:
@@ -210,7 +202,7 @@ def run(experiment: Experiment, taxonomy: Taxonomy, out_dir: Path, command: str)
         train = mix_data[mix]
         for seed in experiment.seeds:
             done += 1
-            key = _digest(mix, seed, asdict(experiment.budget), [(r.text, r.labels) for r in train], taxonomy.names)
+            key = run_key(mix, seed, asdict(experiment.budget), [(r.text, r.labels) for r in train], taxonomy.names)
             path = runs_dir / f"{mix}.seed{seed}.{key}.json"
             if path.exists():
                 result = RunResult(**json.loads(path.read_text(encoding="utf-8")))
@@ -254,12 +246,6 @@ def run(experiment: Experiment, taxonomy: Taxonomy, out_dir: Path, command: str)
 # -- aggregation ----------------------------------------------------------------------
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    if not values:
-        return 0.0, 0.0
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
 def summarise(
     results: Sequence[RunResult], taxonomy: Taxonomy, gold_train: Sequence[Record], test: Sequence[Record]
 ) -> dict[str, Any]:
@@ -274,19 +260,19 @@ def summarise(
     for name, runs in systems.items():
         row: dict[str, Any] = {"system": name, "kind": runs[0].kind, "runs": len(runs)}
         for metric in HEADLINE:
-            row[metric] = _mean_std([r.test_scores[metric] for r in runs])
+            row[metric] = mean_std([r.test_scores[metric] for r in runs])
         row["per_category"] = {
-            c: _mean_std([r.test_scores["per_category"][c]["f1"] or 0.0 for r in runs]) for c in taxonomy.names
+            c: mean_std([r.test_scores["per_category"][c]["f1"] or 0.0 for r in runs]) for c in taxonomy.names
         }
         halves = [r.test_scores_at_half for r in runs if r.test_scores_at_half]
         if halves:
-            row["micro_f1_at_half"] = _mean_std([h["micro_f1"] for h in halves])
-            row["macro_f1_at_half"] = _mean_std([h["macro_f1"] for h in halves])
+            row["micro_f1_at_half"] = mean_std([h["micro_f1"] for h in halves])
+            row["macro_f1_at_half"] = mean_std([h["macro_f1"] for h in halves])
         devs = [r.dev_scores for r in runs if r.dev_scores]
         if devs:
-            row["dev_micro_f1"] = _mean_std([d["micro_f1"] for d in devs])
-        row["train_seconds"] = _mean_std([r.train_seconds for r in runs])
-        row["predict_seconds"] = _mean_std([r.predict_seconds for r in runs])
+            row["dev_micro_f1"] = mean_std([d["micro_f1"] for d in devs])
+        row["train_seconds"] = mean_std([r.train_seconds for r in runs])
+        row["predict_seconds"] = mean_std([r.predict_seconds for r in runs])
         row["n_train"] = runs[0].n_train
         rows.append(row)
     return {

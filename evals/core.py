@@ -7,9 +7,13 @@ suite runs solvers on a task and writes JSON plus a readable report.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from clinsynth.metrics import multilabel_scores
 from clinsynth.records import Record
@@ -74,3 +78,18 @@ def evaluate(task: Task, solver: Solver, taxonomy: Taxonomy) -> Result:
             for i, (r, p) in enumerate(zip(task.records, predictions, strict=True))
         ],
     )
+
+
+def run_key(*parts: Any) -> str:
+    """A short content hash of what a trained run depends on: finished runs are stored under it."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(json.dumps(part, sort_keys=True, default=str).encode("utf-8") + b"\0")
+    return h.hexdigest()[:16]
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value; both 0 for none)."""
+    if not values:
+        return 0.0, 0.0
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)

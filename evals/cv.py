@@ -21,7 +21,6 @@ data, so an interrupted experiment resumes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import statistics
 import time
@@ -38,6 +37,7 @@ from clinsynth.metrics import multilabel_scores
 from clinsynth.mixes import MixSources, load_part, parse_mix
 from clinsynth.records import Record
 from clinsynth.taxonomy import Taxonomy
+from evals.core import mean_std, run_key
 
 AGREE = "silver-agree"
 DEFAULT_MIXES = ("gold", "gold+bronze", f"gold+{AGREE}")
@@ -99,7 +99,9 @@ def inner_split(records: Sequence[Record], share: float, seed: int) -> tuple[lis
     return [records[i] for i in train_idx], [records[i] for i in dev_idx]
 
 
-def agreeing_silver(silver: Sequence[Record], scores: np.ndarray, thresholds: dict[str, float], names: list[str]):
+def agreeing_silver(
+    silver: Sequence[Record], scores: np.ndarray, thresholds: dict[str, float], names: list[str]
+) -> list[Record]:
     """Silver records whose LLM label set equals the student's decision on them."""
     cut = np.asarray([thresholds[n] for n in names], dtype=np.float32)
     kept = []
@@ -108,13 +110,6 @@ def agreeing_silver(silver: Sequence[Record], scores: np.ndarray, thresholds: di
         if student == set(record.labels):
             kept.append(record)
     return kept
-
-
-def _digest(*parts: Any) -> str:
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(json.dumps(part, sort_keys=True, default=str).encode("utf-8") + b"\0")
-    return h.hexdigest()[:16]
 
 
 class CrossValidation:
@@ -153,9 +148,8 @@ class CrossValidation:
             if part == AGREE:
                 student = self.run("gold", seed, fold)
                 assert student.silver_scores is not None
-                silver = self.part("silver")
-                kept = agreeing_silver(silver, np.asarray(student.silver_scores), student.thresholds, self.names)
-                records = kept
+                scores = np.asarray(student.silver_scores)
+                records = agreeing_silver(self.part("silver"), scores, student.thresholds, self.names)
             else:
                 records = self.part(part)
             train.extend(r for r in records if r.note_id is None or r.note_id not in blocked)
@@ -163,7 +157,7 @@ class CrossValidation:
 
     def run(self, mix: str, seed: int, fold: int) -> FoldRun:
         train, dev, evaluation = self.fold_data(mix, seed, fold)
-        key = _digest(mix, seed, fold, asdict(self.settings.budget), [(r.text, r.labels) for r in train],
+        key = run_key(mix, seed, fold, asdict(self.settings.budget), [(r.text, r.labels) for r in train],
                       [r.id for r in dev], [r.id for r in evaluation], self.names)  # fmt: skip
         path = self.dir / f"{mix}.seed{seed}.fold{fold}.{key}.json"
         if path.exists():
@@ -292,16 +286,12 @@ def _summary(name: str, kind: str, per_seed: list[list[list[str]]], gold: list[l
     scores = [multilabel_scores(gold, p, taxonomy) for p in per_seed]
     row: dict[str, Any] = {"system": name, "kind": kind, "runs": len(per_seed)}
     for metric in HEADLINE:
-        row[metric] = _mean_std([s[metric] for s in scores])
-    row["per_category"] = {c: _mean_std([s["per_category"][c]["f1"] or 0.0 for s in scores]) for c in taxonomy.names}
+        row[metric] = mean_std([s[metric] for s in scores])
+    row["per_category"] = {c: mean_std([s["per_category"][c]["f1"] or 0.0 for s in scores]) for c in taxonomy.names}
     if runs:
         row["n_train"] = round(statistics.fmean(r.n_train for r in runs))
         row["train_seconds"] = round(statistics.fmean(r.train_seconds for r in runs), 1)
     return row
-
-
-def _mean_std(values: Sequence[float]) -> list[float]:
-    return [statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0]
 
 
 # -- report -------------------------------------------------------------------------------

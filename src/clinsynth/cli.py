@@ -157,6 +157,16 @@ def cmd_review_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _subcommand(
+    sub: argparse._SubParsersAction, name: str, help: str, example: str, task: bool = True
+) -> argparse.ArgumentParser:
+    """A subcommand with its help as description, an example, defaults shown and (usually) ``--task``."""
+    p = sub.add_parser(name, help=help, description=help, epilog=f"example: {example}", formatter_class=Formatter)
+    if task:
+        add_task_flag(p)
+    return p
+
+
 def _add_review(sub: argparse._SubParsersAction) -> None:
     """``clinsynth review export|import``: build gold with Label Studio."""
     review = sub.add_parser(
@@ -167,15 +177,12 @@ def _add_review(sub: argparse._SubParsersAction) -> None:
         formatter_class=Formatter,
     )
     actions = review.add_subparsers(dest="action", required=True, metavar="ACTION")
-    help = "sentences most worth a human look, pre-annotated, as Label Studio tasks and a labelling config"
-    export = actions.add_parser(
+    export = _subcommand(
+        actions,
         "export",
-        help=help,
-        description=help,
-        epilog="example: clinsynth review export --task my_task --source corpus --n 200 --out tasks.json",
-        formatter_class=Formatter,
+        "sentences most worth a human look, pre-annotated, as Label Studio tasks and a labelling config",
+        "clinsynth review export --task my_task --source corpus --n 200 --out tasks.json",
     )
-    add_task_flag(export)
     export.add_argument("--source", required=True, help="corpus, silver, bronze, or a JSONL / CSV / TXT file")
     export.add_argument("--n", type=int, required=True, help="sentences to export")
     export.add_argument("--strategy", choices=("uncertain", "random"), default="uncertain",
@@ -184,15 +191,12 @@ def _add_review(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--seed", type=int, default=0, help="seed of the random picks")
     export.add_argument("--out", default=None, help="tasks JSON (default: <task outputs>/review/<source>-tasks.json)")
     export.set_defaults(func=cmd_review_export)
-    help = "validate a Label Studio JSON export and write it as gold (bronze: accept/reject)"
-    imp = actions.add_parser(
+    imp = _subcommand(
+        actions,
         "import",
-        help=help,
-        description=help,
-        epilog="example: clinsynth review import --task my_task --input export.json --split train",
-        formatter_class=Formatter,
+        "validate a Label Studio JSON export and write it as gold (bronze: accept/reject)",
+        "clinsynth review import --task my_task --input export.json --split train",
     )
-    add_task_flag(imp)
     imp.add_argument("--input", required=True, help="Label Studio export (JSON)")
     imp.add_argument("--split", choices=("train", "dev", "test"), default=None,
                      help="gold split to add the sentences to (not needed for a bronze review)")  # fmt: skip
@@ -229,10 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, help: str, example: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help, epilog=f"example: {example}", formatter_class=Formatter)
-        if name != "init":
-            add_task_flag(p)
-        return p
+        return _subcommand(sub, name, help, example, task=name != "init")
 
     init = add("init", "write a template task folder (taxonomy, gold stubs, config)", "clinsynth init my_task")
     init.add_argument("dir", help="folder to create")
