@@ -17,10 +17,15 @@ mean and spread over seeds; each mix is compared with gold by a paired bootstrap
 (``scipy.stats.bootstrap``): the 95% interval of (mix - gold), seeds averaged inside.
 Finished runs are stored under ``<work-dir>/cv/`` keyed by mix, seed, fold, budget and
 data, so an interrupted experiment resumes.
+
+A system may change the training budget after ``@``: ``gold+bronze@epochs=12`` or
+``gold@recipe=contrastive`` (``TrainingBudget`` fields, comma-separated), so recipes are
+compared on the same folds, seeds and paired CIs as mixes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import time
@@ -32,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from clinsynth.classifier import SignsClassifier, TrainingBudget
+from clinsynth.errors import DataError
 from clinsynth.fileio import atomic_write_text
 from clinsynth.metrics import multilabel_scores
 from clinsynth.mixes import MixSources, load_part, parse_mix
@@ -112,6 +118,24 @@ def agreeing_silver(
     return kept
 
 
+def split_system(spec: str, base: TrainingBudget) -> tuple[str, TrainingBudget]:
+    """``"gold+bronze@epochs=12,learning_rate=1e-4"`` -> ("gold+bronze", budget with those fields)."""
+    mix, _, variant = spec.partition("@")
+    if not variant:
+        return mix, base
+    fields = {f.name: type(getattr(base, f.name)) for f in dataclasses.fields(TrainingBudget)}
+    changes: dict[str, Any] = {}
+    for item in variant.split(","):
+        name, eq, value = (x.strip() for x in item.partition("="))
+        if not eq or name not in fields:
+            raise DataError(f"system {spec!r}: {item!r} is not <budget field>=<value>; fields: {', '.join(fields)}")
+        try:
+            changes[name] = fields[name](value) if fields[name] is not bool else value.lower() in ("1", "true", "yes")
+        except ValueError as exc:
+            raise DataError(f"system {spec!r}: {name} must be a {fields[name].__name__}, got {value!r}") from exc
+    return mix, dataclasses.replace(base, **changes)
+
+
 class CrossValidation:
     """Runs (or reuses) every mix x seed x fold and scores the pooled out-of-fold predictions."""
 
@@ -136,6 +160,7 @@ class CrossValidation:
 
     def fold_data(self, mix: str, seed: int, fold: int) -> tuple[list[Record], list[Record], list[Record]]:
         """(train, inner dev, evaluation) of one fold; LLM parts join the training side only."""
+        mix, _, variant = mix.partition("@")
         held = set(self.folds[fold].tolist())
         evaluation = [self.pool[i] for i in sorted(held)]
         rest = [r for i, r in enumerate(self.pool) if i not in held]
@@ -146,7 +171,8 @@ class CrossValidation:
             if part == "gold":
                 continue
             if part == AGREE:
-                student = self.run("gold", seed, fold)
+                # The student is trained with the same budget as the system it filters for.
+                student = self.run("gold" + (f"@{variant}" if variant else ""), seed, fold)
                 assert student.silver_scores is not None
                 scores = np.asarray(student.silver_scores)
                 records = agreeing_silver(self.part("silver"), scores, student.thresholds, self.names)
@@ -155,22 +181,25 @@ class CrossValidation:
             train.extend(r for r in records if r.note_id is None or r.note_id not in blocked)
         return train, dev, evaluation
 
-    def run(self, mix: str, seed: int, fold: int) -> FoldRun:
-        train, dev, evaluation = self.fold_data(mix, seed, fold)
-        key = run_key(mix, seed, fold, asdict(self.settings.budget), [(r.text, r.labels) for r in train],
+    def run(self, system: str, seed: int, fold: int) -> FoldRun:
+        mix, budget = split_system(system, self.settings.budget)
+        train, dev, evaluation = self.fold_data(system, seed, fold)
+        # The key holds the budget itself, so a system spelled differently but trained the
+        # same way (e.g. ``gold@epochs=6`` while 6 is the default) reuses the same run.
+        key = run_key(mix, seed, fold, asdict(budget), [(r.text, r.labels) for r in train],
                       [r.id for r in dev], [r.id for r in evaluation], self.names)  # fmt: skip
         path = self.dir / f"{mix}.seed{seed}.fold{fold}.{key}.json"
         if path.exists():
-            return FoldRun(**json.loads(path.read_text(encoding="utf-8")))
-        print(f"  {mix} seed {seed} fold {fold}: training on {len(train)} sentences ...", flush=True)
+            return FoldRun(**{**json.loads(path.read_text(encoding="utf-8")), "mix": system})
+        print(f"  {system} seed {seed} fold {fold}: training on {len(train)} sentences ...", flush=True)
         classifier = SignsClassifier.train(
-            train, self.taxonomy, dev=dev, budget=self.settings.budget, seed=seed, mix=mix, show_progress=False
+            train, self.taxonomy, dev=dev, budget=budget, seed=seed, mix=mix, show_progress=False
         )
         silver_scores = None
         if mix == "gold" and self.sources.silver.exists():
             silver_scores = np.round(classifier.scores([r.text for r in self.part("silver")]), 4).tolist()
         result = FoldRun(
-            mix=mix, seed=seed, fold=fold, ids=[r.id for r in evaluation],
+            mix=system, seed=seed, fold=fold, ids=[r.id for r in evaluation],
             predictions=classifier.predict([r.text for r in evaluation]), thresholds=classifier.info.thresholds,
             n_train=len(train), train_seconds=classifier.info.train_seconds, epochs=classifier.info.epochs,
             silver_scores=silver_scores,
@@ -265,10 +294,11 @@ def run(pool: Sequence[Record], taxonomy: Taxonomy, sources: MixSources, work_di
         for name, predicted in cv.baselines().items():
             predictions[name] = [predicted]
             systems.append(_summary(name, "baseline", [predicted], gold_sets, taxonomy, []))
-    if "gold" in predictions:
-        for row in systems:
-            if row["system"] != "gold":
-                row["vs_gold"] = paired_ci(gold_sets, notes, predictions[row["system"]], predictions["gold"], taxonomy)
+    for row in systems:
+        reference = reference_of(row["system"], predictions)
+        if reference:
+            row["reference"] = reference
+            row["vs_gold"] = paired_ci(gold_sets, notes, predictions[row["system"]], predictions[reference], taxonomy)
     return {
         "n": len(pool),
         "notes": len(set(notes)),
@@ -279,6 +309,20 @@ def run(pool: Sequence[Record], taxonomy: Taxonomy, sources: MixSources, work_di
         "systems": systems,
         "seconds": round(time.monotonic() - started, 1),
     }
+
+
+def reference_of(system: str, available: Sequence[str] | dict[str, Any]) -> str | None:
+    """What a system is compared with: gold trained the same way when that ran, else plain gold.
+
+    ``gold+bronze@epochs=12`` is compared with ``gold@epochs=12`` (what the data adds under
+    that recipe); ``gold@epochs=12`` with ``gold`` (what the recipe adds).
+    """
+    _, _, variant = system.partition("@")
+    same_budget = f"gold@{variant}" if variant else "gold"
+    for candidate in (same_budget, "gold"):
+        if candidate in available and candidate != system:
+            return candidate
+    return None
 
 
 def _summary(name: str, kind: str, per_seed: list[list[list[str]]], gold: list[list[str]], taxonomy: Taxonomy,
@@ -309,6 +353,10 @@ def _ci(row: dict[str, Any], metric: str) -> str:
     return f"{ci['diff']:+.3f} [{ci['low']:+.3f}, {ci['high']:+.3f}]{mark}"
 
 
+def _seconds(row: dict[str, Any]) -> str:
+    return f"{row['train_seconds']:.0f}" if "train_seconds" in row else "-"
+
+
 def markdown(summary: dict[str, Any], taxonomy: Taxonomy, command: str) -> str:
     from clinsynth.report import format_table
 
@@ -323,13 +371,36 @@ def markdown(summary: dict[str, Any], taxonomy: Taxonomy, command: str) -> str:
         f"Recipe: `{summary['budget']['recipe']}`, {summary['budget']['epochs']} epochs at most. "
         f"Computed in {summary['seconds'] / 60:.0f} min (finished runs are reused).",
         "",
-        "## Headline (mean ± sd over seeds; paired 95% bootstrap CI of the difference to gold, notes resampled)",
+        "## Headline (mean ± sd over seeds; paired 95% bootstrap CI of the difference, notes resampled)",
+        "",
+        "A system `mix@field=value` is trained with that budget field changed; it is compared with gold "
+        "trained the same way when that ran (what the data adds), and `gold@...` with plain gold (what the "
+        "recipe adds). Seconds per run are wall time on this machine, including the per-epoch dev scoring.",
         "",
         format_table(
-            ["system", "micro F1", "macro F1", "binary F1", "Δ micro vs gold", "Δ macro vs gold", "train sentences"],
             [
-                [r["system"], _ms(r["micro_f1"]), _ms(r["macro_f1"]), _ms(r["binary_f1"]), _ci(r, "micro_f1"),
-                 _ci(r, "macro_f1"), r.get("n_train", "-")]
+                "system",
+                "micro F1",
+                "macro F1",
+                "binary F1",
+                "compared with",
+                "Δ micro",
+                "Δ macro",
+                "train sentences",
+                "s per run",
+            ],
+            [
+                [
+                    r["system"],
+                    _ms(r["micro_f1"]),
+                    _ms(r["macro_f1"]),
+                    _ms(r["binary_f1"]),
+                    r.get("reference", "-"),
+                    _ci(r, "micro_f1"),
+                    _ci(r, "macro_f1"),
+                    r.get("n_train", "-"),
+                    _seconds(r),
+                ]
                 for r in systems
             ],
         ),  # fmt: skip
@@ -338,10 +409,7 @@ def markdown(summary: dict[str, Any], taxonomy: Taxonomy, command: str) -> str:
         "",
         format_table(
             ["category", "support", *[r["system"] for r in systems]],
-            [
-                [c, summary["support"][c], *[f"{r['per_category'][c][0]:.3f}" for r in systems]]
-                for c in taxonomy.names
-            ],
+            [[c, summary["support"][c], *[f"{r['per_category'][c][0]:.3f}" for r in systems]] for c in taxonomy.names],
         ),
         "",
         "![per-category F1](cv_per_category.png)",

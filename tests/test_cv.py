@@ -102,3 +102,59 @@ def test_length_batches_cover_each_sentence_once_per_epoch():
     batches = length_batches(lengths, 4, np.random.default_rng(0))
     assert sorted(np.concatenate(batches).tolist()) == list(range(len(lengths)))
     assert all(1 <= len(b) <= 4 for b in batches)
+
+
+def test_a_system_can_change_the_budget_and_is_compared_with_gold_trained_the_same_way():
+    from clinsynth.classifier import TrainingBudget
+    from clinsynth.errors import ClinsynthError
+    from clinsynth.mixes import best_mix
+
+    base = TrainingBudget()
+    assert cv.split_system("gold+bronze", base) == ("gold+bronze", base)
+    mix, budget = cv.split_system("gold+bronze@epochs=12,learning_rate=1e-4", base)
+    assert mix == "gold+bronze" and budget.epochs == 12 and budget.learning_rate == 1e-4
+    assert budget.batch_size == base.batch_size
+    assert cv.split_system("gold@recipe=contrastive", base)[1].recipe == "contrastive"
+    for bad in ("gold@epochs", "gold@nope=1", "gold@epochs=many", "gold@recipe=magic"):
+        with pytest.raises(ClinsynthError, match="gold@|recipe"):
+            cv.split_system(bad, base)
+    available = {"gold": 1, "gold@epochs=12": 1, "gold+bronze": 1, "gold+bronze@epochs=12": 1}
+    assert cv.reference_of("gold+bronze@epochs=12", available) == "gold@epochs=12"
+    assert cv.reference_of("gold@epochs=12", available) == "gold"
+    assert cv.reference_of("gold+bronze", available) == "gold"
+    assert cv.reference_of("gold", available) is None
+    assert cv.reference_of("gold+bronze@epochs=3", available) == "gold"
+    # A recipe variant is never picked as the default model's mix.
+    rows = [{"system": "gold", "kind": "mix", "micro_f1": [0.5, 0], "macro_f1": [0.4, 0]},
+            {"system": "gold+bronze@epochs=12", "kind": "mix", "micro_f1": [0.9, 0], "macro_f1": [0.9, 0]}]  # fmt: skip
+    assert best_mix({"folds": 3, "systems": rows}) == "gold"
+
+
+def test_a_budget_variant_trains_with_its_budget_and_reuses_runs_keyed_by_that_budget(tmp_path: Path, monkeypatch):
+    from clinsynth.classifier import SignsClassifier
+    from clinsynth.taxonomy import load_taxonomy
+
+    (tmp_path / "t.yaml").write_text(TWO_CATEGORY_YAML)
+    taxonomy = load_taxonomy(tmp_path / "t.yaml")
+    seen = []
+
+    class Trained:
+        def __init__(self, n):
+            self.info = type("I", (), {"thresholds": {}, "train_seconds": 0.0, "epochs": []})()
+            self.n = n
+
+        def predict(self, texts):
+            return [[] for _ in texts]
+
+    def fake_train(train, taxonomy, dev, budget, seed, mix, show_progress):
+        seen.append((mix, budget.epochs))
+        return Trained(len(train))
+
+    monkeypatch.setattr(SignsClassifier, "train", staticmethod(fake_train))
+    sources = MixSources(gold_dir=tmp_path / "gold", silver=tmp_path / "none", bronze=tmp_path / "none")
+    runner = cv.CrossValidation(_pool(), taxonomy, sources, tmp_path / "work", cv.CVSettings(folds=3))
+    default_epochs = cv.CVSettings().budget.epochs
+    assert runner.run("gold@epochs=3", 0, 0).mix == "gold@epochs=3"
+    runner.run(f"gold@epochs={default_epochs}", 0, 0)
+    assert runner.run("gold", 0, 0).mix == "gold"  # same budget as the line above: reused, not retrained
+    assert seen == [("gold", 3), ("gold", default_epochs)]

@@ -55,8 +55,10 @@ def best_mix(summary: dict[str, Any]) -> str | None:
 
     A cross-validation summary (``evals.cv``, it has ``folds``): the best mean of micro and
     macro F1 out of fold. An augmentation summary: the best mean gold-dev micro F1.
+    Systems trained with a changed budget (``mix@field=value``) compare recipes, not mixes,
+    and are not candidates: the default model is trained with the default budget.
     """
-    systems = [s for s in summary.get("systems", []) if s.get("kind") == "mix"]
+    systems = [s for s in summary.get("systems", []) if s.get("kind") == "mix" and "@" not in s["system"]]
     if "folds" in summary:
         return max(systems, key=lambda s: s["micro_f1"][0] + s["macro_f1"][0])["system"] if systems else None
     mixes = [s for s in systems if "dev_micro_f1" in s]
@@ -152,5 +154,3 @@ def bronze_without_round_trip(path: Path, taxonomy: Taxonomy, seed: int = 0) -> 
         candidates = pool[target]
         out.extend(rng.sample(candidates, min(len(candidates), wanted.get(target, 0))))
     return out
-
-
