@@ -306,3 +306,25 @@ def test_cli_review_errors_exit_2_without_traceback(task, sentences: Path, tmp_p
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "SNEEZE" in err and "Traceback" not in err
     assert gold_bytes(task) == before
+
+
+def test_a_labelled_file_pre_annotates_a_new_task_with_its_llm_labels(task, tmp_path: Path) -> None:
+    """A new task's first gold: `clinsynth label` output, exported with its labels as predictions."""
+    labelled = tmp_path / "prelabel.jsonl"
+    prov = Provenance(lm="local", program="DataToLabel", program_sha256="0" * 64, confidence=0.75)
+    write_records(
+        labelled,
+        [
+            Record("s1", "Febrile to 39 C overnight.", ["FEVER"], "silver", note_id="new-1", provenance=prov),
+            Record("s3", "Abdomen soft.", [], "silver", note_id="new-2", provenance=prov),
+        ],
+    )
+    out = tmp_path / "tasks.json"
+    result = export_review(task, str(labelled), n=5, strategy="random", out=out)
+    tasks = {t["data"]["id"]: t for t in json.loads(out.read_text())}
+    assert result.exported == 2 and set(tasks) == {"s1", "s3"}
+    (fever,) = tasks["s1"]["predictions"]
+    assert fever["result"][0]["value"]["choices"] == ["FEVER"] and fever["score"] == 0.75
+    assert fever["model_version"] == "prelabel.jsonl:local"
+    assert tasks["s3"]["predictions"][0]["result"] == []  # NONE: nothing ticked
+    assert tasks["s1"]["data"]["note_id"] == "new-1"

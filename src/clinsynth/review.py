@@ -162,20 +162,37 @@ def _candidates(task: Any, source: str) -> list[Candidate]:
         path = task.silver if source == "silver" else task.bronze
         if not Path(path).exists():
             raise DataError(f"no {source} set here; make it first (clinsynth run, or make {source})", path=path)
-        out = []
-        for r in read_records(path, task.taxonomy):
-            prov = r.provenance
-            out.append(
-                Candidate(
-                    InputItem(id=r.id, text=r.text, note_id=r.note_id, source=source),
-                    labels=list(r.labels),
-                    score=prov.confidence if prov else None,
-                    model_version=f"{source}:{prov.lm}" if prov else source,
-                )
-            )
-        return out
+        return _labelled_candidates(path, task.taxonomy, source)
     path = Path(source)
+    if _is_labelled(path):
+        # The output of `clinsynth label` on some sentences: its LLM labels pre-annotate them,
+        # which is how a new task's first gold set is started before any classifier exists.
+        return _labelled_candidates(path, task.taxonomy, path.name)
     return [Candidate(InputItem(i.id, i.text, i.note_id, source=i.source or path.name)) for i in read_inputs(path)]
+
+
+def _is_labelled(path: Path) -> bool:
+    """A JSONL file whose first record has a ``labels`` field (records, not plain inputs)."""
+    if path.suffix != ".jsonl" or not path.is_file():
+        return False
+    for _, obj in iter_jsonl(path):
+        return isinstance(obj, dict) and "labels" in obj
+    return False
+
+
+def _labelled_candidates(path: Path | str, taxonomy: Taxonomy, source: str) -> list[Candidate]:
+    out = []
+    for r in read_records(path, taxonomy):
+        prov = r.provenance
+        out.append(
+            Candidate(
+                InputItem(id=r.id, text=r.text, note_id=r.note_id, source=source),
+                labels=list(r.labels),
+                score=prov.confidence if prov else None,
+                model_version=f"{source}:{prov.lm}" if prov else source,
+            )
+        )
+    return out
 
 
 def _load_model(task: Any) -> Any | None:
