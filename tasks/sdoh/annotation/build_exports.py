@@ -1,8 +1,8 @@
 """Write the SDoH annotation passes as Label Studio JSON exports, one per gold split.
 
 The annotators worked on ``tasks_*.json`` (``clinsynth review export`` of the LLM
-pre-annotated candidates, in batches as the labelling went on) and recorded their choices as JSONL (``{"id", "labels"}`` a
-line); this script puts them into the export format Label Studio writes
+pre-annotated candidates, in batches as the labelling went on) and recorded their
+choices as JSONL (``{"id", "labels"}`` a line); this script puts them into the export format Label Studio writes
 (``annotations[].result[].value.choices``, ``completed_by``, ``ground_truth`` for the
 adjudicated label set), so ``clinsynth review import`` reads them exactly as it would
 read a real export. Splits are by note (seeded), 60/20/20.
