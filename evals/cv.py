@@ -312,14 +312,16 @@ def run(pool: Sequence[Record], taxonomy: Taxonomy, sources: MixSources, work_di
 
 
 def reference_of(system: str, available: Sequence[str] | dict[str, Any]) -> str | None:
-    """What a system is compared with: gold trained the same way when that ran, else plain gold.
+    """What a system is compared with: gold trained the same way when that ran, else the same
+    mix with the default budget, else plain gold.
 
     ``gold+bronze@epochs=12`` is compared with ``gold@epochs=12`` (what the data adds under
-    that recipe); ``gold@epochs=12`` with ``gold`` (what the recipe adds).
+    that recipe) or, without it, with ``gold+bronze`` (what the recipe adds to that mix);
+    ``gold@epochs=12`` with ``gold``.
     """
-    _, _, variant = system.partition("@")
+    mix, _, variant = system.partition("@")
     same_budget = f"gold@{variant}" if variant else "gold"
-    for candidate in (same_budget, "gold"):
+    for candidate in (same_budget, mix, "gold"):
         if candidate in available and candidate != system:
             return candidate
     return None
