@@ -25,9 +25,11 @@ from clinsynth.baselines import KeywordLexicon, TfidfLogReg
 from clinsynth.classifier import SignsClassifier
 from clinsynth.corpus import iter_sentences
 from clinsynth.records import now_iso
-from clinsynth.report import format_table
+from clinsynth.report import format_table, sections
 from clinsynth.steps.train import ensure_default_model
 from clinsynth.task import load_task
+
+OWN_SECTIONS = ("## Prediction", "## Training time per mix")  # what this script writes in the report
 
 
 def throughput(fn, texts: list[str], warmup: int = 64) -> float:
@@ -109,7 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         else "(run `python -m evals.run augmentation` first)",
         "",
     ]
-    out.write_text("\n".join(lines), encoding="utf-8")
+    # Sections other benchmarks own in the same file (fast_path.py's) are kept, after these.
+    previous = out.read_text(encoding="utf-8") if out.exists() else ""
+    kept = [block for heading, block in sections(previous).items() if not heading.startswith(OWN_SECTIONS)]
+    out.write_text("\n".join(lines) + "".join("\n" + block.strip("\n") + "\n" for block in kept), encoding="utf-8")
     print("\n".join(lines))
     return 0
 

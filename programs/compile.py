@@ -21,9 +21,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from clinsynth.cliargs import add_task_flag, add_timeout_flag
+from clinsynth.cliargs import add_cost_flags, add_task_flag, add_timeout_flag, cost_limits, print_plan
 from clinsynth.errors import ClinsynthError
-from clinsynth.steps.compile import PROGRAMS, CompileConfig, compile_program
+from clinsynth.meter import describe_usage
+from clinsynth.steps.compile import PROGRAMS, CompileConfig, compile_program, plan_compile
 from clinsynth.task import LMSpec, Task, load_task
 from programs.optimizers import OPTIMIZERS
 
@@ -83,6 +84,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "--out", type=Path, default=None, help="output JSON (default: <task compiled dir>/<program>.<lm>.json)"
     )
     p.add_argument("--skip-before", action="store_true", help="do not score the uncompiled program")
+    add_cost_flags(p)
     return p
 
 
@@ -110,6 +112,7 @@ def config_from_args(args: argparse.Namespace) -> CompileConfig:
         train=args.train,
         dev=args.dev,
         timeout=args.timeout,
+        limits=cost_limits(args),
     )
 
 
@@ -121,11 +124,15 @@ def run(args: argparse.Namespace, handle: Any = None) -> int:
             # A guideline other than the task's: everything else (gold, compiled dir) stays the task's.
             task = replace(task, taxonomy_path=args.taxonomy.resolve())
         config = config_from_args(args)
-        result = compile_program(task, config, handle=handle, lm=lm_spec(task, args.lm, args.api_base))
+        spec = lm_spec(task, args.lm, args.api_base)
+        if args.dry_run:
+            return print_plan(plan_compile(task, config, lm=spec))
+        result = compile_program(task, config, handle=handle, lm=spec)
     except ClinsynthError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(result.table())
+    print(describe_usage(result.usage))
     print(f"wrote {result.out}")
     return 0
 

@@ -7,8 +7,9 @@ Resumable call by call and sentence by sentence from the files next to ``--out``
 (``<out>.calls.jsonl``, ``<out>.roundtrip.jsonl``, ``<out>.failures.jsonl``); ``<out>``,
 ``<out>.dropped.jsonl`` and ``<out>.report.json`` are rewritten at the end of each run.
 Exit status: 0 done, 1 more calls and round trips failed than ``--max-failures``, 2 the
-run could not go on (bad flags, or an endpoint that refuses or does not answer).
-The work itself is ``clinsynth.steps.bronze.generate_bronze``.
+run could not go on (bad flags, an endpoint that refuses or does not answer, or
+``--max-cost`` reached). The work itself is ``clinsynth.steps.bronze.generate_bronze``;
+``--dry-run`` prints its cost plan instead (``clinsynth.steps.bronze.plan_bronze``).
 
 Example: python -m programs.generate --per-category 50 --out outputs/bronze.jsonl
 """
@@ -21,7 +22,15 @@ import logging
 import sys
 from pathlib import Path
 
-from clinsynth.cliargs import add_lm_flags, add_map_flags, add_task_flag, lm_override, map_settings
+from clinsynth.cliargs import (
+    add_cost_flags,
+    add_lm_flags,
+    add_map_flags,
+    add_task_flag,
+    lm_override,
+    map_settings,
+    print_plan,
+)
 from clinsynth.errors import ClinsynthError
 from clinsynth.steps.bronze import (
     GENERATION_TEMPERATURE,
@@ -30,6 +39,7 @@ from clinsynth.steps.bronze import (
     BronzeConfig,
     BronzeResult,
     generate_bronze,
+    plan_bronze,
 )
 from clinsynth.task import Task, load_task
 
@@ -106,6 +116,7 @@ def build_parser(prog: str = "python -m programs.generate") -> argparse.Argument
     p.add_argument("--taxonomy", type=Path, default=None, help="taxonomy YAML (default: the task's)")
     p.add_argument("--seed", type=int, default=None, help="seed of the call plans (recorded in provenance)")
     add_map_flags(p, "call and per round trip")
+    add_cost_flags(p)
     return p
 
 
@@ -127,10 +138,12 @@ def config_from_args(args: argparse.Namespace, task: Task) -> BronzeConfig:
 
 
 def print_result(result: BronzeResult) -> None:
+    from clinsynth.meter import describe_usage
     from clinsynth.report import format_table
 
     print(f"generator: {result.generator_program}; round trip: {result.labeler_program or 'off'}; lm: {result.lm}")
     print(format_table(*result.table))
+    print(describe_usage(result.usage))
     print(
         f"{result.out}: {len(result.kept)} kept; failed calls {result.failed_calls}, "
         f"failed round trips {result.failed_round_trips}; report {result.report_path}"
@@ -146,6 +159,8 @@ def run(args: argparse.Namespace) -> int:
         if args.taxonomy is not None:
             task = dataclasses.replace(task, taxonomy_path=args.taxonomy.resolve())
         config = config_from_args(args, task)
+        if args.dry_run:
+            return print_plan(plan_bronze(task, config, args.out))
         result = generate_bronze(task, config, args.out)
     except ClinsynthError as exc:
         print(f"error: {exc}", file=sys.stderr)

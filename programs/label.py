@@ -21,7 +21,17 @@ import logging
 import sys
 from pathlib import Path
 
-from clinsynth.cliargs import add_lm_flags, add_map_flags, add_task_flag, lm_override, map_settings
+from clinsynth.cliargs import (
+    add_cost_flags,
+    add_engine_flags,
+    add_lm_flags,
+    add_map_flags,
+    add_task_flag,
+    engine_from_args,
+    lm_override,
+    map_settings,
+    print_plan,
+)
 from clinsynth.errors import ClinsynthError
 from clinsynth.privacy import Sensitivity
 from clinsynth.task import load_task
@@ -61,12 +71,15 @@ def build_parser(prog: str = "python -m programs.label") -> argparse.ArgumentPar
     )
     p.add_argument("--seed", type=int, default=0, help="sampling seed (recorded in provenance)")
     add_map_flags(p, "sentence")
+    add_cost_flags(p)
+    add_engine_flags(p)
     p.add_argument("--no-parquet", action="store_true", help="do not write <out>.parquet")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from clinsynth.steps.label import LabelConfig, label_sentences
+    from clinsynth.meter import describe_usage
+    from clinsynth.steps.label import LabelConfig, label_sentences, plan_labelling
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -80,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             lm=lm,
             map=map_settings(args),
+            ray=engine_from_args(args),
             parquet=not args.no_parquet,
             **given,
         )
@@ -89,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
             config = LabelConfig.for_silver(task, **settings)
             args.out = args.out or task.silver
         else:
-            if args.out is None:
+            if args.out is None and not args.dry_run:
                 raise ClinsynthError("--out is required (or --silver for the task's silver set)")
             config = LabelConfig(
                 input=args.input,
@@ -97,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
                 prefilter=args.prefilter,
                 **settings,
             )
+        if args.dry_run:
+            return print_plan(plan_labelling(task, config, args.out))
         result = label_sentences(task, config, args.out)
     except ClinsynthError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -108,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.out}: labelled {result.labelled}, already done {result.skipped}, failed {result.failed}")
     for name, n in result.label_counts.most_common():
         print(f"  {name:<28} {n}")
+    print(describe_usage(result.usage))
     if result.failed:
         print(f"{result.failed} sentences failed (see {result.failures_path}); rerun to retry them", file=sys.stderr)
     return 1 if result.failed > config.map.max_failures else 0

@@ -232,10 +232,7 @@ class SignsClassifier:
     @classmethod
     def load(cls, path: Path | str, taxonomy: Taxonomy | None = None) -> SignsClassifier:
         path = Path(path)
-        meta = path / META_FILE
-        if not meta.exists():
-            raise ClinsynthError(f"{path}: not a clinsynth classifier (no {META_FILE}); train one with clinsynth train")
-        info = ModelInfo(**json.loads(meta.read_text(encoding="utf-8")))
+        info = read_info(path)
         if taxonomy is not None and list(taxonomy.names) != info.labels:
             raise ClinsynthError(
                 f"{path}: trained for labels {info.labels}, but the taxonomy has {list(taxonomy.names)}"
@@ -244,6 +241,15 @@ class SignsClassifier:
 
         model = SetFitModel.from_pretrained(str(path), local_files_only=True)
         return cls(model, info)
+
+
+def read_info(path: Path | str) -> ModelInfo:
+    """A saved classifier's ``clinsynth.json`` (labels, thresholds, ...), without loading its weights."""
+    path = Path(path)
+    meta = path / META_FILE
+    if not meta.exists():
+        raise ClinsynthError(f"{path}: not a clinsynth classifier (no {META_FILE}); train one with clinsynth train")
+    return ModelInfo(**json.loads(meta.read_text(encoding="utf-8")))
 
 
 def _base_model(budget: TrainingBudget, seed: int, differentiable: int = 0) -> Any:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import clinsynth
-from clinsynth.cliargs import add_budget_flags, add_task_flag, budget_from_args
+from clinsynth.cliargs import add_budget_flags, add_engine_flags, add_task_flag, budget_from_args, engine_from_args
 from clinsynth.errors import ClinsynthError
 
 Formatter = argparse.ArgumentDefaultsHelpFormatter
@@ -85,12 +85,33 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from clinsynth.steps.predict import PredictConfig, predict
 
     config = PredictConfig(
-        input=Path(args.input), out=Path(args.out), model=Path(args.model) if args.model else None, notes=args.notes
+        input=Path(args.input),
+        out=Path(args.out),
+        model=Path(args.model) if args.model else None,
+        notes=args.notes,
+        backend=args.backend,
+        ray=engine_from_args(args),
     )
     result = predict(_task(args), config)
     counts = ", ".join(f"{k} {v}" for k, v in sorted(result.label_counts.items(), key=lambda kv: -kv[1]))
-    print(f"{result.sentences} sentences -> {result.out} ({result.rate:.0f} sentences/s; model {result.model})")
+    print(
+        f"{result.sentences} sentences -> {result.out} "
+        f"({result.rate:.0f} sentences/s; model {result.model}; backend {result.backend})"
+    )
     print(f"labels: {counts or '-'}")
+    return 0
+
+
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    from clinsynth.steps.export_onnx import ExportOnnxConfig, export_onnx
+
+    config = ExportOnnxConfig(model=Path(args.model) if args.model else None, quantize=args.quantize)
+    result = export_onnx(_task(args), config)
+    for variant, path in result.files.items():
+        print(f"  {variant:<5} {path}")
+    for variant, scores in result.dev_scores.items():
+        print(f"  gold dev, {variant:<5} " + ", ".join(f"{m} {v:.4f}" for m, v in scores.items()))
+    print(f"exported in {result.seconds:.0f} s; clinsynth predict now uses {result.default} (--backend torch to not)")
     return 0
 
 
@@ -183,7 +204,12 @@ def _add_review(sub: argparse._SubParsersAction) -> None:
         "sentences most worth a human look, pre-annotated, as Label Studio tasks and a labelling config",
         "clinsynth review export --task my_task --source corpus --n 200 --out tasks.json",
     )
-    export.add_argument("--source", required=True, help="corpus, silver, bronze, or a JSONL / CSV / TXT file")
+    export.add_argument(
+        "--source",
+        required=True,
+        help="corpus, silver, bronze, or a JSONL / CSV / TXT file; a labelled JSONL (clinsynth label output) "
+        "is pre-annotated with its labels",
+    )
     export.add_argument("--n", type=int, required=True, help="sentences to export")
     export.add_argument("--strategy", choices=("uncertain", "random"), default="uncertain",
                         help="uncertain: closest to the classifier's thresholds, plus a random share")  # fmt: skip
@@ -223,6 +249,8 @@ DELEGATED_HELP = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from clinsynth.onnx_path import BACKENDS, MAX_INT8_DEV_LOSS
+
     parser = argparse.ArgumentParser(
         prog="clinsynth",
         description="LLM-made training data (silver and bronze) for clinical sentence classifiers. "
@@ -272,7 +300,17 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", required=True, help="output JSONL: id, text, labels, scores")
     predict.add_argument("--model", default=None, help="model directory (default: the task's default model)")
     predict.add_argument("--notes", action="store_true", help="each input item is a whole note: split it")
+    predict.add_argument("--backend", choices=BACKENDS, default="auto",
+                         help="auto: the ONNX export when usable (clinsynth export-onnx), else torch")  # fmt: skip
+    add_engine_flags(predict)
     predict.set_defaults(func=cmd_predict)
+
+    export_onnx = add("export-onnx", "export a trained classifier to ONNX for a faster predict ('scale' extra)",
+                      "clinsynth export-onnx --quantize")  # fmt: skip
+    export_onnx.add_argument("--model", default=None, help="model directory (default: the task's default model)")
+    int8_rule = f"also an int8 graph: predict uses it if it loses <= {MAX_INT8_DEV_LOSS} micro and macro F1 on gold dev"
+    export_onnx.add_argument("--quantize", action="store_true", help=int8_rule)
+    export_onnx.set_defaults(func=cmd_export_onnx)
 
     export = add("export", "write the task's gold/silver/bronze as a datasets.DatasetDict or parquet",
                  "clinsynth export --format parquet --out outputs/export")  # fmt: skip

@@ -1,4 +1,4 @@
-"""Flags every command shares (task, LM, the resumable map), defined once."""
+"""Flags every command shares (task, LM, the resumable map, cost plan and guards), defined once."""
 
 from __future__ import annotations
 
@@ -6,12 +6,16 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from clinsynth.engine_ray import ENGINES, RayEngine
 from clinsynth.lm import REQUEST_TIMEOUT
+from clinsynth.meter import Limits
 from clinsynth.resumable import MapSettings
 from clinsynth.task import LMSpec
 
 TASK_HELP = "task folder with a clinsynth.toml (default: $CLINSYNTH_TASK, else the bundled AD task)"
 MAP_DEFAULTS = MapSettings()
+LIMIT_DEFAULTS = Limits()
+ENGINE_DEFAULTS = RayEngine()
 
 
 def add_task_flag(p: argparse.ArgumentParser) -> None:
@@ -78,7 +82,47 @@ def map_settings(args: argparse.Namespace) -> MapSettings:
         show_progress=not args.no_progress,
         timeout=args.timeout,
         max_failures=args.max_failures,
+        limits=cost_limits(args),
     )
+
+
+def _dollars(value: str) -> float:
+    dollars = float(value)
+    if not dollars >= 0:  # also NaN
+        raise argparse.ArgumentTypeError(f"must be a non-negative number of US dollars, got {value!r}")
+    return dollars
+
+
+def _per_minute(value: str) -> float:
+    rate = float(value)
+    if not rate > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive rate per minute, got {value!r}")
+    return rate
+
+
+def add_cost_flags(p: argparse.ArgumentParser) -> None:
+    """The cost plan and guards for paid LMs (``clinsynth.cost``, ``clinsynth.meter``)."""
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print calls, prompt and completion tokens and the estimated cost, and stop: nothing is sent, "
+        "no LM server starts",
+    )
+    p.add_argument(
+        "--max-cost",
+        type=_dollars,
+        default=LIMIT_DEFAULTS.max_cost,
+        metavar="USD",
+        help="stop before a request could take this run's spend past USD (litellm's offline prices)",
+    )
+    p.add_argument("--rpm", type=_per_minute, default=LIMIT_DEFAULTS.rpm, help="at most N requests a minute")
+    p.add_argument(
+        "--tpm", type=_per_minute, default=LIMIT_DEFAULTS.tpm, help="at most N tokens a minute (prompt + max_tokens)"
+    )
+
+
+def cost_limits(args: argparse.Namespace) -> Limits:
+    return Limits(max_cost=args.max_cost, rpm=args.rpm, tpm=args.tpm)
 
 
 def add_budget_flags(p: argparse.ArgumentParser) -> None:
@@ -96,3 +140,49 @@ def budget_from_args(args: argparse.Namespace) -> Any:
     from clinsynth.classifier import TrainingBudget
 
     return TrainingBudget(recipe=args.recipe, epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size)
+
+
+def print_plan(plan: Any) -> int:
+    """Print a dry run's cost plan (``clinsynth.cost.CostPlan``); exit status 2 if the real run would be refused."""
+    import sys
+
+    print(plan.render())
+    if plan.refused:
+        print(f"error: dry run only: the real run would be refused: {plan.refused}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def add_engine_flags(p: argparse.ArgumentParser) -> None:
+    """Where the per-item work runs: this process, or Ray Data workers (``clinsynth.engine_ray``)."""
+    p.add_argument("--engine", choices=ENGINES, default=ENGINES[0],
+                   help="local: this process; ray: Ray Data workers, output in shards merged in input order "
+                   "(the 'scale' extra)")  # fmt: skip
+    p.add_argument("--ray-address", default=ENGINE_DEFAULTS.address,
+                   help="an existing Ray cluster (ray://HEAD:10001, or auto on a cluster node); "
+                   "none: a local cluster for the run")  # fmt: skip
+    p.add_argument("--ray-workers", type=int, default=ENGINE_DEFAULTS.workers,
+                   help="Ray workers; none: one per CPU of the cluster, at most one per shard")  # fmt: skip
+    p.add_argument("--shard-size", type=int, default=ENGINE_DEFAULTS.shard_size,
+                   help="items per shard, the unit a worker takes and a killed run resumes by"
+                   "; none: predict 1024, label 64")  # fmt: skip
+
+
+def engine_from_args(args: argparse.Namespace) -> RayEngine | None:
+    """The run's ``RayEngine``, or None for the local engine (where the Ray flags make no sense)."""
+    from clinsynth.errors import ClinsynthError
+
+    given = [f for f, v in (("--ray-address", args.ray_address), ("--ray-workers", args.ray_workers),
+                            ("--shard-size", args.shard_size)) if v is not None]  # fmt: skip
+    if args.engine != "ray":
+        if given:
+            raise ClinsynthError(f"{', '.join(given)} only apply with --engine ray")
+        return None
+    if args.ray_workers is not None and args.ray_workers < 1:
+        raise ClinsynthError(f"--ray-workers must be at least 1, got {args.ray_workers}")
+    return RayEngine(
+        address=args.ray_address,
+        workers=args.ray_workers,
+        shard_size=args.shard_size,
+        show_progress=not getattr(args, "no_progress", False),
+    )

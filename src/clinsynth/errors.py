@@ -35,3 +35,7 @@ class PrivacyError(ClinsynthError, PermissionError):
 
 class LMSetupError(ClinsynthError, RuntimeError):
     """A language model could not be set up (missing extra, bad model file, server failure)."""
+
+
+class BudgetExceeded(ClinsynthError):
+    """The next LM request could pass the run's ``--max-cost``: the run stops before sending it."""

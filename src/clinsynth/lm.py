@@ -55,6 +55,11 @@ class LMHandle:
     role: str = ""
     policy: Any = None  # clinsynth.task.PrivacyPolicy the session checked against
     private_cleared: bool = True  # False: the session did not clear private content for this endpoint
+    meter: Any = None  # clinsynth.meter.Meter: this run's usage, cost and guards (None for an injected LM)
+
+    def usage(self) -> dict[str, Any] | None:
+        """This run's real usage and cost so far (``clinsynth.meter.Meter.summary``), if metered."""
+        return self.meter.summary() if self.meter is not None else None
 
     def admit(self, name: str, program: Any) -> None:
         """Refuse a program whose demos are private when this endpoint was not cleared for private data."""
@@ -249,6 +254,11 @@ def local_endpoint() -> Endpoint:
     return Endpoint(model=f"openai/{GGUF_NAME}", api_base="http://127.0.0.1")
 
 
+def default_adapter(model: str, adapter: str | None = None) -> str | None:
+    """The adapter kind a model's calls use: ``adapter`` if given, else ``json`` for the embedded model, else DSPy's."""
+    return adapter or ("json" if model == LOCAL_MODEL else None)
+
+
 def make_lm(
     model: str = LOCAL_MODEL,
     api_base: str | None = None,
@@ -261,6 +271,7 @@ def make_lm(
     adapter: str | None = None,
     n_parallel: int = 1,
     logprobs: bool | None = None,
+    limits: Any = None,
 ) -> LMHandle:
     """Turn a model string into a configured ``dspy.LM`` (see the module docstring).
 
@@ -270,12 +281,15 @@ def make_lm(
     logprobs (answer confidence); on by default for the embedded model only, since not
     every provider returns them.
 
+    ``limits`` (``clinsynth.meter.Limits``) are the run's budget and rate limits; every LM
+    is metered (``clinsynth.meter``), so a run's real usage and cost are known either way.
+
     ``num_retries`` are DSPy's own retries inside one call. They are off by default:
     ``clinsynth.runner`` retries each item itself (waiting as a 429's Retry-After asks), so
     a hanging endpoint costs at most ``timeout`` x attempts per item instead of that times
     DSPy's tries as well.
     """
-    import dspy
+    from clinsynth.meter import Limits, Meter, MeteredLM
 
     extra: dict[str, Any] = {"timeout": timeout}
     if model == LOCAL_MODEL:
@@ -283,7 +297,7 @@ def make_lm(
         endpoint = Endpoint(model=f"openai/{server.alias}", api_base=server.api_base)
         extra.update(api_base=server.api_base, api_key="local")  # the server checks no key
         name = lm_name_for(model)
-        adapter = adapter or "json"
+        adapter = default_adapter(model, adapter)
         logprobs = True if logprobs is None else logprobs
     else:
         if "/" not in model:
@@ -303,7 +317,10 @@ def make_lm(
         name = lm_name_for(model)
     if logprobs:
         extra["logprobs"] = True
-    lm = dspy.LM(
+    # Priced by the model string asked for (the embedded model: $0), before any request.
+    meter = Meter(model, limits or Limits())
+    lm = MeteredLM(
         endpoint.model, temperature=temperature, max_tokens=max_tokens, cache=cache, num_retries=num_retries, **extra
     )
-    return LMHandle(lm=lm, adapter=make_adapter(adapter), endpoint=endpoint, name=name)
+    lm.meter = meter
+    return LMHandle(lm=lm, adapter=make_adapter(adapter), endpoint=endpoint, name=name, meter=meter)

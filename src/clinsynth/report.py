@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -21,3 +22,32 @@ def _fmt(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.3f}"
     return str(value)
+
+
+def sections(text: str) -> dict[str, str]:
+    """A markdown text's ``## `` sections: heading line -> the section's text, heading included."""
+    out: dict[str, str] = {}
+    heading = None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            heading = line
+            out[heading] = ""
+        if heading is not None:
+            out[heading] += line + "\n"
+    return out
+
+
+def write_section(path: Path, heading: str, body: str) -> None:
+    """Replace (or append) one ``## `` section of a markdown file, keeping everything else.
+
+    Benchmarks that share a report file each own a section, so one rerun does not
+    drop another's numbers.
+    """
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    section = f"{heading}\n\n{body.strip()}\n"
+    old = sections(text).get(heading)
+    if old is not None:
+        text = text.replace(old, section + ("\n" if old.endswith("\n\n") else ""), 1)
+    else:
+        text = text.rstrip("\n") + ("\n\n" if text.strip() else "") + section
+    path.write_text(text, encoding="utf-8")

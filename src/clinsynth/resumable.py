@@ -7,7 +7,8 @@ run loses at most the requests in flight), and records items that still fail in
 fresh samples (rollouts past those already spent, so DSPy's cache cannot replay a
 failure). An authentication error stops the run at once; ``max_consecutive_failures``
 transport failures in a row (refused connections, timeouts, 5xx) stop it with one message
-naming the endpoint. Nothing written is lost either way.
+naming the endpoint; so does a request the run's ``--max-cost`` refuses (``clinsynth.meter``).
+Nothing written is lost either way.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from clinsynth.errors import ClinsynthError
+from clinsynth.errors import BudgetExceeded, ClinsynthError
 from clinsynth.fileio import atomic_write_text
 from clinsynth.lm import REQUEST_TIMEOUT
+from clinsynth.meter import Limits
 from clinsynth.progress import progress
 from clinsynth.records import Record, ResumableWriter, iter_jsonl, now_iso, side_path
 from clinsynth.runner import Attempt, map_with_retries
@@ -44,6 +46,8 @@ class MapSettings:
     # The step opens its LM with it (clinsynth.session.open_lm).
     timeout: float = REQUEST_TIMEOUT
     max_failures: int = 0  # failed items a run may leave and still count as a success (exit 0)
+    # Budget and rate limits of the run's LM (--max-cost, --rpm, --tpm); the step opens its LM with them.
+    limits: Limits = Limits()
 
 
 @dataclass
@@ -121,6 +125,12 @@ def resumable_map(
                     earlier.pop(k, None)
                     result.done += 1
                     continue
+                if attempt.kind == "budget":  # nothing was sent for this item: not a failure
+                    meter = getattr(handle, "meter", None)
+                    reason = meter.stopped if meter is not None and meter.stopped else attempt.error
+                    raise BudgetExceeded(
+                        f"{reason}. {result.done} written to {out}; rerun with a larger --max-cost to resume."
+                    )
                 result.failed += 1
                 failure = {
                     "id": k,

@@ -72,10 +72,16 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
+# The run's own budget guard (clinsynth.meter) refused the request: nothing was sent; the run stops.
+BUDGET_ERRORS = ("BudgetExceeded",)
+
+
 def error_kind(exc: BaseException) -> str:
-    """``auth``, ``transport`` or ``answer`` (a bad or unparseable answer: retry with a fresh sample)."""
+    """``budget``, ``auth``, ``transport`` or ``answer`` (a bad or unparseable answer: retry with a fresh sample)."""
     for current in _chain(exc):
         names = {cls.__name__ for cls in type(current).__mro__}
+        if names & set(BUDGET_ERRORS):
+            return "budget"
         if names & set(AUTH_ERRORS):
             return "auth"
         if names & set(TRANSPORT_ERRORS):
@@ -142,8 +148,8 @@ def call_with_retries(fn: Callable[[], T], lm: Any, attempts: int = 3, rollout_b
             error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"  # one line, for messages
             kind = error_kind(exc)
             log.debug("attempt %d failed (%s): %s", k + 1, kind, error)
-            if kind == "auth":
-                break  # a wrong key does not get better with retries
+            if kind in ("auth", "budget"):
+                break  # a wrong key does not get better with retries, nor a spent budget
             if kind == "transport" and k + 1 < attempts:
                 time.sleep(retry_wait(exc, k + 1))
     return Attempt(error=error, attempts=k + 1, kind=kind, rollout=rollout, temperature=temperature)

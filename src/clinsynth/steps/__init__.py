@@ -11,5 +11,6 @@ calls the steps in order.
     compile    tune either program with an optimizer from a registry   (steps.compile)
     train      SetFit on a mix, with a model card                      (steps.train)
     predict    a trained model over sentences or notes                 (steps.predict)
+    export-onnx  a trained model as ONNX graphs for predict's fast path (steps.export_onnx)
     export     gold/silver/bronze as a datasets.DatasetDict or parquet (clinsynth.export)
 """

@@ -32,12 +32,24 @@ from pathlib import Path
 from typing import Any
 
 from clinsynth import bronze_filters as bf
+from clinsynth.adapters import make_adapter
 from clinsynth.compiled import default_compiled, load_compiled
-from clinsynth.errors import ClinsynthError
+from clinsynth.cost import (
+    TYPICAL_SENTENCE_WORDS,
+    CostPlan,
+    PlanLine,
+    answer_tokens,
+    count_tokens,
+    planned_endpoint,
+    prompt_messages,
+    typical_sentence,
+)
+from clinsynth.errors import BudgetExceeded, ClinsynthError
 from clinsynth.fileio import atomic_open, atomic_write_text, output_lock
 from clinsynth.fingerprint import program_sha256
 from clinsynth.gold import SPLITS, split_path
-from clinsynth.lm import LMHandle
+from clinsynth.lm import LMHandle, default_adapter
+from clinsynth.meter import log_run
 from clinsynth.privacy import Sensitivity
 from clinsynth.records import Provenance, Record, iter_jsonl, now_iso, read_records, side_path, text_id, write_records
 from clinsynth.resumable import MapResult, MapSettings, read_failures, resumable_map, write_failures
@@ -45,8 +57,19 @@ from clinsynth.runner import Attempt
 from clinsynth.session import Content, gate, has_demos, open_lm
 from clinsynth.task import LMSpec, Task
 from clinsynth.taxonomy import NONE_LABEL, Taxonomy
+from programs.data_to_label import MAX_TOKENS as LABELER_MAX_TOKENS
 from programs.data_to_label import DataToLabel
-from programs.label_to_data import MULTI_TARGET, NONE_TARGET, GenerationRequest, LabelToData, call_rollout, plan_call
+from programs.label_to_data import MAX_TOKENS as GENERATOR_MAX_TOKENS
+from programs.label_to_data import (
+    MULTI_TARGET,
+    NONE_TARGET,
+    GenerationRequest,
+    LabelToData,
+    call_rollout,
+    describe_target,
+    plan_call,
+    render_constraints,
+)
 
 PROGRAM_NAME = "programs.label_to_data.LabelToData"  # provenance.program of every bronze record
 ROUND_TRIP_POLICIES = ("drop", "relabel", "keep", "off")
@@ -134,6 +157,7 @@ class BronzeResult:
     dropped: list[bf.Dropped]
     counts: dict[str, Counter]  # target -> generated, one count per filter, relabelled, kept
     leakage_pairs: list[dict[str, Any]]  # the candidates nearest to gold, for the report
+    usage: dict[str, Any] | None = None  # this run's real calls, tokens and cost (clinsynth.meter)
     failed_calls: int = 0  # generation calls of this run still failing after their attempts
     failed_round_trips: int = 0  # round trips of this run still failing (those sentences are dropped)
     rounds: int = 0
@@ -207,6 +231,52 @@ def generate_bronze(
     cfg = config.resolved()
     out = Path(out if out is not None else task.bronze)
     spec = cfg.lm or task.lm(ROLE)
+    generator, generator_path, labeler, labeler_path = _load_programs(task, cfg, spec, generator, labeler)
+    gold = gold_texts(task.gold_dir)
+    if not gold:
+        log.warning("no gold sentences in %s: the leakage audit has nothing to compare with", task.gold_dir)
+    programs = _declared(task, generator, generator_path, labeler, labeler_path)
+    if handle is None:
+        # The privacy check before anything is created on disk or any server starts.
+        gate(spec, ROLE, task.privacy, [GENERATOR_CONTENT], programs, env_folders=[task.root])
+    # One run per output at a time: two runs would interleave rounds and the shared failures file.
+    with output_lock(out):  # creates out's parent folders
+        if handle is None:
+            handle = open_lm(
+                spec, ROLE, task.privacy, [GENERATOR_CONTENT], programs, env_folders=[task.root],
+                timeout=cfg.map.timeout, limits=cfg.map.limits,
+            )  # fmt: skip
+        else:
+            for name, program in programs.items():  # an injected LM gets the same check for the programs
+                if program is not None:
+                    handle.admit(name, program)
+        if embed is None:
+            from clinsynth.embeddings import encode as embed
+        run = _BronzeRun(taxonomy, generator, labeler, handle, out, cfg, gold, embed)
+        try:
+            result = run.run()
+        except BudgetExceeded:
+            # The calls and round trips written so far stay; the outputs are rebuilt on the rerun.
+            usage = handle.usage()
+            if usage and usage["calls"]:
+                log_run(out, {"lm": handle.name, "usage": usage})
+            raise
+        result.lm = handle.name
+        result.usage = handle.usage()
+        if result.usage and result.usage["calls"]:
+            log_run(out, {"lm": handle.name, "usage": result.usage})
+        result.generator_program = task.relative(generator_path) if generator_path else _describe(generator)
+        if labeler is not None:
+            result.labeler_program = task.relative(labeler_path) if labeler_path else _describe(labeler)
+        _write_outputs(result, out, cfg, task)
+    return result
+
+
+def _load_programs(
+    task: Task, cfg: BronzeConfig, spec: LMSpec, generator: LabelToData | None, labeler: DataToLabel | None
+) -> tuple[LabelToData, Path | None, DataToLabel | None, Path | None]:
+    """The generator and round-trip labeller (given, else the task's compiled ones for the LM) and their files."""
+    taxonomy = task.taxonomy
     generator_path: Path | None = None
     if generator is None:
         generator = LabelToData(taxonomy, n=cfg.per_call)
@@ -221,37 +291,90 @@ def generate_bronze(
         labeler_path = None if cfg.zero_shot else cfg.labeler or default_compiled(task, "data_to_label", spec)
         if labeler_path is not None:
             load_compiled(labeler, labeler_path, taxonomy)
-    gold = gold_texts(task.gold_dir)
-    if not gold:
-        log.warning("no gold sentences in %s: the leakage audit has nothing to compare with", task.gold_dir)
-    programs = {
+    return generator, generator_path, labeler, labeler_path
+
+
+def _declared(
+    task: Task, generator: Any, generator_path: Path | None, labeler: Any, labeler_path: Path | None
+) -> dict[str, Any]:
+    """The programs as the privacy check names them."""
+    return {
         _program_name("generator", generator_path, task): generator,
         _program_name("round-trip labeller", labeler_path, task): labeler,
     }
-    if handle is None:
-        # The privacy check before anything is created on disk or any server starts.
-        gate(spec, ROLE, task.privacy, [GENERATOR_CONTENT], programs, env_folders=[task.root])
-    # One run per output at a time: two runs would interleave rounds and the shared failures file.
-    with output_lock(out):  # creates out's parent folders
-        if handle is None:
-            handle = open_lm(
-                spec, ROLE, task.privacy, [GENERATOR_CONTENT], programs, env_folders=[task.root],
-                timeout=cfg.map.timeout,
-            )  # fmt: skip
-        else:
-            for name, program in programs.items():  # an injected LM gets the same check for the programs
-                if program is not None:
-                    handle.admit(name, program)
-        if embed is None:
-            from clinsynth.embeddings import encode as embed
-        run = _BronzeRun(taxonomy, generator, labeler, handle, out, cfg, gold, embed)
-        result = run.run()
-        result.lm = handle.name
-        result.generator_program = task.relative(generator_path) if generator_path else _describe(generator)
-        if labeler is not None:
-            result.labeler_program = task.relative(labeler_path) if labeler_path else _describe(labeler)
-        _write_outputs(result, out, cfg, task)
-    return result
+
+
+def plan_bronze(task: Task, config: BronzeConfig = BronzeConfig(), out: Path | None = None) -> CostPlan:
+    """The cost plan of ``generate_bronze`` (``--dry-run``): nothing is opened, started or sent.
+
+    Round 1 is planned exactly as the run plans it (the same calls, skipping those already
+    in ``<out>.calls.jsonl``), each prompt counted as the adapter formats it. The round
+    trip is counted as one labeller call per generated sentence (its upper bound: the
+    filters before it drop some). Top-up rounds depend on what the filters keep; each
+    plans at most round 1's calls, which gives the upper bound.
+    """
+    taxonomy = task.taxonomy
+    config.validate(taxonomy)
+    cfg = config.resolved()
+    out = Path(out if out is not None else task.bronze)
+    spec = cfg.lm or task.lm(ROLE)
+    generator, generator_path, labeler, labeler_path = _load_programs(task, cfg, spec, None, None)
+    programs = _declared(task, generator, generator_path, labeler, labeler_path)
+    endpoint, refused = planned_endpoint(
+        spec, lambda: gate(spec, ROLE, task.privacy, [GENERATOR_CONTENT], programs, env_folders=[task.root])
+    )
+    model = spec.model
+    adapter = make_adapter(default_adapter(model))
+    calls_path = side_path(out, "calls.jsonl")
+    done = {obj["id"] for _, obj in iter_jsonl(calls_path)} if calls_path.exists() else set()
+    requests = [
+        plan_call(taxonomy, target, index, cfg.seed)
+        for target, quota in quotas(taxonomy, cfg).items()
+        for index in range(math.ceil(quota * cfg.overgenerate / cfg.per_call))
+    ]
+    todo = [r for r in requests if r.call_id not in done]
+    predictor = generator.generate
+    prompt = sum(
+        count_tokens(
+            model,
+            prompt_messages(
+                predictor,
+                adapter,
+                {
+                    "target": describe_target(taxonomy, r.labels, r.attributes),
+                    "constraints": render_constraints(r.attributes),
+                    "n": cfg.per_call,
+                },
+            ),
+        )
+        for r in todo
+    )
+    answer = answer_tokens(model, predictor, adapter, {"sentences": [typical_sentence()] * cfg.per_call})
+    gen_max = int(predictor.config.get("max_tokens") or GENERATOR_MAX_TOKENS)
+    plan = CostPlan("generate", model, endpoint, refused=refused, max_cost=cfg.map.limits.max_cost)
+    plan.lines.append(PlanLine("generation calls, round 1", len(todo), prompt, answer * len(todo), gen_max * len(todo)))
+    if labeler is not None:
+        n = len(todo) * cfg.per_call
+        rt_prompt = count_tokens(model, prompt_messages(labeler.label, adapter, {"sentence": typical_sentence()}))
+        rt_answer = answer_tokens(model, labeler.label, adapter, {"categories": [taxonomy.names[0]]})
+        rt_max = int(labeler.label.config.get("max_tokens") or LABELER_MAX_TOKENS)
+        plan.lines.append(PlanLine("round trip (at most)", n, rt_prompt * n, rt_answer * n, rt_max * n))
+    first = plan.cost
+    if first is not None and cfg.max_rounds > 1:
+        plan.upper_bound = first * cfg.max_rounds
+    plan.assumptions += [
+        f"generator: {task.relative(generator_path) if generator_path else 'zero-shot'}; round trip: "
+        + (str(task.relative(labeler_path)) if labeler_path else "zero-shot" if labeler is not None else "off"),
+        f"completion: {answer} tokens a generation call ({cfg.per_call} sentences of "
+        f"{TYPICAL_SENTENCE_WORDS} words), {plan.lines[-1].completion_tokens // max(1, plan.lines[-1].calls)} "
+        "a round-trip answer",
+        f"round trip: one call per generated sentence ({cfg.per_call} a call), before the filters drop any",
+        f"top-up rounds (up to {cfg.max_rounds - 1}) not in the total: each plans at most round 1's calls",
+        "no retries and no DSPy cache hits",
+    ]
+    if done:
+        plan.assumptions.append(f"{len(requests) - len(todo)} round-1 calls already in {calls_path} are skipped")
+    return plan
 
 
 def _program_name(role: str, path: Path | None, task: Task) -> str:
@@ -563,6 +686,7 @@ def _write_outputs(result: BronzeResult, out: Path, cfg: BronzeConfig, task: Tas
         "failed_calls": result.failed_calls,
         "failed_round_trips": result.failed_round_trips,
         "seconds": round(result.seconds, 1),
+        "usage": result.usage,
         "filters": list(bf.FILTERS) + [bf.OVER_QUOTA],
         "counts": {t: dict(c) for t, c in result.counts.items()},
         "kept_by_label": dict(Counter(label for r in result.kept for label in (r.labels or [NONE_LABEL]))),

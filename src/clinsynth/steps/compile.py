@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from clinsynth.adapters import make_adapter
 from clinsynth.compiled import (
     compiled_path,
     default_compiled,
@@ -33,12 +34,23 @@ from clinsynth.compiled import (
     save_compiled,
     taxonomy_sha256,
 )
-from clinsynth.errors import ClinsynthError
-from clinsynth.lm import REQUEST_TIMEOUT, LMHandle
+from clinsynth.cost import (
+    TYPICAL_SENTENCE_WORDS,
+    CostPlan,
+    PlanLine,
+    answer_tokens,
+    count_tokens,
+    planned_endpoint,
+    prompt_messages,
+    typical_sentence,
+)
+from clinsynth.errors import BudgetExceeded, ClinsynthError
+from clinsynth.lm import REQUEST_TIMEOUT, LMHandle, default_adapter
+from clinsynth.meter import Limits
 from clinsynth.privacy import Sensitivity
 from clinsynth.records import now_iso, read_records
 from clinsynth.report import format_table
-from clinsynth.session import NO_DEMOS, Content, DemoSource, has_demos, open_lm
+from clinsynth.session import NO_DEMOS, Content, DemoSource, gate, has_demos, open_lm
 from clinsynth.task import LMSpec, Task
 from programs.optimizers import Optimizer, Problem, get_optimizer, search_candidates
 
@@ -63,6 +75,7 @@ class CompileConfig:
     train: Path | None = None  # data-to-label demos; None = the task's gold train
     dev: Path | None = None  # None = the task's gold dev
     timeout: float = REQUEST_TIMEOUT  # seconds per LM request
+    limits: Limits = Limits()  # --max-cost, --rpm, --tpm
 
 
 @dataclass
@@ -77,9 +90,30 @@ class CompileResult:
     headers: list[str]
     rows: list[list[Any]]
     compiled: Any = field(default=None, repr=False)  # the compiled dspy.Module
+    usage: dict[str, Any] | None = None  # this run's real calls, tokens and cost (clinsynth.meter)
 
     def table(self) -> str:
         return format_table(self.headers, self.rows)
+
+
+@dataclass
+class _CallCosts:
+    """Tokens of one evaluation of a program, per part of it.
+
+    A part: (name, calls per evaluation, prompt tokens zero-shot, prompt tokens with demos,
+    answer tokens, max_tokens).
+    """
+
+    parts: list[tuple[str, int, float, float, int, int]]
+    assumptions: list[str]
+
+    def lines(self, what: str, evaluations: int, demos: bool) -> list[PlanLine]:
+        out = []
+        for part, each, zero, with_demos, answer, max_tokens in self.parts:
+            calls = evaluations * each
+            prompt = with_demos if demos else zero
+            out.append(PlanLine(f"{what}: {part}", calls, round(prompt * calls), answer * calls, max_tokens * calls))
+        return out
 
 
 class _Job(Protocol):
@@ -94,6 +128,7 @@ class _Job(Protocol):
     def score(self, program: Any, handle: LMHandle, desc: str) -> dict[str, Any]: ...
     def demos_from(self, compiled: Any, optimizer: Optimizer) -> DemoSource: ...
     def metadata(self, compiled: Any, optimizer: Optimizer) -> dict[str, Any]: ...
+    def call_costs(self, model: str, adapter: Any, k: int) -> _CallCosts: ...
     def rows(self, before: dict[str, Any] | None, after: dict[str, Any]) -> list[list[Any]]: ...
 
 
@@ -147,6 +182,21 @@ class _LabellerJob:
             "train": {"path": self.task.relative(self.train_path), "n": len(self.train)},
             "dev": {"path": self.task.relative(self.dev_path), "n": len(self.dev)},
         }
+
+    def call_costs(self, model: str, adapter: Any, k: int) -> _CallCosts:
+        """Tokens of one labelling call on the dev sentences, zero-shot and with k train demos."""
+        student = self.student()
+        demos = [e.toDict() for e in self.train[:k]]
+        inputs = [{"sentence": e.sentence} for e in self.dev] or [{"sentence": typical_sentence()}]
+        zero = [count_tokens(model, prompt_messages(student.label, adapter, x)) for x in inputs]
+        with_demos = [count_tokens(model, prompt_messages(student.label, adapter, x, demos)) for x in inputs]
+        answer = answer_tokens(model, student.label, adapter, {"categories": [self.taxonomy.names[0]]})
+        zero_mean, demos_mean = sum(zero) / len(zero), sum(with_demos) / len(with_demos)
+        max_tokens = int(student.label.config.get("max_tokens") or 0)
+        return _CallCosts(
+            parts=[("labelling calls", 1, zero_mean, demos_mean, answer, max_tokens)],
+            assumptions=[f"completion: {answer} tokens a labelling answer (one label)"],
+        )
 
     def rows(self, before: dict[str, Any] | None, after: dict[str, Any]) -> list[list[Any]]:
         keys = ("mean_set_f1", "micro_f1", "macro_f1", "binary_f1", "failed", "seconds_per_sentence")
@@ -231,6 +281,30 @@ class _GeneratorJob:
             "demos": len(compiled.generate.demos),
         }
 
+    def call_costs(self, model: str, adapter: Any, k: int) -> _CallCosts:
+        """Tokens of one generation call on the dev requests (zero-shot and with k demos), and its round trips."""
+        student = self.student()
+        inputs = [{"target": e.target, "constraints": e.constraints, "n": e.n} for e in self.dev]
+        answer_outputs = {"sentences": [typical_sentence()] * student.n}
+        demos = [{**x, **answer_outputs} for x in inputs[:k]]
+        zero = [count_tokens(model, prompt_messages(student.generate, adapter, x)) for x in inputs]
+        with_demos = [count_tokens(model, prompt_messages(student.generate, adapter, x, demos)) for x in inputs]
+        answer = answer_tokens(model, student.generate, adapter, answer_outputs)
+        rt_prompt = count_tokens(model, prompt_messages(self.labeler.label, adapter, {"sentence": typical_sentence()}))
+        rt_answer = answer_tokens(model, self.labeler.label, adapter, {"categories": [self.taxonomy.names[0]]})
+        n, rt_max = student.n, int(self.labeler.label.config.get("max_tokens") or 0)
+        gen_max = int(student.generate.config.get("max_tokens") or 0)
+        return _CallCosts(
+            parts=[
+                ("generation calls", 1, sum(zero) / len(zero), sum(with_demos) / len(with_demos), answer, gen_max),
+                ("round trips", n, rt_prompt, rt_prompt, rt_answer, rt_max),
+            ],
+            assumptions=[
+                f"completion: {answer} tokens a generation call ({n} sentences of {TYPICAL_SENTENCE_WORDS} words), "
+                f"{rt_answer} a round-trip answer; {n} round trips a call; demos are {k} calls of their own",
+            ],
+        )
+
     def rows(self, before: dict[str, Any] | None, after: dict[str, Any]) -> list[list[Any]]:
         rows = []
         for target in self.targets:
@@ -273,8 +347,9 @@ def compile_program(
     job = _job(task, config, k, spec)
     if handle is None:
         handle = open_lm(
-            spec, ROLE, task.privacy, job.content(), job.programs(), env_folders=[task.root], timeout=config.timeout
-        )
+            spec, ROLE, task.privacy, job.content(), job.programs(), env_folders=[task.root], timeout=config.timeout,
+            limits=config.limits,
+        )  # fmt: skip
     else:
         for name, program in job.programs().items():
             handle.admit(name, program)
@@ -285,10 +360,17 @@ def compile_program(
     student = job.student()
     with handle.context():
         before = None if config.skip_before else job.score(student, handle, "dev, before")
+        _stop_if_over_budget(handle)
         started = time.monotonic()
-        compiled = optimizer.run(job.problem(student.deepcopy(), handle))
+        try:
+            compiled = optimizer.run(job.problem(student.deepcopy(), handle))
+        except Exception:
+            _stop_if_over_budget(handle)  # an optimizer may fail on the refused calls: say why
+            raise
         compile_seconds = time.monotonic() - started
+        _stop_if_over_budget(handle)
         after = job.score(compiled, handle, "dev, after")
+        _stop_if_over_budget(handle)
 
     demos_from = job.demos_from(compiled, optimizer)
     compiled.demos_from = demos_from  # as load_compiled would set it, for callers that keep using it
@@ -306,6 +388,7 @@ def compile_program(
             "dev_after": after,
             "candidates": search_candidates(compiled),
             "compile_seconds": round(compile_seconds, 1),
+            "usage": handle.usage(),
             "created_at": now_iso(),
         },
         "taxonomy_sha256": taxonomy_sha256(task.taxonomy),
@@ -322,4 +405,64 @@ def compile_program(
         headers=list(job.headers),
         rows=job.rows(before, after),
         compiled=compiled,
+        usage=handle.usage(),
     )
+
+
+def _stop_if_over_budget(handle: LMHandle) -> None:
+    """Scoring and optimizers record a refused call as a failed example; a spent budget stops the compile.
+
+    Nothing is saved: a program compiled on a budget cut short would be scored on failures.
+    """
+    meter = handle.meter
+    if meter is not None and meter.stopped is not None:
+        raise BudgetExceeded(f"{meter.stopped}; nothing saved: rerun with a larger --max-cost")
+
+
+def plan_compile(task: Task, config: CompileConfig, lm: LMSpec | None = None) -> CostPlan:
+    """The cost plan of ``compile_program`` (``--dry-run``): nothing is opened, started or sent.
+
+    Prompts are counted on the job's own dev examples, zero-shot and with ``k`` demos (the
+    first k train examples stand in for the optimizer's picks). How many calls an optimizer
+    makes depends on what it finds; the plan counts its most, as the assumptions say.
+    """
+    if config.program not in PROGRAMS:
+        raise ClinsynthError(f"unknown program {config.program!r}; choose from {', '.join(PROGRAMS)}")
+    optimizer = get_optimizer(config.optimizer, config.program)
+    k = DEFAULT_K[config.program] if config.k is None else config.k
+    spec = lm or task.lm(ROLE)
+    job = _job(task, config, k, spec)
+    endpoint, refused = planned_endpoint(
+        spec, lambda: gate(spec, ROLE, task.privacy, job.content(), job.programs(), env_folders=[task.root])
+    )
+    plan = CostPlan("compile", spec.model, endpoint, refused=refused, max_cost=config.limits.max_cost)
+    unit = job.call_costs(spec.model, make_adapter(default_adapter(spec.model)), k)
+    n_dev, n_train = len(job.dev), len(job.train)
+    valset = len(getattr(job, "selection", None) or job.dev)
+    runs = {  # evaluations of the program (each ``unit``) an optimizer makes at most, and what that assumes
+        "labeled-fewshot": (0, "labeled-fewshot: no LM call"),
+        "knn": (0, "knn: no LM call to compile"),
+        "bootstrap": (n_train, f"bootstrap: at most every train example once ({n_train})"),
+        "random-search": (
+            config.trials * n_train + (config.trials + 3) * valset,
+            f"random-search: {config.trials} trials x {n_train} train (bootstrapping, at most) + "
+            f"{config.trials + 3} candidates x {valset} validation examples",
+        ),
+        "mipro": (
+            max(2, config.trials // 2) * n_train + config.trials * min(25, n_dev),
+            f"mipro: {max(2, config.trials // 2)} candidates x {n_train} train (bootstrapping, at most) + "
+            f"{config.trials} trials x a minibatch of {min(25, n_dev)}; instruction proposals not counted",
+        ),
+        "gepa": (
+            config.trials * n_dev,
+            f"gepa: {config.trials} x {n_dev} metric calls; reflection calls not counted",
+        ),
+    }
+    evaluations, assumption = runs[optimizer.name]
+    if not config.skip_before:
+        plan.lines += unit.lines("dev, before (zero-shot)", n_dev, demos=False)
+    if evaluations:
+        plan.lines += unit.lines(f"optimizer ({optimizer.name})", evaluations, demos=True)
+    plan.lines += unit.lines(f"dev, after ({k} demos)", n_dev, demos=True)
+    plan.assumptions += [assumption, *unit.assumptions, "no retries and no DSPy cache hits"]
+    return plan

@@ -17,11 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from clinsynth import prefilter
+from clinsynth.adapters import make_adapter
 from clinsynth.compiled import default_compiled, load_compiled
 from clinsynth.corpus import iter_sentences
+from clinsynth.cost import CostPlan, PlanLine, answer_tokens, count_tokens, planned_endpoint, prompt_messages
+from clinsynth.engine_ray import RayEngine
 from clinsynth.errors import ClinsynthError
 from clinsynth.fingerprint import program_sha256
 from clinsynth.gold import held_out_notes
+from clinsynth.lm import default_adapter
+from clinsynth.meter import log_run
 from clinsynth.privacy import SOURCE_SENSITIVITY, Sensitivity
 from clinsynth.records import InputItem, Provenance, Record, done_ids, export_parquet, read_inputs, read_records
 from clinsynth.resumable import MapSettings, resumable_map
@@ -29,7 +34,7 @@ from clinsynth.runner import Attempt
 from clinsynth.session import Content, gate, open_lm
 from clinsynth.task import LMSpec, Task
 from clinsynth.taxonomy import Taxonomy
-from programs.data_to_label import DataToLabel
+from programs.data_to_label import MAX_TOKENS, DataToLabel
 
 PROGRAM_NAME = "programs.data_to_label.DataToLabel"
 ROLE = "labeler"
@@ -53,6 +58,7 @@ class LabelConfig:
     lm: LMSpec | None = None  # None = the task's labeller
     map: MapSettings = MapSettings()
     parquet: bool = True  # also write <out>.parquet
+    ray: RayEngine | None = None  # None: label in this process; else on Ray Data workers (clinsynth.ray_jobs)
 
     @classmethod
     def for_silver(cls, task: Task, **overrides: Any) -> LabelConfig:
@@ -71,6 +77,7 @@ class LabelResult:
     lm: str = ""
     failures_path: Path | None = None
     nothing_to_do: bool = False
+    usage: dict[str, Any] | None = None  # this run's real calls, tokens and cost (clinsynth.meter)
 
 
 def corpus_items(
@@ -154,25 +161,91 @@ def select_items(task: Task, config: LabelConfig) -> tuple[list[InputItem], dict
     return corpus_items(task.corpus, limit=config.limit, exclude_notes=exclude), {}, content
 
 
+@dataclass
+class _Job:
+    """What a labelling run sends: the LM, the program and the items (shared by the run and its cost plan)."""
+
+    spec: LMSpec
+    program_path: Path | None
+    program: DataToLabel
+    items: list[InputItem]
+    attributes: dict[str, dict[str, Any]]
+    content: Content
+    program_label: str  # how the privacy check and the run log name the program
+
+    def gate(self, task: Task) -> None:
+        """The privacy check (PrivacyError), before any server starts or anything is sent."""
+        gate(self.spec, ROLE, task.privacy, [self.content], {self.program_label: self.program}, env_folders=[task.root])
+
+
+def _job(task: Task, config: LabelConfig) -> _Job:
+    spec = config.lm or task.lm(ROLE)
+    program_path = None if config.zero_shot else config.program or default_labeller_path(task, spec)
+    program = load_labeller(task.taxonomy, program_path, samples=config.samples)
+    items, attributes, content = select_items(task, config)
+    program_label = str(task.relative(program_path)) if program_path else "zero-shot DataToLabel"
+    return _Job(spec, program_path, program, items, attributes, content, program_label)
+
+
+def plan_labelling(task: Task, config: LabelConfig, out: Path | None = None) -> CostPlan:
+    """The cost plan of ``label_sentences`` (``--dry-run``): nothing is opened, started or sent.
+
+    Counts the prompt of every sentence still to label (those in ``out`` are skipped, as a
+    rerun would) as the run's adapter formats it, and records whether the privacy gate
+    would refuse the real run.
+    """
+    job = _job(task, config)
+    endpoint, refused = planned_endpoint(job.spec, lambda: job.gate(task))
+    done = done_ids(out) if out is not None else set()
+    todo = [i for i in job.items if i.id not in done]
+    adapter = make_adapter(default_adapter(job.spec.model))
+    predictor = job.program.label
+    model = job.spec.model
+    demos = None
+    plan = CostPlan("label", model, endpoint, refused=refused, max_cost=config.map.limits.max_cost)
+    if job.program.demo_pool and job.program.knn_k:
+        demos = job.program.demo_pool[: job.program.knn_k]
+        plan.assumptions.append(f"kNN demos: {job.program.knn_k} per sentence, counted as the pool's first ones")
+    prompt = sum(count_tokens(model, prompt_messages(predictor, adapter, {"sentence": i.text}, demos)) for i in todo)
+    answer = answer_tokens(model, predictor, adapter, {"categories": [task.taxonomy.names[0]]})
+    max_tokens = int(predictor.config.get("max_tokens") or MAX_TOKENS)
+    k = config.samples
+    calls = len(todo) * k
+    what = f"label {len(todo)} sentences" + (f" x {k} samples" if k > 1 else "")
+    plan.lines.append(PlanLine(what, calls, prompt * k, answer * calls, max_tokens * calls))
+    plan.assumptions += [
+        f"program: {job.program_label}; {len(predictor.demos)} demos in every prompt",
+        f"completion: {answer} tokens an answer (one label, as the adapter asks it written)",
+        "no retries and no DSPy cache hits (a retry costs another call; a cached answer nothing)",
+    ]
+    if done:
+        plan.assumptions.append(f"{len(job.items) - len(todo)} sentences already in {out} are skipped")
+    return plan
+
+
 def label_sentences(task: Task, config: LabelConfig, out: Path, handle: Any = None) -> LabelResult:
     """Label into ``out`` (resumed), after the privacy check on the input and the program's demos."""
     taxonomy = task.taxonomy
-    spec = config.lm or task.lm(ROLE)
-    program_path = None if config.zero_shot else config.program or default_labeller_path(task, spec)
-    program = load_labeller(taxonomy, program_path, samples=config.samples)
-    items, attributes, content = select_items(task, config)
-    program_label = str(task.relative(program_path)) if program_path else "zero-shot DataToLabel"
+    job = _job(task, config)
+    spec, program_path, program, items = job.spec, job.program_path, job.program, job.items
+    attributes, content, program_label = job.attributes, job.content, job.program_label
     if handle is None:
         # The gate runs before any server starts or anything is sent, even when nothing is left to do.
-        gate(spec, ROLE, task.privacy, [content], {program_label: program}, env_folders=[task.root])
+        job.gate(task)
     result = LabelResult(out=out, program=program_path)
     if not {i.id for i in items} - done_ids(out):
         result.skipped, result.nothing_to_do = len(items), True
         return result
+    if config.ray is not None and handle is None:
+        from clinsynth.ray_jobs import label_with_ray
+
+        label_with_ray(task, job, config, out, result)
+        _write_parquet(config, out, taxonomy)
+        return result
     if handle is None:
         handle = open_lm(
             spec, ROLE, task.privacy, [content], {program_label: program}, env_folders=[task.root],
-            timeout=config.map.timeout,
+            timeout=config.map.timeout, limits=config.map.limits,
         )  # fmt: skip
     else:
         handle.admit(program_label, program)
@@ -180,46 +253,65 @@ def label_sentences(task: Task, config: LabelConfig, out: Path, handle: Any = No
     digest = program_sha256(program, taxonomy.guideline_text)
 
     def to_record(item: InputItem, attempt: Attempt) -> Record:
-        pred = attempt.value
-        labels = list(pred.categories)
-        extra: dict[str, Any] = {"attempts": attempt.attempts, "rollout": attempt.rollout}
-        if attempt.temperature is not None:
-            extra["temperature"] = attempt.temperature
-        if pred.confidence_method:
-            extra["confidence_method"] = pred.confidence_method
-        result.label_counts.update(labels or ["NONE"])
-        return Record(
-            id=item.id,
-            text=item.text,
-            labels=labels,
-            source="silver",
-            note_id=item.note_id,
-            provenance=Provenance(
-                lm=handle.name,
-                program=PROGRAM_NAME,
-                program_sha256=digest,
-                seed=config.seed,
-                confidence=None if pred.confidence is None else round(float(pred.confidence), 4),
-                attributes={**extra, **attributes.get(item.id, {})},
-            ),
-        )
+        record = make_record(item, attempt, handle.name, digest, config.seed, attributes.get(item.id, {}))
+        result.label_counts.update(record.labels or ["NONE"])
+        return record
 
-    mapped = resumable_map(
-        lambda item: program(sentence=item.text),
-        items,
-        key=lambda item: item.id,
-        to_row=to_record,
-        out=out,
-        handle=handle,
-        settings=config.map,
-        desc="labelling",
-        failure_info=lambda item: {"text": item.text},
-    )
+    try:
+        mapped = resumable_map(
+            lambda item: program(sentence=item.text),
+            items,
+            key=lambda item: item.id,
+            to_row=to_record,
+            out=out,
+            handle=handle,
+            settings=config.map,
+            desc="labelling",
+            failure_info=lambda item: {"text": item.text},
+        )
+    finally:
+        # Every run's real usage, also one that stopped (budget, endpoint): what it spent is spent.
+        # A run the endpoint never answered leaves no log (nor any other empty file).
+        result.usage = handle.usage()
+        if result.usage and result.usage["calls"]:
+            log_run(out, {"lm": handle.name, "program": program_label, "usage": result.usage})
     result.labelled, result.skipped, result.failed = mapped.done, mapped.skipped, mapped.failed
     result.failures_path = mapped.failures_path if mapped.failed else None
+    _write_parquet(config, out, taxonomy)
+    return result
+
+
+def make_record(
+    item: InputItem, attempt: Attempt, lm: str, digest: str, seed: int, attributes: dict[str, Any]
+) -> Record:
+    """A labelled item as a silver record with its provenance (both engines write these)."""
+    pred = attempt.value
+    labels = list(pred.categories)
+    extra: dict[str, Any] = {"attempts": attempt.attempts, "rollout": attempt.rollout}
+    if attempt.temperature is not None:
+        extra["temperature"] = attempt.temperature
+    if pred.confidence_method:
+        extra["confidence_method"] = pred.confidence_method
+    return Record(
+        id=item.id,
+        text=item.text,
+        labels=labels,
+        source="silver",
+        note_id=item.note_id,
+        provenance=Provenance(
+            lm=lm,
+            program=PROGRAM_NAME,
+            program_sha256=digest,
+            seed=seed,
+            confidence=None if pred.confidence is None else round(float(pred.confidence), 4),
+            attributes={**extra, **attributes},
+        ),
+    )
+
+
+def _write_parquet(config: LabelConfig, out: Path, taxonomy: Taxonomy) -> None:
     if config.parquet and out.exists():
         try:
             export_parquet(read_records(out, taxonomy), out.with_suffix(".parquet"))
         except ClinsynthError as exc:
             raise ClinsynthError(f"labelled records are safe in {out}, but the parquet export failed: {exc}") from exc
-    return result

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clinsynth.engine_ray import RayEngine
 from clinsynth.task import Task
 
 
@@ -14,6 +15,8 @@ class PredictConfig:
     out: Path
     model: Path | None = None  # None: the task's default model (trained first if missing)
     notes: bool = False  # each input item is a whole note: split it into sentences
+    backend: str = "auto"  # auto: the model's ONNX export when usable (clinsynth export-onnx), else torch
+    ray: RayEngine | None = None  # None: predict in this process; else on Ray Data workers (clinsynth.ray_jobs)
 
 
 @dataclass
@@ -23,6 +26,7 @@ class PredictResult:
     sentences: int
     seconds: float
     label_counts: dict[str, int] = field(default_factory=dict)
+    backend: str = "torch"  # what ran: torch, onnx-fp32 or onnx-int8
 
     @property
     def rate(self) -> float:
@@ -30,18 +34,25 @@ class PredictResult:
 
 
 def predict(task: Task, config: PredictConfig) -> PredictResult:
-    from clinsynth.classifier import SignsClassifier
+    from clinsynth.onnx_path import load_classifier
     from clinsynth.predict import predict_file, read_sentences
     from clinsynth.steps.train import ensure_default_model
 
     read_sentences(config.input, notes=config.notes)  # bad input fails before any model is trained or loaded
     model_dir = config.model or ensure_default_model(task)
-    classifier = SignsClassifier.load(model_dir)  # a model knows its own labels
-    done = predict_file(classifier, config.input, config.out, notes=config.notes)
+    if config.ray is not None:  # workers load the model, the driver only merges their shards
+        from clinsynth.ray_jobs import predict_with_ray
+
+        done = predict_with_ray(model_dir, config.input, config.out, config.ray, config.notes, config.backend)
+        backend = done["backend"]
+    else:
+        classifier, backend = load_classifier(model_dir, config.backend)  # a model knows its own labels
+        done = predict_file(classifier, config.input, config.out, notes=config.notes)
     return PredictResult(
         out=config.out,
         model=model_dir,
         sentences=done["sentences"],
         seconds=done["seconds"],
         label_counts=dict(done["label_counts"]),
+        backend=backend,
     )

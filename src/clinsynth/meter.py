@@ -1,0 +1,217 @@
+"""What a run spends on its LM, and the guards on it: a cost budget and rate limits.
+
+Every LM ``clinsynth.lm.make_lm`` builds is a ``MeteredLM``: before each request it waits
+for the rate limiter (``--rpm`` / ``--tpm``) and checks the budget (``--max-cost``), and
+after it the meter adds the request's real usage, as the endpoint reported it, through
+DSPy's usage tracking (answers from DSPy's cache are not counted: they cost nothing).
+
+The budget check is conservative, so a run never passes its budget: a request may only
+go out if the spend so far, plus what requests in flight may still cost, plus the most
+this one can cost (its prompt counted with the model's tokenizer, and ``max_tokens`` of
+completion) stays within ``max_cost``. The first request refused stops the meter: every
+later one is refused too, so worker threads drain at once and the run stops with
+``BudgetExceeded`` (exit status 2); what was written is kept and a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dspy
+
+from clinsynth import cost
+from clinsynth.errors import BudgetExceeded, LMSetupError
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Guards on a run's LM use; None = no limit. Each default lives here (``--max-cost``, ``--rpm``, ``--tpm``)."""
+
+    max_cost: float | None = None  # US dollars this run may spend (litellm's offline prices)
+    rpm: float | None = None  # requests per minute, client side
+    tpm: float | None = None  # tokens per minute (prompt + max_tokens of each request), client side
+
+
+class RateLimiter:
+    """A token bucket refilled continuously at ``per_minute``; shared by the worker threads of a run.
+
+    ``acquire(n)`` blocks until ``n`` units are free. A request larger than the bucket
+    waits for a full bucket (it would otherwise wait forever). ``clock`` and ``sleep`` are
+    injectable so tests need not wait.
+    """
+
+    def __init__(
+        self,
+        per_minute: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not per_minute > 0:
+            raise LMSetupError(f"a rate limit must be positive, got {per_minute}")
+        self.capacity = float(per_minute)
+        self.rate = per_minute / 60.0  # units per second
+        self.clock, self.sleep = clock, sleep
+        self.available = self.capacity  # a full bucket: the first minute's requests go at once
+        self.updated = clock()
+        self.lock = threading.Lock()
+
+    def acquire(self, n: float = 1.0) -> float:
+        """Take ``n`` units, waiting as long as needed; returns the seconds waited."""
+        n = min(float(n), self.capacity)
+        waited = 0.0
+        while True:
+            with self.lock:
+                now = self.clock()
+                self.available = min(self.capacity, self.available + (now - self.updated) * self.rate)
+                self.updated = now
+                if self.available >= n:
+                    self.available -= n
+                    return waited
+                wait = (n - self.available) / self.rate
+            self.sleep(wait)
+            waited += wait
+
+
+class Meter:
+    """Usage and cost of one run's LM, the budget check and the rate limiters (thread-safe).
+
+    Implements ``add_usage(lm, usage)``, DSPy's usage-tracker interface, so DSPy reports
+    each request's real usage here. Copies of the LM (``lm.copy``: retries, sampling)
+    share the meter, so a whole run is counted in one place.
+    """
+
+    def __init__(self, model: str, limits: Limits = Limits()) -> None:
+        self.model = model  # the model string litellm prices and counts tokens for
+        self.limits = limits
+        self.price = cost.price_per_token(model)
+        if limits.max_cost is not None and self.price is None:
+            raise LMSetupError(
+                f"--max-cost needs a price for {model!r}, and litellm's cost map has none: "
+                "register one with litellm.register_model, or drop --max-cost"
+            )
+        self.requests = None if limits.rpm is None else RateLimiter(limits.rpm)
+        self.tokens = None if limits.tpm is None else RateLimiter(limits.tpm)
+        self.calls = 0  # requests the endpoint answered (cache hits excluded)
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.spent = 0.0
+        self.reserved = 0.0  # the most that requests in flight may still cost
+        self.stopped: BudgetExceeded | None = None
+        self.lock = threading.Lock()
+
+    def __deepcopy__(self, memo: dict) -> Meter:
+        return self  # one meter per run, whatever copies a program or optimizer makes of the LM
+
+    # -- before a request
+    def before(self, messages: list[dict[str, Any]] | None, max_tokens: int) -> float:
+        """Wait for the rate limiters and reserve the request's worst-case cost; returns the reservation."""
+        if self.requests is None and self.tokens is None and self.limits.max_cost is None:
+            return 0.0
+        prompt = cost.count_tokens(self.model, messages or [])
+        if self.requests is not None:
+            self.requests.acquire(1)
+        if self.tokens is not None:
+            self.tokens.acquire(prompt + max_tokens)
+        if self.limits.max_cost is None or self.price is None:
+            return 0.0
+        worst = prompt * self.price[0] + max_tokens * self.price[1]
+        with self.lock:
+            if self.stopped is None and self.spent + self.reserved + worst > self.limits.max_cost:
+                self.stopped = BudgetExceeded(
+                    f"stopped before passing --max-cost ${self.limits.max_cost:.4f}: spent ${self.spent:.4f} "
+                    f"on {self.calls} calls ({self.model}), and the next call may cost up to ${worst:.4f} "
+                    f"({prompt} prompt tokens + {max_tokens} completion tokens at most)"
+                )
+            if self.stopped is not None:
+                raise self.stopped
+            self.reserved += worst
+        return worst
+
+    def release(self, reservation: float) -> None:
+        if reservation:
+            with self.lock:
+                self.reserved = max(0.0, self.reserved - reservation)
+
+    # -- after a request (DSPy's usage-tracker interface)
+    def add_usage(self, lm: str, usage: dict[str, Any]) -> None:
+        prompt = int(usage.get("prompt_tokens") or 0)
+        completion = int(usage.get("completion_tokens") or 0)
+        spent = cost.usage_cost(self.price, prompt, completion)
+        with self.lock:
+            self.calls += 1
+            self.prompt_tokens += prompt
+            self.completion_tokens += completion
+            if spent is not None:
+                self.spent += spent
+
+    def summary(self) -> dict[str, Any]:
+        """This run's real usage, as results print it and summary files record it."""
+        with self.lock:
+            return {
+                "model": self.model,
+                "calls": self.calls,
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+                "cost_usd": None if self.price is None else round(self.spent, 6),
+                "priced_by": cost.price_source(self.model, self.price),
+                "stopped_by_budget": self.stopped is not None,
+            }
+
+
+def log_run(out: Path, row: dict[str, Any]) -> Path:
+    """Append one run's summary (usage and cost included) to ``<out>.runs.jsonl``: spending over resumed runs."""
+    from clinsynth.records import now_iso, side_path
+
+    path = side_path(out, "runs.jsonl")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"at": now_iso(), **row}, ensure_ascii=False) + "\n")
+    return path
+
+
+def describe_usage(usage: dict[str, Any] | None) -> str:
+    """One line for a run's summary: calls, tokens and dollars."""
+    if not usage:
+        return "usage: not metered"
+    dollars = "unknown price" if usage["cost_usd"] is None else f"${usage['cost_usd']:.4f}"
+    return (
+        f"usage: {usage['calls']} calls, {usage['prompt_tokens']} prompt + {usage['completion_tokens']} "
+        f"completion tokens, {dollars} ({usage['priced_by']})"
+    )
+
+
+class _Tee:
+    """The usage tracker of one request: the run's meter, and any tracker already active (``dspy.track_usage``)."""
+
+    def __init__(self, meter: Meter, outer: Any) -> None:
+        self.meter, self.outer = meter, outer
+
+    def add_usage(self, lm: str, usage: dict[str, Any]) -> None:
+        self.meter.add_usage(lm, usage)
+        if self.outer is not None:
+            self.outer.add_usage(lm, usage)
+
+
+class MeteredLM(dspy.LM):
+    """``dspy.LM`` whose every request passes the run's meter (see the module docstring)."""
+
+    meter: Meter | None = None  # set by clinsynth.lm.make_lm; shared by copies (lm.copy is shallow)
+
+    def __call__(self, prompt: Any = None, *, messages: Any = None, **kwargs: Any) -> Any:
+        meter = self.meter
+        if meter is None:
+            return super().__call__(prompt, messages=messages, **kwargs)
+        rendered = messages if messages is not None else [{"role": "user", "content": str(prompt or "")}]
+        max_tokens = int(kwargs.get("max_tokens") or self.kwargs.get("max_tokens") or 0)
+        reservation = meter.before(rendered, max_tokens)
+        try:
+            with dspy.context(usage_tracker=_Tee(meter, dspy.settings.usage_tracker)):
+                return super().__call__(prompt, messages=messages, **kwargs)
+        finally:
+            meter.release(reservation)

@@ -1,0 +1,202 @@
+"""Cost plan and guards for paid LMs: --dry-run sends nothing, --max-cost stops before the budget, --rpm/--tpm.
+
+A loopback fake OpenAI server stands in for the paid endpoint; the model string is
+``openai/gpt-4o-mini`` so litellm's offline cost map prices it. "Nothing sent" means the
+server saw zero requests.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from clinsynth import cost
+from clinsynth.meter import Limits, Meter, RateLimiter
+from clinsynth.records import read_records, side_path
+from clinsynth.resumable import failures_path_for
+from programs import compile as compile_cli
+from programs import generate as generate_cli
+from programs import label as label_cli
+from tests.conftest import chat_reply, write_task
+
+MODEL = "openai/gpt-4o-mini"
+SENTENCES = [f"Finding {i:02d} was noted on examination." for i in range(8)]
+PROMPT_TOKENS, COMPLETION_TOKENS = 2000, 20  # what the fake endpoint bills each call
+
+
+def labelled(body: dict) -> tuple:
+    reply = chat_reply('[[ ## categories ## ]]\n["COGNITIVE_IMPAIRMENT"]\n\n[[ ## completed ## ]]')
+    reply["usage"] = {
+        "prompt_tokens": PROMPT_TOKENS,
+        "completion_tokens": COMPLETION_TOKENS,
+        "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS,
+    }
+    return 200, reply
+
+
+@pytest.fixture
+def server(fake_openai):
+    with fake_openai(labelled) as s:
+        yield s
+
+
+@pytest.fixture
+def no_lm(monkeypatch):
+    """A dry run must build no LM and start no embedded server."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a dry run built an LM or started a server")
+
+    monkeypatch.setattr("clinsynth.session.make_lm", refuse)
+    monkeypatch.setattr("clinsynth.lm.local_server", refuse)
+
+
+def label_args(task_dir: Path, api_base: str, src: Path, *flags: str) -> list[str]:
+    return ["--task", str(task_dir), "--lm", MODEL, "--api-base", api_base, "--input", str(src),
+            "--zero-shot", "--no-progress", *flags]  # fmt: skip
+
+
+def write_input(tmp_path: Path) -> Path:
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(SENTENCES) + "\n")
+    return src
+
+
+def test_a_label_dry_run_prints_tokens_and_dollars_and_sends_nothing(
+    task_dir: Path, tmp_path: Path, server, no_lm, capsys
+):
+    code = label_cli.main(label_args(task_dir, server.api_base, write_input(tmp_path), "--dry-run", "--samples", "2"))
+
+    out = capsys.readouterr().out
+    assert code == 0 and server.requests == []
+    assert f"dry run: label on {MODEL}" in out and "nothing sent" in out
+    assert "label 8 sentences x 2 samples" in out and "| 16 " in out  # calls = sentences x samples
+    assert "litellm cost map: $0.15 / $0.6 per 1M" in out
+    total = next(line for line in out.splitlines() if line.startswith("| total"))
+    calls, prompt, completion, dollars = [c.strip() for c in total.strip("|").split("|")][1:]
+    assert int(calls) == 16 and int(prompt) > 16 * 1000  # the guideline is in every prompt
+    assert float(dollars.lstrip("$")) == pytest.approx(int(prompt) * 0.15e-6 + int(completion) * 0.6e-6, abs=1e-4)
+
+
+def test_a_dry_run_counts_the_real_prompt():
+    """The plan's tokens are the adapter's real messages counted with the model's tokenizer."""
+    from clinsynth.steps.label import load_labeller
+    from tests.conftest import ad_taxonomy
+
+    program = load_labeller(ad_taxonomy(), None)
+    messages = cost.prompt_messages(program.label, None, {"sentence": "Forgets names."})
+    assert messages[0]["role"] == "system" and "Forgets names." in messages[-1]["content"]
+    assert cost.count_tokens(MODEL, messages) > 1000
+    assert cost.price_per_token("local") == (0.0, 0.0) and cost.price_per_token("openai/not-a-model-xyz") is None
+
+
+def test_a_dry_run_says_the_real_run_would_be_refused(tmp_path: Path, server, no_lm, capsys):
+    # The fake server declared remote (a tunnel): private input may not go there.
+    task_dir = write_task(tmp_path / "task", remote=(f"{server.api_base.rsplit('/v1', 1)[0]}/*",))
+
+    code = label_cli.main(label_args(task_dir, server.api_base, write_input(tmp_path), "--dry-run"))
+
+    captured = capsys.readouterr()
+    assert code == 2 and server.requests == []
+    assert "| total" in captured.out  # the plan is still printed
+    assert "the real run would be refused" in captured.err and "refusing to send private data" in captured.err
+
+
+def test_max_cost_stops_before_the_budget_is_passed_and_a_rerun_resumes(task_dir: Path, tmp_path: Path, server, capsys):
+    src, out = write_input(tmp_path), tmp_path / "silver.jsonl"
+    prompt_price, completion_price = cost.price_per_token(MODEL)
+    per_call = PROMPT_TOKENS * prompt_price + COMPLETION_TOKENS * completion_price
+    budget = 2.5 * per_call
+
+    code = label_cli.main(label_args(task_dir, server.api_base, src, "--out", str(out), "--max-cost", str(budget)))
+
+    err = capsys.readouterr().err
+    sent = len(server.requests)
+    assert code == 2 and 1 <= sent < len(SENTENCES)
+    assert sent * per_call <= budget  # never past the budget
+    assert "stopped before passing --max-cost" in err and "rerun with a larger --max-cost" in err
+    # Everything answered is written; nothing counts as failed; the spend is logged.
+    assert len(read_records(out)) == sent and not failures_path_for(out).exists()
+    (run,) = [json.loads(line) for line in side_path(out, "runs.jsonl").read_text().splitlines()]
+    assert run["usage"]["calls"] == sent and run["usage"]["stopped_by_budget"]
+    assert run["usage"]["cost_usd"] == pytest.approx(sent * per_call) and run["usage"]["cost_usd"] <= budget
+
+    code = label_cli.main(label_args(task_dir, server.api_base, src, "--out", str(out)))  # no budget: resumes
+    captured = capsys.readouterr().out
+    assert code == 0 and len(server.requests) == len(SENTENCES)
+    assert f"labelled {len(SENTENCES) - sent}, already done {sent}" in captured
+    assert f"usage: {len(SENTENCES) - sent} calls, {(len(SENTENCES) - sent) * PROMPT_TOKENS} prompt" in captured
+
+
+def test_max_cost_needs_a_price(task_dir: Path, tmp_path: Path, server, capsys):
+    args = label_args(task_dir, server.api_base, write_input(tmp_path), "--out", str(tmp_path / "o.jsonl"))
+    args[args.index(MODEL)] = "openai/unpriced-model"
+    assert label_cli.main([*args, "--max-cost", "1"]) == 2
+    assert "needs a price" in capsys.readouterr().err and server.requests == []
+
+
+def test_the_rate_limiter_waits_only_when_the_bucket_is_empty():
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    limiter = RateLimiter(60, clock=lambda: now[0], sleep=sleep)  # 1 a second, 60 at once
+    assert sum(limiter.acquire() for _ in range(60)) == 0 and slept == []
+    assert limiter.acquire() == pytest.approx(1.0)  # the 61st waits for one to refill
+    now[0] += 30
+    assert limiter.acquire(10) == 0  # 30 refilled meanwhile
+    assert limiter.acquire(500) == pytest.approx(40.0)  # larger than the bucket: waits for a full one
+
+
+def test_rpm_and_tpm_go_through_the_meter(monkeypatch):
+    meter = Meter(MODEL, Limits(rpm=120, tpm=10_000))
+    asked: list[tuple[str, float]] = []
+    monkeypatch.setattr(meter.requests, "acquire", lambda n=1: asked.append(("requests", n)) or 0.0)
+    monkeypatch.setattr(meter.tokens, "acquire", lambda n=1: asked.append(("tokens", n)) or 0.0)
+    messages = [{"role": "user", "content": "hello"}]
+    meter.release(meter.before(messages, max_tokens=100))
+    assert asked == [("requests", 1), ("tokens", cost.count_tokens(MODEL, messages) + 100)]
+
+
+def test_a_generate_dry_run_plans_the_calls_the_run_would_make(task_dir: Path, tmp_path: Path, server, no_lm, capsys):
+    args = ["--task", str(task_dir), "--lm", MODEL, "--api-base", server.api_base, "--out", str(tmp_path / "b.jsonl"),
+            "--per-category", "2", "--categories", "TREATMENT", "--dry-run"]  # fmt: skip
+    assert generate_cli.main(args) == 0 and server.requests == []
+    out = capsys.readouterr().out
+    # TREATMENT 2, NONE 2, two-category 1, each x overgenerate 2 / 5 a call.
+    calls = sum(math.ceil(q * 2.0 / 5) for q in (2, 2, 1))
+    assert f"| generation calls, round 1 | {calls} " in out.replace("  ", " ").replace("  ", " ")
+    assert "round trip (at most)" in out and "$" in out
+
+
+def test_a_compile_dry_run_sends_nothing(task_dir: Path, server, no_lm, capsys):
+    args = ["--task", str(task_dir), "--lm", MODEL, "--api-base", server.api_base, "--dev-limit", "5",
+            "--optimizer", "bootstrap", "--dry-run"]  # fmt: skip
+    assert compile_cli.main(args) == 0 and server.requests == []
+    out = capsys.readouterr().out
+    assert "dev, before (zero-shot)" in out and "optimizer (bootstrap)" in out and "bootstrap: at most" in out
+
+
+def test_a_compile_over_budget_stops_and_saves_nothing(task_dir: Path, server, capsys):
+    args = [
+        "--task",
+        str(task_dir),
+        "--lm",
+        MODEL,
+        "--api-base",
+        server.api_base,
+        "--dev-limit",
+        "3",
+        "--max-cost",
+        "0.0001",
+    ]  # fmt: skip  (less than one call may cost)
+    assert compile_cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "stopped before passing --max-cost" in err and "nothing saved" in err
+    assert server.requests == [] and not any((task_dir / "compiled").glob("*.json"))

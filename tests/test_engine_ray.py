@@ -1,0 +1,250 @@
+"""``--engine ray`` on a small local Ray instance (2 CPUs): same output as the local engine, resume by shard,
+per-record failures recorded as the local engine records them, and the privacy gate before any worker starts.
+
+Ray starts once for the module; skipped when the 'scale' extra (ray[data]) is not installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from itertools import islice
+from pathlib import Path
+
+import pytest
+
+from clinsynth.records import read_records
+from clinsynth.resumable import failures_path_for, read_failures
+from tests.conftest import FakeOpenAI, write_task
+from tests.test_faults import SENTENCES, Script, answer, label, label_args, line_id, unique_ids, write_input
+
+ray = pytest.importorskip("ray")
+
+N_SENTENCES = 500
+PREDICT_SHARD = 256  # two shards of whole scoring batches
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One local Ray instance for the module; the engine uses it and leaves it running."""
+    # Workers inherit the environment at start: no usage reporting, a DSPy cache of their own.
+    env = {"RAY_USAGE_STATS_ENABLED": "0", "DSPY_CACHEDIR": str(tmp_path_factory.mktemp("ray-dspy-cache"))}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def model_dir(mini_trained, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return mini_trained[2].save(tmp_path_factory.mktemp("model") / "model")
+
+
+@pytest.fixture(scope="module")
+def corpus_input(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled corpus's first 500 sentences, as JSONL with their ids."""
+    from clinsynth.corpus import iter_sentences
+    from clinsynth.paths import PROJECT_ROOT
+
+    corpus = PROJECT_ROOT / "data" / "corpus" / "mtsamples.csv.gz"
+    path = tmp_path_factory.mktemp("corpus") / "sentences.jsonl"
+    lines = [json.dumps({"id": s.id, "text": s.text}) for s in islice(iter_sentences(corpus), N_SENTENCES)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _predict(model: Path, src: Path, out: Path, *flags: str) -> int:
+    from clinsynth.cli import main
+
+    return main(["predict", "--input", str(src), "--out", str(out), "--model", str(model), "--backend", "torch",
+                 *flags])  # fmt: skip
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _assert_same_predictions(local: Path, other: Path) -> None:
+    a, b = _rows(local), _rows(other)
+    assert [r["id"] for r in a] == [r["id"] for r in b]
+    assert [r["labels"] for r in a] == [r["labels"] for r in b]
+    assert [r["text"] for r in a] == [r["text"] for r in b]
+    worst = max(abs(r["scores"][k] - s["scores"][k]) for r, s in zip(a, b, strict=True) for k in r["scores"])
+    assert worst <= 1e-5
+
+
+@pytest.fixture(scope="module")
+def local_predictions(model_dir: Path, corpus_input: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("local") / "pred.jsonl"
+    assert _predict(model_dir, corpus_input, out) == 0
+    return out
+
+
+def test_predict_on_ray_matches_the_local_engine(model_dir, corpus_input, local_predictions, tmp_path, capsys):
+    out = tmp_path / "pred.jsonl"
+    code = _predict(model_dir, corpus_input, out, "--engine", "ray", "--shard-size", str(PREDICT_SHARD))
+    assert code == 0, capsys.readouterr().err
+    assert len(_rows(out)) == N_SENTENCES
+    _assert_same_predictions(local_predictions, out)
+    assert f"{N_SENTENCES} sentences" in capsys.readouterr().out
+    assert not (tmp_path / "pred.jsonl.shards").exists()  # merged, then removed
+
+
+def test_a_killed_predict_resumes_by_shard(model_dir, corpus_input, local_predictions, tmp_path, monkeypatch):
+    from clinsynth import ray_jobs
+    from clinsynth.engine_ray import RayEngine
+
+    out = tmp_path / "pred.jsonl"
+    engine = RayEngine(shard_size=PREDICT_SHARD, show_progress=False)
+
+    class Killed(BaseException):
+        pass
+
+    def killed_before_merge(*args, **kwargs):
+        raise Killed
+
+    # The first run dies after every shard is written, before the merge.
+    with monkeypatch.context() as patch:
+        patch.setattr(ray_jobs, "atomic_open", killed_before_merge)
+        with pytest.raises(Killed):
+            ray_jobs.predict_with_ray(model_dir, corpus_input, out, engine, backend="torch")
+    shards = out.with_name("pred.jsonl.shards")
+    assert not out.exists() and sorted(p.name for p in shards.glob("part-*.jsonl")) == [
+        "part-00000.jsonl",
+        "part-00001.jsonl",
+    ]
+    # Lose shard 1, and leave a temporary file a kill mid-write would leave.
+    (shards / "part-00001.jsonl").unlink()
+    (shards / "part-00001.jsonl.999.dead.tmp").write_text('{"id": "torn')
+    sent: list[int] = []
+    real_map = ray_jobs.map_shards
+
+    def spy(engine, payloads, worker, kwargs):
+        sent.extend(p["shard"] for p in payloads)
+        return real_map(engine, payloads, worker, kwargs)
+
+    monkeypatch.setattr(ray_jobs, "map_shards", spy)
+    done = ray_jobs.predict_with_ray(model_dir, corpus_input, out, engine, backend="torch")
+
+    assert sent == [1]  # the finished shard was not computed again
+    assert done["sentences"] == N_SENTENCES and not shards.exists()
+    _assert_same_predictions(local_predictions, out)
+
+
+def test_shards_of_another_run_are_discarded_not_merged(tmp_path):
+    from clinsynth.engine_ray import ShardStore
+
+    out = tmp_path / "o.jsonl"
+    ShardStore(out, "run-a").open().write(0, ['{"id": "a"}'])
+    assert ShardStore(out, "run-a").open().done(0)
+    assert not ShardStore(out, "run-b").open().done(0)  # other input, model or settings
+
+
+def test_predict_shards_must_hold_whole_scoring_batches(model_dir, corpus_input, tmp_path, capsys):
+    assert _predict(model_dir, corpus_input, tmp_path / "o.jsonl", "--engine", "ray", "--shard-size", "100") == 2
+    assert "multiple of 256" in capsys.readouterr().err
+    assert _predict(model_dir, corpus_input, tmp_path / "o.jsonl", "--shard-size", "256") == 2  # local: no Ray flags
+    assert "only apply with --engine ray" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- label through a shared endpoint
+
+
+def test_label_on_ray_records_per_record_failures_as_the_local_engine(task_dir, tmp_path, fake_openai, capsys):
+    bad = {SENTENCES[1], SENTENCES[9], SENTENCES[17]}  # one in each of three shards of 8
+
+    def fault(sentence: str, body: dict, nth: int):
+        return (200, answer("FLYING")) if sentence in bad else None  # out of taxonomy, every try
+
+    src = write_input(tmp_path)
+    outputs, requests = {}, {}
+    with fake_openai(Script(fault)) as server:
+        for engine in ("local", "ray"):
+            sent = len(server.requests)
+            out = tmp_path / engine / "silver.jsonl"
+            flags = ["--attempts", "2", "--no-parquet"]
+            if engine == "ray":
+                flags += ["--engine", "ray", "--shard-size", "8", "--ray-workers", "2"]
+            code, _ = label(*label_args(task_dir, server.api_base, src, out, *flags))
+            assert code == 1, capsys.readouterr().err  # failures beyond --max-failures 0
+            outputs[engine] = out
+            requests[engine] = len(server.requests) - sent
+    local, distributed = outputs["local"], outputs["ray"]
+    assert unique_ids(distributed) == [line_id(s) for s in SENTENCES if s not in bad]  # merged in input order
+    assert sorted(unique_ids(local)) == sorted(unique_ids(distributed))
+    failures = read_failures(failures_path_for(distributed))
+    assert failures.keys() == read_failures(failures_path_for(local)).keys() == {line_id(s) for s in bad}
+    for row in failures.values():
+        assert row["kind"] == "answer" and row["attempts"] == 2 and "error" in row and row["text"] in bad
+    records = {r.id: r for r in read_records(distributed)}
+    assert records[line_id(SENTENCES[0])].provenance.attributes["attempts"] == 1
+    assert "3 sentences failed" in capsys.readouterr().err
+    assert not distributed.with_name("silver.jsonl.shards").exists()
+
+    # The endpoint recovers: a rerun labels only the failed records, with samples not tried before.
+    with fake_openai(Script()) as server:
+        code, _ = label(*label_args(task_dir, server.api_base, src, distributed, "--no-parquet", "--engine", "ray",
+                                    "--shard-size", "8"))  # fmt: skip
+        assert code == 0
+        assert len(server.requests) == len(bad) and all(r.get("temperature") for r in server.requests)
+    assert sorted(unique_ids(distributed)) == sorted(line_id(s) for s in SENTENCES)
+    assert not failures_path_for(distributed).exists()
+    retried = {r.id: r.provenance.attributes for r in read_records(distributed) if r.id in failures}
+    assert all(a["rollout"] >= 2 for a in retried.values())  # past the two rollouts spent
+    runs = [json.loads(line) for line in distributed.with_name("silver.jsonl.runs.jsonl").read_text().splitlines()]
+    assert [r["usage"]["calls"] for r in runs] == [requests["ray"], len(bad)]  # the workers' usage, summed
+    assert requests["ray"] == requests["local"]
+
+
+def test_the_privacy_gate_stops_a_ray_run_on_the_driver(tmp_path, fake_openai, capsys):
+    with FakeOpenAI(lambda body: (200, answer())) as server:
+        remote = (server.api_base.rsplit("/", 1)[0] + "/*",)  # the loopback server counts as remote
+        task = write_task(tmp_path / "task", remote=remote)
+        out = tmp_path / "o.jsonl"
+        code, _ = label(*label_args(task, server.api_base, write_input(tmp_path, 4), out, "--engine", "ray"))
+        assert code == 2 and "refusing to send private data" in capsys.readouterr().err
+        assert server.requests == [] and not out.exists() and not out.with_name("o.jsonl.shards").exists()
+
+
+def test_the_embedded_llm_is_refused_on_ray(task_dir, tmp_path, capsys):
+    from programs import label as label_cli
+
+    src = write_input(tmp_path, 2)
+    code = label_cli.main(["--task", str(task_dir), "--input", str(src), "--out", str(tmp_path / "o.jsonl"),
+                           "--zero-shot", "--engine", "ray"])  # fmt: skip
+    assert code == 2 and "--api-base" in capsys.readouterr().err
+
+
+def test_a_dead_endpoint_stops_a_ray_run_with_one_message_and_no_empty_files(task_dir, tmp_path, capsys):
+    from clinsynth.lm import free_loopback_port
+
+    out = tmp_path / "silver.jsonl"
+    dead = f"http://127.0.0.1:{free_loopback_port()}/v1"
+    # Sentences no other test sent: the workers' DSPy cache (one for the module) must not answer them.
+    src = tmp_path / "in.txt"
+    src.write_text("".join(f"Sentence {i} for a dead endpoint.\n" for i in range(20)))
+    code, _ = label(*label_args(task_dir, dead, src, out, "--attempts", "1", "--engine", "ray", "--shard-size", "8"))
+    err = capsys.readouterr().err
+    assert code == 2 and "is not answering" in err and "Rerun to resume" in err
+    assert f"failures in {failures_path_for(out)}" in err  # the run's files, not a worker's temporary ones
+    assert not out.exists() and not out.with_name("silver.jsonl.shards").exists()
+    failures = read_failures(failures_path_for(out))  # what was tried is recorded, as the local engine does
+    assert failures and {f["kind"] for f in failures.values()} == {"transport"}
+
+
+def test_without_the_extra_the_engine_names_it(monkeypatch):
+    from clinsynth.engine_ray import require_ray
+    from clinsynth.errors import ClinsynthError
+
+    monkeypatch.setitem(__import__("sys").modules, "ray", None)  # as if not installed
+    with pytest.raises(ClinsynthError, match=r"\.\[scale\]"):
+        require_ray()
