@@ -185,7 +185,7 @@ class CrossValidation:
         mix, budget = split_system(system, self.settings.budget)
         train, dev, evaluation = self.fold_data(system, seed, fold)
         # The key holds the budget itself, so a system spelled differently but trained the
-        # same way (e.g. ``gold@epochs=6`` while 6 is the default) reuses the same run.
+        # same way (e.g. ``gold@epochs=12`` while 12 is the default) reuses the same run.
         key = run_key(mix, seed, fold, asdict(budget), [(r.text, r.labels) for r in train],
                       [r.id for r in dev], [r.id for r in evaluation], self.names)  # fmt: skip
         path = self.dir / f"{mix}.seed{seed}.fold{fold}.{key}.json"
@@ -376,8 +376,9 @@ def markdown(summary: dict[str, Any], taxonomy: Taxonomy, command: str) -> str:
         "## Headline (mean ± sd over seeds; paired 95% bootstrap CI of the difference, notes resampled)",
         "",
         "A system `mix@field=value` is trained with that budget field changed; it is compared with gold "
-        "trained the same way when that ran (what the data adds), and `gold@...` with plain gold (what the "
-        "recipe adds). Seconds per run are wall time on this machine, including the per-epoch dev scoring.",
+        "trained the same way when that ran (what the data adds), else with the same mix at the budget above "
+        "(what the recipe adds). Seconds per run are wall time on this machine, including the per-epoch dev "
+        "scoring.",
         "",
         format_table(
             [
