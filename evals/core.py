@@ -7,14 +7,13 @@ suite runs solvers on a task and writes JSON plus a readable report.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from clinsynth.fingerprint import parts_sha256
 from clinsynth.metrics import multilabel_scores
 from clinsynth.records import Record
 from clinsynth.taxonomy import Taxonomy
@@ -82,10 +81,7 @@ def evaluate(task: Task, solver: Solver, taxonomy: Taxonomy) -> Result:
 
 def run_key(*parts: Any) -> str:
     """A short content hash of what a trained run depends on: finished runs are stored under it."""
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(json.dumps(part, sort_keys=True, default=str).encode("utf-8") + b"\0")
-    return h.hexdigest()[:16]
+    return parts_sha256(*parts)[:16]
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

@@ -24,7 +24,6 @@ Ray is imported only here and only when the engine is used (the ``scale`` extra)
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -37,6 +36,7 @@ from typing import Any
 
 from clinsynth.errors import ClinsynthError
 from clinsynth.fileio import atomic_write_text
+from clinsynth.fingerprint import parts_sha256
 from clinsynth.records import side_path
 
 log = logging.getLogger(__name__)
@@ -117,8 +117,7 @@ def shards_of(items: Sequence[Any], size: int) -> list[list[Any]]:
 
 def run_key(parts: Any) -> str:
     """A digest of what a run's shards depend on (JSON-serialisable ``parts``)."""
-    data = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8")
-    return hashlib.sha256(data).hexdigest()
+    return parts_sha256(parts)
 
 
 class ShardStore:

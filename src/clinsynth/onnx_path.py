@@ -24,7 +24,6 @@ is most of the memory saved. ``onnxruntime`` comes with the ``scale`` extra.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from clinsynth.errors import ClinsynthError
+from clinsynth.fingerprint import file_sha256
 from clinsynth.records import now_iso
 
 log = logging.getLogger(__name__)
@@ -73,11 +73,7 @@ def weights_fingerprint(model_dir: Path | str) -> dict[str, str]:
     """sha256 of each weight file of a saved model (name -> digest)."""
     model_dir = Path(model_dir)
     files = sorted({f for pattern in _WEIGHT_PATTERNS for f in model_dir.glob(pattern)})
-    out = {}
-    for path in files:
-        with path.open("rb") as fh:
-            out[path.name] = hashlib.file_digest(fh, "sha256").hexdigest()
-    return out
+    return {path.name: file_sha256(path) for path in files}
 
 
 def read_manifest(model_dir: Path | str) -> dict[str, Any] | None:

@@ -8,7 +8,6 @@ uses it and trains it on first use if it is missing.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from clinsynth.classifier import SignsClassifier, TrainingBudget
+from clinsynth.fingerprint import file_sha256
 from clinsynth.metrics import multilabel_scores
 from clinsynth.mixes import MixSources, best_mix, load_mix, parse_mix
 from clinsynth.task import Task
@@ -46,14 +46,6 @@ class TrainResult:
     @property
     def test_scores(self) -> dict[str, Any]:
         return self.classifier.info.test_scores
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def mix_files(sources: MixSources, mix: str) -> list[Path]:
