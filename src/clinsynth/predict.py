@@ -83,13 +83,27 @@ def predict_file(
     with atomic_open(out_path) as fh:
         batches = [sentences[i : i + BATCH] for i in range(0, len(sentences), BATCH)]
         for batch in progress(batches, desc="predicting", disable=len(batches) < 2):
-            scores = classifier.scores([s.text for s in batch])
-            for sentence, labels, row in zip(batch, classifier.decide(scores), scores, strict=True):
-                fh.write(json.dumps(_row(sentence, labels, row, classifier.labels), ensure_ascii=False) + "\n")
-                for label in labels or ["NONE"]:
+            for row in predicted_rows(classifier, batch):
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                for label in row["labels"] or ["NONE"]:
                     counts[label] = counts.get(label, 0) + 1
     seconds = time.monotonic() - started
     return {"sentences": len(sentences), "seconds": seconds, "label_counts": counts, "out": str(out_path)}
+
+
+def predicted_rows(classifier: SignsClassifier, sentences: Sequence[Sentence]) -> list[dict[str, Any]]:
+    """The output rows of ``sentences``, scored in batches of :data:`BATCH` as every engine scores them.
+
+    The batch matters: padding to another batch's longest sentence changes scores in the
+    last digits, so the local and the Ray engine both score through here.
+    """
+    rows = []
+    for start in range(0, len(sentences), BATCH):
+        batch = sentences[start : start + BATCH]
+        scores = classifier.scores([s.text for s in batch])
+        for sentence, labels, row in zip(batch, classifier.decide(scores), scores, strict=True):
+            rows.append(_row(sentence, labels, row, classifier.labels))
+    return rows
 
 
 def _row(sentence: Sentence, labels: list[str], scores: Sequence[float], names: Sequence[str]) -> dict[str, Any]:

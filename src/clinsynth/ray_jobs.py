@@ -36,18 +36,13 @@ class PredictShards:
         self.classifier, self.backend = load_classifier(Path(model_dir), backend)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
-        from clinsynth.predict import BATCH, Sentence, _row
+        from clinsynth.predict import Sentence, predicted_rows
 
         shards, rows = [], []
         for shard, payload in zip(batch["shard"], batch["items"], strict=True):
             sentences = [Sentence(**s) for s in json.loads(str(payload))]
-            lines = []
             # Shards start at multiples of BATCH, so these are the local engine's batches.
-            for start in range(0, len(sentences), BATCH):
-                chunk = sentences[start : start + BATCH]
-                scores = self.classifier.scores([s.text for s in chunk])
-                for sentence, labels, row in zip(chunk, self.classifier.decide(scores), scores, strict=True):
-                    lines.append(json.dumps(_row(sentence, labels, row, self.classifier.labels), ensure_ascii=False))
+            lines = [json.dumps(row, ensure_ascii=False) for row in predicted_rows(self.classifier, sentences)]
             shards.append(int(shard))
             rows.append(json.dumps(lines, ensure_ascii=False))
         return {"shard": shards, "rows": rows, "backend": [self.backend] * len(shards)}
