@@ -39,9 +39,8 @@ from programs.label_to_data import (
     MULTI_TARGET,
     NONE_TARGET,
     LabelToData,
-    describe_target,
     plan_call,
-    render_constraints,
+    request_inputs,
 )
 from programs.optimizers import Problem
 from programs.scoring import run_timed
@@ -70,9 +69,7 @@ def generation_examples(
             req = plan_call(taxonomy, target, index, seed)
             examples.append(
                 dspy.Example(
-                    target=describe_target(taxonomy, req.labels, req.attributes),
-                    constraints=render_constraints(req.attributes),
-                    n=n,
+                    **request_inputs(taxonomy, req, n),
                     target_labels=list(req.labels),
                     target_name=target,
                 ).with_inputs("target", "constraints", "n")

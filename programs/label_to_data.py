@@ -105,6 +105,15 @@ def render_constraints(attributes: dict[str, Any]) -> str:
     )
 
 
+def request_inputs(taxonomy: Taxonomy, request: GenerationRequest, n: int) -> dict[str, Any]:
+    """The signature's inputs for a planned request: what a run sends, a cost plan counts and compile scores."""
+    return {
+        "target": describe_target(taxonomy, request.labels, request.attributes),
+        "constraints": render_constraints(request.attributes),
+        "n": n,
+    }
+
+
 def _aspect(taxonomy: Taxonomy, name: str, rng: random.Random) -> str | None:
     aspects = taxonomy.category(name).generation.aspects
     return rng.choice(aspects) if aspects else None
@@ -225,5 +234,4 @@ class LabelToData(dspy.Module):
             trace.append((self.generate, inputs, dspy.Prediction(sentences=sentences)))
 
     def run_request(self, request: GenerationRequest) -> dspy.Prediction:
-        target = describe_target(self.taxonomy, request.labels, request.attributes)
-        return self(target=target, constraints=render_constraints(request.attributes))
+        return self(**request_inputs(self.taxonomy, request, self.n))

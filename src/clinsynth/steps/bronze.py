@@ -66,9 +66,8 @@ from programs.label_to_data import (
     GenerationRequest,
     LabelToData,
     call_rollout,
-    describe_target,
     plan_call,
-    render_constraints,
+    request_inputs,
 )
 
 PROGRAM_NAME = "programs.label_to_data.LabelToData"  # provenance.program of every bronze record
@@ -113,6 +112,10 @@ class BronzeConfig:
             negatives=self.per_category if self.negatives is None else self.negatives,
             multi_label=max(1, self.per_category // 5) if self.multi_label is None else self.multi_label,
         )
+
+    def calls_for(self, missing: int) -> int:
+        """Generation calls planned for ``missing`` sentences of a target: overgenerated, ``per_call`` a call."""
+        return math.ceil(missing * self.overgenerate / self.per_call)
 
     def validate(self, taxonomy: Taxonomy) -> None:
         """Raise ClinsynthError on a bad value, before anything starts (unknown categories included)."""
@@ -330,23 +333,12 @@ def plan_bronze(task: Task, config: BronzeConfig = BronzeConfig(), out: Path | N
     requests = [
         plan_call(taxonomy, target, index, cfg.seed)
         for target, quota in quotas(taxonomy, cfg).items()
-        for index in range(math.ceil(quota * cfg.overgenerate / cfg.per_call))
+        for index in range(cfg.calls_for(quota))
     ]
     todo = [r for r in requests if r.call_id not in done]
     predictor = generator.generate
     prompt = sum(
-        count_tokens(
-            model,
-            prompt_messages(
-                predictor,
-                adapter,
-                {
-                    "target": describe_target(taxonomy, r.labels, r.attributes),
-                    "constraints": render_constraints(r.attributes),
-                    "n": cfg.per_call,
-                },
-            ),
-        )
+        count_tokens(model, prompt_messages(predictor, adapter, request_inputs(taxonomy, r, generator.n)))
         for r in todo
     )
     answer = answer_tokens(model, predictor, adapter, {"sentences": [typical_sentence()] * cfg.per_call})
@@ -638,7 +630,7 @@ class _BronzeRun:
                 missing = quota - have[target]
                 if missing <= 0:
                     continue
-                n_calls = math.ceil(missing * self.cfg.overgenerate / self.cfg.per_call)
+                n_calls = self.cfg.calls_for(missing)
                 for index in range(planned[target], planned[target] + n_calls):
                     request = plan_call(self.taxonomy, target, index, self.cfg.seed)
                     requests.append(request)
