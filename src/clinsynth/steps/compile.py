@@ -328,6 +328,17 @@ def _job(task: Task, config: CompileConfig, k: int, spec: LMSpec) -> _Job:
     return _GeneratorJob(task, config, k, spec)
 
 
+def _prepare(task: Task, config: CompileConfig, lm: LMSpec | None) -> tuple[Any, int, LMSpec, _Job]:
+    """The optimizer, k, LM spec and job of a compile: what the run and its cost plan both start from."""
+    if config.program not in PROGRAMS:
+        raise ClinsynthError(f"unknown program {config.program!r}; choose from {', '.join(PROGRAMS)}")
+    # Before reading data or starting an LM: a wrong choice should not cost a server start.
+    optimizer = get_optimizer(config.optimizer, config.program)
+    k = DEFAULT_K[config.program] if config.k is None else config.k
+    spec = lm or task.lm(ROLE)
+    return optimizer, k, spec, _job(task, config, k, spec)
+
+
 def compile_program(
     task: Task, config: CompileConfig, handle: LMHandle | None = None, lm: LMSpec | None = None
 ) -> CompileResult:
@@ -338,13 +349,7 @@ def compile_program(
     role after the privacy check, which raises ``PrivacyError`` before any server starts
     or any request is sent.
     """
-    if config.program not in PROGRAMS:
-        raise ClinsynthError(f"unknown program {config.program!r}; choose from {', '.join(PROGRAMS)}")
-    # Before reading data or starting an LM: a wrong choice should not cost a server start.
-    optimizer = get_optimizer(config.optimizer, config.program)
-    k = DEFAULT_K[config.program] if config.k is None else config.k
-    spec = lm or task.lm(ROLE)
-    job = _job(task, config, k, spec)
+    optimizer, k, spec, job = _prepare(task, config, lm)
     if handle is None:
         handle = open_lm(
             spec, ROLE, task.privacy, job.content(), job.programs(), env_folders=[task.root], timeout=config.timeout,
@@ -426,12 +431,7 @@ def plan_compile(task: Task, config: CompileConfig, lm: LMSpec | None = None) ->
     first k train examples stand in for the optimizer's picks). How many calls an optimizer
     makes depends on what it finds; the plan counts its most, as the assumptions say.
     """
-    if config.program not in PROGRAMS:
-        raise ClinsynthError(f"unknown program {config.program!r}; choose from {', '.join(PROGRAMS)}")
-    optimizer = get_optimizer(config.optimizer, config.program)
-    k = DEFAULT_K[config.program] if config.k is None else config.k
-    spec = lm or task.lm(ROLE)
-    job = _job(task, config, k, spec)
+    optimizer, k, spec, job = _prepare(task, config, lm)
     endpoint, refused = planned_endpoint(
         spec, lambda: gate(spec, ROLE, task.privacy, job.content(), job.programs(), env_folders=[task.root])
     )
