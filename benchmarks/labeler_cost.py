@@ -9,9 +9,12 @@ per second after warm-up, and micro/binary F1 on those sentences.
 "naive" is the uncompiled program with DSPy's stock JSONAdapter (whose per-call
 reminder repeats every label name after the sentence, so it is not cached); "compiled"
 is the task's compiled labeller for the LM (``compiled/data_to_label.<lm>.json``) with the
-prefix-caching adapter. Gold dev sentences are used: the LM (the task's ``labeler`` role)
-is opened through the privacy session with gold dev and both programs declared, so a
-remote endpoint must be approved. DSPy's cache is off so every call is real.
+prefix-caching adapter, and each of its variants (``data_to_label.<variant>.<lm>.json``, e.g.
+the per-category ``decisions`` labeller) likewise. A decisions labeller's thresholds were
+fitted on gold dev, so its F1 here is optimistic; its cost columns are what this measures.
+Gold dev sentences are used: the LM (the task's ``labeler`` role) is opened through the
+privacy session with gold dev and every program declared, so a remote endpoint must be
+approved. DSPy's cache is off so every call is real.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import clinsynth  # noqa: F401  (offline environment before dspy)
-from clinsynth.compiled import default_compiled, load_compiled
+from clinsynth.compiled import compiled_variants, default_compiled
 from clinsynth.errors import ClinsynthError
 from clinsynth.lm import lm_name_for
 from clinsynth.privacy import Sensitivity
@@ -31,6 +34,7 @@ from clinsynth.runner import call_with_retries
 from clinsynth.session import Content, open_lm
 from clinsynth.task import LMSpec, Task, load_task
 from programs.data_to_label import DataToLabel
+from programs.labellers import load_labeller
 from programs.scoring import score_labeller
 
 ROLE = "labeler"
@@ -107,14 +111,18 @@ def main(argv: list[str] | None = None) -> int:
                 f"no compiled data_to_label program for {spec.model} in {task.compiled_dir}: "
                 "compile one (python -m programs.compile) or pass --program"
             )
-        compiled = load_compiled(DataToLabel(taxonomy), path, taxonomy)
+        paths = {f"compiled ({path.name})": path}
+        if args.program is None:
+            variants = compiled_variants(task, "data_to_label", spec)
+            paths.update({f"{name} ({p.name})": p for name, p in variants.items()})
         naive = DataToLabel(taxonomy)
         declared = [Content(f"gold dev ({task.relative(task.split_path('dev'))})", Sensitivity.PRIVATE)]
-        compared = {"naive zero-shot": naive, f"compiled ({path.name})": compiled}
+        compared = {"naive zero-shot": naive, **{name: load_labeller(taxonomy, p) for name, p in paths.items()}}
         rows = [
-            run_system("naive zero-shot", naive, "json-full", task, spec, records, declared, compared),
-            run_system(f"compiled ({path.name})", compiled, "json", task, spec, records, declared, compared),
-        ]
+            run_system(name, program, "json-full" if program is naive else "json", task, spec, records, declared,
+                       compared)
+            for name, program in compared.items()
+        ]  # fmt: skip
     except ClinsynthError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -14,7 +14,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from clinsynth.compiled import default_compiled, load_compiled
+from clinsynth.compiled import compiled_variants, default_compiled
 from clinsynth.gold import load_gold
 from clinsynth.lm import LMHandle
 from clinsynth.privacy import Sensitivity
@@ -25,6 +25,7 @@ from clinsynth.taxonomy import Taxonomy
 from evals.core import Result
 from evals.core import Task as EvalTask
 from programs.data_to_label import DataToLabel
+from programs.labellers import load_labeller
 from programs.scoring import score_labeller
 
 ROLE = "labeler"
@@ -40,10 +41,7 @@ def load_programs(taxonomy: Taxonomy, paths: dict[str, Path | None]) -> dict[str
     """DataToLabel per name: zero-shot for None, else the compiled program (checked against the taxonomy)."""
     programs = {}
     for name, path in paths.items():
-        program = DataToLabel(taxonomy)
-        if path is not None:
-            load_compiled(program, path, taxonomy)
-        programs[name] = program
+        programs[name] = load_labeller(taxonomy, path)
     return programs
 
 
@@ -158,7 +156,8 @@ def run(
     """Compare ``programs`` (name -> compiled path, None = zero-shot) on a gold split of ``task``.
 
     The LM is ``lm``, else the task's labeller. Default programs: zero-shot and the
-    task's compiled labeller for the LM, if any. ``handle`` replaces the session's LM
+    task's compiled labeller for the LM, if any, and its variants (``clinsynth.compiled.compiled_variants``,
+    e.g. ``decisions`` for ``data_to_label.decisions.local.json``). ``handle`` replaces the session's LM
     (tests); without one the LM is opened for the ``labeler`` role after the privacy
     check on the split and the programs. Reports go to ``out_dir`` (default: the task's).
     """
@@ -169,6 +168,7 @@ def run(
         programs = {"zero-shot": None}
         if (default := default_compiled(task, "data_to_label", spec)) is not None:
             programs["compiled"] = default
+        programs.update(compiled_variants(task, "data_to_label", spec))
     loaded = load_programs(taxonomy, programs)
     if handle is None:
         data = [Content(f"gold {split} ({task.relative(task.split_path(split))})", Sensitivity.PRIVATE)]

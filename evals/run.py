@@ -48,7 +48,7 @@ def build_parser(prog: str = "python -m evals.run") -> argparse.ArgumentParser:
         default=[],
         metavar="NAME=PATH",
         help="program to compare (repeatable; PATH 'none' = zero-shot); default: zero-shot and the task's "
-        "compiled labeller for the LM",
+        "compiled labeller for the LM and its variants (data_to_label.<variant>.<lm>.json)",
     )
     lab.add_argument("--threads", type=int, default=1, help="parallel requests")
     bq = add("bronze-quality", "bronze set: filter counts, diversity, distance to gold, leakage")

@@ -74,6 +74,10 @@ class DataToLabel(dspy.Module):
         if pool:
             self.set_demo_pool([dspy.Example(**e) for e in pool["examples"]], k=int(pool["k"]), embed=self._embed)
 
+    def typical_answer(self) -> dict[str, Any]:
+        """The outputs of a typical answer (one category), for counting an answer's tokens in a cost plan."""
+        return {"categories": [self.taxonomy.names[0]]}
+
     # -- labelling
     def forward(self, sentence: str) -> dspy.Prediction:
         kwargs: dict[str, Any] = {"sentence": sentence}

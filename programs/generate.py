@@ -90,12 +90,8 @@ def build_parser(prog: str = "python -m programs.generate") -> argparse.Argument
     )
     p.add_argument("--categories", default=None, help="comma-separated subset of categories (default: all)")
     p.add_argument("--per-call", type=int, default=None, help="sentences asked per LM call")
-    p.add_argument(
-        "--overgenerate", type=float, default=None, help="candidates planned per missing sentence"
-    )
-    p.add_argument(
-        "--max-rounds", type=int, default=None, help="top-up rounds for targets short of their quota"
-    )
+    p.add_argument("--overgenerate", type=float, default=None, help="candidates planned per missing sentence")
+    p.add_argument("--max-rounds", type=int, default=None, help="top-up rounds for targets short of their quota")
     p.add_argument(
         "--round-trip",
         choices=ROUND_TRIP_POLICIES,

@@ -18,6 +18,12 @@ Cheapest first (LM calls on the embedded model, ~1.5 s each):
   dev, so its "after" score is optimistic; label-to-data uses calls of their own.
 - ``mipro``: MIPROv2 (instruction + demo search); explicit train/dev, minibatch <= dev size.
 - ``gepa``: GEPA reflective prompt evolution (reflection LM = the task LM).
+- ``decisions``: replaces the label-list program by ``CategoryDecisions`` (a yes/no per
+  category, P(yes) from logprobs) with the first k stratified train demos (at most 8) and
+  fits a threshold per category on dev (one call per dev sentence). Its "after" dev score
+  is on the sentences the thresholds were fitted on, so it is optimistic; compile also
+  records a cross-fitted one (``dev_cross_fitted``), and gold test (``evals.run labeler``)
+  is the honest one.
 """
 
 from __future__ import annotations
@@ -138,6 +144,14 @@ def _gepa(p: Problem) -> Any:
         return teleprompter.compile(p.student, trainset=p.train, valset=p.dev)
 
 
+def _decisions(p: Problem) -> Any:
+    from programs.category_decisions import calibrate
+
+    # The Problem carries the LM and its context, which is all the retrying loop needs of a handle.
+    # Demos: the first of the (stratified) train examples, at most MAX_DEMOS.
+    return calibrate(p.student.taxonomy, p.dev, p, demos=p.train[: p.k], threads=p.threads)
+
+
 _NO_GOLD_OUTPUTS = "it shows gold outputs as demos, and label-to-data has no gold outputs to show"
 OPTIMIZERS: dict[str, Optimizer] = {
     o.name: o
@@ -149,6 +163,9 @@ OPTIMIZERS: dict[str, Optimizer] = {
         Optimizer("bootstrap", BOTH, _bootstrap, "keep the program's own good answers on train as demos"),
         Optimizer("random-search", BOTH, _random_search, "several bootstrapped demo sets (and none); keep the best"),
         Optimizer("mipro", BOTH, _mipro, "MIPROv2: instruction and demo search", learns_instructions=True),
+        Optimizer("decisions", LABELLER, _decisions,
+                  "a yes/no per category with logprobs; thresholds fitted on dev (one call per dev sentence)",
+                  needs="it fits label thresholds, and label-to-data writes sentences"),
         Optimizer("gepa", LABELLER, _gepa, "GEPA reflective prompt evolution", learns_instructions=True,
                   needs="its reflection needs per-example feedback, which the generation metric does not give"),
     )
@@ -219,4 +236,3 @@ def search_candidates(compiled: Any) -> list[dict[str, Any]]:
         }
         for c in getattr(compiled, "candidate_programs", None) or []
     ]
-

@@ -245,7 +245,9 @@ def test_random_search_keeps_a_program_that_labels_the_valset_right():
 
 
 def test_the_registry_says_which_optimizers_apply_to_which_program():
-    assert set(OPTIMIZERS) == {"labeled-fewshot", "knn", "bootstrap", "random-search", "mipro", "gepa"}
+    assert set(OPTIMIZERS) == {"labeled-fewshot", "knn", "bootstrap", "random-search", "mipro", "gepa", "decisions"}
+    with pytest.raises(ClinsynthError, match="label-to-data writes sentences"):
+        get_optimizer("decisions", "label-to-data")
     assert get_optimizer("knn", "data-to-label").name == "knn"
     with pytest.raises(ClinsynthError, match="does not apply to label-to-data"):
         get_optimizer("labeled-fewshot", "label-to-data")

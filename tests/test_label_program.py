@@ -69,7 +69,7 @@ def test_label_items_writes_records_with_provenance_and_resumes(tmp_path: Path):
         ("s2", []),
     ]
     prov = records[0].provenance
-    assert prov.lm == "dummy" and prov.program == step.PROGRAM_NAME and prov.seed == 7
+    assert prov.lm == "dummy" and prov.program == "programs.data_to_label.DataToLabel" and prov.seed == 7
     assert prov.program_sha256 == program_sha256(program, taxonomy.guideline_text)
     assert prov.created_at.startswith("20")
 

@@ -139,6 +139,28 @@ def default_compiled(task: Task, program: str, spec: LMSpec) -> Path | None:
     return path
 
 
+def compiled_variants(task: Task, program: str, spec: LMSpec) -> dict[str, Path]:
+    """Other compiled ``program`` files for ``spec`` beside the default one, by variant name.
+
+    A variant (``data_to_label.decisions.local.json``: another optimizer's result, say) is
+    compared with the default by the eval suites but never used by a run unless named.
+    Files recorded for another endpoint are left out, as ``default_compiled`` does.
+    """
+    expected = spec_endpoint_record(spec)
+    default = compiled_path(program, lm_name_for(spec.model), task.compiled_dir, api_base=expected["api_base"])
+    _, rest = default.name.split(".", 1)
+    found = {}
+    for path in sorted(default.parent.glob(f"{program}.*.{rest}")):
+        variant = path.name[len(program) + 1 : -len(rest) - 1]
+        if not variant or "." in variant:
+            continue
+        recorded = (read_metadata(path).get("clinsynth") or {}).get("endpoint")
+        if isinstance(recorded, dict) and not same_endpoint(recorded, expected):
+            continue
+        found[variant] = path
+    return found
+
+
 def taxonomy_sha256(taxonomy: Taxonomy) -> str:
     return hashlib.sha256(taxonomy.guideline_text.encode("utf-8")).hexdigest()
 

@@ -69,6 +69,7 @@ from programs.label_to_data import (
     plan_call,
     request_inputs,
 )
+from programs.labellers import load_labeller
 
 PROGRAM_NAME = "programs.label_to_data.LabelToData"  # provenance.program of every bronze record
 ROUND_TRIP_POLICIES = ("drop", "relabel", "keep", "off")
@@ -290,10 +291,8 @@ def _load_programs(
     if cfg.round_trip == "off":
         labeler = None
     elif labeler is None:
-        labeler = DataToLabel(taxonomy)
         labeler_path = None if cfg.zero_shot else cfg.labeler or default_compiled(task, "data_to_label", spec)
-        if labeler_path is not None:
-            load_compiled(labeler, labeler_path, taxonomy)
+        labeler = load_labeller(taxonomy, labeler_path)
     return generator, generator_path, labeler, labeler_path
 
 
@@ -348,7 +347,7 @@ def plan_bronze(task: Task, config: BronzeConfig = BronzeConfig(), out: Path | N
     if labeler is not None:
         n = len(todo) * cfg.per_call
         rt_prompt = count_tokens(model, prompt_messages(labeler.label, adapter, {"sentence": typical_sentence()}))
-        rt_answer = answer_tokens(model, labeler.label, adapter, {"categories": [taxonomy.names[0]]})
+        rt_answer = answer_tokens(model, labeler.label, adapter, labeler.typical_answer())
         rt_max = int(labeler.label.config.get("max_tokens") or LABELER_MAX_TOKENS)
         plan.lines.append(PlanLine("round trip (at most)", n, rt_prompt * n, rt_answer * n, rt_max * n))
     first = plan.cost

@@ -29,7 +29,6 @@ from clinsynth.compiled import (
     compiled_path,
     default_compiled,
     endpoint_record,
-    load_compiled,
     project_relative,
     save_compiled,
     taxonomy_sha256,
@@ -181,6 +180,8 @@ class _LabellerJob:
             "trials": self.config.trials,
             "train": {"path": self.task.relative(self.train_path), "n": len(self.train)},
             "dev": {"path": self.task.relative(self.dev_path), "n": len(self.dev)},
+            # decisions: dev_after is scored with thresholds fitted on dev; this is the honest estimate.
+            **({"dev_cross_fitted": compiled.cross_fitted} if hasattr(compiled, "cross_fitted") else {}),
         }
 
     def call_costs(self, model: str, adapter: Any, k: int) -> _CallCosts:
@@ -190,7 +191,7 @@ class _LabellerJob:
         inputs = [{"sentence": e.sentence} for e in self.dev] or [{"sentence": typical_sentence()}]
         zero = [count_tokens(model, prompt_messages(student.label, adapter, x)) for x in inputs]
         with_demos = [count_tokens(model, prompt_messages(student.label, adapter, x, demos)) for x in inputs]
-        answer = answer_tokens(model, student.label, adapter, {"categories": [self.taxonomy.names[0]]})
+        answer = answer_tokens(model, student.label, adapter, student.typical_answer())
         zero_mean, demos_mean = sum(zero) / len(zero), sum(with_demos) / len(with_demos)
         max_tokens = int(student.label.config.get("max_tokens") or 0)
         return _CallCosts(
@@ -210,7 +211,7 @@ class _GeneratorJob:
 
     def __init__(self, task: Task, config: CompileConfig, k: int, spec: LMSpec) -> None:
         from programs import compile_generator as cg
-        from programs.data_to_label import DataToLabel
+        from programs.labellers import load_labeller
 
         self.task, self.config, self.k = task, config, k
         self.taxonomy = task.taxonomy
@@ -222,9 +223,7 @@ class _GeneratorJob:
         self.train = cg.generation_examples(self.taxonomy, self.targets, 2 * per_target, seed, start=1000)
         self.selection = cg.generation_examples(self.taxonomy, self.targets, per_target, seed, start=cg.SELECTION_START)
         self.labeler_path = config.labeler or default_compiled(task, "data_to_label", spec)
-        self.labeler = DataToLabel(self.taxonomy)
-        if self.labeler_path is not None:
-            load_compiled(self.labeler, self.labeler_path, self.taxonomy)
+        self.labeler = load_labeller(self.taxonomy, self.labeler_path)
         self.metric: Any = None  # needs the LM: set in problem()
 
     def content(self) -> list[Content]:
@@ -291,7 +290,7 @@ class _GeneratorJob:
         with_demos = [count_tokens(model, prompt_messages(student.generate, adapter, x, demos)) for x in inputs]
         answer = answer_tokens(model, student.generate, adapter, answer_outputs)
         rt_prompt = count_tokens(model, prompt_messages(self.labeler.label, adapter, {"sentence": typical_sentence()}))
-        rt_answer = answer_tokens(model, self.labeler.label, adapter, {"categories": [self.taxonomy.names[0]]})
+        rt_answer = answer_tokens(model, self.labeler.label, adapter, self.labeler.typical_answer())
         n, rt_max = student.n, int(self.labeler.label.config.get("max_tokens") or 0)
         gen_max = int(student.generate.config.get("max_tokens") or 0)
         return _CallCosts(

@@ -18,7 +18,7 @@ from typing import Any
 
 from clinsynth import prefilter
 from clinsynth.adapters import make_adapter
-from clinsynth.compiled import default_compiled, load_compiled
+from clinsynth.compiled import default_compiled
 from clinsynth.corpus import iter_sentences
 from clinsynth.cost import CostPlan, PlanLine, answer_tokens, count_tokens, planned_endpoint, prompt_messages
 from clinsynth.engine_ray import RayEngine
@@ -35,8 +35,8 @@ from clinsynth.session import Content, gate, open_lm
 from clinsynth.task import LMSpec, Task
 from clinsynth.taxonomy import Taxonomy
 from programs.data_to_label import MAX_TOKENS, DataToLabel
+from programs.labellers import load_labeller
 
-PROGRAM_NAME = "programs.data_to_label.DataToLabel"
 ROLE = "labeler"
 # A task's silver set unless its [label] table says otherwise: the prefiltered 2,000 of a
 # random 30,000-sentence pool (scoring the whole corpus costs minutes for no better picks).
@@ -110,14 +110,6 @@ def input_sensitivity(
     if declared is not None:
         return declared
     return Sensitivity.PRIVATE if path is not None else Sensitivity.PUBLIC
-
-
-def load_labeller(taxonomy: Taxonomy, program_path: Path | None, samples: int = 1) -> DataToLabel:
-    """DataToLabel, zero-shot or with a compiled program's state (checked against the taxonomy)."""
-    program = DataToLabel(taxonomy, samples=samples)
-    if program_path is not None:
-        load_compiled(program, program_path, taxonomy)
-    return program
 
 
 def default_labeller_path(task: Task, spec: LMSpec) -> Path | None:
@@ -207,7 +199,7 @@ def plan_labelling(task: Task, config: LabelConfig, out: Path | None = None) -> 
         demos = job.program.demo_pool[: job.program.knn_k]
         plan.assumptions.append(f"kNN demos: {job.program.knn_k} per sentence, counted as the pool's first ones")
     prompt = sum(count_tokens(model, prompt_messages(predictor, adapter, {"sentence": i.text}, demos)) for i in todo)
-    answer = answer_tokens(model, predictor, adapter, {"categories": [task.taxonomy.names[0]]})
+    answer = answer_tokens(model, predictor, adapter, job.program.typical_answer())
     max_tokens = int(predictor.config.get("max_tokens") or MAX_TOKENS)
     k = config.samples
     calls = len(todo) * k
@@ -253,7 +245,7 @@ def label_sentences(task: Task, config: LabelConfig, out: Path, handle: Any = No
     digest = program_sha256(program, taxonomy.guideline_text)
 
     def to_record(item: InputItem, attempt: Attempt) -> Record:
-        record = make_record(item, attempt, handle.name, digest, config.seed, attributes.get(item.id, {}))
+        record = make_record(item, attempt, handle.name, program, digest, config.seed, attributes.get(item.id, {}))
         result.label_counts.update(record.labels or ["NONE"])
         return record
 
@@ -282,9 +274,12 @@ def label_sentences(task: Task, config: LabelConfig, out: Path, handle: Any = No
 
 
 def make_record(
-    item: InputItem, attempt: Attempt, lm: str, digest: str, seed: int, attributes: dict[str, Any]
+    item: InputItem, attempt: Attempt, lm: str, program: Any, digest: str, seed: int, attributes: dict[str, Any]
 ) -> Record:
-    """A labelled item as a silver record with its provenance (both engines write these)."""
+    """A labelled item as a silver record with its provenance (both engines write these).
+
+    ``program`` is the labeller (its class is recorded, beside ``digest``, its state's sha256).
+    """
     pred = attempt.value
     labels = list(pred.categories)
     extra: dict[str, Any] = {"attempts": attempt.attempts, "rollout": attempt.rollout}
@@ -300,7 +295,7 @@ def make_record(
         note_id=item.note_id,
         provenance=Provenance(
             lm=lm,
-            program=PROGRAM_NAME,
+            program=f"{type(program).__module__}.{type(program).__name__}",
             program_sha256=digest,
             seed=seed,
             confidence=None if pred.confidence is None else round(float(pred.confidence), 4),
