@@ -24,7 +24,8 @@ class DataToLabel(dspy.Module):
     the endpoint returns them) or, with ``samples`` > 1, the agreement of ``samples``
     answers (the first at the LM's temperature, the rest at 0.7). ``evidence`` adds a
     short quoted span. A compiled program may carry a demo pool from which the ``knn_k``
-    nearest examples are shown for each sentence (embedding similarity).
+    nearest examples are shown for each sentence (embedding similarity), after its fixed
+    demos if it has both.
     """
 
     def __init__(self, taxonomy: Taxonomy, evidence: bool = False, samples: int = 1) -> None:
@@ -82,7 +83,9 @@ class DataToLabel(dspy.Module):
     def forward(self, sentence: str) -> dspy.Prediction:
         kwargs: dict[str, Any] = {"sentence": sentence}
         if self.demo_pool and self.knn_k:
-            kwargs["demos"] = self._nearest_demos(sentence)
+            # Fixed demos (if any) first, so they stay in the server's cached prefix; the
+            # nearest ones last, next to the sentence.
+            kwargs["demos"] = [*self.label.demos, *self._nearest_demos(sentence)]
         pred = self.label(**kwargs)
         # Keep guideline order and drop repeats (and NONE), so equal label sets compare equal.
         categories = self.taxonomy.canonical(pred.categories)

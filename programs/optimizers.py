@@ -11,6 +11,8 @@ Cheapest first (LM calls on the embedded model, ~1.5 s each):
 - ``labeled-fewshot``: k gold train demos, stratified so every category and NONE show; no LM call.
 - ``knn``: the k gold train sentences nearest each input (MiniLM) become its demos; no LM call
   to compile, but demos change per sentence, so the server cannot cache them.
+- ``fewshot-knn``: both: the k stratified demos first (a prefix the server caches), then
+  the 4 gold train sentences nearest each input (uncached, so each call costs more).
 - ``bootstrap``: BootstrapFewShot; runs the program on train to keep demos it gets right
   (label-to-data: its own first good calls).
 - ``random-search``: BootstrapFewShotWithRandomSearch; ``trials`` bootstrapped demo sets (plus
@@ -97,6 +99,15 @@ def _knn(p: Problem) -> Any:
     return p.student
 
 
+FEWSHOT_KNN_NEAREST = 4  # nearest demos after the fixed ones: each is uncached prompt on every call
+
+
+def _fewshot_knn(p: Problem) -> Any:
+    compiled = _labeled_fewshot(p)
+    compiled.set_demo_pool(p.demo_pool if p.demo_pool is not None else p.train, k=FEWSHOT_KNN_NEAREST)
+    return compiled
+
+
 def _bootstrap(p: Problem) -> Any:
     teleprompter = dspy.BootstrapFewShot(
         metric=p.metric,
@@ -160,6 +171,9 @@ OPTIMIZERS: dict[str, Optimizer] = {
                   needs=_NO_GOLD_OUTPUTS),
         Optimizer("knn", LABELLER, _knn, "the k gold train sentences nearest each input as its demos",
                   needs=_NO_GOLD_OUTPUTS),
+        Optimizer("fewshot-knn", LABELLER, _fewshot_knn,
+                  f"labeled-fewshot's k demos (cached) plus the {FEWSHOT_KNN_NEAREST} gold train sentences "
+                  "nearest each input", needs=_NO_GOLD_OUTPUTS),
         Optimizer("bootstrap", BOTH, _bootstrap, "keep the program's own good answers on train as demos"),
         Optimizer("random-search", BOTH, _random_search, "several bootstrapped demo sets (and none); keep the best"),
         Optimizer("mipro", BOTH, _mipro, "MIPROv2: instruction and demo search", learns_instructions=True),

@@ -136,6 +136,26 @@ def test_the_knn_optimizer_keeps_every_train_sentence_in_file_order():
     assert compiled.knn_k == 3 and [e.sentence for e in compiled.demo_pool] == [e.sentence for e in TRAIN]
 
 
+def test_fewshot_knn_shows_the_fixed_demos_first_then_the_nearest(monkeypatch):
+    compiled = optimize("fewshot-knn", problem(handle([]), k=2))
+    fixed = [d.sentence for d in compiled.label.demos]
+    assert len(fixed) == 2 and compiled.knn_k == 4 and len(compiled.demo_pool) == len(TRAIN)
+
+    def embed(texts):  # 2-d toy embedding: is it about donepezil?
+        import numpy as np
+
+        return np.array([[1.0, 0.0] if "donepezil" in t.lower() else [0.0, 1.0] for t in texts])
+
+    compiled._embed, compiled._pool_vectors = embed, None
+    lm = handle([{"categories": ["TREATMENT"]}])
+    with lm.context():
+        assert compiled(sentence="Continue donepezil.").categories == ["TREATMENT"]
+    shown = [m["content"] for m in lm.lm.history[-1]["messages"] if m["role"] == "user"]
+    # Fixed demos lead (the cached prefix); the nearest one sits last, next to the question.
+    assert [any(f in m for m in shown[: len(fixed)]) for f in fixed] == [True, True]
+    assert "Started donepezil." in shown[-2] and "Continue donepezil." in shown[-1]
+
+
 def test_scoring_counts_failures_as_none():
     taxonomy = ad_taxonomy()
     dev = examples([("He is confused.", ["COGNITIVE_IMPAIRMENT"]), ("Wound closed.", [])])
@@ -245,7 +265,16 @@ def test_random_search_keeps_a_program_that_labels_the_valset_right():
 
 
 def test_the_registry_says_which_optimizers_apply_to_which_program():
-    assert set(OPTIMIZERS) == {"labeled-fewshot", "knn", "bootstrap", "random-search", "mipro", "gepa", "decisions"}
+    assert set(OPTIMIZERS) == {
+        "labeled-fewshot",
+        "knn",
+        "bootstrap",
+        "random-search",
+        "mipro",
+        "gepa",
+        "decisions",
+        "fewshot-knn",
+    }
     with pytest.raises(ClinsynthError, match="label-to-data writes sentences"):
         get_optimizer("decisions", "label-to-data")
     assert get_optimizer("knn", "data-to-label").name == "knn"

@@ -441,6 +441,7 @@ def plan_compile(task: Task, config: CompileConfig, lm: LMSpec | None = None) ->
     runs = {  # evaluations of the program (each ``unit``) an optimizer makes at most, and what that assumes
         "labeled-fewshot": (0, "labeled-fewshot: no LM call"),
         "knn": (0, "knn: no LM call to compile"),
+        "fewshot-knn": (0, "fewshot-knn: no LM call to compile"),
         "bootstrap": (n_train, f"bootstrap: at most every train example once ({n_train})"),
         "random-search": (
             config.trials * n_train + (config.trials + 3) * valset,
