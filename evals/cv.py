@@ -166,8 +166,9 @@ class CrossValidation:
         rest = [r for i, r in enumerate(self.pool) if i not in held]
         gold_train, dev = inner_split(rest, INNER_DEV, seed=fold)
         blocked = {note_of(r) for r in evaluation} | {note_of(r) for r in dev}
-        train = list(gold_train) if "gold" in parse_mix(mix) else []
-        for part in parse_mix(mix):
+        parts = parse_mix(mix, (AGREE,))
+        train = list(gold_train) if "gold" in parts else []
+        for part in parts:
             if part == "gold":
                 continue
             if part == AGREE:

@@ -52,6 +52,15 @@ def test_parse_mix_rejects_unknown_and_repeated_parts():
         parse_mix("gold+gold")
 
 
+def test_a_part_built_by_its_caller_parses_only_where_that_caller_names_it():
+    # Cross-validation builds silver-agree itself (it needs the fold's gold student).
+    from evals.cv import AGREE
+
+    assert parse_mix(f"gold+{AGREE}", (AGREE,)) == ("gold", AGREE)
+    with pytest.raises(DataError, match="unknown mix part"):
+        parse_mix(f"gold+{AGREE}")  # a training mix cannot name it
+
+
 def test_mixes_concatenate_parts_and_filter_silver_by_confidence(sources, taxonomy):
     gold = load_mix("gold", taxonomy, sources)
     assert {r.source for r in gold} == {"gold"} and all(r.split == "train" for r in gold)

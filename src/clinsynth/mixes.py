@@ -65,12 +65,16 @@ def best_mix(summary: dict[str, Any]) -> str | None:
     return max(mixes, key=lambda s: s["dev_micro_f1"][0])["system"] if mixes else None
 
 
-def parse_mix(spec: str) -> tuple[str, ...]:
-    """``"gold+bronze"`` -> ``("gold", "bronze")``; unknown or repeated parts are an error."""
+def parse_mix(spec: str, extra_parts: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """``"gold+bronze"`` -> ``("gold", "bronze")``; unknown or repeated parts are an error.
+
+    ``extra_parts`` are parts a caller builds itself (cross-validation's ``silver-agree``).
+    """
     parts = tuple(p.strip() for p in spec.split("+") if p.strip())
-    unknown = [p for p in parts if p not in PARTS]
+    known = PARTS + extra_parts
+    unknown = [p for p in parts if p not in known]
     if not parts or unknown:
-        raise DataError(f"unknown mix part(s) {unknown or [spec]}; use parts {PARTS} joined by '+'")
+        raise DataError(f"unknown mix part(s) {unknown or [spec]}; use parts {known} joined by '+'")
     if len(set(parts)) != len(parts):
         raise DataError(f"mix {spec!r} names a part twice")
     return parts
