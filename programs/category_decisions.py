@@ -3,7 +3,7 @@
 A small local model asked for a label list over-labels and gives one probability for the
 whole list. Here it writes one boolean per category (``signatures.decide_categories``), the
 server's token logprobs turn each into P(yes), and a per-category threshold fitted on gold
-dev (``fit_thresholds``) makes the label. Thresholds are numbers applied on this machine
+dev (``thresholds_for``, in ``calibrate``) makes the label. Thresholds are numbers applied on this machine
 after the answer: they never enter a prompt. Without logprobs P(yes) is 1 or 0 and the
 thresholds do nothing.
 
@@ -26,7 +26,7 @@ from signatures.decide_categories import decide_categories_signature, decision_f
 
 DEFAULT_THRESHOLD = 0.5
 MIN_POSITIVES = 3  # fewer dev positives than this: keep the default threshold (one sentence would decide it)
-# Nine booleans in JSON are ~90 tokens; the cap stops a rare loop early (it is retried).
+# Nine booleans in JSON are ~60 tokens; the cap stops a rare loop early (it is retried).
 MAX_TOKENS = 200
 # A demo is ~120 tokens (a sentence and nine decisions): more would not fit beside the
 # guideline in the embedded server's 4,096-token context.
@@ -65,10 +65,7 @@ class CategoryDecisions(DataToLabel):
 
     def scores(self, sentence: str) -> dict[str, float]:
         """P(yes) per category for one sentence (one LM call)."""
-        kwargs: dict[str, Any] = {"sentence": sentence}
-        if self.demo_pool and self.knn_k:
-            kwargs["demos"] = self._nearest_demos(sentence)
-        pred = self.label(**kwargs)
+        pred = self.label(**self._inputs(sentence))
         logprobs = getattr(pred, "logprobs", None)
         out = {}
         for name, field in self.fields.items():

@@ -80,12 +80,17 @@ class DataToLabel(dspy.Module):
         return {"categories": [self.taxonomy.names[0]]}
 
     # -- labelling
-    def forward(self, sentence: str) -> dspy.Prediction:
+    def _inputs(self, sentence: str) -> dict[str, Any]:
+        """The predictor's inputs for one sentence, with its demos when it has a kNN pool."""
         kwargs: dict[str, Any] = {"sentence": sentence}
         if self.demo_pool and self.knn_k:
             # Fixed demos (if any) first, so they stay in the server's cached prefix; the
             # nearest ones last, next to the sentence.
             kwargs["demos"] = [*self.label.demos, *self._nearest_demos(sentence)]
+        return kwargs
+
+    def forward(self, sentence: str) -> dspy.Prediction:
+        kwargs = self._inputs(sentence)
         pred = self.label(**kwargs)
         # Keep guideline order and drop repeats (and NONE), so equal label sets compare equal.
         categories = self.taxonomy.canonical(pred.categories)
