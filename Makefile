@@ -51,6 +51,7 @@ compile-generator: setup
 bronze-report: setup
 	$(PY) -m evals.run bronze-quality --bronze data/bronze/bronze.jsonl
 
-# Cross-validated augmentation (reports/cv.*): gold vs gold + LLM data, folds by note, seeds, CIs.
+# Cross-validated augmentation (reports/augmentation.*): gold vs gold + LLM data, folds by note,
+# seeds, paired CIs, the bronze learning curve, then the default model on gold test.
 cv: setup
-	$(PY) -m evals.run cv --folds 3
+	$(PY) -m evals.run augmentation

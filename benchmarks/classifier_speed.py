@@ -57,11 +57,14 @@ def training_rows(path: Path) -> list[list]:
     data = json.loads(path.read_text(encoding="utf-8"))
     rows = []
     for s in data["systems"]:
-        if s["kind"] == "llm":
+        if s["kind"] == "llm" or "train_seconds" not in s:
             continue
-        mean, sd = s["train_seconds"]
-        seconds = f"{mean:.0f} ± {sd:.0f}" if s["kind"] == "mix" else f"{mean:.1f}"
-        rows.append([s["system"], s["n_train"] or "-", seconds])
+        if isinstance(s["train_seconds"], list):  # single-split report: mean and sd over seeds
+            mean, sd = s["train_seconds"]
+            seconds = f"{mean:.0f} ± {sd:.0f}" if s["kind"] == "mix" else f"{mean:.1f}"
+        else:  # cross-validated report: mean over folds and seeds
+            seconds = f"{s['train_seconds']:.0f}"
+        rows.append([s["system"], s.get("n_train") or "-", seconds])
     return rows
 
 
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "LLM rows: wall time of `python -m evals.run labeler` on gold test (one request at a time).",
         "",
-        "## Training time per mix (augmentation experiment, mean ± sd over seeds)",
+        "## Training time per mix (augmentation experiment, mean over folds and seeds)",
         "",
         format_table(["system", "training sentences", "seconds"], training_rows(reports / "augmentation.json"))
         if (reports / "augmentation.json").exists()

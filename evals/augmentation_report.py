@@ -1,4 +1,8 @@
-"""Readable output of the augmentation suite: markdown, an HTML page and PNG plots."""
+"""Readable output of the single-split suite (``evals.run split``): markdown, an HTML page and PNG plots.
+
+Its files are ``augmentation_split.*``; ``augmentation.*`` is the cross-validated report
+(``evals.cv_report``).
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from clinsynth.fileio import atomic_write_text
 from clinsynth.report import format_table
 from clinsynth.taxonomy import NONE_LABEL, Taxonomy
 
-SUMMARY_PNG = "augmentation_summary.png"
-CATEGORY_PNG = "augmentation_per_category.png"
+REPORT = "augmentation_split"
+SUMMARY_PNG = f"{REPORT}_summary.png"
+CATEGORY_PNG = f"{REPORT}_per_category.png"
 
 
 def _ms(pair: Sequence[float]) -> str:
@@ -162,7 +168,7 @@ def findings(summary: dict[str, Any]) -> list[str]:
 def markdown(summary: dict[str, Any], taxonomy: Taxonomy) -> str:
     b = summary["budget"]
     lines = [
-        "# Augmentation experiment: gold vs gold+silver vs gold+bronze",
+        "# Single-split augmentation experiment on gold test: gold vs gold+silver vs gold+bronze",
         "",
         f"Created {summary['created_at']} by `{summary['command']}`.",
         "",
@@ -284,7 +290,7 @@ def plot(summary: dict[str, Any], taxonomy: Taxonomy, out_dir: Path) -> None:
     plt.close(fig)
 
 
-def _html_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def html_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
@@ -292,23 +298,23 @@ def _html_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def html_page(summary: dict[str, Any], taxonomy: Taxonomy) -> str:
     sections = [
-        ("Headline (gold test)", _html_table(*headline_rows(summary)), SUMMARY_PNG),
-        ("Per-category F1 (* minority)", _html_table(*category_rows(summary, taxonomy)), CATEGORY_PNG),
-        ("Training data per category", _html_table(*count_rows(summary, taxonomy)), None),
+        ("Headline (gold test)", html_table(*headline_rows(summary)), SUMMARY_PNG),
+        ("Per-category F1 (* minority)", html_table(*category_rows(summary, taxonomy)), CATEGORY_PNG),
+        ("Training data per category", html_table(*count_rows(summary, taxonomy)), None),
         (
             "Distribution shift (centroid cosine distance to gold test)",
-            _html_table(*shift_rows(summary, taxonomy)),
+            html_table(*shift_rows(summary, taxonomy)),
             None,
         ),
-        ("Thresholds: tuned vs 0.5", _html_table(*threshold_rows(summary)), None),
-        ("Time on this machine", _html_table(*timing_rows(summary)), None),
+        ("Thresholds: tuned vs 0.5", html_table(*threshold_rows(summary)), None),
+        ("Time on this machine", html_table(*timing_rows(summary)), None),
     ]
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>clinsynth augmentation</title>",
         "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse;"
         "font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
         "td:first-child,th:first-child{text-align:left}img{max-width:100%}</style></head><body>",
-        "<h1>Augmentation experiment</h1>",
+        "<h1>Single-split augmentation experiment (gold test)</h1>",
         f"<p>{html.escape(summary['created_at'])} &middot; <code>{html.escape(summary['command'])}</code></p>",
         "<h2>Findings</h2><ul>" + "".join(f"<li>{html.escape(f.strip())}</li>" for f in findings(summary)) + "</ul>",
     ]
@@ -323,7 +329,7 @@ def html_page(summary: dict[str, Any], taxonomy: Taxonomy) -> str:
 def write_reports(summary: dict[str, Any], taxonomy: Taxonomy, out_dir: Path) -> None:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "augmentation.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    atomic_write_text(out_dir / f"{REPORT}.json", json.dumps(summary, indent=1) + "\n")
     plot(summary, taxonomy, out_dir)
-    (out_dir / "augmentation.md").write_text(markdown(summary, taxonomy), encoding="utf-8")
-    (out_dir / "augmentation.html").write_text(html_page(summary, taxonomy), encoding="utf-8")
+    atomic_write_text(out_dir / f"{REPORT}.md", markdown(summary, taxonomy))
+    atomic_write_text(out_dir / f"{REPORT}.html", html_page(summary, taxonomy))

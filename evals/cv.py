@@ -47,7 +47,7 @@ from evals.core import mean_std, run_key
 
 AGREE = "silver-agree"
 DEFAULT_MIXES = ("gold", "gold+bronze", f"gold+{AGREE}")
-DEFAULT_FOLDS = 5
+DEFAULT_FOLDS = 3  # 936 AD sentences: 3 folds keep ~60 notes and every category in each fold
 DEFAULT_SEEDS = (0, 1, 2)
 INNER_DEV = 0.2  # share of the training notes that picks epochs and thresholds
 HEADLINE = ("micro_f1", "macro_f1", "binary_f1")
@@ -77,6 +77,18 @@ class CVSettings:
     folds: int = DEFAULT_FOLDS
     budget: TrainingBudget = field(default_factory=TrainingBudget)
     baselines: bool = True
+    pool_limit: int | None = None  # whole notes, in pool order, up to about N sentences (quick runs)
+
+    @classmethod
+    def for_task(cls, task: Any, **overrides: Any) -> CVSettings:
+        """The task's ``[experiment]`` settings over the defaults; ``overrides`` that are not None win."""
+        values = {**task.experiment_settings, **{k: v for k, v in overrides.items() if v is not None}}
+        for mix in values.get("mixes", ()):
+            try:
+                parse_mix(split_system(mix, TrainingBudget())[0], (AGREE,))
+            except DataError as exc:
+                raise DataError(str(exc), path=task.config_path, field="experiment.mixes") from None
+        return cls(**values)
 
 
 def note_of(record: Record) -> str:
@@ -307,9 +319,59 @@ def run(pool: Sequence[Record], taxonomy: Taxonomy, sources: MixSources, work_di
         "seeds": list(settings.seeds),
         "budget": asdict(settings.budget),
         "support": {n: sum(n in r.labels for r in pool) for n in taxonomy.names},
+        "bronze_per_target": bronze_per_target(cv) if any("bronze" in m for m in settings.mixes) else None,
         "systems": systems,
         "seconds": round(time.monotonic() - started, 1),
     }
+
+
+def whole_notes(records: Sequence[Record], limit: int | None) -> list[Record]:
+    """The first notes' sentences, in order, until about ``limit`` sentences (all of them without a limit)."""
+    if limit is None:
+        return list(records)
+    kept_notes: set[str] = set()
+    out: list[Record] = []
+    for record in records:
+        note = note_of(record)
+        if note not in kept_notes and len(out) >= limit:
+            continue
+        kept_notes.add(note)
+        out.append(record)
+    return out
+
+
+def bronze_per_target(cv: CrossValidation) -> int:
+    """The most bronze sentences any target category has: the x of the learning curve's 'all' point."""
+    from collections import Counter
+
+    from clinsynth.mixes import bronze_target
+
+    counts = Counter(bronze_target(r) for r in cv.part("bronze"))
+    return max(counts.values(), default=0)
+
+
+def gold_test(gold: dict[str, list[Record]], taxonomy: Taxonomy, model_dir: Path) -> dict[str, Any]:
+    """The report's final line on gold test: the default model's scores (from its ``clinsynth.json``,
+    computed when it was trained) beside the keyword lexicon and TF-IDF + LR fitted on gold train."""
+    from clinsynth.baselines import KeywordLexicon, TfidfLogReg
+
+    test = gold["test"]
+    texts, truth = [r.text for r in test], [list(r.labels) for r in test]
+    rows = []
+    info_path = Path(model_dir) / "clinsynth.json"
+    note = f"No default model in {model_dir} yet (`clinsynth train`)."
+    if info_path.exists():
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        rows.append({"system": f"default model ({info['mix']})", **{m: info["test_scores"][m] for m in HEADLINE}})
+        note = (f"The default model ({info_path.parent.name}/, trained {info.get('created_at', '?')} on "
+                f"`{info['mix']}` with thresholds on gold dev) and two baselines, on the {len(test)} gold test "
+                "sentences.")  # fmt: skip
+    lexicon = KeywordLexicon.from_taxonomy(taxonomy).predict(texts)
+    tfidf = TfidfLogReg(taxonomy.names).fit(gold["train"], gold["dev"]).predict(texts)
+    for name, predicted in (("keyword lexicon", lexicon), ("tf-idf + LR (gold)", tfidf)):
+        scores = multilabel_scores(truth, predicted, taxonomy)
+        rows.append({"system": name, **{m: scores[m] for m in HEADLINE}})
+    return {"note": note, "systems": rows}
 
 
 def reference_of(system: str, available: Sequence[str] | dict[str, Any]) -> str | None:
@@ -341,117 +403,26 @@ def _summary(name: str, kind: str, per_seed: list[list[list[str]]], gold: list[l
     return row
 
 
-# -- report -------------------------------------------------------------------------------
+def cross_validate_task(task: Any, settings: CVSettings, out_dir: Path, command: str, *,
+                        sources: MixSources | None = None, work_dir: Path | None = None,
+                        model_dir: Path | None = None) -> Path:  # fmt: skip
+    """The task's cross-validated augmentation report: every run (reusing finished ones), the
+    gold-test line for its default model, ``augmentation.{md,html,json}`` under ``out_dir``."""
+    from evals.cv_report import write_report
+
+    gold = task.gold()
+    pool = whole_notes(gold["train"] + gold["dev"], settings.pool_limit)
+    summary = run(pool, task.taxonomy, sources or MixSources.for_task(task),
+                  work_dir or task.output_dir / "augmentation", settings)  # fmt: skip
+    summary["test"] = gold_test(gold, task.taxonomy, model_dir or task.model_dir)
+    return write_report(summary, task.taxonomy, out_dir, command)
 
 
-def _ms(pair: Sequence[float]) -> str:
-    return f"{pair[0]:.3f} ± {pair[1]:.3f}"
+def refresh_test_line(task: Any, out_dir: Path, model_dir: Path | None = None) -> Path:
+    """Rewrite the report under ``out_dir`` with the gold-test line of the model now in
+    ``model_dir`` (the main job trains the default model after cross-validation chose its mix)."""
+    from evals.cv_report import REPORT, write_report
 
-
-def _ci(row: dict[str, Any], metric: str) -> str:
-    ci = row.get("vs_gold", {}).get(metric)
-    if not ci:
-        return "-"
-    mark = " (better)" if ci["low"] > 0 else " (worse)" if ci["high"] < 0 else ""
-    return f"{ci['diff']:+.3f} [{ci['low']:+.3f}, {ci['high']:+.3f}]{mark}"
-
-
-def _seconds(row: dict[str, Any]) -> str:
-    return f"{row['train_seconds']:.0f}" if "train_seconds" in row else "-"
-
-
-def markdown(summary: dict[str, Any], taxonomy: Taxonomy, command: str) -> str:
-    from clinsynth.report import format_table
-
-    systems = summary["systems"]
-    lines = [
-        "# Cross-validated augmentation: what LLM data adds to gold",
-        "",
-        f"Command: `{command}`. Gold train + dev pooled ({summary['n']} sentences, {summary['notes']} notes), "
-        f"{summary['folds']} folds by note, seeds {', '.join(map(str, summary['seeds']))}; out-of-fold "
-        "predictions cover every sentence once per seed. Within each fold 20% of the training notes pick "
-        "the epoch and the thresholds. LLM data joins the training folds only. Gold test is not used here.",
-        f"Recipe: `{summary['budget']['recipe']}`, {summary['budget']['epochs']} epochs at most. "
-        f"Computed in {summary['seconds'] / 60:.0f} min (finished runs are reused).",
-        "",
-        "## Headline (mean ± sd over seeds; paired 95% bootstrap CI of the difference, notes resampled)",
-        "",
-        "A system `mix@field=value` is trained with that budget field changed; it is compared with gold "
-        "trained the same way when that ran (what the data adds), else with the same mix at the budget above "
-        "(what the recipe adds). Seconds per run are wall time on this machine, including the per-epoch dev "
-        "scoring.",
-        "",
-        format_table(
-            [
-                "system",
-                "micro F1",
-                "macro F1",
-                "binary F1",
-                "compared with",
-                "Δ micro",
-                "Δ macro",
-                "train sentences",
-                "s per run",
-            ],
-            [
-                [
-                    r["system"],
-                    _ms(r["micro_f1"]),
-                    _ms(r["macro_f1"]),
-                    _ms(r["binary_f1"]),
-                    r.get("reference", "-"),
-                    _ci(r, "micro_f1"),
-                    _ci(r, "macro_f1"),
-                    r.get("n_train", "-"),
-                    _seconds(r),
-                ]
-                for r in systems
-            ],
-        ),  # fmt: skip
-        "",
-        "## Per category (F1, mean over seeds)",
-        "",
-        format_table(
-            ["category", "support", *[r["system"] for r in systems]],
-            [[c, summary["support"][c], *[f"{r['per_category'][c][0]:.3f}" for r in systems]] for c in taxonomy.names],
-        ),
-        "",
-        "![per-category F1](cv_per_category.png)",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def plot(summary: dict[str, Any], taxonomy: Taxonomy, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    systems = summary["systems"]
-    names = list(taxonomy.names)
-    width = 0.8 / max(1, len(systems))
-    fig, ax = plt.subplots(figsize=(max(9, 1.1 * len(names) + 3), 4.8))
-    for k, row in enumerate(systems):
-        xs = np.arange(len(names)) + k * width
-        ax.bar(xs, [row["per_category"][c][0] for c in names], width, yerr=[row["per_category"][c][1] for c in names],
-               label=row["system"], capsize=2)  # fmt: skip
-    ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2)
-    ax.set_xticklabels([f"{c}\n(n={summary['support'][c]})" for c in names], rotation=35, ha="right", fontsize=8)
-    ax.set_ylabel("F1 (out-of-fold, mean over seeds)")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=8, ncol=2)
-    ax.set_title("Per-category F1 in cross-validation")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def write_report(summary: dict[str, Any], taxonomy: Taxonomy, out_dir: Path, command: str) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    summary = {**summary, "command": command}
-    atomic_write_text(out_dir / "cv.json", json.dumps(summary, indent=1) + "\n")
-    plot(summary, taxonomy, out_dir / "cv_per_category.png")
-    path = out_dir / "cv.md"
-    atomic_write_text(path, markdown(summary, taxonomy, command))
-    return path
+    summary = json.loads((Path(out_dir) / f"{REPORT}.json").read_text(encoding="utf-8"))
+    summary["test"] = gold_test(task.gold(), task.taxonomy, model_dir or task.model_dir)
+    return write_report(summary, task.taxonomy, out_dir, summary["command"])

@@ -1,10 +1,10 @@
 """``python -m evals.run SUITE``: run an eval suite on a task and write its report.
 
 Suites: ``labeler`` (data-to-label quality on gold, zero-shot vs compiled), ``bronze-quality``
-(filters, diversity, distance to gold, leakage), ``augmentation`` (SetFit on gold / +silver /
-+bronze mixes with seeds and baselines, on gold test), ``cv`` (the same question by grouped
-cross-validation over gold train + dev, with paired confidence intervals). Reports go to
-the task's reports folder.
+(filters, diversity, distance to gold, leakage), ``augmentation`` (alias ``cv``: what silver
+and bronze add to gold, by grouped cross-validation over gold train + dev with seeds and
+paired confidence intervals, then the default model on gold test), ``split`` (the same mixes
+on the single gold train/dev/test split). Reports go to the task's reports folder.
 
 Example: python -m evals.run augmentation --seeds 0,1,2
 """
@@ -19,6 +19,7 @@ from pathlib import Path
 from clinsynth.cliargs import add_budget_flags, add_task_flag, budget_from_args
 from clinsynth.errors import ClinsynthError
 from clinsynth.task import LMSpec, Task, load_task
+from evals.cv import DEFAULT_FOLDS
 
 Formatter = argparse.ArgumentDefaultsHelpFormatter
 
@@ -31,8 +32,8 @@ def build_parser(prog: str = "python -m evals.run") -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="suite", required=True)
 
-    def add(name: str, help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help, formatter_class=Formatter)
+    def add(name: str, help: str, aliases: tuple[str, ...] = ()) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help, formatter_class=Formatter, aliases=list(aliases))
         add_task_flag(p)
         p.add_argument("--out-dir", type=Path, default=None, help="report folder (default: the task's reports)")
         return p
@@ -54,7 +55,7 @@ def build_parser(prog: str = "python -m evals.run") -> argparse.ArgumentParser:
     bq = add("bronze-quality", "bronze set: filter counts, diversity, distance to gold, leakage")
     bq.add_argument("--bronze", type=Path, default=None, help="bronze file (default: the task's)")
     bq.add_argument("--coverage-cosine", type=float, default=0.6, help="a gold sentence is covered at this cosine")
-    aug = add("augmentation", "SetFit on gold / +silver / +bronze mixes, seeds, baselines")
+    aug = add("split", "single split: SetFit on gold / +silver / +bronze mixes, seeds, baselines, on gold test")
     aug.add_argument("--mixes", default=None, help="comma-separated mixes (default: all main, reference, ablation)")
     aug.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     add_budget_flags(aug)
@@ -64,10 +65,13 @@ def build_parser(prog: str = "python -m evals.run") -> argparse.ArgumentParser:
     aug.add_argument("--bronze", type=Path, default=None, help="bronze file (default: the task's)")
     aug.add_argument("--no-baselines", action="store_true", help="mixes only")
     aug.add_argument("--work-dir", type=Path, default=None, help="where finished runs are kept (resume)")
-    cv = add("cv", "grouped k-fold CV by note over gold train+dev: mixes x seeds, paired CIs vs gold")
-    cv.add_argument("--mixes", default=None, help="comma-separated mixes (default: gold, +bronze, +silver-agree)")
-    cv.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
-    cv.add_argument("--folds", type=int, default=5, help="folds (by note)")
+    cv = add("augmentation", "grouped k-fold CV by note over gold train+dev: mixes x seeds, paired CIs vs gold, "
+             "then gold test", aliases=("cv",))  # fmt: skip
+    cv.add_argument("--mixes", default=None, help="comma-separated mixes, e.g. gold+bronze:25 (default: the task's "
+                    "[experiment] mixes, else gold, +bronze, +silver-agree)")  # fmt: skip
+    cv.add_argument("--seeds", default=None, help="comma-separated training seeds (default: the task's, else 0,1,2)")
+    cv.add_argument("--folds", type=int, default=None,
+                    help=f"folds by note (default: the task's, else {DEFAULT_FOLDS})")  # fmt: skip
     add_budget_flags(cv)
     cv.add_argument("--no-baselines", action="store_true", help="mixes only")
     cv.add_argument("--work-dir", type=Path, default=None, help="where finished runs are kept (default: the task's)")
@@ -113,27 +117,25 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
                 f"PHI {len(results['phi'])}; distinct-2 {results['overall']['distinct_2']}"
             )
             print(f"report: {out_dir / 'bronze.md'}")
-        elif args.suite == "augmentation":
+        elif args.suite == "split":
             from clinsynth.mixes import best_mix
             from evals import augmentation
 
             summary = augmentation.run(augmentation_experiment(args, task), task.taxonomy, out_dir, command)
-            print(f"report: {out_dir / 'augmentation.md'} (best mix on dev: {best_mix(summary)})")
-        elif args.suite == "cv":
-            from clinsynth.mixes import MixSources
+            print(f"report: {out_dir / 'augmentation_split.md'} (best mix on dev: {best_mix(summary)})")
+        elif args.suite in ("augmentation", "cv"):
             from evals import cv
 
-            settings = cv.CVSettings(
-                mixes=tuple(m.strip() for m in args.mixes.split(",")) if args.mixes else cv.DEFAULT_MIXES,
-                seeds=tuple(int(s) for s in args.seeds.split(",")),
+            settings = cv.CVSettings.for_task(
+                task,
+                mixes=tuple(m.strip() for m in args.mixes.split(",")) if args.mixes else None,
+                seeds=tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None,
                 folds=args.folds,
                 budget=budget_from_args(args),
                 baselines=not args.no_baselines,
             )
-            gold = task.gold(("train", "dev"))
-            work_dir = args.work_dir or task.output_dir / "augmentation"
-            summary = cv.run(gold["train"] + gold["dev"], task.taxonomy, MixSources.for_task(task), work_dir, settings)
-            print(f"report: {cv.write_report(summary, task.taxonomy, Path(out_dir), command)}")
+            report = cv.cross_validate_task(task, settings, Path(out_dir), command, work_dir=args.work_dir)
+            print(f"report: {report}")
     except ClinsynthError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -11,6 +11,8 @@ run could not go on (bad flags, an endpoint that refuses or does not answer, or
 ``--max-cost`` reached). The work itself is ``clinsynth.steps.bronze.generate_bronze``;
 ``--dry-run`` prints its cost plan instead (``clinsynth.steps.bronze.plan_bronze``).
 
+With ``--top-up N`` the categories weakest on dev (out of fold) get N more kept sentences.
+
 Example: python -m programs.generate --per-category 50 --out outputs/bronze.jsonl
 """
 
@@ -40,6 +42,7 @@ from clinsynth.steps.bronze import (
     BronzeResult,
     generate_bronze,
     plan_bronze,
+    weakest_categories,
 )
 from clinsynth.task import Task, load_task
 
@@ -89,6 +92,15 @@ def build_parser(prog: str = "python -m programs.generate") -> argparse.Argument
         "--multi-label", type=int, default=None, help="kept two-category sentences (default: 1/5 of --per-category)"
     )
     p.add_argument("--categories", default=None, help="comma-separated subset of categories (default: all)")
+    p.add_argument(
+        "--top-up",
+        type=int,
+        default=None,
+        metavar="N",
+        help="N more kept sentences for each of the --weakest categories (lowest out-of-fold F1 in the task's "
+        "report, else lowest dev F1 of its default model); the set's other sentences stay",
+    )
+    p.add_argument("--weakest", type=int, default=3, help="with --top-up: how many of the weakest categories")
     p.add_argument("--per-call", type=int, default=None, help="sentences asked per LM call")
     p.add_argument("--overgenerate", type=float, default=None, help="candidates planned per missing sentence")
     p.add_argument("--max-rounds", type=int, default=None, help="top-up rounds for targets short of their quota")
@@ -130,7 +142,16 @@ def config_from_args(args: argparse.Namespace, task: Task) -> BronzeConfig:
         labeler=args.labeler,
         zero_shot=args.zero_shot,
         map=map_settings(args),
+        top_up=top_up_from_args(args, task),
     )
+
+
+def top_up_from_args(args: argparse.Namespace, task: Task) -> dict[str, int]:
+    if not args.top_up:
+        return {}
+    weakest, source = weakest_categories(task, args.weakest)
+    print(f"top-up: +{args.top_up} for " + ", ".join(f"{c} (F1 {f:.3f})" for c, f in weakest) + f"; from {source}")
+    return {c: args.top_up for c, _ in weakest}
 
 
 def print_result(result: BronzeResult) -> None:

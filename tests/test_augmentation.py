@@ -52,10 +52,11 @@ def test_experiment_reports_every_mix_seed_and_baseline_then_resumes(tmp_path, m
     counts = summary["analysis"]["train_counts"]
     assert counts["gold+bronze"]["FEVER"] == counts["gold"]["FEVER"] + 2
     assert set(summary["analysis"]["shift"]) == {"gold", "bronze"}
-    for name in ("augmentation.md", "augmentation.html", "augmentation.json", "augmentation_summary.png",
-                 "augmentation_per_category.png"):  # fmt: skip
+    for name in ("augmentation_split.md", "augmentation_split.html", "augmentation_split.json",
+                 "augmentation_split_summary.png",
+                 "augmentation_split_per_category.png"):  # fmt: skip
         assert (out / name).stat().st_size > 0, name
-    md = (out / "augmentation.md").read_text()
+    md = (out / "augmentation_split.md").read_text()
     assert "gold+bronze" in md and "Per-category F1" in md and "Distribution shift" in md
     assert len(list((tmp_path / "work" / "runs").glob("*.json"))) == 4
 
@@ -69,7 +70,7 @@ def test_experiment_reports_every_mix_seed_and_baseline_then_resumes(tmp_path, m
     assert {s["system"]: s["micro_f1"] for s in again["systems"]} == {
         k: systems[k]["micro_f1"] for k in ("gold", "gold+bronze")
     }
-    assert json.loads((out / "augmentation.json").read_text())["command"] == "test"
+    assert json.loads((out / "augmentation_split.json").read_text())["command"] == "test"
 
 
 def test_best_mix_is_chosen_on_dev_not_test():

@@ -284,3 +284,40 @@ def test_a_labeller_with_generated_demos_passes_the_gate(tmp_path: Path, remote_
     labeler.demos_from = DemoSource("generated", Sensitivity.SYNTHETIC)
     with pytest.raises(Built, match="openai/gpt-4o-mini"):
         generate_bronze(remote_task, config(), tmp_path / "b.jsonl", generator=generator, labeler=labeler)
+
+
+def test_top_up_writes_more_for_the_named_categories_and_keeps_the_rest(tmp_path: Path, task: Task, fake_openai):
+    with fake_openai(ScriptedLM()) as server:
+        first = run(tmp_path, server, task)
+    topping = ScriptedLM()
+    with fake_openai(topping) as server:
+        # Each scripted COUGH call keeps one sentence (the round trip drops the other): rounds are the limit.
+        second = run(tmp_path, server, task, top_up={"COUGH": 2}, max_rounds=6)
+    assert {t: c["kept"] for t, c in second.counts.items()} == {"FEVER": 3, "COUGH": 5, "NONE": 2}
+    before = {r.id for r in first.kept}
+    assert before <= {r.id for r in second.kept}  # nothing written earlier is lost
+    new = [r for r in second.kept if r.id not in before]
+    assert len(new) == 2 and all(r.provenance.attributes["target"] == "COUGH" for r in new)
+    assert topping.generation_requests == 2  # only COUGH calls past the earlier ones, which were reused
+    report = json.loads((tmp_path / "bronze.jsonl.report.json").read_text())
+    assert report["config"]["top_up"] == {"COUGH": 2}
+    with pytest.raises(ClinsynthError, match="top_up"):
+        config(top_up={"RASH": 1}).validate(task.taxonomy)
+
+
+def test_the_weakest_categories_come_from_out_of_fold_scores_else_from_dev(tmp_path: Path, task: Task):
+    from clinsynth.steps.bronze import weakest_categories
+
+    with pytest.raises(ClinsynthError, match="top-up needs"):
+        weakest_categories(task, 1)
+    task.model_dir.mkdir(parents=True)
+    dev = {"per_category": {"FEVER": {"f1": 0.9}, "COUGH": {"f1": None}}}
+    (task.model_dir / "clinsynth.json").write_text(json.dumps({"dev_scores": dev}))
+    weakest, source = weakest_categories(task, 1)
+    assert weakest == [("COUGH", 0.0)] and source.startswith("gold dev F1 of the default model")
+    task.reports_dir.mkdir(parents=True)
+    row = {"system": "gold", "kind": "mix", "micro_f1": [0.5, 0], "macro_f1": [0.5, 0],
+           "per_category": {"FEVER": [0.2, 0.0], "COUGH": [0.7, 0.0]}}  # fmt: skip
+    (task.reports_dir / "augmentation.json").write_text(json.dumps({"folds": 3, "systems": [row]}))
+    weakest, source = weakest_categories(task, 2)
+    assert weakest == [("FEVER", 0.2), ("COUGH", 0.7)] and source.startswith("out-of-fold F1 of gold")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,22 @@ def test_a_missing_file_or_field_names_the_file_and_line(sources, taxonomy, tmp_
     with pytest.raises(DataError) as err:
         load_mix("bronze-unfiltered", taxonomy, sources)
     assert "bronze.jsonl.dropped.jsonl:2" in str(err.value) and "labels" in str(err.value)
+
+
+def test_capped_bronze_keeps_at_most_n_per_target_and_smaller_caps_are_subsets():
+    from clinsynth.mixes import capped_bronze
+
+    def bronze(i: int, target: str) -> Record:
+        provenance = Provenance(lm="local", program="p", program_sha256="0", attributes={"target": target})
+        return Record(id=f"b{i}", text=f"sentence {i}", labels=[target], source="bronze", provenance=provenance)
+
+    records = [bronze(i, "A") for i in range(10)] + [bronze(i, "B") for i in range(10, 13)]
+    two, five = capped_bronze(records, 2), capped_bronze(records, 5)
+    assert Counter(r.labels[0] for r in two) == {"A": 2, "B": 2}
+    assert Counter(r.labels[0] for r in five) == {"A": 5, "B": 3}  # B has only 3
+    assert {r.id for r in two} <= {r.id for r in five}
+    assert [r.id for r in five] == sorted((r.id for r in five), key=lambda i: int(i[1:]))  # file order kept
+    assert parse_mix("gold+bronze:25") == ("gold", "bronze:25")
+    for bad in ("gold+bronze:0", "gold+bronze:x", "bronze+bronze:5"):
+        with pytest.raises(DataError):
+            parse_mix(bad)

@@ -61,7 +61,8 @@ class TrainingBudget:
     # end-to-end
     # At most: the best epoch on dev is kept, and training stops `patience` epochs after it.
     # 12, not 6: in CV the dev curves were still rising at 6 (gold+bronze@epochs=12 vs 6:
-    # micro +0.049 [+0.034, +0.063], macro +0.046 [+0.030, +0.061]; reports/cv.md).
+    # micro +0.049 [+0.034, +0.063], macro +0.046 [+0.030, +0.061]; `python -m evals.run cv --mixes
+    # gold,gold+bronze,gold+bronze@epochs=12 --seeds 0,1,2 --folds 3` while the cap was 6).
     epochs: int = 12
     learning_rate: float = 5e-5  # encoder
     head_learning_rate: float = 1e-3

@@ -50,7 +50,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         lm=lm,
         quick=args.quick,
         regenerate=args.regenerate,
-        seeds=tuple(int(s) for s in args.seeds.split(",")),
+        seeds=tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None,
         seed=args.seed,
     )
     job = MainJob(task, config)
@@ -244,7 +244,7 @@ DELEGATED_HELP = {
     "label": "label sentences with the data-to-label program (silver)",
     "generate": "write bronze sentences per category (label-to-data)",
     "compile": "tune a program's prompt with a DSPy optimizer on gold",
-    "eval": "run an eval suite: labeler, bronze-quality, augmentation",
+    "eval": "run an eval suite: labeler, bronze-quality, augmentation (cross-validated), split",
 }
 
 
@@ -278,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--lm", default=None, help="'local' or a litellm model string for every role (default: task's)")
     run.add_argument("--api-base", default=None, help="base URL for an OpenAI-compatible server")
     run.add_argument("--regenerate", action="store_true", help="make new silver and bronze (resumable)")
-    run.add_argument("--seeds", default="0,1,2", help="seeds of the experiment")
+    run.add_argument("--seeds", default=None, help="seeds of the experiment (default: the task's [experiment])")
     run.add_argument("--seed", type=int, default=0, help="seed for sampling and generation")
     run.add_argument("--out-dir", default=None, help="default: <task outputs>/run (or /quick)")
     run.set_defaults(func=cmd_run)

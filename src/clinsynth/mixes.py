@@ -10,7 +10,9 @@ Parts of a mix:
   reviewer rejected (``clinsynth review import``: ``<bronze>.rejected.jsonl``);
 - ``bronze-unfiltered``: the same targets without the round-trip filter: kept sentences
   plus those the round trip dropped, sampled down to the kept count per target so that
-  only the filter, not the size, differs from ``bronze``.
+  only the filter, not the size, differs from ``bronze``;
+- ``bronze:N``: at most N bronze sentences per target category (a fixed shuffle, so
+  ``bronze:25`` is inside ``bronze:50``): the points of a bronze learning curve.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from clinsynth.records import Record, iter_jsonl, read_records, side_path
 from clinsynth.taxonomy import NONE_LABEL, Taxonomy
 
 PARTS = ("gold", "silver", "silver-confident", "bronze", "bronze-unfiltered")
+CAPPED_BRONZE = "bronze:"  # + N: at most N bronze sentences per target
+SUBSET_SEED = 0  # one fixed shuffle, so smaller caps are subsets of larger ones
 ROUND_TRIP_FILTER = "round_trip"
 
 
@@ -72,12 +76,20 @@ def parse_mix(spec: str, extra_parts: tuple[str, ...] = ()) -> tuple[str, ...]:
     """
     parts = tuple(p.strip() for p in spec.split("+") if p.strip())
     known = PARTS + extra_parts
-    unknown = [p for p in parts if p not in known]
+    unknown = [p for p in parts if p not in known and bronze_cap(p) is None]
     if not parts or unknown:
-        raise DataError(f"unknown mix part(s) {unknown or [spec]}; use parts {known} joined by '+'")
-    if len(set(parts)) != len(parts):
+        raise DataError(f"unknown mix part(s) {unknown or [spec]}; use parts {known} or bronze:N joined by '+'")
+    if len({"bronze" if bronze_cap(p) else p for p in parts}) != len(parts):
         raise DataError(f"mix {spec!r} names a part twice")
     return parts
+
+
+def bronze_cap(part: str) -> int | None:
+    """N of a ``bronze:N`` part (N >= 1), else None."""
+    if not part.startswith(CAPPED_BRONZE):
+        return None
+    value = part[len(CAPPED_BRONZE) :]
+    return int(value) if value.isdigit() and int(value) > 0 else None
 
 
 def load_mix(spec: str, taxonomy: Taxonomy, sources: MixSources) -> list[Record]:
@@ -100,6 +112,9 @@ def load_part(part: str, taxonomy: Taxonomy, sources: MixSources) -> list[Record
         return _read_bronze(sources.bronze, taxonomy)
     if part == "bronze-unfiltered":
         return bronze_without_round_trip(sources.bronze, taxonomy)
+    cap = bronze_cap(part)
+    if cap is not None:
+        return capped_bronze(_read_bronze(sources.bronze, taxonomy), cap)
     raise DataError(f"unknown mix part {part!r}")
 
 
@@ -125,6 +140,19 @@ def _confidence(record: Record) -> float:
 def bronze_target(record: Record) -> str:
     attributes = (record.provenance.attributes or {}) if record.provenance else {}
     return attributes.get("target") or (record.labels[0] if record.labels else NONE_LABEL)
+
+
+def capped_bronze(records: list[Record], cap: int) -> list[Record]:
+    """At most ``cap`` records per bronze target, in file order; which ones is a fixed shuffle."""
+    by_target: dict[str, list[Record]] = defaultdict(list)
+    for record in records:
+        by_target[bronze_target(record)].append(record)
+    keep: set[str] = set()
+    for target in sorted(by_target):
+        pool = sorted(by_target[target], key=lambda r: r.id)
+        random.Random(f"{SUBSET_SEED}:{target}").shuffle(pool)
+        keep.update(r.id for r in pool[:cap])
+    return [r for r in records if r.id in keep]
 
 
 def bronze_without_round_trip(path: Path, taxonomy: Taxonomy, seed: int = 0) -> list[Record]:

@@ -3,17 +3,19 @@
 It calls the steps (``clinsynth.steps``) directly and prints what they return. Full run:
 the task's committed compiled programs and silver / bronze sets are used as they are
 (``regenerate`` makes new ones under ``out_dir``, resumably); the augmentation experiment
-trains every mix with three seeds and writes the task's report; the default model is
-trained on the mix that scored best on gold dev and saved where ``clinsynth predict``
-finds it.
+cross-validates every mix of the task's ``[experiment]`` by note, with seeds and paired CIs
+against gold (``evals.cv``, shared with ``python -m evals.run augmentation``); the default
+model is trained on the mix cross-validation chose and saved where ``clinsynth predict``
+finds it; the report (``augmentation.{md,html}``) ends with that model on gold test.
 
 ``quick``: the same steps in miniature, with real parts: the task's labeller LM labels a
 few corpus sentences and writes a few bronze sentences, SetFit trains briefly on small
-mixes; everything goes under ``out_dir``.
+mixes over a few gold notes in two folds; everything goes under ``out_dir``.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from clinsynth.classifier import TrainingBudget
 from clinsynth.mixes import MixSources, best_mix
+from clinsynth.paths import PROJECT_ROOT
 from clinsynth.report import format_table
 from clinsynth.task import LMSpec, Task
 
@@ -28,6 +31,9 @@ QUICK_LABEL_LIMIT = 6
 QUICK_TRAIN_LIMIT = 80
 QUICK_BUDGET = TrainingBudget(epochs=2)
 QUICK_SILVER = {"limit": QUICK_LABEL_LIMIT, "pool": 2000}  # full runs use the task's [label] settings
+# Full runs use the task's [experiment] settings.
+QUICK_EXPERIMENT = {"mixes": ("gold", "gold+silver", "gold+bronze"), "folds": 2, "pool_limit": 160,
+                    "budget": QUICK_BUDGET}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -36,7 +42,7 @@ class RunConfig:
     lm: LMSpec | None = None  # overrides the task's LM for every role
     quick: bool = False
     regenerate: bool = False
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] | None = None  # the experiment's; None: the task's [experiment] (or 0, 1, 2)
     seed: int = 0
 
 
@@ -70,6 +76,7 @@ class MainJob:
             ("bronze", self.bronze),
             ("experiment", self.experiment),
             ("default model", self.default_model),
+            ("report", self.report),
         ]
         started = time.monotonic()
         for k, (name, fn) in enumerate(plan, 1):
@@ -140,40 +147,31 @@ class MainJob:
         return f"{self.task.relative(self.bronze_path)}: {len(result.kept)} records kept"
 
     def experiment(self) -> str:
-        from evals import augmentation
+        from evals import cv
 
         cfg = self.config
-        settings: dict = {"sources": self.sources, "seeds": (cfg.seed,) if cfg.quick else cfg.seeds}
         if cfg.quick:
-            # The full run shares finished runs with `python -m evals.run augmentation`.
-            settings.update(
-                work_dir=cfg.out_dir / "augmentation",
-                mixes=("gold", "gold+silver", "gold+bronze"),
-                budget=QUICK_BUDGET,
-                train_limit=QUICK_TRAIN_LIMIT,
-            )
-        experiment = augmentation.Experiment.for_task(self.task, **settings)
-        command = "clinsynth run" + (" --quick" if cfg.quick else "")
-        summary = augmentation.run(experiment, self.task.taxonomy, self.report_dir, command)
-        rows = [
-            [s["system"], f"{s['micro_f1'][0]:.3f} ± {s['micro_f1'][1]:.3f}", f"{s['macro_f1'][0]:.3f}"]
-            for s in summary["systems"]
-        ]
-        print(format_table(["system", "micro F1 (gold test)", "macro F1"], rows), flush=True)
-        if cfg.quick:
-            self.result.best_mix = best_mix(summary) or "gold"
-        else:  # cross-validation decides when the task has it (python -m evals.run cv), else gold dev
-            from clinsynth.steps.train import default_mix
-
-            self.result.best_mix = default_mix(self.task)
-        self.result.report = self.report_dir / "augmentation.md"
-        return f"{len(summary['systems'])} systems; report {self.task.relative(self.result.report)}"
+            settings = cv.CVSettings.for_task(self.task, seeds=(cfg.seed,), **QUICK_EXPERIMENT)
+            work_dir = cfg.out_dir / "augmentation"
+        else:  # finished runs are shared with `python -m evals.run augmentation`
+            settings = cv.CVSettings.for_task(self.task, seeds=cfg.seeds)
+            work_dir = None
+        command = "clinsynth run" + (" --quick" if cfg.quick else "") + f" --task {_shown(self.task.root)}"
+        report = cv.cross_validate_task(self.task, settings, self.report_dir, command, sources=self.sources,
+                                        work_dir=work_dir, model_dir=self.model_dir)  # fmt: skip
+        summary = json.loads(report.with_suffix(".json").read_text(encoding="utf-8"))
+        rows = [[s["system"], f"{s['micro_f1'][0]:.3f} ± {s['micro_f1'][1]:.3f}", f"{s['macro_f1'][0]:.3f}",
+                 _ci_text(s)] for s in summary["systems"]]  # fmt: skip
+        print(format_table(["system", "micro F1 (CV)", "macro F1 (CV)", "Δ macro vs gold"], rows), flush=True)
+        self.result.best_mix = best_mix(summary) or "gold"
+        self.result.report = report
+        return f"{len(summary['systems'])} systems; {self.result.best_mix} chosen; report {self.task.relative(report)}"
 
     def default_model(self) -> str:
         from clinsynth.classifier import SignsClassifier
         from clinsynth.steps.train import TrainConfig, train
 
-        mix = "gold" if self.config.quick else self.result.best_mix
+        mix = self.result.best_mix
         budget = QUICK_BUDGET if self.config.quick else TrainingBudget()
         trained = train(self.task, TrainConfig(mix=mix, budget=budget, sources=self.sources), out=self.model_dir)
         loaded = SignsClassifier.load(self.model_dir, self.task.taxonomy)
@@ -183,6 +181,12 @@ class MainJob:
         self.result.model_dir = self.model_dir
         test = trained.test_scores
         return f"{self.task.relative(self.model_dir)} trained on {mix}: gold test micro F1 {test['micro_f1']:.3f}"
+
+    def report(self) -> str:
+        from evals.cv import refresh_test_line
+
+        report = refresh_test_line(self.task, self.report_dir, self.model_dir)
+        return f"{self.task.relative(report)} (and .html), with the default model on gold test"
 
     # -- where things go --------------------------------------------------------------
 
@@ -211,6 +215,18 @@ class MainJob:
     @property
     def model_dir(self) -> Path:
         return self.config.out_dir / "model" if self.config.quick else self.task.model_dir
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def _ci_text(row: dict) -> str:
+    ci = row.get("vs_gold", {}).get("macro_f1")
+    return f"{ci['diff']:+.3f} [{ci['low']:+.3f}, {ci['high']:+.3f}]" if ci else "-"
 
 
 def _count(path: Path) -> int:

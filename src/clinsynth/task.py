@@ -31,6 +31,11 @@
     per_category = 50
     max_rounds = 10
 
+    [experiment]                       # the cross-validated augmentation experiment (CVSettings fields)
+    mixes = ["gold", "gold+bronze:25", "gold+bronze", "gold+silver-agree"]
+    folds = 3
+    seeds = [0, 1, 2]
+
 Every path resolves against the task folder, never the current directory. The bundled
 task (signs of Alzheimer's disease) is ``tasks/ad_signs``; ``--task DIR`` (or
 ``$CLINSYNTH_TASK``) picks another.
@@ -54,7 +59,7 @@ BUNDLED_CORPUS = PROJECT_ROOT / "data" / "corpus" / "mtsamples.csv.gz"
 ROLES = ("labeler", "generator", "prompt_model")
 DEFAULT_MODEL = "local"
 _TOP_KEYS = {"name", "title", "taxonomy", "gold", "corpus", "silver", "bronze", "compiled", "outputs", "reports"}
-_SECTIONS = {"lm", "privacy", "examples", "label", "generate"}
+_SECTIONS = {"lm", "privacy", "examples", "label", "generate", "experiment"}
 # Settings a task may fix for making its silver / bronze sets (numbers only: paths and LMs
 # have their own keys). Values are checked against the step configs when they are built.
 _SILVER_KEYS = {"limit", "pool", "negatives", "prefilter", "samples", "seed"}
@@ -100,6 +105,7 @@ class Task:
     quick_categories: tuple[str, ...] = ()
     silver_settings: dict[str, Any] = field(default_factory=dict)  # [label]: LabelConfig fields
     bronze_settings: dict[str, Any] = field(default_factory=dict)  # [generate]: BronzeConfig fields
+    experiment_settings: dict[str, Any] = field(default_factory=dict)  # [experiment]: CVSettings fields
 
     @property
     def config_path(self) -> Path:
@@ -174,6 +180,29 @@ def _settings(data: dict[str, Any], section: str, allowed: set[str], source: Pat
     return dict(table)
 
 
+def _experiment_settings(data: dict[str, Any], source: Path) -> dict[str, Any]:
+    table = data.get("experiment") or {}
+    if not isinstance(table, dict):
+        raise DataError("must be a table", path=source, field="experiment")
+    extra = set(table) - {"mixes", "folds", "seeds"}
+    if extra:
+        raise DataError(f"unknown key(s) {sorted(extra)}; allowed: folds, mixes, seeds", path=source,
+                        field="experiment")  # fmt: skip
+    out: dict[str, Any] = {}
+    if "mixes" in table:
+        out["mixes"] = _strings(table["mixes"], source, "experiment.mixes")
+    if "seeds" in table:
+        seeds = table["seeds"]
+        if not isinstance(seeds, list) or not seeds or not all(isinstance(x, int) for x in seeds):
+            raise DataError("must be a list of integers", path=source, field="experiment.seeds")
+        out["seeds"] = tuple(seeds)
+    if "folds" in table:
+        if not isinstance(table["folds"], int) or table["folds"] < 2:
+            raise DataError("must be an integer >= 2", path=source, field="experiment.folds")
+        out["folds"] = table["folds"]
+    return out
+
+
 def parse_task(data: dict[str, Any], root: Path, source: Path) -> Task:
     """Build a Task from a parsed ``clinsynth.toml``; unknown keys are errors (typos)."""
     unknown = set(data) - _TOP_KEYS - _SECTIONS
@@ -205,6 +234,7 @@ def parse_task(data: dict[str, Any], root: Path, source: Path) -> Task:
     return Task(
         silver_settings=_settings(data, "label", _SILVER_KEYS, source),
         bronze_settings=_settings(data, "generate", _BRONZE_KEYS, source),
+        experiment_settings=_experiment_settings(data, source),
         root=root,
         name=name.strip(),
         title=str(data.get("title") or name).strip(),

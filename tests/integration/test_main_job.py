@@ -1,5 +1,6 @@
 """``clinsynth run --quick``: every step of the main job with the real embedded LLM and SetFit."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,7 @@ from clinsynth.classifier import SignsClassifier
 from clinsynth.cli import main
 from clinsynth.compiled import default_compiled, load_compiled
 from clinsynth.fingerprint import program_sha256
+from clinsynth.mixes import best_mix
 from clinsynth.records import iter_jsonl, read_records, side_path
 from clinsynth.task import LMSpec
 from programs.label_to_data import LabelToData
@@ -42,9 +44,13 @@ def test_quick_main_job_makes_silver_bronze_report_and_a_usable_model(tmp_path: 
     for system in ("| gold ", "| gold+silver ", "| gold+bronze ", "keyword lexicon", "tf-idf + LR"):
         assert system in md, system
     assert (tmp_path / "report" / "augmentation_per_category.png").stat().st_size > 0
+    summary = json.loads((tmp_path / "report" / "augmentation.json").read_text())
+    assert summary["folds"] == 2 and all("vs_gold" in s for s in summary["systems"] if s["system"] != "gold")
 
+    # The default model is trained on the mix cross-validation chose, and closes the report on gold test.
     model = SignsClassifier.load(tmp_path / "model", taxonomy)
-    assert model.info.mix == "gold" and 0 <= model.info.test_scores["micro_f1"] <= 1
+    assert model.info.mix == best_mix(summary) and 0 <= model.info.test_scores["micro_f1"] <= 1
+    assert f"| default model ({model.info.mix})" in md
     assert len(model.predict(["MMSE 24/30 today."])) == 1
-    for step in ("programs", "silver", "bronze", "experiment", "default model"):
+    for step in ("programs", "silver", "bronze", "experiment", "default model", "report"):
         assert f"| {step}" in out, step

@@ -95,6 +95,9 @@ class BronzeConfig:
     leak_ngram: int = bf.LEAK_NGRAM  # a shared n-gram of this length with gold: dropped
     seed: int = 0  # plans calls (target, style constraints) deterministically
     categories: tuple[str, ...] | None = None  # a subset of the taxonomy's categories; None: all
+    # Extra kept sentences for some categories on top of per_category (top-up mode: the
+    # categories weakest on dev, ``weakest_categories``); earlier calls are reused.
+    top_up: dict[str, int] = field(default_factory=dict)
     lm: LMSpec | None = None  # None: the task's generator LM (the round trip uses the same one)
     program: Path | None = None  # compiled LabelToData; None: the task's default compiled one, if any
     labeler: Path | None = None  # compiled DataToLabel for the round trip; None: the task's default, if any
@@ -140,6 +143,9 @@ class BronzeConfig:
         if self.leak_ngram < 1:
             raise ClinsynthError(f"leak_ngram must be at least 1, got {self.leak_ngram}")
         quotas(taxonomy, self)  # unknown categories
+        unknown = [c for c in self.top_up if c not in taxonomy.names]
+        if unknown or any(n < 0 for n in self.top_up.values()):
+            raise ClinsynthError(f"top_up: unknown categories {unknown} or a negative count in {self.top_up}")
 
     def to_json(self) -> dict[str, Any]:
         """The config as the report records it: flat, as before (attempts, threads...), paths as strings."""
@@ -197,12 +203,40 @@ def quotas(taxonomy: Taxonomy, cfg: BronzeConfig) -> dict[str, int]:
     if unknown:
         raise ClinsynthError(f"unknown categories {unknown}; the taxonomy has {', '.join(taxonomy.names)}")
     cfg = cfg.resolved()
-    out = {n: cfg.per_category for n in names}
+    out = {n: cfg.per_category + cfg.top_up.get(n, 0) for n in names}
     if cfg.negatives:
         out[NONE_TARGET] = cfg.negatives
     if cfg.multi_label:
         out[MULTI_TARGET] = cfg.multi_label
     return out
+
+
+def weakest_categories(task: Task, k: int) -> tuple[list[tuple[str, float]], str]:
+    """The ``k`` categories with the lowest F1 on data that is not gold test, and where that F1 came from.
+
+    Preferred: the out-of-fold F1 of the mix the task's cross-validated report chose (gold train +
+    dev, every sentence scored once per seed); else the default model's per-category F1 on gold dev.
+    Gold test never chooses.
+    """
+    from clinsynth.mixes import best_mix
+
+    report = task.reports_dir / "augmentation.json"
+    model_info = task.model_dir / "clinsynth.json"
+    if report.exists() and (summary := json.loads(report.read_text(encoding="utf-8"))).get("folds"):
+        mix = best_mix(summary) or "gold"
+        row = next(r for r in summary["systems"] if r["system"] == mix)
+        f1 = {c: row["per_category"][c][0] for c in task.taxonomy.names}
+        source = f"out-of-fold F1 of {mix} in {task.relative(report)}"
+    elif model_info.exists():
+        per_category = json.loads(model_info.read_text(encoding="utf-8"))["dev_scores"]["per_category"]
+        f1 = {c: per_category[c]["f1"] or 0.0 for c in task.taxonomy.names}
+        source = f"gold dev F1 of the default model ({task.relative(model_info)})"
+    else:
+        raise ClinsynthError(
+            "top-up needs per-category scores: run the experiment (python -m evals.run augmentation) or train the "
+            "default model (clinsynth train) first"
+        )
+    return sorted(f1.items(), key=lambda kv: kv[1])[:k], source
 
 
 def gold_texts(gold_dir: Path) -> list[str]:

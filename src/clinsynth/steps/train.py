@@ -1,8 +1,8 @@
 """The train step: SetFit on a named mix of the task's data, thresholds on gold dev, saved with a card.
 
 The default model (``task.model_dir``) is trained on the mix that scored best in the
-task's cross-validation report (else on gold *dev* in its augmentation report; gold when
-there is neither); ``clinsynth predict``
+task's cross-validated augmentation report (else on gold *dev* in its single-split report;
+gold when there is neither); ``clinsynth predict``
 uses it and trains it on first use if it is missing.
 """
 
@@ -96,8 +96,9 @@ def _gold(sources: MixSources, taxonomy: Any) -> dict[str, list[Any]]:
 
 
 def default_mix(task: Task) -> str:
-    """The best mix by the task's cross-validation report, else by gold dev in its augmentation report, else gold."""
-    for name in ("cv.json", "augmentation.json"):
+    """The best mix by the task's cross-validated augmentation report, else by gold dev in its single-split
+    report, else gold."""
+    for name in ("augmentation.json", "augmentation_split.json"):
         report = task.reports_dir / name
         if report.exists():
             mix = best_mix(json.loads(report.read_text(encoding="utf-8")))

@@ -1,0 +1,121 @@
+"""The cross-validated augmentation report: every mix with CIs, the bronze learning curve, the gold-test line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from clinsynth.errors import DataError
+from clinsynth.records import Provenance, Record, write_records
+from clinsynth.task import load_task
+from evals import cv, cv_report
+from tests.conftest import TWO_CATEGORY_YAML, write_task
+from tests.mini_data import write_gold
+
+
+def _keyword_rule(text: str) -> list[str]:
+    low = text.lower()
+    return [
+        c
+        for c, keys in (("FEVER", ("fever", "febr", "temperature")), ("COUGH", ("cough",)))
+        if any(k in low for k in keys)
+    ]
+
+
+class _Trained:
+    """What cross-validation needs of a trained classifier; it predicts well only when bronze was in training."""
+
+    def __init__(self, with_bronze: bool) -> None:
+        self.with_bronze = with_bronze
+        self.info = type("Info", (), {"thresholds": {}, "train_seconds": 1.0, "epochs": []})()
+
+    def predict(self, texts: list[str]) -> list[list[str]]:
+        return [_keyword_rule(t) if self.with_bronze else [] for t in texts]
+
+
+@pytest.fixture
+def task(tmp_path: Path, monkeypatch):
+    from clinsynth.classifier import SignsClassifier
+
+    (tmp_path / "t.yaml").write_text(TWO_CATEGORY_YAML)
+    gold = write_gold(tmp_path / "gold")
+    experiment = '[experiment]\nmixes = ["gold", "gold+bronze:1", "gold+bronze"]\nfolds = 2\nseeds = [0, 1]\n'
+    root = write_task(tmp_path / "task", taxonomy=tmp_path / "t.yaml", gold=gold, extra=experiment)
+    bronze = [
+        Record(f"b{i}", text, labels, "bronze",
+               provenance=Provenance(lm="local", program="p", program_sha256="0", attributes={"target": labels[0]}))
+        for i, (text, labels) in enumerate([("Fever of 39.", ["FEVER"]), ("Febrile all day.", ["FEVER"]),
+                                            ("A wet cough.", ["COUGH"]), ("Coughing at night.", ["COUGH"])])
+    ]  # fmt: skip
+    write_records(root / "data" / "bronze.jsonl", bronze)
+
+    def fake_train(train, taxonomy, dev, budget, seed, mix, show_progress):
+        return _Trained(any(r.source == "bronze" for r in train))
+
+    monkeypatch.setattr(SignsClassifier, "train", staticmethod(fake_train))
+    return load_task(root)
+
+
+def test_the_report_has_every_mix_with_cis_the_learning_curve_findings_and_the_gold_test_line(task, tmp_path):
+    settings = cv.CVSettings.for_task(task)
+    assert settings.mixes == ("gold", "gold+bronze:1", "gold+bronze") and settings.folds == 2
+    out = tmp_path / "report"
+    md_path = cv.cross_validate_task(task, settings, out, "python -m evals.run augmentation", work_dir=tmp_path / "w")
+    assert md_path == out / "augmentation.md"
+    for name in ("augmentation.html", "augmentation.json", cv_report.CATEGORY_PNG, cv_report.CURVE_PNG):
+        assert (out / name).stat().st_size > 0, name
+    summary = json.loads((out / "augmentation.json").read_text())
+    rows = {r["system"]: r for r in summary["systems"]}
+    assert rows["gold+bronze"]["vs_gold"]["micro_f1"]["low"] > 0  # the fake learns only from bronze
+    assert summary["bronze_per_target"] == 2
+    assert [n for n, _ in cv_report.curve_points(summary)] == [0, 1, None]
+    md = md_path.read_text()
+    assert "## Bronze learning curve" in md and "all (2 a category)" in md
+    assert "No mix with LLM data is significantly worse than gold." in md
+    assert "Cross-validation chooses `gold+bronze" in md
+    # Gold test closes the report: no default model yet, the baselines are there.
+    assert "## Gold test" in md and "No default model" in md and "keyword lexicon" in md.split("## Gold test")[1]
+
+    # After the default model is trained, the main job rewrites only the test line (no run is repeated).
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    scores = {"micro_f1": 0.9, "macro_f1": 0.8, "binary_f1": 0.95}
+    (model_dir / "clinsynth.json").write_text(json.dumps({"mix": "gold+bronze", "test_scores": scores}))
+    cv.refresh_test_line(task, out, model_dir)
+    md = (out / "augmentation.md").read_text()
+    assert "| default model (gold+bronze) | 0.900" in md and "python -m evals.run augmentation" in md
+
+
+def test_a_worse_mix_is_named_in_the_findings():
+    ci = {"micro_f1": {"diff": -0.1, "low": -0.2, "high": -0.05}, "macro_f1": {"diff": 0.0, "low": -0.1, "high": 0.1}}
+    row = {"system": "gold+silver", "kind": "mix", "reference": "gold", "vs_gold": ci,
+           "micro_f1": [0.5, 0.0], "macro_f1": [0.5, 0.0], "per_category": {"A": [0.5, 0]}}  # fmt: skip
+    gold = {
+        "system": "gold",
+        "kind": "mix",
+        "micro_f1": [0.6, 0.0],
+        "macro_f1": [0.5, 0.0],
+        "per_category": {"A": [0.6, 0]},
+    }
+    summary = {"n": 10, "folds": 3, "support": {"A": 5}, "systems": [gold, row]}
+    found = cv_report.findings(summary)
+    assert "Significantly worse than gold on micro or macro F1: `gold+silver`." in found
+    assert any("(worse)" in f and "(not significant)" in f for f in found)
+
+
+def test_experiment_settings_are_checked_where_they_are_written(tmp_path):
+    for bad, field in (('mixes = ["gold+platinum"]', "experiment.mixes"), ("seeds = 3", "experiment.seeds"),
+                       ("folds = 1", "experiment.folds"), ("repeats = 2", "experiment")):  # fmt: skip
+        root = write_task(tmp_path / field / bad[:5], extra=f"[experiment]\n{bad}\n")
+        with pytest.raises(DataError) as info:
+            cv.CVSettings.for_task(load_task(root))
+        assert field in str(info.value) and "clinsynth.toml" in str(info.value)
+
+
+def test_whole_notes_stop_near_the_limit_without_splitting_a_note():
+    pool = [Record(f"{n}-{s}", "x", [], "gold", note_id=f"n{n}") for n in range(5) for s in range(3)]
+    kept = cv.whole_notes(pool, 4)
+    assert [r.id for r in kept] == ["0-0", "0-1", "0-2", "1-0", "1-1", "1-2"]
+    assert cv.whole_notes(pool, None) == pool
