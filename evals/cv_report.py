@@ -134,6 +134,17 @@ def findings(summary: dict[str, Any]) -> list[str]:
             f"`{chosen}` changes per-category F1 by {rare_gain:+.3f} on average over the rare categories "
             f"({', '.join(rare)}; under {RARE_SHARE:.0%} of sentences) and {common_gain:+.3f} over the others."
         )
+    if chosen and chosen != "gold" and len(summary["support"]) >= 4:
+        # The paper's question: does LLM data help the less frequent categories most?
+        by_support = sorted(summary["support"], key=lambda c: summary["support"][c])
+        half = len(by_support) // 2
+        gain = {c: systems[chosen]["per_category"][c][0] - gold["per_category"][c][0] for c in by_support}
+        low, high = by_support[:half], by_support[-half:]
+        out.append(
+            f"By support: `{chosen}` changes F1 by {np.mean([gain[c] for c in low]):+.3f} on average over the "
+            f"{half} least frequent categories ({', '.join(low)}) and {np.mean([gain[c] for c in high]):+.3f} over "
+            f"the {half} most frequent."
+        )
     points = curve_points(summary)
     if points:
         steps = ", ".join(f"{n if n is not None else 'all'}: {row['macro_f1'][0]:.3f}" for n, row in points)
