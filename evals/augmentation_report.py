@@ -16,15 +16,11 @@ from typing import Any
 from clinsynth.fileio import atomic_write_text
 from clinsynth.report import format_table
 from clinsynth.taxonomy import NONE_LABEL, Taxonomy
+from evals.core import mean_sd_text
 
 REPORT = "augmentation_split"
 SUMMARY_PNG = f"{REPORT}_summary.png"
 CATEGORY_PNG = f"{REPORT}_per_category.png"
-
-
-def _ms(pair: Sequence[float]) -> str:
-    mean, std = pair
-    return f"{mean:.3f} ± {std:.3f}"
 
 
 def headline_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
@@ -34,10 +30,10 @@ def headline_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
             s["system"],
             s["runs"],
             s["n_train"] or "-",
-            _ms(s["micro_f1"]),
-            _ms(s["macro_f1"]),
-            _ms(s["binary_f1"]),
-            _ms(s["multiclass_macro_f1"]),
+            mean_sd_text(s["micro_f1"]),
+            mean_sd_text(s["macro_f1"]),
+            mean_sd_text(s["binary_f1"]),
+            mean_sd_text(s["multiclass_macro_f1"]),
         ]
         for s in summary["systems"]
     ]
@@ -47,7 +43,7 @@ def headline_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
 def category_rows(summary: dict[str, Any], taxonomy: Taxonomy) -> tuple[list[str], list[list[Any]]]:
     minority = set(summary["minority"])
     headers = ["system", *[(f"{n}*" if n in minority else n) for n in taxonomy.names]]
-    rows = [[s["system"], *[_ms(s["per_category"][n]) for n in taxonomy.names]] for s in summary["systems"]]
+    rows = [[s["system"], *[mean_sd_text(s["per_category"][n]) for n in taxonomy.names]] for s in summary["systems"]]
     support = summary["test_support"]
     rows.append(["(test support)", *[support[n] for n in taxonomy.names]])
     return headers, rows
@@ -58,11 +54,11 @@ def threshold_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[Any]]]
     rows = [
         [
             s["system"],
-            _ms(s["micro_f1"]),
-            _ms(s["micro_f1_at_half"]),
-            _ms(s["macro_f1"]),
-            _ms(s["macro_f1_at_half"]),
-            _ms(s["dev_micro_f1"]),
+            mean_sd_text(s["micro_f1"]),
+            mean_sd_text(s["micro_f1_at_half"]),
+            mean_sd_text(s["macro_f1"]),
+            mean_sd_text(s["macro_f1_at_half"]),
+            mean_sd_text(s["dev_micro_f1"]),
         ]
         for s in summary["systems"]
         if "micro_f1_at_half" in s

@@ -84,6 +84,11 @@ def run_key(*parts: Any) -> str:
     return parts_sha256(*parts)[:16]
 
 
+def mean_sd_text(pair: Sequence[float]) -> str:
+    """``(mean, sd)`` as a report shows it: ``0.630 ± 0.031``."""
+    return f"{pair[0]:.3f} ± {pair[1]:.3f}"
+
+
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for one value; both 0 for none)."""
     if not values:

@@ -405,9 +405,10 @@ def _summary(name: str, kind: str, per_seed: list[list[list[str]]], gold: list[l
 
 def cross_validate_task(task: Any, settings: CVSettings, out_dir: Path, command: str, *,
                         sources: MixSources | None = None, work_dir: Path | None = None,
-                        model_dir: Path | None = None) -> Path:  # fmt: skip
+                        model_dir: Path | None = None) -> tuple[Path, dict[str, Any]]:  # fmt: skip
     """The task's cross-validated augmentation report: every run (reusing finished ones), the
-    gold-test line for its default model, ``augmentation.{md,html,json}`` under ``out_dir``."""
+    gold-test line for its default model, ``augmentation.{md,html,json}`` under ``out_dir``;
+    returns the Markdown path and the summary."""
     from evals.cv_report import write_report
 
     gold = task.gold()
@@ -415,7 +416,7 @@ def cross_validate_task(task: Any, settings: CVSettings, out_dir: Path, command:
     summary = run(pool, task.taxonomy, sources or MixSources.for_task(task),
                   work_dir or task.output_dir / "augmentation", settings)  # fmt: skip
     summary["test"] = gold_test(gold, task.taxonomy, model_dir or task.model_dir)
-    return write_report(summary, task.taxonomy, out_dir, command)
+    return write_report(summary, task.taxonomy, out_dir, command), summary
 
 
 def refresh_test_line(task: Any, out_dir: Path, model_dir: Path | None = None) -> Path:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from clinsynth.mixes import best_mix, bronze_cap
 from clinsynth.report import format_table
 from clinsynth.taxonomy import Taxonomy
 from evals.augmentation_report import html_table
+from evals.core import mean_sd_text
 
 REPORT = "augmentation"
 CATEGORY_PNG = "augmentation_per_category.png"
@@ -31,15 +31,12 @@ HEADERS = ["system", "micro F1", "macro F1", "binary F1", "compared with", "Δ m
            "s per run"]  # fmt: skip
 
 
-def _ms(pair: Sequence[float]) -> str:
-    return f"{pair[0]:.3f} ± {pair[1]:.3f}"
-
-
 def verdict(ci: dict[str, float]) -> str:
     return "better" if ci["low"] > 0 else "worse" if ci["high"] < 0 else "not significant"
 
 
-def _ci(row: dict[str, Any], metric: str) -> str:
+def ci_text(row: dict[str, Any], metric: str) -> str:
+    """A system's difference to its reference with the 95% interval, marked when the interval excludes 0."""
     ci = row.get("vs_gold", {}).get(metric)
     if not ci:
         return "-"
@@ -49,8 +46,9 @@ def _ci(row: dict[str, Any], metric: str) -> str:
 
 def headline_rows(summary: dict[str, Any]) -> list[list[Any]]:
     return [
-        [r["system"], _ms(r["micro_f1"]), _ms(r["macro_f1"]), _ms(r["binary_f1"]), r.get("reference", "-"),
-         _ci(r, "micro_f1"), _ci(r, "macro_f1"), r.get("n_train", "-"),
+        [r["system"], mean_sd_text(r["micro_f1"]), mean_sd_text(r["macro_f1"]), mean_sd_text(r["binary_f1"]),
+         r.get("reference", "-"),
+         ci_text(r, "micro_f1"), ci_text(r, "macro_f1"), r.get("n_train", "-"),
          f"{r['train_seconds']:.0f}" if "train_seconds" in r else "-"]
         for r in summary["systems"]
     ]  # fmt: skip
@@ -93,7 +91,8 @@ def curve_rows(summary: dict[str, Any]) -> list[list[Any]]:
     full = summary.get("bronze_per_target")
     return [
         [n if n is not None else f"all ({full} a category)" if full else "all", row["system"],
-         _ms(row["micro_f1"]), _ms(row["macro_f1"]), _ci(row, "micro_f1"), _ci(row, "macro_f1")]
+         mean_sd_text(row["micro_f1"]), mean_sd_text(row["macro_f1"]), ci_text(row, "micro_f1"),
+         ci_text(row, "macro_f1")]
         for n, row in curve_points(summary)
     ]  # fmt: skip
 

@@ -134,7 +134,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
                 budget=budget_from_args(args),
                 baselines=not args.no_baselines,
             )
-            report = cv.cross_validate_task(task, settings, Path(out_dir), command, work_dir=args.work_dir)
+            report, _ = cv.cross_validate_task(task, settings, Path(out_dir), command, work_dir=args.work_dir)
             print(f"report: {report}")
     except ClinsynthError as exc:
         print(f"error: {exc}", file=sys.stderr)

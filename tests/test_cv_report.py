@@ -62,7 +62,8 @@ def test_the_report_has_every_mix_with_cis_the_learning_curve_findings_and_the_g
     settings = cv.CVSettings.for_task(task)
     assert settings.mixes == ("gold", "gold+bronze:1", "gold+bronze") and settings.folds == 2
     out = tmp_path / "report"
-    md_path = cv.cross_validate_task(task, settings, out, "python -m evals.run augmentation", work_dir=tmp_path / "w")
+    command = "python -m evals.run augmentation"
+    md_path, _ = cv.cross_validate_task(task, settings, out, command, work_dir=tmp_path / "w")
     assert md_path == out / "augmentation.md"
     for name in ("augmentation.html", "augmentation.json", cv_report.CATEGORY_PNG, cv_report.CURVE_PNG):
         assert (out / name).stat().st_size > 0, name

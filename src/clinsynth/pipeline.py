@@ -15,7 +15,6 @@ mixes over a few gold notes in two folds; everything goes under ``out_dir``.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -28,7 +27,6 @@ from clinsynth.report import format_table
 from clinsynth.task import LMSpec, Task
 
 QUICK_LABEL_LIMIT = 6
-QUICK_TRAIN_LIMIT = 80
 QUICK_BUDGET = TrainingBudget(epochs=2)
 QUICK_SILVER = {"limit": QUICK_LABEL_LIMIT, "pool": 2000}  # full runs use the task's [label] settings
 # Full runs use the task's [experiment] settings.
@@ -148,6 +146,8 @@ class MainJob:
 
     def experiment(self) -> str:
         from evals import cv
+        from evals.core import mean_sd_text
+        from evals.cv_report import ci_text
 
         cfg = self.config
         if cfg.quick:
@@ -157,11 +157,11 @@ class MainJob:
             settings = cv.CVSettings.for_task(self.task, seeds=cfg.seeds)
             work_dir = None
         command = "clinsynth run" + (" --quick" if cfg.quick else "") + f" --task {_shown(self.task.root)}"
-        report = cv.cross_validate_task(self.task, settings, self.report_dir, command, sources=self.sources,
-                                        work_dir=work_dir, model_dir=self.model_dir)  # fmt: skip
-        summary = json.loads(report.with_suffix(".json").read_text(encoding="utf-8"))
-        rows = [[s["system"], f"{s['micro_f1'][0]:.3f} ± {s['micro_f1'][1]:.3f}", f"{s['macro_f1'][0]:.3f}",
-                 _ci_text(s)] for s in summary["systems"]]  # fmt: skip
+        report, summary = cv.cross_validate_task(self.task, settings, self.report_dir, command,
+                                                 sources=self.sources, work_dir=work_dir,
+                                                 model_dir=self.model_dir)  # fmt: skip
+        rows = [[s["system"], mean_sd_text(s["micro_f1"]), f"{s['macro_f1'][0]:.3f}", ci_text(s, "macro_f1")]
+                for s in summary["systems"]]  # fmt: skip
         print(format_table(["system", "micro F1 (CV)", "macro F1 (CV)", "Δ macro vs gold"], rows), flush=True)
         self.result.best_mix = best_mix(summary) or "gold"
         self.result.report = report
@@ -222,11 +222,6 @@ def _shown(path: Path) -> str:
         return str(path.resolve().relative_to(PROJECT_ROOT))
     except ValueError:
         return str(path)
-
-
-def _ci_text(row: dict) -> str:
-    ci = row.get("vs_gold", {}).get("macro_f1")
-    return f"{ci['diff']:+.3f} [{ci['low']:+.3f}, {ci['high']:+.3f}]" if ci else "-"
 
 
 def _count(path: Path) -> int:
