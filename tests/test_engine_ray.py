@@ -1,13 +1,20 @@
-"""``--engine ray`` on a small local Ray instance (2 CPUs): same output as the local engine, resume by shard,
-per-record failures recorded as the local engine records them, and the privacy gate before any worker starts.
+"""``--engine ray`` on a real Ray cluster of one node (2 CPUs): same output as the local engine, resume by
+shard, per-record failures recorded as the local engine records them, and the privacy gate before any worker
+starts.
 
-Ray starts once for the module; skipped when the 'scale' extra (ray[data]) is not installed.
+The cluster starts once for the module as the README's cluster recipe starts one, ``ray start --head``, and
+every run reaches it through ``--ray-address``. A cluster of its own process, rather than ``ray.init()`` in
+pytest's, also keeps Ray's teardown out of the test process: a driver that merely disconnects cannot take the
+session down with it. Skipped when the 'scale' extra (ray[data]) is not installed.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
@@ -25,23 +32,49 @@ N_SENTENCES = 500
 PREDICT_SHARD = 256  # two shards of whole scoring batches
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ray_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """One local Ray instance for the module; the engine uses it and leaves it running."""
-    # Workers inherit the environment at start: no usage reporting, a DSPy cache of their own.
-    env = {"RAY_USAGE_STATS_ENABLED": "0", "DSPY_CACHEDIR": str(tmp_path_factory.mktemp("ray-dspy-cache"))}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+@pytest.fixture(scope="module")
+def ray_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``ray start --head --block`` in its own process for the module; its address; stopped at the end."""
+    from clinsynth.lm import free_loopback_port
+
+    port = free_loopback_port()
+    # Workers inherit the head's environment: no usage reporting, a DSPy cache of their own. Token auth is
+    # off explicitly: Ray turns it on by itself when a token happens to lie in ~/.ray, and a driver given an
+    # explicit address would then need RAY_AUTH_MODE=token before importing ray (the README's recipe says so).
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
+           "DSPY_CACHEDIR": str(tmp_path_factory.mktemp("ray-dspy-cache"))}  # fmt: skip
+    log = tmp_path_factory.mktemp("ray-head") / "head.log"
+    ray_cli = Path(sys.executable).with_name("ray")
+    with log.open("w") as sink:
+        head = subprocess.Popen(
+            [str(ray_cli), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+             "--include-dashboard=false", "--disable-usage-stats"],
+            env=env, stdout=sink, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    address = f"127.0.0.1:{port}"
     try:
-        yield
+        _wait_for_head(head, address, log)
+        yield address
     finally:
-        ray.shutdown()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        head.terminate()  # --block takes SIGTERM as a clean stop and ends every process it started
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            head.kill()
+            head.wait()
+
+
+def _wait_for_head(head: subprocess.Popen, address: str, log: Path, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    ray_cli = Path(sys.executable).with_name("ray")
+    while time.monotonic() < deadline:
+        if head.poll() is not None:
+            pytest.fail(f"ray start --head exited ({head.returncode}):\n{log.read_text()[-2000:]}")
+        probe = subprocess.run([str(ray_cli), "status", f"--address={address}"], capture_output=True, text=True)
+        if probe.returncode == 0:
+            return
+        time.sleep(1)
+    pytest.fail(f"the Ray head at {address} did not come up in {timeout:.0f} s:\n{log.read_text()[-2000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -89,9 +122,11 @@ def local_predictions(model_dir: Path, corpus_input: Path, tmp_path_factory: pyt
     return out
 
 
-def test_predict_on_ray_matches_the_local_engine(model_dir, corpus_input, local_predictions, tmp_path, capsys):
+def test_predict_on_ray_matches_the_local_engine(model_dir, corpus_input, local_predictions, ray_address, tmp_path,
+                                                 capsys):  # fmt: skip
     out = tmp_path / "pred.jsonl"
-    code = _predict(model_dir, corpus_input, out, "--engine", "ray", "--shard-size", str(PREDICT_SHARD))
+    code = _predict(model_dir, corpus_input, out, "--engine", "ray", "--ray-address", ray_address, "--shard-size",
+                    str(PREDICT_SHARD))  # fmt: skip
     assert code == 0, capsys.readouterr().err
     assert len(_rows(out)) == N_SENTENCES
     _assert_same_predictions(local_predictions, out)
@@ -99,12 +134,13 @@ def test_predict_on_ray_matches_the_local_engine(model_dir, corpus_input, local_
     assert not (tmp_path / "pred.jsonl.shards").exists()  # merged, then removed
 
 
-def test_a_killed_predict_resumes_by_shard(model_dir, corpus_input, local_predictions, tmp_path, monkeypatch):
+def test_a_killed_predict_resumes_by_shard(model_dir, corpus_input, local_predictions, ray_address, tmp_path,
+                                           monkeypatch):  # fmt: skip
     from clinsynth import ray_jobs
     from clinsynth.engine_ray import RayEngine
 
     out = tmp_path / "pred.jsonl"
-    engine = RayEngine(shard_size=PREDICT_SHARD, show_progress=False)
+    engine = RayEngine(address=ray_address, shard_size=PREDICT_SHARD, show_progress=False)
 
     class Killed(BaseException):
         pass
@@ -149,8 +185,9 @@ def test_shards_of_another_run_are_discarded_not_merged(tmp_path):
     assert not ShardStore(out, "run-b").open().done(0)  # other input, model or settings
 
 
-def test_predict_shards_must_hold_whole_scoring_batches(model_dir, corpus_input, tmp_path, capsys):
-    assert _predict(model_dir, corpus_input, tmp_path / "o.jsonl", "--engine", "ray", "--shard-size", "100") == 2
+def test_predict_shards_must_hold_whole_scoring_batches(model_dir, corpus_input, ray_address, tmp_path, capsys):
+    flags = ("--engine", "ray", "--ray-address", ray_address, "--shard-size", "100")
+    assert _predict(model_dir, corpus_input, tmp_path / "o.jsonl", *flags) == 2
     assert "multiple of 256" in capsys.readouterr().err
     assert _predict(model_dir, corpus_input, tmp_path / "o.jsonl", "--shard-size", "256") == 2  # local: no Ray flags
     assert "only apply with --engine ray" in capsys.readouterr().err
@@ -159,7 +196,8 @@ def test_predict_shards_must_hold_whole_scoring_batches(model_dir, corpus_input,
 # ---------------------------------------------------------------- label through a shared endpoint
 
 
-def test_label_on_ray_records_per_record_failures_as_the_local_engine(task_dir, tmp_path, fake_openai, capsys):
+def test_label_on_ray_records_per_record_failures_as_the_local_engine(task_dir, ray_address, tmp_path, fake_openai,
+                                                                      capsys):  # fmt: skip
     bad = {SENTENCES[1], SENTENCES[9], SENTENCES[17]}  # one in each of three shards of 8
 
     def fault(sentence: str, body: dict, nth: int):
@@ -173,7 +211,7 @@ def test_label_on_ray_records_per_record_failures_as_the_local_engine(task_dir, 
             out = tmp_path / engine / "silver.jsonl"
             flags = ["--attempts", "2", "--no-parquet"]
             if engine == "ray":
-                flags += ["--engine", "ray", "--shard-size", "8", "--ray-workers", "2"]
+                flags += ["--engine", "ray", "--ray-address", ray_address, "--shard-size", "8", "--ray-workers", "2"]
             code, _ = label(*label_args(task_dir, server.api_base, src, out, *flags))
             assert code == 1, capsys.readouterr().err  # failures beyond --max-failures 0
             outputs[engine] = out
@@ -193,7 +231,7 @@ def test_label_on_ray_records_per_record_failures_as_the_local_engine(task_dir, 
     # The endpoint recovers: a rerun labels only the failed records, with samples not tried before.
     with fake_openai(Script()) as server:
         code, _ = label(*label_args(task_dir, server.api_base, src, distributed, "--no-parquet", "--engine", "ray",
-                                    "--shard-size", "8"))  # fmt: skip
+                                    "--ray-address", ray_address, "--shard-size", "8"))  # fmt: skip
         assert code == 0
         assert len(server.requests) == len(bad) and all(r.get("temperature") for r in server.requests)
     assert sorted(unique_ids(distributed)) == sorted(line_id(s) for s in SENTENCES)
@@ -205,12 +243,13 @@ def test_label_on_ray_records_per_record_failures_as_the_local_engine(task_dir, 
     assert requests["ray"] == requests["local"]
 
 
-def test_the_privacy_gate_stops_a_ray_run_on_the_driver(tmp_path, fake_openai, capsys):
+def test_the_privacy_gate_stops_a_ray_run_on_the_driver(ray_address, tmp_path, fake_openai, capsys):
     with FakeOpenAI(lambda body: (200, answer())) as server:
         remote = (server.api_base.rsplit("/", 1)[0] + "/*",)  # the loopback server counts as remote
         task = write_task(tmp_path / "task", remote=remote)
         out = tmp_path / "o.jsonl"
-        code, _ = label(*label_args(task, server.api_base, write_input(tmp_path, 4), out, "--engine", "ray"))
+        code, _ = label(*label_args(task, server.api_base, write_input(tmp_path, 4), out, "--engine", "ray",
+                                    "--ray-address", ray_address))  # fmt: skip
         assert code == 2 and "refusing to send private data" in capsys.readouterr().err
         assert server.requests == [] and not out.exists() and not out.with_name("o.jsonl.shards").exists()
 
@@ -224,7 +263,8 @@ def test_the_embedded_llm_is_refused_on_ray(task_dir, tmp_path, capsys):
     assert code == 2 and "--api-base" in capsys.readouterr().err
 
 
-def test_a_dead_endpoint_stops_a_ray_run_with_one_message_and_no_empty_files(task_dir, tmp_path, capsys):
+def test_a_dead_endpoint_stops_a_ray_run_with_one_message_and_no_empty_files(task_dir, ray_address, tmp_path,
+                                                                              capsys):  # fmt: skip
     from clinsynth.lm import free_loopback_port
 
     out = tmp_path / "silver.jsonl"
@@ -232,7 +272,8 @@ def test_a_dead_endpoint_stops_a_ray_run_with_one_message_and_no_empty_files(tas
     # Sentences no other test sent: the workers' DSPy cache (one for the module) must not answer them.
     src = tmp_path / "in.txt"
     src.write_text("".join(f"Sentence {i} for a dead endpoint.\n" for i in range(20)))
-    code, _ = label(*label_args(task_dir, dead, src, out, "--attempts", "1", "--engine", "ray", "--shard-size", "8"))
+    code, _ = label(*label_args(task_dir, dead, src, out, "--attempts", "1", "--engine", "ray",
+                              "--ray-address", ray_address, "--shard-size", "8"))  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and "is not answering" in err and "Rerun to resume" in err
     assert f"failures in {failures_path_for(out)}" in err  # the run's files, not a worker's temporary ones
@@ -248,3 +289,29 @@ def test_without_the_extra_the_engine_names_it(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "ray", None)  # as if not installed
     with pytest.raises(ClinsynthError, match=r"\.\[scale\]"):
         require_ray()
+
+
+def test_a_cluster_that_asks_for_a_token_is_named_in_the_error(monkeypatch):
+    """What Ray 2.60 raises for a head in token mode reached by explicit address without RAY_AUTH_MODE=token."""
+    from ray.exceptions import AuthenticationError
+
+    from clinsynth.engine_ray import RayEngine, ray_session
+    from clinsynth.errors import ClinsynthError
+
+    def refused(**kwargs):
+        try:
+            raise RuntimeError("Failed to connect to GCS") from AuthenticationError("InvalidAuthToken: missing")
+        except RuntimeError as exc:
+            raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:6379") from exc
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda address=None, **kwargs: refused())
+    with pytest.raises(ClinsynthError) as caught, ray_session(RayEngine(address="10.0.0.1:6379")):
+        pass
+    message = str(caught.value)
+    assert "10.0.0.1:6379" in message and "RAY_AUTH_MODE=token" in message and "--ray-address auto" in message
+
+    monkeypatch.setattr(ray, "init", lambda address=None, **kwargs: (_ for _ in ()).throw(ConnectionError("no")))
+    with pytest.raises(ClinsynthError) as caught, ray_session(RayEngine(address="10.0.0.1:6379")):
+        pass
+    assert "RAY_AUTH_MODE" not in str(caught.value)  # only when the cluster asked for a token

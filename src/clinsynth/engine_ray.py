@@ -98,11 +98,31 @@ def ray_session(engine: RayEngine) -> Iterator[Any]:
         ray.init(address=engine.address, **options)
     except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError...: all mean no cluster
         where = engine.address or "a local cluster"
-        raise ClinsynthError(f"could not start or reach Ray ({where}): {_last_line(exc)}") from exc
+        hint = _AUTH_HINT if _refused_for_token(exc) else ""
+        raise ClinsynthError(f"could not start or reach Ray ({where}): {_last_line(exc)}{hint}") from exc
     try:
         yield ray
     finally:
         ray.shutdown()
+
+
+# Ray (2.60, the scale extra's pin) turns token auth on for a cluster whose head finds a token; a driver
+# given an explicit address then has to ask for it itself, before it imports ray: `auto` is the only
+# address for which Ray does this on its own.
+_AUTH_HINT = (
+    "; the cluster asks for a token: set RAY_AUTH_MODE=token (and RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN where"
+    " the token is not in ~/.ray/auth_token) before running clinsynth, or use --ray-address auto on the head"
+)
+
+
+def _refused_for_token(exc: BaseException) -> bool:
+    """Whether Ray's connection error, or anything in its chain, is the cluster refusing a missing token."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if type(seen).__name__ == "AuthenticationError" or "InvalidAuthToken" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _last_line(exc: BaseException) -> str:
