@@ -202,7 +202,7 @@ def run(experiment: Experiment, taxonomy: Taxonomy, out_dir: Path, command: str)
         train = mix_data[mix]
         for seed in experiment.seeds:
             done += 1
-            key = run_key(mix, seed, asdict(experiment.budget), [(r.text, r.labels) for r in train], taxonomy.names)
+            key = run_key(mix, seed, experiment.budget.key(), [(r.text, r.labels) for r in train], taxonomy.names)
             path = runs_dir / f"{mix}.seed{seed}.{key}.json"
             if path.exists():
                 result = RunResult(**json.loads(path.read_text(encoding="utf-8")))

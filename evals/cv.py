@@ -130,6 +130,18 @@ def agreeing_silver(
     return kept
 
 
+def parse_systems(text: str) -> tuple[str, ...]:
+    """``"gold,gold@epochs=6,encoder=x,gold+bronze"`` -> ("gold", "gold@epochs=6,encoder=x", "gold+bronze"):
+    a comma piece that sets a field (``name=value``) without an ``@`` continues the system before it."""
+    systems: list[str] = []
+    for piece in (p.strip() for p in text.split(",")):
+        if "=" in piece and "@" not in piece and systems and "@" in systems[-1]:
+            systems[-1] += "," + piece
+        elif piece:
+            systems.append(piece)
+    return tuple(systems)
+
+
 def split_system(spec: str, base: TrainingBudget) -> tuple[str, TrainingBudget]:
     """``"gold+bronze@epochs=12,learning_rate=1e-4"`` -> ("gold+bronze", budget with those fields)."""
     mix, _, variant = spec.partition("@")
@@ -199,7 +211,7 @@ class CrossValidation:
         train, dev, evaluation = self.fold_data(system, seed, fold)
         # The key holds the budget itself, so a system spelled differently but trained the
         # same way (e.g. ``gold@epochs=12`` while 12 is the default) reuses the same run.
-        key = run_key(mix, seed, fold, asdict(budget), [(r.text, r.labels) for r in train],
+        key = run_key(mix, seed, fold, budget.key(), [(r.text, r.labels) for r in train],
                       [r.id for r in dev], [r.id for r in evaluation], self.names)  # fmt: skip
         path = self.dir / f"{mix}.seed{seed}.fold{fold}.{key}.json"
         if path.exists():

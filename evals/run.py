@@ -4,7 +4,8 @@ Suites: ``labeler`` (data-to-label quality on gold, zero-shot vs compiled), ``br
 (filters, diversity, distance to gold, leakage), ``augmentation`` (alias ``cv``: what silver
 and bronze add to gold, by grouped cross-validation over gold train + dev with seeds and
 paired confidence intervals, then the default model on gold test), ``split`` (the same mixes
-on the single gold train/dev/test split). Reports go to the task's reports folder.
+on the single gold train/dev/test split), ``topup`` (what a bronze top-up added, paired).
+Reports go to the task's reports folder.
 
 Example: python -m evals.run augmentation --seeds 0,1,2
 """
@@ -75,6 +76,14 @@ def build_parser(prog: str = "python -m evals.run") -> argparse.ArgumentParser:
     add_budget_flags(cv)
     cv.add_argument("--no-baselines", action="store_true", help="mixes only")
     cv.add_argument("--work-dir", type=Path, default=None, help="where finished runs are kept (default: the task's)")
+    top = add("topup", "what a bronze top-up added: gold+bronze cross-validated with the task's bronze and with "
+              "--bronze, paired")  # fmt: skip
+    top.add_argument("--bronze", type=Path, required=True,
+                     help="the topped-up bronze file (programs.generate --top-up)")  # fmt: skip
+    top.add_argument("--seeds", default=None, help="comma-separated training seeds (default: the task's, else 0,1,2)")
+    top.add_argument("--folds", type=int, default=None,
+                     help=f"folds by note (default: the task's, else {DEFAULT_FOLDS})")  # fmt: skip
+    top.add_argument("--work-dir", type=Path, default=None, help="where finished runs are kept (default: the task's)")
     return parser
 
 
@@ -128,13 +137,22 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
 
             settings = cv.CVSettings.for_task(
                 task,
-                mixes=tuple(m.strip() for m in args.mixes.split(",")) if args.mixes else None,
+                mixes=cv.parse_systems(args.mixes) if args.mixes else None,
                 seeds=tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None,
                 folds=args.folds,
                 budget=budget_from_args(args),
                 baselines=not args.no_baselines,
             )
             report, _ = cv.cross_validate_task(task, settings, Path(out_dir), command, work_dir=args.work_dir)
+            print(f"report: {report}")
+        elif args.suite == "topup":
+            from evals import cv, topup
+
+            settings = cv.CVSettings.for_task(
+                task, seeds=tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None, folds=args.folds
+            )
+            report, _ = topup.compare_bronze(task, settings, args.bronze, Path(out_dir), command,
+                                             work_dir=args.work_dir)  # fmt: skip
             print(f"report: {report}")
     except ClinsynthError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -91,3 +91,18 @@ def test_training_needs_data(trained):
     taxonomy, _, _ = trained
     with pytest.raises(ClinsynthError, match="no training sentences"):
         SignsClassifier.train([], taxonomy)
+
+
+def test_an_encoder_option_changes_the_run_key_only_when_set(tmp_path: Path):
+    from dataclasses import asdict
+
+    from clinsynth.classifier import TrainingBudget
+
+    default = TrainingBudget()
+    assert default.key() == {k: v for k, v in asdict(default).items() if k != "encoder"}  # cached runs stay valid
+    (tmp_path / "enc").mkdir()
+    (tmp_path / "enc" / "modules.json").write_text("[]")
+    other = TrainingBudget(encoder=str(tmp_path / "enc"))
+    assert other.key()["encoder"] == str(tmp_path / "enc") and other.key() != default.key()
+    with pytest.raises(ClinsynthError, match="not a sentence-transformers folder"):
+        TrainingBudget(encoder=str(tmp_path))

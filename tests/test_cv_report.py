@@ -120,3 +120,43 @@ def test_whole_notes_stop_near_the_limit_without_splitting_a_note():
     kept = cv.whole_notes(pool, 4)
     assert [r.id for r in kept] == ["0-0", "0-1", "0-2", "1-0", "1-1", "1-2"]
     assert cv.whole_notes(pool, None) == pool
+
+
+def test_a_top_up_is_measured_against_the_task_bronze_on_the_same_folds(task, tmp_path, monkeypatch):
+    from clinsynth.classifier import SignsClassifier
+    from clinsynth.records import read_records
+    from evals import topup
+
+    class Learned(_Trained):
+        """Finds a category only when bronze of that category was in training."""
+
+        def __init__(self, categories: set[str]) -> None:
+            super().__init__(True)
+            self.categories = categories
+
+        def predict(self, texts):
+            return [[c for c in _keyword_rule(t) if c in self.categories] for t in texts]
+
+    def fake_train(train, taxonomy, dev, budget, seed, mix, show_progress):
+        return Learned({c for r in train if r.source == "bronze" for c in r.labels})
+
+    monkeypatch.setattr(SignsClassifier, "train", staticmethod(fake_train))
+    everything = list(read_records(task.bronze))
+    write_records(task.bronze, [r for r in everything if r.labels == ["FEVER"]])  # the base lacks COUGH
+    topped = tmp_path / "topped.jsonl"
+    write_records(topped, everything)
+    settings = cv.CVSettings.for_task(task)
+    md_path, summary = topup.compare_bronze(task, settings, topped, tmp_path / "out", "python -m evals.run topup",
+                                            work_dir=tmp_path / "w")  # fmt: skip
+    assert summary["targeted"] == ["COUGH"]
+    assert summary["bronze_counts"]["base"]["COUGH"] == 0 and summary["bronze_counts"]["topped-up"]["COUGH"] == 2
+    assert summary["vs_base"]["macro_f1"]["low"] > 0  # only the top-up lets the fake find COUGH
+    assert summary["per_category"]["base"]["FEVER"] == summary["per_category"]["topped-up"]["FEVER"]
+    md = md_path.read_text()
+    assert "COUGH (targeted)" in md and "topped-up - base" in md and "python -m evals.run topup" in md
+
+
+def test_systems_with_several_budget_fields_survive_the_comma_separated_list():
+    assert cv.parse_systems("gold, gold@epochs=6,encoder=/m/x ,gold+bronze") == (
+        "gold", "gold@epochs=6,encoder=/m/x", "gold+bronze")  # fmt: skip
+    assert cv.parse_systems("gold,gold+bronze:25") == ("gold", "gold+bronze:25")

@@ -56,6 +56,9 @@ class TrainingBudget:
     """
 
     recipe: str = "end-to-end"
+    # A sentence-transformers folder to start from; "" = the bundled all-MiniLM-L6-v2. A larger
+    # encoder is an option, not the default: see reports/encoder.md for what it gains and costs.
+    encoder: str = ""
     batch_size: int = 16
     max_length: int = 64  # tokens; clinical sentences are short, long ones lose only their tail
     # end-to-end
@@ -78,6 +81,16 @@ class TrainingBudget:
     def __post_init__(self) -> None:
         if self.recipe not in RECIPES:
             raise ClinsynthError(f"unknown training recipe {self.recipe!r}; recipes: {', '.join(RECIPES)}")
+        if self.encoder and not (Path(self.encoder) / "modules.json").is_file():
+            raise ClinsynthError(f"encoder {self.encoder}: not a sentence-transformers folder (no modules.json)")
+
+    def key(self) -> dict[str, Any]:
+        """The fields that decide a training run, for cache keys: a field added later counts only when
+        set, so runs cached before it existed stay valid."""
+        return {k: v for k, v in asdict(self).items() if not (k in _LATER_FIELDS and v == _LATER_FIELDS[k])}
+
+
+_LATER_FIELDS: dict[str, Any] = {"encoder": ""}
 
 
 @dataclass
@@ -274,8 +287,9 @@ def _base_model(budget: TrainingBudget, seed: int, differentiable: int = 0) -> A
     else:
         head = {"head_params": {"class_weight": "balanced", "max_iter": budget.head_max_iter, "random_state": seed}}
     model = SetFitModel.from_pretrained(
-        str(model_path()), multi_target_strategy="one-vs-rest", local_files_only=True, device="cpu", **head
-    )
+        budget.encoder or str(model_path()), multi_target_strategy="one-vs-rest", local_files_only=True,
+        device="cpu", **head,
+    )  # fmt: skip
     model.model_body.max_seq_length = budget.max_length
     return model
 

@@ -134,12 +134,16 @@ def add_budget_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=default.epochs, help="end-to-end: most epochs (best on dev kept)")
     p.add_argument("--max-steps", type=int, default=default.max_steps, help="contrastive: training steps")
     p.add_argument("--batch-size", type=int, default=default.batch_size, help="sentences (pairs) per step")
+    p.add_argument("--encoder", default=default.encoder,
+                   help="sentence-transformers folder to fine-tune (default: the bundled all-MiniLM-L6-v2; "
+                        "a larger one: python -m clinsynth.encoders)")  # fmt: skip
 
 
 def budget_from_args(args: argparse.Namespace) -> Any:
     from clinsynth.classifier import TrainingBudget
 
-    return TrainingBudget(recipe=args.recipe, epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size)
+    return TrainingBudget(recipe=args.recipe, encoder=args.encoder, epochs=args.epochs, max_steps=args.max_steps,
+                          batch_size=args.batch_size)  # fmt: skip
 
 
 def print_plan(plan: Any) -> int:

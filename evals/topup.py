@@ -1,0 +1,108 @@
+"""What a bronze top-up added: the same mix cross-validated with the task's bronze and with a
+topped-up bronze file (``programs.generate --top-up``), paired on the same folds and seeds.
+
+Both sides use the CV design of ``evals.cv`` (folds by note over gold train + dev, LLM data on
+the training side only, finished runs reused), so the difference is the top-up alone. The
+interval is a paired bootstrap over notes of (topped-up - base), seeds averaged inside. Per
+category: the bronze sentences each side trains on and the out-of-fold F1, so the targeted
+categories can be read beside the others.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from clinsynth.fileio import atomic_write_text
+from clinsynth.metrics import multilabel_scores
+from clinsynth.mixes import MixSources
+from clinsynth.report import format_table
+from evals.core import mean_sd_text, mean_std
+from evals.cv import HEADLINE, CrossValidation, CVSettings, note_of, paired_ci, whole_notes
+from evals.cv_report import ci_text
+
+REPORT = "topup"
+MIX = "gold+bronze"
+
+
+def compare_bronze(task: Any, settings: CVSettings, topped_up: Path, out_dir: Path, command: str, *,
+                   work_dir: Path | None = None) -> tuple[Path, dict[str, Any]]:  # fmt: skip
+    """Cross-validate ``MIX`` with the task's bronze and with ``topped_up``; write ``topup.{md,json}``."""
+    gold = task.gold()
+    pool = whole_notes(gold["train"] + gold["dev"], settings.pool_limit)
+    names = list(task.taxonomy.names)
+    gold_sets = [list(r.labels) for r in pool]
+    work = work_dir or task.output_dir / "augmentation"
+    sides = {"base": MixSources.for_task(task), "topped-up": MixSources.for_task(task, bronze=topped_up)}
+    predictions: dict[str, list[list[list[str]]]] = {}
+    counts: dict[str, dict[str, int]] = {}
+    for side, sources in sides.items():
+        cv = CrossValidation(pool, task.taxonomy, sources, work, settings)
+        bronze = cv.part("bronze")
+        counts[side] = {n: sum(n in r.labels for r in bronze) for n in names}
+        counts[side]["all"] = len(bronze)
+        for seed in settings.seeds:
+            print(f"{side} bronze ({sources.bronze}): {MIX} seed {seed}", flush=True)
+            predictions.setdefault(side, []).append(cv.out_of_fold(MIX, seed)[0])
+    scores = {side: [multilabel_scores(gold_sets, p, task.taxonomy) for p in runs] for side, runs in
+              predictions.items()}  # fmt: skip
+    summary: dict[str, Any] = {
+        "mix": MIX,
+        "bronze": {side: str(src.bronze) for side, src in sides.items()},
+        "n": len(pool),
+        "folds": settings.folds,
+        "seeds": list(settings.seeds),
+        "bronze_counts": counts,
+        "headline": {side: {m: mean_std([s[m] for s in runs]) for m in HEADLINE} for side, runs in scores.items()},
+        "per_category": {
+            side: {c: mean_std([s["per_category"][c]["f1"] or 0.0 for s in runs]) for c in names}
+            for side, runs in scores.items()
+        },
+        "vs_base": paired_ci(gold_sets, [note_of(r) for r in pool], predictions["topped-up"], predictions["base"],
+                             task.taxonomy),  # fmt: skip
+        "targeted": [c for c in names if counts["topped-up"][c] > counts["base"][c]],
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / f"{REPORT}.json", json.dumps(summary, indent=2))
+    md = out_dir / f"{REPORT}.md"
+    atomic_write_text(md, render(summary, names, command))
+    return md, summary
+
+
+def render(summary: dict[str, Any], names: list[str], command: str) -> str:
+    headline, per_category, counts = summary["headline"], summary["per_category"], summary["bronze_counts"]
+    rows = [[side, counts[side]["all"], *(mean_sd_text(headline[side][m]) for m in HEADLINE)] for side in headline]
+    rows.append(["topped-up - base", counts["topped-up"]["all"] - counts["base"]["all"],
+                 *(ci_text({"vs_gold": summary["vs_base"]}, m) for m in HEADLINE)])  # fmt: skip
+    category_rows = []
+    for c in names:
+        before, after = per_category["base"][c][0], per_category["topped-up"][c][0]
+        mark = " (targeted)" if c in summary["targeted"] else ""
+        category_rows.append([c + mark, counts["base"][c], counts["topped-up"][c],
+                              mean_sd_text(per_category["base"][c]), mean_sd_text(per_category["topped-up"][c]),
+                              f"{after - before:+.3f}"])  # fmt: skip
+    targeted = summary["targeted"]
+    gain = [per_category["topped-up"][c][0] - per_category["base"][c][0] for c in targeted]
+    others = [per_category["topped-up"][c][0] - per_category["base"][c][0] for c in names if c not in targeted]
+    lines = [
+        f"# What the bronze top-up added ({summary['mix']})",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Cross-validation over {summary['n']} gold train + dev sentences, {summary['folds']} folds by note, seeds "
+        f"{', '.join(map(str, summary['seeds']))}; the same folds and seeds on both sides. Base bronze: "
+        f"`{summary['bronze']['base']}`; topped-up: `{summary['bronze']['topped-up']}`. The last row is the paired "
+        "bootstrap 95% interval over notes of (topped-up - base).",
+        "",
+        format_table(["bronze", "sentences", "micro F1", "macro F1", "binary F1"], rows),
+        "",
+        "## Per category (out-of-fold F1, mean ± sd over seeds)",
+        "",
+        format_table(["category", "bronze base", "bronze topped-up", "F1 base", "F1 topped-up", "Δ"], category_rows),
+        "",
+    ]
+    if targeted:
+        lines.append(f"Targeted categories: mean Δ F1 {sum(gain) / len(gain):+.3f}; the others "
+                     f"{(sum(others) / len(others)) if others else 0.0:+.3f}.")  # fmt: skip
+    return "\n".join(lines) + "\n"
