@@ -57,7 +57,7 @@ def worker(args: argparse.Namespace) -> int:
         cpu_seconds = min(cpu_seconds, time.process_time() - cpu_started)
     test = task.gold(("test",))["test"]
     scores = multilabel_scores([r.labels for r in test], classifier.predict([r.text for r in test]), task.taxonomy)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    peak_mb = peak_rss_mb()
     result = {
         "path": args.worker,
         "backend": used,
@@ -72,6 +72,17 @@ def worker(args: argparse.Namespace) -> int:
     }
     print(json.dumps(result))
     return 0
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. VmHWM belongs to the address space, so it starts afresh at
+    exec; ru_maxrss does not (a worker forked from a parent holding torch would report the parent's peak)."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def run_path(name: str, args: argparse.Namespace, model_dir: Path) -> dict:

@@ -4,8 +4,8 @@ topped-up bronze file (``programs.generate --top-up``), paired on the same folds
 Both sides use the CV design of ``evals.cv`` (folds by note over gold train + dev, LLM data on
 the training side only, finished runs reused), so the difference is the top-up alone. The
 interval is a paired bootstrap over notes of (topped-up - base), seeds averaged inside. Per
-category: the bronze sentences each side trains on and the out-of-fold F1, so the targeted
-categories can be read beside the others.
+category: the bronze sentences written for it (generation target) on each side and the
+out-of-fold F1, so the targeted categories can be read beside the others.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def compare_bronze(task: Any, settings: CVSettings, topped_up: Path, out_dir: Pa
     for side, sources in sides.items():
         cv = CrossValidation(pool, task.taxonomy, sources, work, settings)
         bronze = cv.part("bronze")
-        counts[side] = {n: sum(n in r.labels for r in bronze) for n in names}
+        counts[side] = {n: sum(target_of(r) == n for r in bronze) for n in names}
         counts[side]["all"] = len(bronze)
         for seed in settings.seeds:
             print(f"{side} bronze ({sources.bronze}): {MIX} seed {seed}", flush=True)
@@ -49,7 +49,7 @@ def compare_bronze(task: Any, settings: CVSettings, topped_up: Path, out_dir: Pa
               predictions.items()}  # fmt: skip
     summary: dict[str, Any] = {
         "mix": MIX,
-        "bronze": {side: str(src.bronze) for side, src in sides.items()},
+        "bronze": {side: task.relative(src.bronze) for side, src in sides.items()},
         "n": len(pool),
         "folds": settings.folds,
         "seeds": list(settings.seeds),
@@ -68,6 +68,13 @@ def compare_bronze(task: Any, settings: CVSettings, topped_up: Path, out_dir: Pa
     md = out_dir / f"{REPORT}.md"
     atomic_write_text(md, render(summary, names, command))
     return md, summary
+
+
+def target_of(record: Any) -> str | None:
+    """The category a bronze sentence was written for (its generation target); a top-up raises these counts.
+    Its labels can hold more (a sentence written for one category may show another too)."""
+    attributes = record.provenance.attributes if record.provenance else {}
+    return attributes.get("target") or (record.labels[0] if record.labels else None)
 
 
 def render(summary: dict[str, Any], names: list[str], command: str) -> str:
@@ -99,7 +106,8 @@ def render(summary: dict[str, Any], names: list[str], command: str) -> str:
         "",
         "## Per category (out-of-fold F1, mean ± sd over seeds)",
         "",
-        format_table(["category", "bronze base", "bronze topped-up", "F1 base", "F1 topped-up", "Δ"], category_rows),
+        format_table(["category", "bronze written for it: base", "topped-up", "F1 base", "F1 topped-up", "Δ"],
+                     category_rows),
         "",
     ]
     if targeted:
