@@ -1,4 +1,4 @@
-"""The task's sentence classifier: SetFit on the bundled all-MiniLM-L6-v2, multi-label.
+"""The task's sentence classifier: SetFit on the bundled all-MiniLM-L6-v2 (or ``--encoder``), multi-label.
 
 Two recipes (``TrainingBudget.recipe``):
 
@@ -395,6 +395,11 @@ def _recipe_words(budget: dict[str, Any]) -> str:
     return "contrastive fine-tuning, then one logistic-regression head per category, `class_weight=balanced`"
 
 
+def _body_words(budget: dict[str, Any]) -> str:
+    encoder = budget.get("encoder")
+    return f"`{Path(encoder).name}`" if encoder else "all-MiniLM-L6-v2"
+
+
 def model_card(info: ModelInfo) -> str:
     """A short card: what it detects, what it was trained on, how well it did."""
     from clinsynth.report import format_table
@@ -402,7 +407,7 @@ def model_card(info: ModelInfo) -> str:
     lines = [
         f"# clinsynth classifier: {info.title or info.task or 'custom task'}",
         "",
-        f"Multi-label SetFit classifier (all-MiniLM-L6-v2 body; {_recipe_words(info.budget)}) for the",
+        f"Multi-label SetFit classifier ({_body_words(info.budget)} body; {_recipe_words(info.budget)}) for the",
         f"categories of task `{info.task or '-'}` in sentences of clinical notes. An empty label set means NONE.",
         "",
         f"- training mix: `{info.mix}`, seed {info.seed}, trained {info.created_at} in {info.train_seconds:.0f} s",
