@@ -27,6 +27,7 @@ from clinsynth.embeddings import model_path
 from clinsynth.fileio import atomic_write_text
 from clinsynth.paths import PROJECT_ROOT
 from clinsynth.report import format_table
+from clinsynth.task import load_task
 from evals.core import mean_sd_text
 from evals.cv_report import ci_text
 
@@ -54,8 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=PROJECT_ROOT / "reports" / "encoder.md")
     args = p.parse_args(argv)
 
-    corpus = PROJECT_ROOT / "data" / "corpus" / "mtsamples.csv.gz"
-    texts = [s.text for s in islice(iter_sentences(corpus), args.n)]
+    texts = [s.text for s in islice(iter_sentences(load_task(None).corpus), args.n)]  # the first N, as the others
     max_length = TrainingBudget().max_length
     encoders = {"all-MiniLM-L6-v2 (bundled)": str(model_path()), "all-mpnet-base-v2": args.encoder}
     cost_rows = []

@@ -35,13 +35,17 @@ def verdict(ci: dict[str, float]) -> str:
     return "better" if ci["low"] > 0 else "worse" if ci["high"] < 0 else "not significant"
 
 
-def ci_text(row: dict[str, Any], metric: str) -> str:
-    """A system's difference to its reference with the 95% interval, marked when the interval excludes 0."""
-    ci = row.get("vs_gold", {}).get(metric)
+def interval_text(ci: dict[str, float] | None) -> str:
+    """A paired difference with its 95% interval, marked when the interval excludes 0."""
     if not ci:
         return "-"
     mark = f" ({verdict(ci)})" if verdict(ci) != "not significant" else ""
     return f"{ci['diff']:+.3f} [{ci['low']:+.3f}, {ci['high']:+.3f}]{mark}"
+
+
+def ci_text(row: dict[str, Any], metric: str) -> str:
+    """A system's difference to its reference (``interval_text``)."""
+    return interval_text(row.get("vs_gold", {}).get(metric))
 
 
 def headline_rows(summary: dict[str, Any]) -> list[list[Any]]:

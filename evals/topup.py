@@ -16,11 +16,11 @@ from typing import Any
 
 from clinsynth.fileio import atomic_write_text
 from clinsynth.metrics import multilabel_scores
-from clinsynth.mixes import MixSources
+from clinsynth.mixes import MixSources, bronze_target
 from clinsynth.report import format_table
 from evals.core import mean_sd_text, mean_std
 from evals.cv import HEADLINE, CrossValidation, CVSettings, note_of, paired_ci, whole_notes
-from evals.cv_report import ci_text
+from evals.cv_report import interval_text
 
 REPORT = "topup"
 MIX = "gold+bronze"
@@ -40,7 +40,8 @@ def compare_bronze(task: Any, settings: CVSettings, topped_up: Path, out_dir: Pa
     for side, sources in sides.items():
         cv = CrossValidation(pool, task.taxonomy, sources, work, settings)
         bronze = cv.part("bronze")
-        counts[side] = {n: sum(target_of(r) == n for r in bronze) for n in names}
+        # Counted by generation target: a top-up raises these; labels can hold more categories.
+        counts[side] = {n: sum(bronze_target(r) == n for r in bronze) for n in names}
         counts[side]["all"] = len(bronze)
         for seed in settings.seeds:
             print(f"{side} bronze ({sources.bronze}): {MIX} seed {seed}", flush=True)
@@ -70,28 +71,20 @@ def compare_bronze(task: Any, settings: CVSettings, topped_up: Path, out_dir: Pa
     return md, summary
 
 
-def target_of(record: Any) -> str | None:
-    """The category a bronze sentence was written for (its generation target); a top-up raises these counts.
-    Its labels can hold more (a sentence written for one category may show another too)."""
-    attributes = record.provenance.attributes if record.provenance else {}
-    return attributes.get("target") or (record.labels[0] if record.labels else None)
-
-
 def render(summary: dict[str, Any], names: list[str], command: str) -> str:
     headline, per_category, counts = summary["headline"], summary["per_category"], summary["bronze_counts"]
     rows = [[side, counts[side]["all"], *(mean_sd_text(headline[side][m]) for m in HEADLINE)] for side in headline]
     rows.append(["topped-up - base", counts["topped-up"]["all"] - counts["base"]["all"],
-                 *(ci_text({"vs_gold": summary["vs_base"]}, m) for m in HEADLINE)])  # fmt: skip
-    category_rows = []
-    for c in names:
-        before, after = per_category["base"][c][0], per_category["topped-up"][c][0]
-        mark = " (targeted)" if c in summary["targeted"] else ""
-        category_rows.append([c + mark, counts["base"][c], counts["topped-up"][c],
-                              mean_sd_text(per_category["base"][c]), mean_sd_text(per_category["topped-up"][c]),
-                              f"{after - before:+.3f}"])  # fmt: skip
+                 *(interval_text(summary["vs_base"][m]) for m in HEADLINE)])  # fmt: skip
     targeted = summary["targeted"]
-    gain = [per_category["topped-up"][c][0] - per_category["base"][c][0] for c in targeted]
-    others = [per_category["topped-up"][c][0] - per_category["base"][c][0] for c in names if c not in targeted]
+    delta = {c: per_category["topped-up"][c][0] - per_category["base"][c][0] for c in names}
+    category_rows = [
+        [c + (" (targeted)" if c in targeted else ""), counts["base"][c], counts["topped-up"][c],
+         mean_sd_text(per_category["base"][c]), mean_sd_text(per_category["topped-up"][c]), f"{delta[c]:+.3f}"]
+        for c in names
+    ]  # fmt: skip
+    gain = [delta[c] for c in targeted]
+    others = [delta[c] for c in names if c not in targeted]
     lines = [
         f"# What the bronze top-up added ({summary['mix']})",
         "",

@@ -30,6 +30,7 @@ ray = pytest.importorskip("ray")
 
 N_SENTENCES = 500
 PREDICT_SHARD = 256  # two shards of whole scoring batches
+RAY_CLI = str(Path(sys.executable).with_name("ray"))  # the venv's, beside this Python
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +45,9 @@ def ray_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
            "DSPY_CACHEDIR": str(tmp_path_factory.mktemp("ray-dspy-cache"))}  # fmt: skip
     log = tmp_path_factory.mktemp("ray-head") / "head.log"
-    ray_cli = Path(sys.executable).with_name("ray")
     with log.open("w") as sink:
         head = subprocess.Popen(
-            [str(ray_cli), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+            [RAY_CLI, "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
              "--include-dashboard=false", "--disable-usage-stats"],
             env=env, stdout=sink, stderr=subprocess.STDOUT,
         )  # fmt: skip
@@ -66,11 +66,10 @@ def ray_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def _wait_for_head(head: subprocess.Popen, address: str, log: Path, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
-    ray_cli = Path(sys.executable).with_name("ray")
     while time.monotonic() < deadline:
         if head.poll() is not None:
             pytest.fail(f"ray start --head exited ({head.returncode}):\n{log.read_text()[-2000:]}")
-        probe = subprocess.run([str(ray_cli), "status", f"--address={address}"], capture_output=True, text=True)
+        probe = subprocess.run([RAY_CLI, "status", f"--address={address}"], capture_output=True, text=True)
         if probe.returncode == 0:
             return
         time.sleep(1)
