@@ -14,6 +14,7 @@ endpoint hangs; --timeout        - test_a_hang_costs_at_most_timeout_times_attem
 401 / missing API key            - test_a_401_stops_the_run_at_once_without_retries
 19 of 20 failed, exit 0          - test_http_500s_are_retried_and_provenance_records_the_sample_used (label)
                                  - test_generate_exits_1_on_failed_calls_unless_max_failures_allows_them
+                                 - test_the_main_job_stops_before_the_experiment_when_silver_leaves_failures
 invalid UTF-8; a directory       - test_bad_inputs_exit_2_naming_the_file_and_line (label and predict CLIs)
                                  test_records::test_invalid_utf8_is_a_data_error_naming_file_and_line
 UTF-8 BOM in CSV and TXT         test_records::test_a_byte_order_mark_is_dropped_from_csv_header_and_txt_first_line
@@ -471,3 +472,43 @@ def test_generate_exits_1_on_failed_calls_unless_max_failures_allows_them(
 
         code = gen_cli.main([*argv, "--max-failures", str(failed)])
         assert code == 0 and unique_ids(out) == kept
+
+
+def test_the_main_job_stops_before_the_experiment_when_silver_leaves_failures(task_dir: Path, tmp_path, serve, capsys):
+    from clinsynth.cli import main
+
+    script = Script(lambda sentence, body, nth: (200, answer("FLYING")))  # every answer out of taxonomy
+    server = serve(script)
+    out_dir = tmp_path / "run"
+    argv = ["run", "--quick", "--task", str(task_dir), "--lm", "openai/fake", "--api-base", server.api_base,
+            "--attempts", "1", "--timeout", "30", "--no-progress", "--out-dir", str(out_dir)]  # fmt: skip
+
+    code = main(argv)
+
+    err = capsys.readouterr().err
+    failures = read_failures(failures_path_for(out_dir / "silver.jsonl"))
+    assert code == 1 and len(failures) == len({s for s, _, _ in script.log}) > 0
+    assert not any(temperature for _, _, temperature in script.log)  # --attempts 1: no retry sample
+    (message,) = error_lines(err)
+    assert f"silver: {len(failures)} sentences still failed after 1 attempts (more than --max-failures 0)" in message
+    assert "Rerun to retry them" in message and f"--max-failures {len(failures)}" in message
+    assert "| programs" in err  # the steps that finished, above the error
+    # Nothing after silver ran: no bronze, no experiment, no model.
+    assert sorted(p.name for p in out_dir.iterdir()) == ["silver.jsonl.failures.jsonl", "silver.jsonl.runs.jsonl"]
+
+
+def test_max_cost_bounds_the_whole_main_job_not_each_step(task_dir: Path, tmp_path):
+    from clinsynth.meter import Limits
+    from clinsynth.pipeline import MainJob, RunConfig
+    from clinsynth.resumable import MapSettings
+    from clinsynth.task import load_task
+
+    limits = Limits(max_cost=1.0, rpm=30)
+    job = MainJob(load_task(task_dir), RunConfig(out_dir=tmp_path, map=MapSettings(attempts=2, limits=limits)))
+    assert job.step_map.limits == limits
+    job._spend({"cost_usd": 0.25})
+    job._spend({"cost_usd": None})  # an LM without a price adds nothing
+    job._spend({"cost_usd": 0.5})
+    assert job.step_map.limits == Limits(max_cost=0.25, rpm=30) and job.step_map.attempts == 2
+    job._spend({"cost_usd": 0.5})
+    assert job.step_map.limits.max_cost == 0.0  # the next request is refused, not given a negative budget

@@ -13,7 +13,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import clinsynth
-from clinsynth.cliargs import add_budget_flags, add_engine_flags, add_task_flag, budget_from_args, engine_from_args
+from clinsynth.cliargs import (
+    add_budget_flags,
+    add_cost_flags,
+    add_engine_flags,
+    add_map_flags,
+    add_task_flag,
+    budget_from_args,
+    engine_from_args,
+    map_settings,
+)
 from clinsynth.errors import ClinsynthError
 
 Formatter = argparse.ArgumentDefaultsHelpFormatter
@@ -39,7 +48,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from clinsynth.pipeline import MainJob, RunConfig
+    from clinsynth.pipeline import MainJob, RunConfig, StepIncomplete
     from clinsynth.task import LMSpec
 
     task = _task(args)
@@ -52,9 +61,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         regenerate=args.regenerate,
         seeds=tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None,
         seed=args.seed,
+        map=map_settings(args),
     )
     job = MainJob(task, config)
-    result = job.run()
+    try:
+        result = job.run()
+    except StepIncomplete as exc:
+        print(f"\n{job.summary_table()}\nerror: {exc}", file=sys.stderr)
+        return 1
     print()
     print(job.summary_table())
     print(f"\nmain job ({task.name}) done in {result.seconds:.0f} s; outputs in {out_dir}")
@@ -281,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", default=None, help="seeds of the experiment (default: the task's [experiment])")
     run.add_argument("--seed", type=int, default=0, help="seed for sampling and generation")
     run.add_argument("--out-dir", default=None, help="default: <task outputs>/run (or /quick)")
+    add_map_flags(run, unit="LM request")  # every LM step: compile, silver, bronze
+    add_cost_flags(run, dry_run=False)  # a plan is per step: clinsynth label|generate|compile --dry-run
     run.set_defaults(func=cmd_run)
 
     train = add("train", "train the SetFit classifier on a mix of gold, silver and bronze",

@@ -100,14 +100,16 @@ def _per_minute(value: str) -> float:
     return rate
 
 
-def add_cost_flags(p: argparse.ArgumentParser) -> None:
-    """The cost plan and guards for paid LMs (``clinsynth.cost``, ``clinsynth.meter``)."""
-    p.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="print calls, prompt and completion tokens and the estimated cost, and stop: nothing is sent, "
-        "no LM server starts",
-    )
+def add_cost_flags(p: argparse.ArgumentParser, dry_run: bool = True) -> None:
+    """The cost plan (``--dry-run``, when the command has one) and guards for paid LMs (``clinsynth.cost``,
+    ``clinsynth.meter``)."""
+    if dry_run:
+        p.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="print calls, prompt and completion tokens and the estimated cost, and stop: nothing is sent, "
+            "no LM server starts",
+        )
     p.add_argument(
         "--max-cost",
         type=_dollars,

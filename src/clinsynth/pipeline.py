@@ -21,9 +21,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from clinsynth.classifier import TrainingBudget
+from clinsynth.errors import ClinsynthError
 from clinsynth.mixes import MixSources, best_mix
 from clinsynth.paths import PROJECT_ROOT
 from clinsynth.report import format_table
+from clinsynth.resumable import MapSettings
 from clinsynth.task import LMSpec, Task
 
 QUICK_LABEL_LIMIT = 6
@@ -42,6 +44,15 @@ class RunConfig:
     regenerate: bool = False
     seeds: tuple[int, ...] | None = None  # the experiment's; None: the task's [experiment] (or 0, 1, 2)
     seed: int = 0
+    # Attempts, timeout, fail-fast, --max-failures and cost guards of every LM step (compile, silver, bronze).
+    map: MapSettings = MapSettings()
+
+
+class StepIncomplete(ClinsynthError):
+    """A step left more failed items than ``--max-failures``: the job stops before later steps use its output.
+
+    The items are in the step's failures file; a rerun retries them and resumes.
+    """
 
 
 @dataclass
@@ -65,6 +76,7 @@ class MainJob:
         self.task = task
         self.config = config
         self.result = RunResult()
+        self.spent = 0.0  # US dollars the LM steps have spent so far: --max-cost bounds the whole job
 
     def run(self) -> RunResult:
         self.config.out_dir.mkdir(parents=True, exist_ok=True)
@@ -104,10 +116,11 @@ class MainJob:
         labeler = default_compiled(self.task, "data_to_label", self.lm("labeler"))
         if labeler is None and not self.config.quick:
             print(f"      no compiled labeller for {self.lm('labeler').model}: compiling one", flush=True)
-            compiled = compile_program(
-                self.task, CompileConfig(program="data-to-label", optimizer="labeled-fewshot", dev_limit=60),
-                lm=self.lm("prompt_model"),
-            )  # fmt: skip
+            settings = CompileConfig(program="data-to-label", optimizer="labeled-fewshot", dev_limit=60,
+                                     threads=self.config.map.threads, timeout=self.config.map.timeout,
+                                     limits=self.step_map.limits)  # fmt: skip
+            compiled = compile_program(self.task, settings, lm=self.lm("prompt_model"))
+            self._spend(compiled.usage)
             labeler = compiled.out
         generator = default_compiled(self.task, "label_to_data", self.lm("generator"))
         return (
@@ -122,10 +135,11 @@ class MainJob:
         if not self.generated and committed.exists():
             return f"committed {self.task.relative(committed)}: {_count(committed)} records"
         quick = QUICK_SILVER if self.config.quick else {}
-        config = LabelConfig.for_silver(
-            self.task, seed=self.config.seed, lm=self.lm("labeler"), parquet=not self.config.quick, **quick
-        )
+        config = LabelConfig.for_silver(self.task, seed=self.config.seed, lm=self.lm("labeler"),
+                                        parquet=not self.config.quick, map=self.step_map, **quick)  # fmt: skip
         result = label_sentences(self.task, config, self.silver_path)
+        self._spend(result.usage)
+        self._stop_if_incomplete("silver", result.failed, "sentences", result.failures_path)
         failed = f"; {result.failed} failed (rerun to retry: {result.failures_path})" if result.failed else ""
         n = _count(self.silver_path)
         return f"{self.task.relative(self.silver_path)}: {n} records labelled by {result.lm or 'earlier runs'}{failed}"
@@ -136,12 +150,15 @@ class MainJob:
         committed = self.task.bronze
         if not self.generated and committed.exists():
             return f"committed {self.task.relative(committed)}: {_count(committed)} records"
-        config = BronzeConfig.for_task(self.task, seed=self.config.seed, lm=self.lm("generator"))
+        config = BronzeConfig.for_task(self.task, seed=self.config.seed, lm=self.lm("generator"), map=self.step_map)
         if self.config.quick:
             categories = self.task.quick_categories or tuple(self.task.taxonomy.names[:2])
             config = replace(config, per_category=1, categories=tuple(categories), negatives=1, multi_label=0,
                              max_rounds=1, per_call=3)  # fmt: skip
         result = generate_bronze(self.task, config, out=self.bronze_path)
+        self._spend(result.usage)
+        failed = result.failed_calls + result.failed_round_trips
+        self._stop_if_incomplete("bronze", failed, "calls and round trips", result.failures_path)
         return f"{self.task.relative(self.bronze_path)}: {len(result.kept)} records kept"
 
     def experiment(self) -> str:
@@ -187,6 +204,28 @@ class MainJob:
 
         report = refresh_test_line(self.task, self.report_dir, self.model_dir)
         return f"{self.task.relative(report)} (and .html), with the default model on gold test"
+
+    @property
+    def step_map(self) -> MapSettings:
+        """The map settings for the next LM step: ``--max-cost`` less what earlier steps spent."""
+        limits = self.config.map.limits
+        if limits.max_cost is None:
+            return self.config.map
+        left = replace(limits, max_cost=max(0.0, limits.max_cost - self.spent))
+        return replace(self.config.map, limits=left)
+
+    def _spend(self, usage: dict | None) -> None:
+        if usage and usage.get("cost_usd") is not None:
+            self.spent += usage["cost_usd"]
+
+    def _stop_if_incomplete(self, step: str, failed: int, what: str, failures: Path | None) -> None:
+        allowed = self.config.map.max_failures
+        if failed > allowed:
+            raise StepIncomplete(
+                f"{step}: {failed} {what} still failed after {self.config.map.attempts} attempts "
+                f"(more than --max-failures {allowed}); they are in {failures}. Rerun to retry them "
+                f"(finished work is kept), or pass --max-failures {failed} to go on without them"
+            )
 
     # -- where things go --------------------------------------------------------------
 
