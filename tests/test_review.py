@@ -13,6 +13,7 @@ from clinsynth.gold import load_gold
 from clinsynth.mixes import MixSources, load_part
 from clinsynth.records import Provenance, Record, read_records, write_records
 from clinsynth.review import config_path, export_review, import_review, margins, rejected_path
+from clinsynth.steps.train import mix_files
 from clinsynth.task import load_task
 from tests.conftest import TWO_CATEGORY_YAML, write_task
 from tests.mini_data import write_gold
@@ -265,6 +266,9 @@ def test_bronze_review_rejects_leave_the_mix(task, tmp_path: Path) -> None:
     assert [json.loads(line)["id"] for line in rejected_path(task.bronze).read_text().splitlines()] == ["b3"]
     sources = MixSources.for_task(task)
     assert [r.id for r in load_part("bronze", task.taxonomy, sources)] == ["b1", "b2"]
+    # The verdicts decide what trains, so a model's data fingerprint names them with the bronze file.
+    assert rejected_path(task.bronze) in mix_files(sources, "gold+bronze")
+    assert rejected_path(task.bronze) not in mix_files(sources, "gold+silver")
     # A later review that accepts it puts it back.
     for t in edited:
         t["annotations"][0]["result"][-1]["value"]["choices"] = ["ACCEPT"]

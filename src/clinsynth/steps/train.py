@@ -18,6 +18,7 @@ from clinsynth.classifier import SignsClassifier, TrainingBudget
 from clinsynth.fingerprint import file_sha256
 from clinsynth.metrics import multilabel_scores
 from clinsynth.mixes import MixSources, best_mix, load_mix, parse_mix
+from clinsynth.review import rejected_path
 from clinsynth.task import Task
 
 FALLBACK_MIX = "gold"
@@ -57,7 +58,8 @@ def mix_files(sources: MixSources, mix: str) -> list[Path]:
     if any(p.startswith("silver") for p in parts):
         files.append(sources.silver)
     if any(p.startswith("bronze") for p in parts):
-        files.append(sources.bronze)
+        # A reviewer's rejections decide which bronze sentences train, so they are data too.
+        files += [sources.bronze, rejected_path(sources.bronze)]
     return [f for f in files if f.exists()]
 
 
