@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -129,6 +130,27 @@ def test_max_cost_stops_before_the_budget_is_passed_and_a_rerun_resumes(task_dir
     assert code == 0 and len(server.requests) == len(SENTENCES)
     assert f"labelled {len(SENTENCES) - sent}, already done {sent}" in captured
     assert f"usage: {len(SENTENCES) - sent} calls, {(len(SENTENCES) - sent) * PROMPT_TOKENS} prompt" in captured
+
+
+def test_a_budget_stop_with_threads_writes_every_answer_already_in_flight(
+    task_dir: Path, tmp_path: Path, fake_openai, capsys
+):
+    def slow(body: dict) -> tuple:
+        time.sleep(0.5)  # so other threads reach the budget while this answer is on its way
+        return labelled(body)
+
+    src, out = write_input(tmp_path), tmp_path / "silver.jsonl"
+    prompt_price, completion_price = cost.price_per_token(MODEL)
+    budget = 2.5 * (PROMPT_TOKENS * prompt_price + COMPLETION_TOKENS * completion_price)
+    with fake_openai(slow) as server:
+        flags = ("--out", str(out), "--max-cost", str(budget), "--threads", "4")
+        code = label_cli.main(label_args(task_dir, server.api_base, src, *flags))
+        sent = len(server.requests)
+
+    assert code == 2 and 1 <= sent < len(SENTENCES)
+    assert "stopped before passing --max-cost" in capsys.readouterr().err
+    assert len(read_records(out)) == sent  # every answer paid for is written
+    assert not failures_path_for(out).exists()
 
 
 def test_max_cost_needs_a_price(task_dir: Path, tmp_path: Path, server, capsys):

@@ -113,6 +113,8 @@ class Meter:
         """Wait for the rate limiters and reserve the request's worst-case cost; returns the reservation."""
         if self.requests is None and self.tokens is None and self.limits.max_cost is None:
             return 0.0
+        if self.stopped is not None:  # refused at once: no wait for the rate limiters
+            raise self.stopped
         prompt = cost.count_tokens(self.model, messages or [])
         if self.requests is not None:
             self.requests.acquire(1)

@@ -114,6 +114,7 @@ def resumable_map(
             rollout_base=lambda item: (first_rollout(item) if first_rollout else 0) + spent.get(key(item), 0),
         )
         consecutive = 0
+        budget_stop: str | None = None  # why the budget stopped the run, once it has
         failures_file = failures_path.open("a", encoding="utf-8") if todo else None
         try:
             for item, attempt in progress(stream, desc=desc, disable=not settings.show_progress, total=len(todo)):
@@ -126,11 +127,12 @@ def resumable_map(
                     result.done += 1
                     continue
                 if attempt.kind == "budget":  # nothing was sent for this item: not a failure
+                    # Keep draining: answers already in flight on other threads are paid for and
+                    # get written; the items not yet sent are refused by the meter at once.
                     meter = getattr(handle, "meter", None)
-                    reason = meter.stopped if meter is not None and meter.stopped else attempt.error
-                    raise BudgetExceeded(
-                        f"{reason}. {result.done} written to {out}; rerun with a larger --max-cost to resume."
-                    )
+                    budget_stop = budget_stop or str(meter.stopped if meter is not None and meter.stopped
+                                                     else attempt.error)  # fmt: skip
+                    continue
                 result.failed += 1
                 failure = {
                     "id": k,
@@ -160,6 +162,10 @@ def resumable_map(
             if failures_file is not None:
                 failures_file.close()
             write_failures(failures_path, earlier)
+    if budget_stop is not None:
+        raise BudgetExceeded(
+            f"{budget_stop}. {result.done} written to {out}; rerun with a larger --max-cost to resume."
+        )
     return result
 
 
