@@ -222,3 +222,42 @@ def test_a_compile_over_budget_stops_and_saves_nothing(task_dir: Path, server, c
     err = capsys.readouterr().err
     assert "stopped before passing --max-cost" in err and "nothing saved" in err
     assert server.requests == [] and not any((task_dir / "compiled").glob("*.json"))
+
+
+def test_a_main_job_dry_run_plans_each_lm_step_and_their_total_and_sends_nothing(
+    tmp_path: Path, server, no_lm, capsys
+):
+    from clinsynth.cli import main
+
+    small = "[label]\nlimit = 4\npool = 300\n\n[generate]\nper_category = 1\n"
+    task_dir = write_task(tmp_path / "task", extra=small)  # no compiled labeller: the job would compile one
+    out_dir = tmp_path / "run"
+    argv = ["run", "--task", str(task_dir), "--regenerate", "--lm", MODEL, "--api-base", server.api_base,
+            "--out-dir", str(out_dir), "--dry-run", "--max-cost", "100"]  # fmt: skip
+
+    code = main(argv)
+
+    out = capsys.readouterr().out
+    assert code == 0 and server.requests == [] and not out_dir.exists()
+    for step in ("compile", "label", "generate"):
+        assert f"dry run: {step} on {MODEL}" in out, step
+    table = {row[0]: row for row in _table_rows(out, "| step")}
+    assert list(table) == ["compile", "label", "generate", "total"]
+    for column in (2, 3, 4):  # calls, prompt and completion tokens add up
+        assert int(table["total"][column]) == sum(int(table[s][column]) for s in ("compile", "label", "generate"))
+    assert "--max-cost $100.0000 for the whole run: the estimate is within budget" in out
+
+    assert main(["run", "--dry-run"]) == 0  # the bundled task: committed programs, silver and bronze
+    assert "this run sends nothing to an LM" in capsys.readouterr().out
+
+
+def _table_rows(text: str, header: str) -> list[list[str]]:
+    """The body rows of the markdown table whose header line starts with ``header``."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows

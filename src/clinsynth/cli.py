@@ -22,6 +22,7 @@ from clinsynth.cliargs import (
     budget_from_args,
     engine_from_args,
     map_settings,
+    print_plans,
 )
 from clinsynth.errors import ClinsynthError
 
@@ -64,6 +65,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         map=map_settings(args),
     )
     job = MainJob(task, config)
+    if args.dry_run:
+        return print_plans(job.plan())
     try:
         result = job.run()
     except StepIncomplete as exc:
@@ -296,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0, help="seed for sampling and generation")
     run.add_argument("--out-dir", default=None, help="default: <task outputs>/run (or /quick)")
     add_map_flags(run, unit="LM request")  # every LM step: compile, silver, bronze
-    add_cost_flags(run, dry_run=False)  # a plan is per step: clinsynth label|generate|compile --dry-run
+    add_cost_flags(run)
     run.set_defaults(func=cmd_run)
 
     train = add("train", "train the SetFit classifier on a mix of gold, silver and bronze",

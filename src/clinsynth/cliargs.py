@@ -100,16 +100,14 @@ def _per_minute(value: str) -> float:
     return rate
 
 
-def add_cost_flags(p: argparse.ArgumentParser, dry_run: bool = True) -> None:
-    """The cost plan (``--dry-run``, when the command has one) and guards for paid LMs (``clinsynth.cost``,
-    ``clinsynth.meter``)."""
-    if dry_run:
-        p.add_argument(
-            "--dry-run",
-            action="store_true",
-            help="print calls, prompt and completion tokens and the estimated cost, and stop: nothing is sent, "
-            "no LM server starts",
-        )
+def add_cost_flags(p: argparse.ArgumentParser) -> None:
+    """The cost plan and guards for paid LMs (``clinsynth.cost``, ``clinsynth.meter``)."""
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print calls, prompt and completion tokens and the estimated cost, and stop: nothing is sent, "
+        "no LM server starts",
+    )
     p.add_argument(
         "--max-cost",
         type=_dollars,
@@ -150,13 +148,36 @@ def budget_from_args(args: argparse.Namespace) -> Any:
 
 def print_plan(plan: Any) -> int:
     """Print a dry run's cost plan (``clinsynth.cost.CostPlan``); exit status 2 if the real run would be refused."""
+    return print_plans([plan])
+
+
+def print_plans(plans: list[Any]) -> int:
+    """Print the cost plans of a run's LM steps, with their total when there are several; exit status 2 if
+    the real run would be refused."""
     import sys
 
-    print(plan.render())
-    if plan.refused:
-        print(f"error: dry run only: the real run would be refused: {plan.refused}", file=sys.stderr)
-        return 2
-    return 0
+    from clinsynth.cost import dollars
+    from clinsynth.report import format_table
+
+    if not plans:
+        print("dry run: this run sends nothing to an LM (it uses the committed programs, silver and bronze)")
+    for plan in plans:
+        print(plan.render() + "\n")
+    if len(plans) > 1:
+        costs = [plan.cost for plan in plans]
+        total = None if None in costs else sum(costs)
+        rows = [[p.command, p.model, p.calls, p.prompt_tokens, p.completion_tokens, dollars(p.cost)] for p in plans]
+        rows.append(["total", "", sum(p.calls for p in plans), sum(p.prompt_tokens for p in plans),
+                     sum(p.completion_tokens for p in plans), dollars(total)])  # fmt: skip
+        print(format_table(["step", "model", "calls", "prompt tokens", "completion tokens (est.)", "cost"], rows))
+        max_cost = plans[0].max_cost
+        if max_cost is not None and total is not None:
+            print(f"--max-cost ${max_cost:.4f} for the whole run: the estimate is "
+                  f"{'within' if total <= max_cost else 'OVER'} budget")  # fmt: skip
+    refused = [plan for plan in plans if plan.refused]
+    for plan in refused:
+        print(f"error: dry run only: the real run would be refused ({plan.command}): {plan.refused}", file=sys.stderr)
+    return 2 if refused else 0
 
 
 def add_engine_flags(p: argparse.ArgumentParser) -> None:

@@ -140,6 +140,11 @@ class PlanLine:
         return usage_cost(price, self.prompt_tokens, self.completion_tokens)
 
 
+def dollars(value: float | None) -> str:
+    """A plan's dollar figure as printed: ``$0.0123``, or ``unknown`` for a model without a price."""
+    return "unknown" if value is None else f"${value:.4f}"
+
+
 @dataclass
 class CostPlan:
     """What a run would send and what it would cost (``--dry-run``)."""
@@ -198,10 +203,6 @@ class CostPlan:
         from clinsynth.report import format_table
 
         price = self.price
-
-        def dollars(value: float | None) -> str:
-            return "unknown" if value is None else f"${value:.4f}"
-
         rows = [
             [line.what, line.calls, line.prompt_tokens, line.completion_tokens, dollars(line.cost(price))]
             for line in self.lines

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from clinsynth.classifier import TrainingBudget
 from clinsynth.errors import ClinsynthError
@@ -27,6 +28,12 @@ from clinsynth.paths import PROJECT_ROOT
 from clinsynth.report import format_table
 from clinsynth.resumable import MapSettings
 from clinsynth.task import LMSpec, Task
+
+if TYPE_CHECKING:  # the steps import heavy libraries: each is imported when its step runs
+    from clinsynth.cost import CostPlan
+    from clinsynth.steps.bronze import BronzeConfig
+    from clinsynth.steps.compile import CompileConfig
+    from clinsynth.steps.label import LabelConfig
 
 QUICK_LABEL_LIMIT = 6
 QUICK_BUDGET = TrainingBudget(epochs=2)
@@ -111,15 +118,12 @@ class MainJob:
 
     def programs(self) -> str:
         from clinsynth.compiled import default_compiled
-        from clinsynth.steps.compile import CompileConfig, compile_program
+        from clinsynth.steps.compile import compile_program
 
         labeler = default_compiled(self.task, "data_to_label", self.lm("labeler"))
-        if labeler is None and not self.config.quick:
+        if self.compiles:
             print(f"      no compiled labeller for {self.lm('labeler').model}: compiling one", flush=True)
-            settings = CompileConfig(program="data-to-label", optimizer="labeled-fewshot", dev_limit=60,
-                                     threads=self.config.map.threads, timeout=self.config.map.timeout,
-                                     limits=self.step_map.limits)  # fmt: skip
-            compiled = compile_program(self.task, settings, lm=self.lm("prompt_model"))
+            compiled = compile_program(self.task, self.compile_config(), lm=self.lm("prompt_model"))
             self._spend(compiled.usage)
             labeler = compiled.out
         generator = default_compiled(self.task, "label_to_data", self.lm("generator"))
@@ -129,15 +133,11 @@ class MainJob:
         )
 
     def silver(self) -> str:
-        from clinsynth.steps.label import LabelConfig, label_sentences
+        from clinsynth.steps.label import label_sentences
 
-        committed = self.task.silver
-        if not self.generated and committed.exists():
-            return f"committed {self.task.relative(committed)}: {_count(committed)} records"
-        quick = QUICK_SILVER if self.config.quick else {}
-        config = LabelConfig.for_silver(self.task, seed=self.config.seed, lm=self.lm("labeler"),
-                                        parquet=not self.config.quick, map=self.step_map, **quick)  # fmt: skip
-        result = label_sentences(self.task, config, self.silver_path)
+        if not self.generated and self.task.silver.exists():
+            return f"committed {self.task.relative(self.task.silver)}: {_count(self.task.silver)} records"
+        result = label_sentences(self.task, self.silver_config(), self.silver_path)
         self._spend(result.usage)
         self._stop_if_incomplete("silver", result.failed, "sentences", result.failures_path)
         failed = f"; {result.failed} failed (rerun to retry: {result.failures_path})" if result.failed else ""
@@ -145,17 +145,11 @@ class MainJob:
         return f"{self.task.relative(self.silver_path)}: {n} records labelled by {result.lm or 'earlier runs'}{failed}"
 
     def bronze(self) -> str:
-        from clinsynth.steps.bronze import BronzeConfig, generate_bronze
+        from clinsynth.steps.bronze import generate_bronze
 
-        committed = self.task.bronze
-        if not self.generated and committed.exists():
-            return f"committed {self.task.relative(committed)}: {_count(committed)} records"
-        config = BronzeConfig.for_task(self.task, seed=self.config.seed, lm=self.lm("generator"), map=self.step_map)
-        if self.config.quick:
-            categories = self.task.quick_categories or tuple(self.task.taxonomy.names[:2])
-            config = replace(config, per_category=1, categories=tuple(categories), negatives=1, multi_label=0,
-                             max_rounds=1, per_call=3)  # fmt: skip
-        result = generate_bronze(self.task, config, out=self.bronze_path)
+        if not self.generated and self.task.bronze.exists():
+            return f"committed {self.task.relative(self.task.bronze)}: {_count(self.task.bronze)} records"
+        result = generate_bronze(self.task, self.bronze_config(), out=self.bronze_path)
         self._spend(result.usage)
         failed = result.failed_calls + result.failed_round_trips
         self._stop_if_incomplete("bronze", failed, "calls and round trips", result.failures_path)
@@ -204,6 +198,67 @@ class MainJob:
 
         report = refresh_test_line(self.task, self.report_dir, self.model_dir)
         return f"{self.task.relative(report)} (and .html), with the default model on gold test"
+
+    # -- what the LM steps would send (--dry-run) --------------------------------------
+
+    def plan(self) -> list[CostPlan]:
+        """The cost plans of the LM steps this run would take: nothing is opened, started or sent.
+
+        Each is planned as its step would run now: silver and the bronze round trip count with
+        the labeller there is now (a run compiling one first uses that one instead, as their
+        assumptions say).
+        """
+        from clinsynth.steps.bronze import plan_bronze
+        from clinsynth.steps.compile import plan_compile
+        from clinsynth.steps.label import plan_labelling
+
+        plans, later = [], []
+        if self.compiles:
+            plans.append(plan_compile(self.task, self.compile_config(), lm=self.lm("prompt_model")))
+        if self.generated or not self.task.silver.exists():
+            later.append(plan_labelling(self.task, self.silver_config(), self.silver_path))
+        if self.generated or not self.task.bronze.exists():
+            later.append(plan_bronze(self.task, self.bronze_config(), self.bronze_path))
+        if self.compiles:
+            for plan in later:
+                plan.assumptions.append(
+                    "labeller: counted as it is now; the run uses the one its compile step makes, whose gold "
+                    "demos lengthen every labelling prompt (see compile's 'after' line)"
+                )
+        return plans + later
+
+    # -- each LM step's settings, for the run and its plan alike ----------------------
+
+    @property
+    def compiles(self) -> bool:
+        """Whether the programs step compiles a labeller (none is compiled for the labeller LM)."""
+        from clinsynth.compiled import default_compiled
+
+        return not self.config.quick and default_compiled(self.task, "data_to_label", self.lm("labeler")) is None
+
+    def compile_config(self) -> CompileConfig:
+        from clinsynth.steps.compile import CompileConfig
+
+        return CompileConfig(program="data-to-label", optimizer="labeled-fewshot", dev_limit=60,
+                             threads=self.config.map.threads, timeout=self.config.map.timeout,
+                             limits=self.step_map.limits)  # fmt: skip
+
+    def silver_config(self) -> LabelConfig:
+        from clinsynth.steps.label import LabelConfig
+
+        quick = QUICK_SILVER if self.config.quick else {}
+        return LabelConfig.for_silver(self.task, seed=self.config.seed, lm=self.lm("labeler"),
+                                      parquet=not self.config.quick, map=self.step_map, **quick)  # fmt: skip
+
+    def bronze_config(self) -> BronzeConfig:
+        from clinsynth.steps.bronze import BronzeConfig
+
+        config = BronzeConfig.for_task(self.task, seed=self.config.seed, lm=self.lm("generator"), map=self.step_map)
+        if not self.config.quick:
+            return config
+        categories = self.task.quick_categories or tuple(self.task.taxonomy.names[:2])
+        return replace(config, per_category=1, categories=tuple(categories), negatives=1, multi_label=0,
+                       max_rounds=1, per_call=3)  # fmt: skip
 
     @property
     def step_map(self) -> MapSettings:
