@@ -80,8 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if args.cv_report.exists():
         summary = json.loads(args.cv_report.read_text(encoding="utf-8"))
-        rows = [[s["system"], mean_sd_text(s["micro_f1"]), mean_sd_text(s["macro_f1"]), mean_sd_text(s["binary_f1"]),
-                 s.get("reference", "-"), ci_text(s, "micro_f1"), ci_text(s, "macro_f1"), s.get("train_seconds", "-")]
+        rows = [[s["system"], *(mean_sd_text(s[m]) for m in ("micro_f1", "macro_f1", "binary_f1")),
+                 s.get("reference", "-"), ci_text(s, "micro_f1"), ci_text(s, "macro_f1"),
+                 _seconds(s.get("train_seconds"))]
                 for s in summary["systems"] if s["kind"] == "mix"]  # fmt: skip
         lines += [
             "## Quality (cross-validation)",
@@ -97,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(args.out, "\n".join(lines))
     print(f"report: {args.out}")
     return 0
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
 
 
 if __name__ == "__main__":
