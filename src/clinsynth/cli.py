@@ -14,6 +14,7 @@ from pathlib import Path
 
 import clinsynth
 from clinsynth.cliargs import (
+    MAP_DEFAULTS,
     add_budget_flags,
     add_cost_flags,
     add_engine_flags,
@@ -49,8 +50,11 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from clinsynth.pipeline import MainJob, RunConfig, StepIncomplete
+    from clinsynth.pipeline import QUICK_MAX_FAILURES, MainJob, RunConfig, StepIncomplete
     from clinsynth.task import LMSpec
+
+    if args.max_failures is None:
+        args.max_failures = QUICK_MAX_FAILURES if args.quick else MAP_DEFAULTS.max_failures
 
     task = _task(args)
     out_dir = Path(args.out_dir) if args.out_dir else task.output_dir / ("quick" if args.quick else "run")
@@ -298,7 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", default=None, help="seeds of the experiment (default: the task's [experiment])")
     run.add_argument("--seed", type=int, default=0, help="seed for sampling and generation")
     run.add_argument("--out-dir", default=None, help="default: <task outputs>/run (or /quick)")
-    add_map_flags(run, unit="LM request")  # every LM step: compile, silver, bronze
+    add_map_flags(run, unit="LM request", max_failures=None,
+                  max_failures_help="failed records silver or bronze may leave before the job stops "
+                  "with exit 1, ahead of training; they stay in the failures file (unset: 0; with --quick, "
+                  "no limit)")  # fmt: skip
     add_cost_flags(run)
     run.set_defaults(func=cmd_run)
 

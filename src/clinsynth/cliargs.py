@@ -54,7 +54,15 @@ def add_timeout_flag(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_map_flags(p: argparse.ArgumentParser, unit: str = "item") -> None:
+MAX_FAILURES_HELP = "failed items the run may leave and still exit 0 (they stay in the failures file)"
+
+
+def add_map_flags(
+    p: argparse.ArgumentParser,
+    unit: str = "item",
+    max_failures: int | None = MAP_DEFAULTS.max_failures,
+    max_failures_help: str = MAX_FAILURES_HELP,
+) -> None:
     """Retries, timeout, parallelism and fail-fast of the resumable map (``clinsynth.resumable``)."""
     p.add_argument("--threads", type=int, default=MAP_DEFAULTS.threads, help="parallel requests")
     p.add_argument("--attempts", type=int, default=MAP_DEFAULTS.attempts, help=f"tries per {unit}")
@@ -68,8 +76,8 @@ def add_map_flags(p: argparse.ArgumentParser, unit: str = "item") -> None:
     p.add_argument(
         "--max-failures",
         type=_count,
-        default=MAP_DEFAULTS.max_failures,
-        help="failed items the run may leave and still exit 0 (they stay in the failures file)",
+        default=max_failures,
+        help=max_failures_help,
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 

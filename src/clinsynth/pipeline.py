@@ -36,6 +36,9 @@ if TYPE_CHECKING:  # the steps import heavy libraries: each is imported when its
     from clinsynth.steps.label import LabelConfig
 
 QUICK_LABEL_LIMIT = 6
+# A quick run is a smoke run of every step: unless --max-failures says otherwise, the failures
+# a small LM leaves are shown in the step's result and never stop it (full runs stop: 0).
+QUICK_MAX_FAILURES = 1_000_000
 QUICK_BUDGET = TrainingBudget(epochs=2)
 QUICK_SILVER = {"limit": QUICK_LABEL_LIMIT, "pool": 2000}  # full runs use the task's [label] settings
 # Full runs use the task's [experiment] settings.
