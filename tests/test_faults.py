@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -493,7 +494,7 @@ def test_the_main_job_stops_before_the_experiment_when_silver_leaves_failures(ta
     (message,) = error_lines(err)
     assert f"silver: {len(failures)} sentences still failed after 1 attempts (more than --max-failures 0)" in message
     assert "Rerun to retry them" in message and f"--max-failures {len(failures)}" in message
-    assert "| programs" in err  # the steps that finished, above the error
+    assert "| programs" in err and re.search(r"\| silver +\| stopped: too many failures", err)  # table, then error
     # Nothing after silver ran: no bronze, no experiment, no model.
     assert sorted(p.name for p in out_dir.iterdir()) == ["silver.jsonl.failures.jsonl", "silver.jsonl.runs.jsonl"]
 
@@ -507,9 +508,10 @@ def test_max_cost_bounds_the_whole_main_job_not_each_step(task_dir: Path, tmp_pa
     limits = Limits(max_cost=1.0, rpm=30)
     job = MainJob(load_task(task_dir), RunConfig(out_dir=tmp_path, map=MapSettings(attempts=2, limits=limits)))
     assert job.step_map.limits == limits
-    job._spend({"cost_usd": 0.25})
-    job._spend({"cost_usd": None})  # an LM without a price adds nothing
-    job._spend({"cost_usd": 0.5})
+    assert job._spend({"calls": 3, "cost_usd": 0.25}) == "; 3 LM calls, $0.2500"  # shown in the step's result
+    assert job._spend({"calls": 0, "cost_usd": 0.0}) == ""  # all answers from the cache: nothing sent
+    job._spend({"calls": 1, "cost_usd": 0.5})
     assert job.step_map.limits == Limits(max_cost=0.25, rpm=30) and job.step_map.attempts == 2
-    job._spend({"cost_usd": 0.5})
+    assert (job.calls, job.unpriced) == (4, False)
+    job._spend({"calls": 2, "cost_usd": 0.5})
     assert job.step_map.limits.max_cost == 0.0  # the next request is refused, not given a negative budget

@@ -78,7 +78,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     print()
     print(job.summary_table())
-    print(f"\nmain job ({task.name}) done in {result.seconds:.0f} s; outputs in {out_dir}")
+    dollars = "unknown price" if job.unpriced else f"${job.spent:.4f}"
+    spend = f"; {job.calls} LM calls, {dollars}" if job.calls else "; no LM calls"
+    print(f"\nmain job ({task.name}) done in {result.seconds:.0f} s{spend}; outputs in {out_dir}")
     return 0
 
 

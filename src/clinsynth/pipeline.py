@@ -87,6 +87,8 @@ class MainJob:
         self.config = config
         self.result = RunResult()
         self.spent = 0.0  # US dollars the LM steps have spent so far: --max-cost bounds the whole job
+        self.calls = 0  # LM calls they made (answers from DSPy's cache are free and not counted)
+        self.unpriced = False  # whether a step's LM had no price (its spend is unknown)
 
     def run(self) -> RunResult:
         self.config.out_dir.mkdir(parents=True, exist_ok=True)
@@ -102,7 +104,11 @@ class MainJob:
         for k, (name, fn) in enumerate(plan, 1):
             print(f"\n[{k}/{len(plan)}] {name}", flush=True)
             t0 = time.monotonic()
-            step = StepReport(name, fn())
+            try:
+                step = StepReport(name, fn())
+            except StepIncomplete:
+                self.result.steps.append(StepReport(name, "stopped: too many failures", time.monotonic() - t0))
+                raise
             step.seconds = time.monotonic() - t0
             self.result.steps.append(step)
             print(f"      {step.result} ({step.seconds:.0f} s)", flush=True)
@@ -124,15 +130,16 @@ class MainJob:
         from clinsynth.steps.compile import compile_program
 
         labeler = default_compiled(self.task, "data_to_label", self.lm("labeler"))
+        used = ""
         if self.compiles:
             print(f"      no compiled labeller for {self.lm('labeler').model}: compiling one", flush=True)
             compiled = compile_program(self.task, self.compile_config(), lm=self.lm("prompt_model"))
-            self._spend(compiled.usage)
+            used = self._spend(compiled.usage)
             labeler = compiled.out
         generator = default_compiled(self.task, "label_to_data", self.lm("generator"))
         return (
             f"labeller {self.task.relative(labeler) if labeler else 'zero-shot'}; "
-            f"generator {self.task.relative(generator) if generator else 'zero-shot (no compiled generator)'}"
+            f"generator {self.task.relative(generator) if generator else 'zero-shot (no compiled generator)'}{used}"
         )
 
     def silver(self) -> str:
@@ -141,11 +148,12 @@ class MainJob:
         if not self.generated and self.task.silver.exists():
             return f"committed {self.task.relative(self.task.silver)}: {_count(self.task.silver)} records"
         result = label_sentences(self.task, self.silver_config(), self.silver_path)
-        self._spend(result.usage)
+        used = self._spend(result.usage)
         self._stop_if_incomplete("silver", result.failed, "sentences", result.failures_path)
         failed = f"; {result.failed} failed (rerun to retry: {result.failures_path})" if result.failed else ""
         n = _count(self.silver_path)
-        return f"{self.task.relative(self.silver_path)}: {n} records labelled by {result.lm or 'earlier runs'}{failed}"
+        by = result.lm or "earlier runs"
+        return f"{self.task.relative(self.silver_path)}: {n} records labelled by {by}{failed}{used}"
 
     def bronze(self) -> str:
         from clinsynth.steps.bronze import generate_bronze
@@ -153,10 +161,10 @@ class MainJob:
         if not self.generated and self.task.bronze.exists():
             return f"committed {self.task.relative(self.task.bronze)}: {_count(self.task.bronze)} records"
         result = generate_bronze(self.task, self.bronze_config(), out=self.bronze_path)
-        self._spend(result.usage)
+        used = self._spend(result.usage)
         failed = result.failed_calls + result.failed_round_trips
         self._stop_if_incomplete("bronze", failed, "calls and round trips", result.failures_path)
-        return f"{self.task.relative(self.bronze_path)}: {len(result.kept)} records kept"
+        return f"{self.task.relative(self.bronze_path)}: {len(result.kept)} records kept{used}"
 
     def experiment(self) -> str:
         from evals import cv
@@ -272,9 +280,17 @@ class MainJob:
         left = replace(limits, max_cost=max(0.0, limits.max_cost - self.spent))
         return replace(self.config.map, limits=left)
 
-    def _spend(self, usage: dict | None) -> None:
-        if usage and usage.get("cost_usd") is not None:
+    def _spend(self, usage: dict | None) -> str:
+        """Count a step's real usage against the job's; a few words for its result ("" when it sent nothing)."""
+        if not usage or not usage.get("calls"):
+            return ""
+        self.calls += usage["calls"]
+        if usage.get("cost_usd") is None:
+            self.unpriced = True
+        else:
             self.spent += usage["cost_usd"]
+        dollars = "unknown price" if usage.get("cost_usd") is None else f"${usage['cost_usd']:.4f}"
+        return f"; {usage['calls']} LM calls, {dollars}"
 
     def _stop_if_incomplete(self, step: str, failed: int, what: str, failures: Path | None) -> None:
         allowed = self.config.map.max_failures
