@@ -79,7 +79,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print()
     print(job.summary_table())
     dollars = "unknown price" if job.unpriced else f"${job.spent:.4f}"
-    spend = f"; {job.calls} LM calls, {dollars}" if job.calls else "; no LM calls"
+    spend = f"; LM calls {job.calls}, {dollars}" if job.calls else "; no LM calls"
     print(f"\nmain job ({task.name}) done in {result.seconds:.0f} s{spend}; outputs in {out_dir}")
     return 0
 

@@ -290,7 +290,7 @@ class MainJob:
         else:
             self.spent += usage["cost_usd"]
         dollars = "unknown price" if usage.get("cost_usd") is None else f"${usage['cost_usd']:.4f}"
-        return f"; {usage['calls']} LM calls, {dollars}"
+        return f"; {_calls(usage['calls'])}, {dollars}"
 
     def _stop_if_incomplete(self, step: str, failed: int, what: str, failures: Path | None) -> None:
         allowed = self.config.map.max_failures
@@ -335,6 +335,10 @@ def _shown(path: Path) -> str:
         return str(path.resolve().relative_to(PROJECT_ROOT))
     except ValueError:
         return str(path)
+
+
+def _calls(n: int) -> str:
+    return f"{n} LM call" + ("" if n == 1 else "s")
 
 
 def _count(path: Path) -> int:
