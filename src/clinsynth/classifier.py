@@ -84,6 +84,11 @@ class TrainingBudget:
         if self.encoder and not (Path(self.encoder) / "modules.json").is_file():
             raise ClinsynthError(f"encoder {self.encoder}: not a sentence-transformers folder (no modules.json)")
 
+    def changes(self) -> dict[str, Any]:
+        """The fields set away from their defaults (what a command line or a report names)."""
+        default = asdict(TrainingBudget())
+        return {k: v for k, v in asdict(self).items() if v != default[k]}
+
     def key(self) -> dict[str, Any]:
         """The fields that decide a training run, for cache keys: a field added later counts only when
         set, so runs cached before it existed stay valid."""

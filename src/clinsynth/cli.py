@@ -11,6 +11,7 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import clinsynth
 from clinsynth.cliargs import (
@@ -26,6 +27,10 @@ from clinsynth.cliargs import (
     print_plans,
 )
 from clinsynth.errors import ClinsynthError
+
+if TYPE_CHECKING:  # imported when a command runs, so `clinsynth --help` stays fast
+    from clinsynth.pipeline import RunConfig
+    from clinsynth.task import Task
 
 Formatter = argparse.ArgumentDefaultsHelpFormatter
 
@@ -49,25 +54,32 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from clinsynth.pipeline import QUICK_MAX_FAILURES, MainJob, RunConfig, StepIncomplete
+def run_config(args: argparse.Namespace, task: Task) -> RunConfig:
+    """``clinsynth run``'s flags as the main job's config."""
+    from clinsynth.pipeline import QUICK_MAX_FAILURES, RunConfig
     from clinsynth.task import LMSpec
 
     if args.max_failures is None:
         args.max_failures = QUICK_MAX_FAILURES if args.quick else MAP_DEFAULTS.max_failures
-
-    task = _task(args)
-    out_dir = Path(args.out_dir) if args.out_dir else task.output_dir / ("quick" if args.quick else "run")
-    lm = LMSpec(args.lm, args.api_base) if args.lm else None
-    config = RunConfig(
-        out_dir=out_dir,
-        lm=lm,
+    budget = budget_from_args(args)
+    return RunConfig(
+        out_dir=Path(args.out_dir) if args.out_dir else task.output_dir / ("quick" if args.quick else "run"),
+        lm=LMSpec(args.lm, args.api_base) if args.lm else None,
         quick=args.quick,
         regenerate=args.regenerate,
         seeds=tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None,
         seed=args.seed,
         map=map_settings(args),
+        budget=budget if budget.changes() else None,  # None: the job's defaults (a quick run's are smaller)
     )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from clinsynth.pipeline import MainJob, StepIncomplete
+
+    task = _task(args)
+    config = run_config(args, task)
+    out_dir = config.out_dir
     job = MainJob(task, config)
     if args.dry_run:
         return print_plans(job.plan())
@@ -304,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", default=None, help="seeds of the experiment (default: the task's [experiment])")
     run.add_argument("--seed", type=int, default=0, help="seed for sampling and generation")
     run.add_argument("--out-dir", default=None, help="default: <task outputs>/run (or /quick)")
+    add_budget_flags(run)  # the experiment's runs and the default model
     add_map_flags(run, unit="LM request", max_failures=None,
                   max_failures_help="failed records silver or bronze may leave before the job stops "
                   "with exit 1, ahead of training; they stay in the failures file (unset: 0; with --quick, "

@@ -42,8 +42,7 @@ QUICK_MAX_FAILURES = 1_000_000
 QUICK_BUDGET = TrainingBudget(epochs=2)
 QUICK_SILVER = {"limit": QUICK_LABEL_LIMIT, "pool": 2000}  # full runs use the task's [label] settings
 # Full runs use the task's [experiment] settings.
-QUICK_EXPERIMENT = {"mixes": ("gold", "gold+silver", "gold+bronze"), "folds": 2, "pool_limit": 160,
-                    "budget": QUICK_BUDGET}  # fmt: skip
+QUICK_EXPERIMENT = {"mixes": ("gold", "gold+silver", "gold+bronze"), "folds": 2, "pool_limit": 160}
 
 
 @dataclass(frozen=True)
@@ -56,6 +55,9 @@ class RunConfig:
     seed: int = 0
     # Attempts, timeout, fail-fast, --max-failures and cost guards of every LM step (compile, silver, bronze).
     map: MapSettings = MapSettings()
+    # How the experiment's runs and the default model are trained (a larger --encoder, ...);
+    # None: the defaults (QUICK_BUDGET with ``quick``).
+    budget: TrainingBudget | None = None
 
 
 class StepIncomplete(ClinsynthError):
@@ -173,12 +175,14 @@ class MainJob:
 
         cfg = self.config
         if cfg.quick:
-            settings = cv.CVSettings.for_task(self.task, seeds=(cfg.seed,), **QUICK_EXPERIMENT)
+            settings = cv.CVSettings.for_task(self.task, seeds=(cfg.seed,), budget=self.budget, **QUICK_EXPERIMENT)
             work_dir = cfg.out_dir / "augmentation"
         else:  # finished runs are shared with `python -m evals.run augmentation`
-            settings = cv.CVSettings.for_task(self.task, seeds=cfg.seeds)
+            settings = cv.CVSettings.for_task(self.task, seeds=cfg.seeds, budget=self.budget)
             work_dir = None
-        command = "clinsynth run" + (" --quick" if cfg.quick else "") + f" --task {_shown(self.task.root)}"
+        changed = cfg.budget.changes() if cfg.budget else {}
+        flags = "".join(f" --{field.replace('_', '-')} {value}" for field, value in changed.items())
+        command = "clinsynth run" + (" --quick" if cfg.quick else "") + f" --task {_shown(self.task.root)}{flags}"
         report, summary = cv.cross_validate_task(self.task, settings, self.report_dir, command,
                                                  sources=self.sources, work_dir=work_dir,
                                                  model_dir=self.model_dir)  # fmt: skip
@@ -194,8 +198,7 @@ class MainJob:
         from clinsynth.steps.train import TrainConfig, train
 
         mix = self.result.best_mix
-        budget = QUICK_BUDGET if self.config.quick else TrainingBudget()
-        trained = train(self.task, TrainConfig(mix=mix, budget=budget, sources=self.sources), out=self.model_dir)
+        trained = train(self.task, TrainConfig(mix=mix, budget=self.budget, sources=self.sources), out=self.model_dir)
         loaded = SignsClassifier.load(self.model_dir, self.task.taxonomy)
         examples = list(self.task.examples)
         for text, labels in zip(examples, loaded.predict(examples) if examples else [], strict=True):
@@ -209,6 +212,11 @@ class MainJob:
 
         report = refresh_test_line(self.task, self.report_dir, self.model_dir)
         return f"{self.task.relative(report)} (and .html), with the default model on gold test"
+
+    @property
+    def budget(self) -> TrainingBudget:
+        """How the experiment's runs and the default model are trained."""
+        return self.config.budget or (QUICK_BUDGET if self.config.quick else TrainingBudget())
 
     # -- what the LM steps would send (--dry-run) --------------------------------------
 
