@@ -515,3 +515,6 @@ def test_max_cost_bounds_the_whole_main_job_not_each_step(task_dir: Path, tmp_pa
     assert (job.calls, job.unpriced) == (4, False)
     job._spend({"calls": 2, "cost_usd": 0.5})
     assert job.step_map.limits.max_cost == 0.0  # the next request is refused, not given a negative budget
+    assert job.usage_words() == "LM calls 6, $1.2500"  # the job's closing line
+    job._spend({"calls": 1, "cost_usd": None})
+    assert job.usage_words() == "LM calls 7, unknown price"  # one unpriced step makes the total unknown

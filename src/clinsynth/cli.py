@@ -56,11 +56,14 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def run_config(args: argparse.Namespace, task: Task) -> RunConfig:
     """``clinsynth run``'s flags as the main job's config."""
+    from dataclasses import replace
+
     from clinsynth.pipeline import QUICK_MAX_FAILURES, RunConfig
     from clinsynth.task import LMSpec
 
-    if args.max_failures is None:
-        args.max_failures = QUICK_MAX_FAILURES if args.quick else MAP_DEFAULTS.max_failures
+    settings = map_settings(args)
+    if args.max_failures is None:  # unset: a full run stops at the first failure left, a quick run goes on
+        settings = replace(settings, max_failures=QUICK_MAX_FAILURES if args.quick else MAP_DEFAULTS.max_failures)
     budget = budget_from_args(args)
     return RunConfig(
         out_dir=Path(args.out_dir) if args.out_dir else task.output_dir / ("quick" if args.quick else "run"),
@@ -69,7 +72,7 @@ def run_config(args: argparse.Namespace, task: Task) -> RunConfig:
         regenerate=args.regenerate,
         seeds=tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None,
         seed=args.seed,
-        map=map_settings(args),
+        map=settings,
         budget=budget if budget.changes() else None,  # None: the job's defaults (a quick run's are smaller)
     )
 
@@ -90,9 +93,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     print()
     print(job.summary_table())
-    dollars = "unknown price" if job.unpriced else f"${job.spent:.4f}"
-    spend = f"; LM calls {job.calls}, {dollars}" if job.calls else "; no LM calls"
-    print(f"\nmain job ({task.name}) done in {result.seconds:.0f} s{spend}; outputs in {out_dir}")
+    print(f"\nmain job ({task.name}) done in {result.seconds:.0f} s; {job.usage_words()}; outputs in {out_dir}")
     return 0
 
 

@@ -140,9 +140,9 @@ class PlanLine:
         return usage_cost(price, self.prompt_tokens, self.completion_tokens)
 
 
-def dollars(value: float | None) -> str:
-    """A plan's dollar figure as printed: ``$0.0123``, or ``unknown`` for a model without a price."""
-    return "unknown" if value is None else f"${value:.4f}"
+def dollars(value: float | None, unknown: str = "unknown") -> str:
+    """A dollar figure as printed: ``$0.0123``, or ``unknown`` for a model without a price."""
+    return unknown if value is None else f"${value:.4f}"
 
 
 @dataclass

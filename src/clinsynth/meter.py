@@ -181,10 +181,9 @@ def describe_usage(usage: dict[str, Any] | None) -> str:
     """One line for a run's summary: calls, tokens and dollars."""
     if not usage:
         return "usage: not metered"
-    dollars = "unknown price" if usage["cost_usd"] is None else f"${usage['cost_usd']:.4f}"
     return (
         f"usage: {usage['calls']} calls, {usage['prompt_tokens']} prompt + {usage['completion_tokens']} "
-        f"completion tokens, {dollars} ({usage['priced_by']})"
+        f"completion tokens, {cost.dollars(usage['cost_usd'], 'unknown price')} ({usage['priced_by']})"
     )
 
 

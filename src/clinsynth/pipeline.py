@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from clinsynth.classifier import TrainingBudget
+from clinsynth.cost import dollars
 from clinsynth.errors import ClinsynthError
 from clinsynth.mixes import MixSources, best_mix
 from clinsynth.paths import PROJECT_ROOT
@@ -297,8 +298,13 @@ class MainJob:
             self.unpriced = True
         else:
             self.spent += usage["cost_usd"]
-        dollars = "unknown price" if usage.get("cost_usd") is None else f"${usage['cost_usd']:.4f}"
-        return f"; {_calls(usage['calls'])}, {dollars}"
+        return f"; {_calls(usage['calls'])}, {dollars(usage.get('cost_usd'), 'unknown price')}"
+
+    def usage_words(self) -> str:
+        """The job's LM calls and dollars so far, for its closing line."""
+        if not self.calls:
+            return "no LM calls"
+        return f"LM calls {self.calls}, {dollars(None if self.unpriced else self.spent, 'unknown price')}"
 
     def _stop_if_incomplete(self, step: str, failed: int, what: str, failures: Path | None) -> None:
         allowed = self.config.map.max_failures
