@@ -31,6 +31,11 @@ malformed, out-of-taxonomy       - test_malformed_and_out_of_taxonomy_answers_ar
 kill -9, then resume             - test_kill_9_keeps_the_failures_file_and_a_rerun_resumes
                                  test_resume_after_kill::test_killed_run_resumes_without_duplicates_or_losses
 export with repeated ids         test_export::test_duplicate_id_dropped
+
+Issue 26 (round two), row number, route, and the tests that cover it:
+
+ 3  remote tunnel reached as         test_privacy::test_a_tunnel_declared_remote_stays_remote_however_its_url_is_spelled
+    localhost / HTTP:// / no /v1     test_privacy::test_approved_endpoints_match_after_the_same_normalisation
 """
 
 from __future__ import annotations

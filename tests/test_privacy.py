@@ -194,3 +194,36 @@ def test_bad_privacy_config_names_the_file_and_field(tmp_path: Path):
     toml.write_text(toml.read_text().replace("approved_endpoints = []", 'approved_endpoints = "openai/*"'))
     with pytest.raises(DataError, match=r"clinsynth.toml: field 'privacy.approved_endpoints'"):
         load_task(task)
+
+
+@pytest.mark.parametrize(
+    "api_base",
+    [
+        "http://localhost:18090/v1",
+        "HTTP://127.0.0.1:18090/v1",
+        "http://127.0.0.1:18090",
+        "http://127.0.0.1:18090/",
+        "http://[::1]:18090/v1/",
+        "http://LocalHost:18090/v1",
+    ],
+)
+def test_a_tunnel_declared_remote_stays_remote_however_its_url_is_spelled(api_base: str):
+    """Issue 26 row 3: scheme, host (loopback aliases), port and path are normalised before matching."""
+    policy = PrivacyPolicy(remote_endpoints=("http://127.0.0.1:18090/*",))
+    endpoint = Endpoint("openai/x", api_base)
+    assert not is_local(endpoint, policy)
+    with pytest.raises(PrivacyError):
+        check_privacy(endpoint, "labeler", policy, [Content("gold", Sensitivity.PRIVATE)], {})
+    # Another port on loopback is still local; default ports count when left out.
+    assert is_local(Endpoint("openai/x", "http://localhost:18091/v1"), policy)
+    by_default_port = PrivacyPolicy(remote_endpoints=("http://localhost/v1",))
+    assert not is_local(Endpoint("openai/x", "http://127.0.0.1:80"), by_default_port)
+
+
+def test_approved_endpoints_match_after_the_same_normalisation():
+    policy = PrivacyPolicy(approved_endpoints=("https://llm.example.org/v1",))
+    for api_base in ("https://LLM.example.org", "https://llm.example.org:443/v1/", "HTTPS://llm.example.org/v1"):
+        check_privacy(Endpoint("openai/x", api_base), "labeler", policy, [Content("gold", Sensitivity.PRIVATE)], {})
+    for api_base in ("http://llm.example.org/v1", "https://llm.example.org:8443/v1", "https://evil.example.org/v1"):
+        with pytest.raises(PrivacyError):
+            check_privacy(Endpoint("openai/x", api_base), "labeler", policy, [Content("gold", Sensitivity.PRIVATE)], {})

@@ -20,7 +20,6 @@ the ``dspy.LM`` objects.
 
 from __future__ import annotations
 
-import fnmatch
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from typing import Any
 from clinsynth.errors import LMSetupError, PrivacyError
 from clinsynth.lm import LOCAL_MODEL, LMHandle, local_endpoint, make_lm
 from clinsynth.paths import PROJECT_ROOT
-from clinsynth.privacy import Endpoint, Sensitivity, is_loopback_url
+from clinsynth.privacy import Endpoint, Sensitivity, endpoint_matches, is_loopback_url
 from clinsynth.task import LMSpec, PrivacyPolicy
 
 # Environment variables litellm reads for a provider's base URL, in its order of preference;
@@ -125,11 +124,12 @@ def is_approved(endpoint: Endpoint, policy: PrivacyPolicy) -> bool:
 
 
 def _matches(endpoint: Endpoint, patterns: Sequence[str]) -> bool:
-    """A pattern matches the model string or the base URL (shell-style wildcards)."""
-    candidates = [endpoint.model]
-    if endpoint.api_base:
-        candidates.append(endpoint.api_base.rstrip("/"))
-    return any(fnmatch.fnmatchcase(c, p.rstrip("/")) for p in patterns for c in candidates)
+    """A pattern matches the model string or the base URL (shell-style wildcards).
+
+    URLs are compared normalised (``clinsynth.privacy.url_matches``): a tunnel declared
+    remote as ``http://127.0.0.1:18090/*`` stays remote when reached as ``HTTP://localhost:18090``.
+    """
+    return endpoint_matches(endpoint.model, endpoint.api_base, patterns)
 
 
 def has_demos(program: Any) -> bool:
