@@ -36,6 +36,8 @@ Issue 26 (round two), row number, route, and the tests that cover it:
 
  3  remote tunnel reached as         test_privacy::test_a_tunnel_declared_remote_stays_remote_however_its_url_is_spelled
     localhost / HTTP:// / no /v1     test_privacy::test_approved_endpoints_match_after_the_same_normalisation
+ 2  HTTP_PROXY / ALL_PROXY set,     test_privacy::test_a_proxy_in_the_environment_is_an_endpoint
+    loopback --api-base              test_privacy::test_a_proxy_declared_remote_gets_no_gold
 """
 
 from __future__ import annotations

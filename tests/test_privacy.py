@@ -227,3 +227,62 @@ def test_approved_endpoints_match_after_the_same_normalisation():
     for api_base in ("http://llm.example.org/v1", "https://llm.example.org:8443/v1", "https://evil.example.org/v1"):
         with pytest.raises(PrivacyError):
             check_privacy(Endpoint("openai/x", api_base), "labeler", policy, [Content("gold", Sensitivity.PRIVATE)], {})
+
+
+def _no_proxies(monkeypatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.lower() in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+            monkeypatch.delenv(name)
+
+
+def test_a_proxy_in_the_environment_is_an_endpoint(monkeypatch):
+    """Issue 26 row 2: HTTP_PROXY / ALL_PROXY (any case) would carry private text to the proxy."""
+    _no_proxies(monkeypatch)
+    gold = [Content("gold", Sensitivity.PRIVATE)]
+    loopback = Endpoint("openai/x", "http://127.0.0.1:8000/v1")
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, "http://user:secret@proxy.example.org:3128")
+        with pytest.raises(PrivacyError) as err:
+            check_privacy(loopback, "labeler", PrivacyPolicy(), gold, {})
+        assert name in str(err.value) and "proxy.example.org:3128" in str(err.value)
+        assert "secret" not in str(err.value)
+        # Public data may go through it; the HTTPS proxy variable does not apply to http://.
+        check_privacy(loopback, "labeler", PrivacyPolicy(), [Content("corpus", Sensitivity.PUBLIC)], {})
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example.org:3128")
+    check_privacy(loopback, "labeler", PrivacyPolicy(), gold, {})
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example.org:3128")
+    # NO_PROXY covering the endpoint's host (as written: localhost does not cover 127.0.0.1).
+    for no_proxy, bypassed in (("localhost", False), ("127.0.0.1", True), ("example.org,127.0.0.1:8000", True),
+                               ("127.0.0.1:9000", False), ("*", True), ("127.0.0.0/8", False)):  # fmt: skip
+        monkeypatch.setenv("no_proxy", no_proxy)
+        if bypassed:
+            check_privacy(loopback, "labeler", PrivacyPolicy(), gold, {})
+        else:
+            with pytest.raises(PrivacyError, match="HTTP_PROXY"):
+                check_privacy(loopback, "labeler", PrivacyPolicy(), gold, {})
+    monkeypatch.delenv("no_proxy")
+    # An approved proxy, or one on loopback that is not declared remote, may carry private data.
+    check_privacy(loopback, "labeler", PrivacyPolicy(approved_endpoints=("http://proxy.example.org:3128",)), gold, {})
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:3128")
+    check_privacy(loopback, "labeler", PrivacyPolicy(), gold, {})
+    with pytest.raises(PrivacyError, match="HTTP_PROXY"):
+        check_privacy(loopback, "labeler", PrivacyPolicy(remote_endpoints=("http://localhost:3128",)), gold, {})
+
+
+def test_a_proxy_declared_remote_gets_no_gold(tmp_path: Path, fake_openai, monkeypatch, capsys):
+    """End to end: the proxy (a logging fake, declared remote) sees no request, and the message names the variable."""
+    _no_proxies(monkeypatch)
+    with fake_openai(lambda body: (200, chat_reply(ANSWER))) as server, \
+            fake_openai(lambda body: (200, chat_reply(ANSWER))) as proxy:  # fmt: skip
+        proxy_url = proxy.api_base.rsplit("/", 1)[0]
+        task = write_task(tmp_path / "task", remote=(proxy_url + "/*",))
+        monkeypatch.setenv("http_proxy", proxy_url)
+        code = _label(task, server.api_base, tmp_path / "a.jsonl", "--input", str(GOLD_DEV), "--limit", "1",
+                      "--zero-shot")  # fmt: skip
+        err = capsys.readouterr().err
+        assert code == 2 and "http_proxy" in err
+        assert proxy.requests == [] and server.requests == []
+        assert not (tmp_path / "a.jsonl").exists()

@@ -12,7 +12,9 @@ Local or remote is decided from the base URL litellm would actually use: the exp
 ``api_base``, else the provider's environment variables (``OPENAI_BASE_URL``,
 ``OLLAMA_API_BASE``, ...) after ``.env`` is loaded, else the provider's default. The
 resolved URL is then passed to litellm explicitly, so the endpoint checked is the
-endpoint used.
+endpoint used. A proxy the environment sets for it (``HTTP_PROXY``, ``HTTPS_PROXY``,
+``ALL_PROXY``, any case, unless ``NO_PROXY`` covers the host) is an endpoint too: private
+data passes it only when the proxy itself is local or approved.
 
 Library code reaches LMs only through here (a test enforces it); ``clinsynth.lm`` builds
 the ``dspy.LM`` objects.
@@ -132,6 +134,91 @@ def _matches(endpoint: Endpoint, patterns: Sequence[str]) -> bool:
     return endpoint_matches(endpoint.model, endpoint.api_base, patterns)
 
 
+def _bypasses_proxy(host: str, port: str | None, no_proxy: str) -> bool:
+    """Does ``NO_PROXY`` send requests to ``host`` directly, as httpx (litellm's client) reads it?
+
+    Entries are compared literally (``localhost`` does not cover ``127.0.0.1``; no CIDR
+    ranges), ``.example.org`` covers subdomains only, ``example.org`` the domain too, and
+    ``*`` everything. Where httpx's reading is in doubt, the answer is no: a proxy that is
+    assumed and bypassed costs a refusal, a bypass assumed and not made would leak.
+    """
+    host = host.lower().strip("[]")
+    for entry in (e.strip().lower() for e in no_proxy.split(",")):
+        if entry == "*":
+            return True
+        if not entry:
+            continue
+        if "://" in entry:
+            entry = entry.split("://", 1)[1]
+        entry = entry.rstrip("/")
+        entry_port = None
+        if entry.startswith("["):
+            entry, _, after = entry[1:].partition("]")
+            entry_port = after[1:] or None
+        elif entry.count(":") == 1:
+            entry, entry_port = entry.split(":")
+        if entry_port is not None and entry_port != port:
+            continue
+        if entry.startswith("."):
+            if host.endswith(entry):
+                return True
+        elif host == entry or host.endswith("." + entry):
+            return True
+    return False
+
+
+def _public_url(url: str) -> str:
+    """``url`` without a password, for messages (proxy URLs often carry credentials)."""
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    return f"{scheme}{sep}{netloc.rsplit('@', 1)[-1]}{slash}{path}" if sep else url.rsplit("@", 1)[-1]
+
+
+def proxies_for(endpoint: Endpoint) -> list[tuple[str, str]]:
+    """(variable, proxy URL) of each proxy the environment sets for ``endpoint``'s requests.
+
+    ``<SCHEME>_PROXY`` and ``ALL_PROXY`` in any case, unless ``NO_PROXY`` (any case) covers
+    the endpoint's host. A provider's default endpoint (no base URL) is an HTTPS cloud API
+    whose host we do not know, so only ``NO_PROXY=*`` bypasses its proxy.
+    """
+    from urllib.parse import urlparse
+
+    url = endpoint.api_base or "https://"
+    parsed = urlparse(url if "://" in url else f"http://{url}")
+    scheme = (parsed.scheme or "http").lower()
+    names = {f"{scheme}_proxy", "all_proxy"}
+    found = [(k, v.strip()) for k, v in sorted(os.environ.items()) if k.lower() in names and v.strip()]
+    if not found:
+        return []
+    no_proxy = ",".join(v for k, v in os.environ.items() if k.lower() == "no_proxy")
+    try:
+        port = str(parsed.port) if parsed.port else None
+    except ValueError:
+        port = None
+    host = (parsed.hostname or "") if endpoint.api_base else ""
+    if _bypasses_proxy(host, port, no_proxy):
+        return []
+    return found
+
+
+def unapproved_proxy(endpoint: Endpoint, policy: PrivacyPolicy) -> tuple[str, str] | None:
+    """A proxy (variable, URL) that would carry ``endpoint``'s requests and is itself neither local nor approved.
+
+    A proxy is an endpoint: it reads every request body sent over plain HTTP (and a
+    TLS-inspecting one over HTTPS), so private data may pass one only where it may go.
+    """
+    for name, url in proxies_for(endpoint):
+        proxy = Endpoint(endpoint.model, url if "://" in url else f"http://{url}")
+        if not (is_local(proxy, policy) or _matches(Endpoint("", proxy.api_base), policy.approved_endpoints)):
+            return name, url
+    return None
+
+
+def may_receive_private(endpoint: Endpoint, policy: PrivacyPolicy) -> bool:
+    """Local or approved, and no unapproved proxy on the way."""
+    return (is_local(endpoint, policy) or is_approved(endpoint, policy)) and unapproved_proxy(endpoint, policy) is None
+
+
 def has_demos(program: Any) -> bool:
     """Does the program carry examples into its prompts (demos, or a kNN demo pool)?"""
     return bool(getattr(program, "demo_pool", None)) or any(p.demos for p in program.predictors())
@@ -166,9 +253,19 @@ def check_privacy(
     private = private_contents(data, programs)
     if not private:
         return False
-    if is_local(endpoint, policy) or is_approved(endpoint, policy):
-        return True
     where = policy.source or "the task's clinsynth.toml"
+    if is_local(endpoint, policy) or is_approved(endpoint, policy):
+        proxy = unapproved_proxy(endpoint, policy)
+        if proxy is None:
+            return True
+        name, url = proxy
+        shown = _public_url(url)
+        raise PrivacyError(
+            f"refusing to send private data to '{endpoint.describe()}' (role {role}) through the proxy {shown} "
+            f"set by the environment variable {name}: {'; '.join(private)}. A proxy receives every request: "
+            f"unset {name}, add the endpoint's host to NO_PROXY, or approve the proxy in [privacy] "
+            f'approved_endpoints in {where}, e.g. approved_endpoints = ["{shown}"]'
+        )
     example = endpoint.api_base or endpoint.model
     raise PrivacyError(
         f"refusing to send private data to remote endpoint '{endpoint.describe()}' (role {role}): "
@@ -210,5 +307,5 @@ def open_lm(
     handle = make_lm(spec.model, api_base=endpoint.api_base if spec.model != LOCAL_MODEL else None, **options)
     handle.role = role
     handle.policy = policy
-    handle.private_cleared = cleared or is_local(endpoint, policy) or is_approved(endpoint, policy)
+    handle.private_cleared = cleared or may_receive_private(endpoint, policy)
     return handle
