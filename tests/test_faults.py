@@ -34,6 +34,8 @@ export with repeated ids         test_export::test_duplicate_id_dropped
 
 Issue 26 (round two), row number, route, and the tests that cover it:
 
+ 1  compiled program JSON with      test_privacy::test_a_compiled_program_never_chooses_the_endpoint
+    config.api_base / a saved lm     test_privacy::test_a_program_file_with_an_api_base_sends_nothing_anywhere
  3  remote tunnel reached as         test_privacy::test_a_tunnel_declared_remote_stays_remote_however_its_url_is_spelled
     localhost / HTTP:// / no /v1     test_privacy::test_approved_endpoints_match_after_the_same_normalisation
  2  HTTP_PROXY / ALL_PROXY set,     test_privacy::test_a_proxy_in_the_environment_is_an_endpoint

@@ -286,3 +286,40 @@ def test_a_proxy_declared_remote_gets_no_gold(tmp_path: Path, fake_openai, monke
         assert code == 2 and "http_proxy" in err
         assert proxy.requests == [] and server.requests == []
         assert not (tmp_path / "a.jsonl").exists()
+
+
+def _program_with(tmp_path: Path, **label_state: object) -> Path:
+    """The committed labeller with extra state on its predictor (as a hostile or careless file would carry)."""
+    state = json.loads(COMPILED_LABELLER.read_text())
+    state["label"].update(label_state)
+    path = tmp_path / "crafted.json"
+    path.write_text(json.dumps(state))
+    return path
+
+
+def test_a_compiled_program_never_chooses_the_endpoint(tmp_path: Path):
+    """Issue 26 row 1: LM settings in a program file (config.api_base, a saved lm) are refused, naming file and key."""
+    from programs.labellers import load_labeller
+
+    taxonomy = ad_taxonomy()
+    crafted = _program_with(tmp_path, config={"api_base": "http://127.0.0.1:9/v1"})
+    with pytest.raises(DataError, match=r"crafted.json: field 'label.config'"):
+        load_labeller(taxonomy, crafted)
+    crafted = _program_with(tmp_path, lm={"model": "openai/x", "api_base": "http://127.0.0.1:9/v1"})
+    with pytest.raises(DataError, match=r"crafted.json: field 'label.lm'"):
+        load_labeller(taxonomy, crafted)
+    # The committed file (lm: null, no config) loads, and its predictor has no LM of its own.
+    assert load_labeller(taxonomy, COMPILED_LABELLER).label.lm is None
+
+
+def test_a_program_file_with_an_api_base_sends_nothing_anywhere(tmp_path: Path, fake_openai, capsys):
+    """End to end: gold to a local endpoint with a program whose config names another (remote) address."""
+    with fake_openai(lambda body: (200, chat_reply(ANSWER))) as local, \
+            fake_openai(lambda body: (200, chat_reply(ANSWER))) as elsewhere:  # fmt: skip
+        task = write_task(tmp_path / "task", remote=(elsewhere.api_base.rsplit("/", 1)[0] + "/*",))
+        crafted = _program_with(tmp_path, config={"api_base": elsewhere.api_base, "api_key": "sk-x"})
+        code = _label(task, local.api_base, tmp_path / "a.jsonl", "--input", str(GOLD_DEV), "--limit", "1",
+                      "--program", str(crafted))  # fmt: skip
+        err = capsys.readouterr().err
+        assert code == 2 and "crafted.json" in err and "label.config" in err
+        assert elsewhere.requests == [] and local.requests == []

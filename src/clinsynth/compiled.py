@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from clinsynth.errors import ClinsynthError
+from clinsynth.errors import ClinsynthError, DataError
 from clinsynth.fileio import atomic_path
 from clinsynth.lm import LOCAL_MODEL, lm_name_for
 from clinsynth.paths import COMPILED_DIR, PROJECT_ROOT
@@ -194,15 +194,60 @@ def demo_source_from(record: Any, path: Path) -> DemoSource:
     return DemoSource(record["data"], sensitivity)
 
 
+# What DSPy's Predict.dump_state writes. Predict.load_state sets *any* other key as an
+# attribute, so a file could set ``config`` (LM call options: api_base, api_key, model...)
+# or ``callbacks``; and a saved ``lm`` becomes the predictor's own LM.
+_PREDICT_STATE_KEYS = frozenset({"traces", "train", "demos", "signature", "fields", "lm"})
+
+
+def check_no_lm_settings(program: Any, state: Any, path: Path) -> None:
+    """Refuse a program file that would choose an LM or endpoint (DataError naming the file and key).
+
+    Every request must go through the one LM the session opened after its privacy check
+    and whose meter counts cost: a predictor's saved ``lm`` or a ``config`` with an
+    ``api_base`` would send prompts (private text and demos included) elsewhere, unmetered.
+    """
+    import dspy
+
+    if not isinstance(state, dict):
+        raise DataError("a compiled program must be a JSON object", path=path)
+    for name, param in program.named_parameters():
+        if not isinstance(param, dspy.Predict):
+            continue
+        entry = state.get(name)
+        if not isinstance(entry, dict):
+            continue  # DSPy's own load names a missing or malformed entry
+        if entry.get("lm") is not None:
+            raise DataError(
+                "a compiled program may not carry an LM (model, endpoint, settings): the run's LM "
+                "(--lm, --api-base, the task's [lm]) is the only one used; set it to null or recompile",
+                path=path, field=f"{name}.lm",
+            )  # fmt: skip
+        extra = sorted(set(entry) - _PREDICT_STATE_KEYS)
+        if extra:
+            raise DataError(
+                f"a compiled program may not set '{extra[0]}' on a predictor (it would choose LM settings such as "
+                "the endpoint); remove it or recompile",
+                path=path, field=f"{name}.{extra[0]}",
+            )  # fmt: skip
+
+
 def load_compiled(program: Any, path: Path, taxonomy: Taxonomy) -> Any:
     """Load state into ``program``; refuse a program compiled for a different taxonomy.
 
     Sets ``program.demos_from`` from the metadata when recorded; the privacy session
     treats demos without a record as private (``clinsynth.session.program_demo_source``).
+    A file that would choose LM settings (a saved ``lm``, a predictor ``config``) is
+    refused (``check_no_lm_settings``).
     """
     path = Path(path)
     if not path.exists():
         raise ClinsynthError(f"{path}: compiled program not found")
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ClinsynthError(f"{path}: not a readable compiled program ({exc})") from exc
+    check_no_lm_settings(program, state, path)
     meta = read_metadata(path)
     made_for = meta.get("taxonomy_sha256")
     if made_for and made_for != taxonomy_sha256(taxonomy):
@@ -216,6 +261,10 @@ def load_compiled(program: Any, path: Path, taxonomy: Taxonomy) -> Any:
         program.load(str(path))
     except (KeyError, ValueError, TypeError) as exc:
         raise ClinsynthError(f"{path}: does not match this program ({type(exc).__name__}: {exc})") from exc
+    # Belt and braces: whatever DSPy's loader does with a file, no predictor keeps an LM of its own.
+    for name, predictor in program.named_predictors():
+        if predictor.lm is not None:
+            raise DataError("the loaded program set an LM of its own; refusing it", path=path, field=f"{name}.lm")
     # The loaded state replaces whatever demos the program had, so an earlier record no longer applies.
     program.__dict__.pop("demos_from", None)
     if demos_from is not None:
