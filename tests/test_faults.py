@@ -40,6 +40,7 @@ Issue 26 (round two), row number, route, and the tests that cover it:
     localhost / HTTP:// / no /v1     test_privacy::test_approved_endpoints_match_after_the_same_normalisation
  2  HTTP_PROXY / ALL_PROXY set,     test_privacy::test_a_proxy_in_the_environment_is_an_endpoint
     loopback --api-base              test_privacy::test_a_proxy_declared_remote_gets_no_gold
+ 4  demos_from edited to "public"   test_privacy::test_gold_demos_are_private_whatever_the_metadata_says
 """
 
 from __future__ import annotations

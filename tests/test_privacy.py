@@ -323,3 +323,29 @@ def test_a_program_file_with_an_api_base_sends_nothing_anywhere(tmp_path: Path, 
         err = capsys.readouterr().err
         assert code == 2 and "crafted.json" in err and "label.config" in err
         assert elsewhere.requests == [] and local.requests == []
+
+
+def test_gold_demos_are_private_whatever_the_metadata_says(tmp_path: Path, fake_openai, capsys):
+    """Issue 26 row 4: a ``demos_from`` edited to "public" does not send gold demos to a remote endpoint."""
+    state = json.loads(COMPILED_LABELLER.read_text())
+    state["metadata"]["clinsynth"]["demos_from"] = {"data": "public corpus", "sensitivity": "public"}
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(state))
+    with fake_openai(lambda body: (200, chat_reply(ANSWER))) as server:
+        task = write_task(tmp_path / "task", remote=(server.api_base.rsplit("/", 1)[0] + "/*",))
+        code = _label(task, server.api_base, tmp_path / "a.jsonl", "--input", str(_public_file(tmp_path)),
+                      "--sensitivity", "public", "--program", str(edited))  # fmt: skip
+        err = capsys.readouterr().err
+        assert code == 2 and "edited.json" in err and "gold sentences" in err
+        assert server.requests == []
+    # Demos recorded public that are not gold sentences stay public.
+    program = DataToLabel(ad_taxonomy())
+    program.label.demos = [{"sentence": "A sentence written for this test.", "categories": []}]
+    program.demos_from = DemoSource("generated sentences", Sensitivity.SYNTHETIC)
+    policy = load_task(task).privacy
+    check_privacy(Endpoint("openai/gpt-4o-mini"), "labeler", policy, [], {"p": program})
+    # The same program with one gold sentence (spaced and cased differently) among its demos is private.
+    gold = json.loads(GOLD_DEV.read_text().splitlines()[0])["text"]
+    program.label.demos.append({"sentence": "  " + gold.upper(), "categories": []})
+    with pytest.raises(PrivacyError, match="1 gold sentences"):
+        check_privacy(Endpoint("openai/gpt-4o-mini"), "labeler", policy, [], {"p": program})

@@ -3,7 +3,8 @@
 A step opens an LM for a role (labeller, generator, the optimizer's prompt model) and
 declares everything its prompts will carry: the input data *and* the programs, whose
 state may hold demos or a demo pool. Compiled programs record where their demos came
-from; demos of unknown origin count as private. If anything private would reach an
+from; demos of unknown origin count as private, and so do demos that are the task's gold
+sentences (compared by hash), whatever the record says. If anything private would reach an
 endpoint that is not local and not approved in the task's ``[privacy]`` table, the
 session refuses before any server starts or any request is sent, naming the data, the
 program and the endpoint.
@@ -22,6 +23,8 @@ the ``dspy.LM`` objects.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -224,33 +227,100 @@ def has_demos(program: Any) -> bool:
     return bool(getattr(program, "demo_pool", None)) or any(p.demos for p in program.predictors())
 
 
-def program_demo_source(program: Any) -> DemoSource:
-    """Where ``program``'s demos came from: its recorded source, or private if it has demos of unknown origin."""
+def text_key(text: str) -> str:
+    """A sentence's hash for comparing demos with gold: whitespace and case do not tell them apart."""
+    return hashlib.sha256(" ".join(text.split()).casefold().encode("utf-8")).hexdigest()
+
+
+_GOLD_KEYS: dict[tuple[Any, ...], frozenset[str]] = {}
+
+
+def gold_text_keys(policy: PrivacyPolicy) -> frozenset[str]:
+    """``text_key`` of every sentence in the gold files (``<gold>/*.jsonl``) of the task ``policy`` belongs to.
+
+    Empty when the policy names no task file. Lines are read leniently (the gold loader
+    validates them elsewhere): any ``text`` counts, so a bad line cannot hide a sentence.
+    """
+    if policy.source is None:
+        return frozenset()
+    from clinsynth.task import load_task
+
+    gold_dir = load_task(policy.source).gold_dir
+    files = sorted(gold_dir.glob("*.jsonl")) if gold_dir.is_dir() else []
+    stamp = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+    if stamp not in _GOLD_KEYS:
+        keys: set[str] = set()
+        for path in files:
+            with path.open(encoding="utf-8", errors="replace") as fh:
+                for line in fh:
+                    try:
+                        obj = json.loads(line)
+                    except ValueError:
+                        continue
+                    if isinstance(obj, dict) and isinstance(obj.get("text"), str):
+                        keys.add(text_key(obj["text"]))
+        _GOLD_KEYS[stamp] = frozenset(keys)
+    return _GOLD_KEYS[stamp]
+
+
+def demo_texts(program: Any) -> list[str]:
+    """Every string a program's demos (and kNN demo pool) put into prompts, list items included."""
+    demos = [d for p in program.predictors() for d in p.demos] + list(getattr(program, "demo_pool", None) or [])
+    texts: list[str] = []
+    for demo in demos:
+        values = demo.toDict() if hasattr(demo, "toDict") else dict(demo)
+        for value in values.values():
+            items = value if isinstance(value, (list, tuple)) else [value]
+            texts += [v for v in items if isinstance(v, str)]
+    return texts
+
+
+def program_demo_source(program: Any, gold_keys: frozenset[str] = frozenset()) -> DemoSource:
+    """Where ``program``'s demos came from, judged by their content first.
+
+    Demos that are gold sentences (``gold_keys``, see ``gold_text_keys``) are private
+    whatever the file's metadata says: a ``demos_from`` edited to "public" must not send
+    them out. Otherwise the recorded source, or private for demos of unknown origin.
+    """
     if not has_demos(program):
         return NO_DEMOS
     recorded = getattr(program, "demos_from", None)
+    if gold_keys:
+        in_gold = sum(text_key(t) in gold_keys for t in demo_texts(program))
+        if in_gold and not (isinstance(recorded, DemoSource) and recorded.sensitivity is Sensitivity.PRIVATE):
+            return DemoSource(f"{in_gold} gold sentences of the task, whatever the file's metadata says",
+                              Sensitivity.PRIVATE)  # fmt: skip
     if isinstance(recorded, DemoSource):
         return recorded
     return DemoSource("demos of unknown origin", Sensitivity.PRIVATE)
 
 
-def private_contents(data: Sequence[Content], programs: Mapping[str, Any]) -> list[str]:
+def private_contents(
+    data: Sequence[Content], programs: Mapping[str, Any], gold_keys: frozenset[str] = frozenset()
+) -> list[str]:
     """Human-readable names of everything private among the data and the programs' demos."""
     names = [c.name for c in data if c.sensitivity is Sensitivity.PRIVATE]
     for name, program in programs.items():
         if program is None:
             continue
-        source = program_demo_source(program)
+        source = program_demo_source(program, gold_keys)
         if source.sensitivity is Sensitivity.PRIVATE:
             names.append(f"program {name} (its demos come from {source.data})")
     return names
+
+
+def _gold_keys_if_demos(policy: PrivacyPolicy, programs: Mapping[str, Any]) -> frozenset[str]:
+    # Reading the gold costs a file scan: only programs with demos need it.
+    if any(p is not None and has_demos(p) for p in programs.values()):
+        return gold_text_keys(policy)
+    return frozenset()
 
 
 def check_privacy(
     endpoint: Endpoint, role: str, policy: PrivacyPolicy, data: Sequence[Content], programs: Mapping[str, Any]
 ) -> bool:
     """Raise PrivacyError if private content may not go to ``endpoint``; True if private content is cleared."""
-    private = private_contents(data, programs)
+    private = private_contents(data, programs, _gold_keys_if_demos(policy, programs))
     if not private:
         return False
     where = policy.source or "the task's clinsynth.toml"
