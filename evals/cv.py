@@ -36,12 +36,13 @@ from typing import Any
 
 import numpy as np
 
-from clinsynth.classifier import SignsClassifier, TrainingBudget
+from clinsynth.classifier import SignsClassifier, TrainingBudget, label_matrix
 from clinsynth.errors import DataError
 from clinsynth.fileio import atomic_write_text
 from clinsynth.metrics import multilabel_scores
-from clinsynth.mixes import MixSources, load_part, parse_mix
+from clinsynth.mixes import HYBRID_SUFFIX, MixSources, load_part, parse_mix
 from clinsynth.records import Record
+from clinsynth.rules import RuleSet
 from clinsynth.taxonomy import Taxonomy
 from evals.core import mean_std, run_key
 
@@ -51,6 +52,8 @@ DEFAULT_FOLDS = 3  # 936 AD sentences: 3 folds keep ~60 notes and every category
 DEFAULT_SEEDS = (0, 1, 2)
 INNER_DEV = 0.2  # share of the training notes that picks epochs and thresholds
 HEADLINE = ("micro_f1", "macro_f1", "binary_f1")
+RULE_LIST = "rule list"  # the task's rules.yaml, the headline baseline
+HYBRID = HYBRID_SUFFIX
 BOOTSTRAP_RESAMPLES = 1000
 
 
@@ -68,6 +71,11 @@ class FoldRun:
     train_seconds: float
     epochs: list[dict[str, Any]] = field(default_factory=list)
     silver_scores: list[list[float]] | None = None  # gold runs: the student's scores on silver (for AGREE)
+    # The student's scores on the fold and on the inner dev: what the hybrid (``clinsynth.hybrid``)
+    # stacks with the rule hits, fitted on the inner dev and applied to the fold.
+    scores: list[list[float]] | None = None
+    dev_ids: list[str] | None = None
+    dev_scores: list[list[float]] | None = None
 
 
 @dataclass
@@ -78,6 +86,7 @@ class CVSettings:
     budget: TrainingBudget = field(default_factory=TrainingBudget)
     baselines: bool = True
     pool_limit: int | None = None  # whole notes, in pool order, up to about N sentences (quick runs)
+    rules: bool = True  # with a task rule list: the rule-list baseline and each mix stacked with it (MIX+rules)
 
     @classmethod
     def for_task(cls, task: Any, **overrides: Any) -> CVSettings:
@@ -164,8 +173,9 @@ class CrossValidation:
     """Runs (or reuses) every mix x seed x fold and scores the pooled out-of-fold predictions."""
 
     def __init__(self, pool: Sequence[Record], taxonomy: Taxonomy, sources: MixSources, work_dir: Path,
-                 settings: CVSettings) -> None:  # fmt: skip
+                 settings: CVSettings, rules: RuleSet | None = None) -> None:  # fmt: skip
         self.pool = list(pool)
+        self.rules = rules if settings.rules else None
         self.taxonomy = taxonomy
         self.names = list(taxonomy.names)
         self.sources = sources
@@ -223,11 +233,13 @@ class CrossValidation:
         silver_scores = None
         if mix == "gold" and self.sources.silver.exists():
             silver_scores = np.round(classifier.scores([r.text for r in self.part("silver")]), 4).tolist()
+        scores = classifier.scores([r.text for r in evaluation])
         result = FoldRun(
             mix=system, seed=seed, fold=fold, ids=[r.id for r in evaluation],
-            predictions=classifier.predict([r.text for r in evaluation]), thresholds=classifier.info.thresholds,
+            predictions=classifier.decide(scores), thresholds=classifier.info.thresholds,
             n_train=len(train), train_seconds=classifier.info.train_seconds, epochs=classifier.info.epochs,
-            silver_scores=silver_scores,
+            silver_scores=silver_scores, scores=np.round(scores, 5).tolist(), dev_ids=[r.id for r in dev],
+            dev_scores=np.round(classifier.scores([r.text for r in dev]), 5).tolist(),
         )  # fmt: skip
         atomic_write_text(path, json.dumps(asdict(result)))
         return result
@@ -244,12 +256,35 @@ class CrossValidation:
             by_id.update(zip(run.ids, run.predictions, strict=True))
         return [by_id[r.id] for r in self.pool], runs
 
+    def hybrid_out_of_fold(self, runs: Sequence[FoldRun]) -> list[list[str]]:
+        """Each fold's student stacked with the rule hits (fitted on its inner dev), pool order."""
+        from clinsynth.hybrid import RuleStack
+
+        assert self.rules is not None
+        by_id = {r.id: r for r in self.pool}
+        predicted: dict[str, list[str]] = {}
+        for run in runs:
+            if run.scores is None or run.dev_scores is None or run.dev_ids is None:
+                raise DataError(f"cached run {run.mix} seed {run.seed} fold {run.fold} has no scores; "
+                                f"remove {self.dir} to rerun it")  # fmt: skip
+            dev = [by_id[i] for i in run.dev_ids]
+            gold = label_matrix([r.labels for r in dev], self.names)[:, : len(self.names)]
+            dev_hits = self.rules.hit_matrix([r.text for r in dev], self.names)
+            stack = RuleStack.fit(self.names, np.asarray(run.dev_scores), dev_hits, gold, seed=run.seed)
+            texts = [by_id[i].text for i in run.ids]
+            labels = stack.predict(self.names, np.asarray(run.scores), texts, self.rules, run.thresholds)
+            predicted.update(zip(run.ids, labels, strict=True))
+        return [predicted[r.id] for r in self.pool]
+
     def baselines(self) -> dict[str, list[list[str]]]:
         """Keyword lexicon and TF-IDF + LR, fold by fold on the gold parts (deterministic: one 'seed')."""
         from clinsynth.baselines import KeywordLexicon, TfidfLogReg
 
         lexicon = KeywordLexicon.from_taxonomy(self.taxonomy)
-        out = {"keyword lexicon": lexicon.predict([r.text for r in self.pool])}
+        out: dict[str, list[list[str]]] = {}
+        if self.rules is not None:
+            out[RULE_LIST] = self.rules.predict([r.text for r in self.pool])
+        out["keyword lexicon"] = lexicon.predict([r.text for r in self.pool])
         by_id: dict[str, list[str]] = {}
         for fold in range(self.settings.folds):
             train, dev, evaluation = self.fold_data("gold", 0, fold)
@@ -300,9 +335,10 @@ def paired_ci(
 
 
 def run(pool: Sequence[Record], taxonomy: Taxonomy, sources: MixSources, work_dir: Path,
-        settings: CVSettings) -> dict[str, Any]:  # fmt: skip
-    """Every mix x seed x fold (reusing finished runs), baselines, scores and paired CIs vs gold."""
-    cv = CrossValidation(pool, taxonomy, sources, work_dir, settings)
+        settings: CVSettings, rules: RuleSet | None = None) -> dict[str, Any]:  # fmt: skip
+    """Every mix x seed x fold (reusing finished runs), hybrids with the rule list, baselines,
+    scores and paired CIs vs gold and vs the rule list."""
+    cv = CrossValidation(pool, taxonomy, sources, work_dir, settings, rules)
     gold_sets = [list(r.labels) for r in pool]
     notes = [note_of(r) for r in pool]
     predictions: dict[str, list[list[list[str]]]] = {}
@@ -313,8 +349,12 @@ def run(pool: Sequence[Record], taxonomy: Taxonomy, sources: MixSources, work_di
         print(f"[{k}/{total}] {mix} seed {seed} ({settings.folds} folds)", flush=True)
         oof, runs = cv.out_of_fold(mix, seed)
         predictions.setdefault(mix, []).append(oof)
+        if cv.rules is not None:
+            predictions.setdefault(mix + HYBRID, []).append(cv.hybrid_out_of_fold(runs))
         if len(predictions[mix]) == len(settings.seeds):
             systems.append(_summary(mix, "mix", predictions[mix], gold_sets, taxonomy, runs))
+            if cv.rules is not None:
+                systems.append(_summary(mix + HYBRID, "hybrid", predictions[mix + HYBRID], gold_sets, taxonomy, runs))
     if settings.baselines:
         for name, predicted in cv.baselines().items():
             predictions[name] = [predicted]
@@ -324,6 +364,11 @@ def run(pool: Sequence[Record], taxonomy: Taxonomy, sources: MixSources, work_di
         if reference:
             row["reference"] = reference
             row["vs_gold"] = paired_ci(gold_sets, notes, predictions[row["system"]], predictions[reference], taxonomy)
+        if row["kind"] == "hybrid":  # what stacking with the rules adds to the same students
+            student = row["system"][: -len(HYBRID)]
+            row["vs_student"] = paired_ci(gold_sets, notes, predictions[row["system"]], predictions[student], taxonomy)
+        if RULE_LIST in predictions and row["system"] != RULE_LIST:
+            row["vs_rules"] = paired_ci(gold_sets, notes, predictions[row["system"]], predictions[RULE_LIST], taxonomy)
     return {
         "n": len(pool),
         "notes": len(set(notes)),
@@ -362,27 +407,45 @@ def bronze_per_target(cv: CrossValidation) -> int:
     return max(counts.values(), default=0)
 
 
-def gold_test(gold: dict[str, list[Record]], taxonomy: Taxonomy, model_dir: Path) -> dict[str, Any]:
-    """The report's final line on gold test: the default model's scores (from its ``clinsynth.json``,
-    computed when it was trained) beside the keyword lexicon and TF-IDF + LR fitted on gold train."""
+def gold_test(gold: dict[str, list[Record]], taxonomy: Taxonomy, model_dir: Path,
+              rules: RuleSet | None = None) -> dict[str, Any]:  # fmt: skip
+    """The report's final line on gold test: the default model beside the gold-only model (when
+    trained, ``reference_model_dir``), the rule list, the keyword lexicon and TF-IDF + LR fitted
+    on gold train; the default model's paired CIs (notes resampled) against the rule list and gold."""
     from clinsynth.baselines import KeywordLexicon, TfidfLogReg
+    from clinsynth.classifier import SignsClassifier
+    from clinsynth.steps.train import reference_model_dir
 
     test = gold["test"]
     texts, truth = [r.text for r in test], [list(r.labels) for r in test]
-    rows = []
-    info_path = Path(model_dir) / "clinsynth.json"
+    notes = [note_of(r) for r in test]
+    predicted: dict[str, list[list[str]]] = {}
     note = f"No default model in {model_dir} yet (`clinsynth train`)."
-    if info_path.exists():
-        info = json.loads(info_path.read_text(encoding="utf-8"))
-        rows.append({"system": f"default model ({info['mix']})", **{m: info["test_scores"][m] for m in HEADLINE}})
-        note = (f"The default model ({info_path.parent.name}/, trained {info.get('created_at', '?')} on "
-                f"`{info['mix']}` with thresholds on gold dev) and two baselines, on the {len(test)} gold test "
-                "sentences.")  # fmt: skip
-    lexicon = KeywordLexicon.from_taxonomy(taxonomy).predict(texts)
-    tfidf = TfidfLogReg(taxonomy.names).fit(gold["train"], gold["dev"]).predict(texts)
-    for name, predicted in (("keyword lexicon", lexicon), ("tf-idf + LR (gold)", tfidf)):
-        scores = multilabel_scores(truth, predicted, taxonomy)
-        rows.append({"system": name, **{m: scores[m] for m in HEADLINE}})
+    default = None
+    if (Path(model_dir) / "clinsynth.json").exists():
+        model = SignsClassifier.load(model_dir, taxonomy)
+        info = model.info
+        default = f"default model ({info.mix})"
+        predicted[default] = model.predict(texts)
+        note = (f"The default model ({Path(model_dir).name}/, trained {info.created_at} on "
+                f"`{info.mix}` with thresholds on gold dev) and the baselines, on the {len(test)} gold test "
+                f"sentences ({len(set(notes))} notes).")  # fmt: skip
+        reference = reference_model_dir(model_dir)
+        if info.mix != "gold" and (reference / "clinsynth.json").exists():
+            predicted["gold-only model"] = SignsClassifier.load(reference, taxonomy).predict(texts)
+    if rules is not None:
+        predicted[RULE_LIST] = rules.predict(texts)
+    predicted["keyword lexicon"] = KeywordLexicon.from_taxonomy(taxonomy).predict(texts)
+    predicted["tf-idf + LR (gold)"] = TfidfLogReg(taxonomy.names).fit(gold["train"], gold["dev"]).predict(texts)
+    rows = []
+    for name, labels in predicted.items():
+        scores = multilabel_scores(truth, labels, taxonomy)
+        row: dict[str, Any] = {"system": name, **{m: scores[m] for m in HEADLINE}}
+        if name == default:
+            for other, key in ((RULE_LIST, "vs_rules"), ("gold-only model", "vs_gold")):
+                if other in predicted:
+                    row[key] = paired_ci(truth, notes, [labels], [predicted[other]], taxonomy)
+        rows.append(row)
     return {"note": note, "systems": rows}
 
 
@@ -426,8 +489,8 @@ def cross_validate_task(task: Any, settings: CVSettings, out_dir: Path, command:
     gold = task.gold()
     pool = whole_notes(gold["train"] + gold["dev"], settings.pool_limit)
     summary = run(pool, task.taxonomy, sources or MixSources.for_task(task),
-                  work_dir or task.output_dir / "augmentation", settings)  # fmt: skip
-    summary["test"] = gold_test(gold, task.taxonomy, model_dir or task.model_dir)
+                  work_dir or task.output_dir / "augmentation", settings, task.rules)  # fmt: skip
+    summary["test"] = gold_test(gold, task.taxonomy, model_dir or task.model_dir, task.rules)
     return write_report(summary, task.taxonomy, out_dir, command), summary
 
 
@@ -437,5 +500,5 @@ def refresh_test_line(task: Any, out_dir: Path, model_dir: Path | None = None) -
     from evals.cv_report import REPORT, write_report
 
     summary = json.loads((Path(out_dir) / f"{REPORT}.json").read_text(encoding="utf-8"))
-    summary["test"] = gold_test(task.gold(), task.taxonomy, model_dir or task.model_dir)
+    summary["test"] = gold_test(task.gold(), task.taxonomy, model_dir or task.model_dir, task.rules)
     return write_report(summary, task.taxonomy, out_dir, summary["command"])

@@ -27,8 +27,8 @@ REPORT = "augmentation"
 CATEGORY_PNG = "augmentation_per_category.png"
 CURVE_PNG = "augmentation_learning_curve.png"
 RARE_SHARE = 0.05  # a category under 5% of the pooled sentences is rare
-HEADERS = ["system", "micro F1", "macro F1", "binary F1", "compared with", "Δ micro", "Δ macro", "train sentences",
-           "s per run"]  # fmt: skip
+HEADERS = ["system", "micro F1", "macro F1", "binary F1", "compared with", "Δ micro", "Δ macro",
+           "Δ micro vs rule list", "Δ macro vs rule list", "train sentences", "s per run"]  # fmt: skip
 
 
 def verdict(ci: dict[str, float]) -> str:
@@ -43,16 +43,27 @@ def interval_text(ci: dict[str, float] | None) -> str:
     return f"{ci['diff']:+.3f} [{ci['low']:+.3f}, {ci['high']:+.3f}]{mark}"
 
 
-def ci_text(row: dict[str, Any], metric: str) -> str:
-    """A system's difference to its reference (``interval_text``)."""
-    return interval_text(row.get("vs_gold", {}).get(metric))
+def ci_text(row: dict[str, Any], metric: str, against: str = "vs_gold") -> str:
+    """A system's difference to its reference, or to what ``against`` names (``interval_text``)."""
+    return interval_text(row.get(against, {}).get(metric))
+
+
+def _ci_words(ci: dict[str, float]) -> str:
+    return f"{ci['diff']:+.3f} [{ci['low']:+.3f}, {ci['high']:+.3f}] ({verdict(ci)})"
+
+
+def comparison(row: dict[str, Any], against: str, other: str) -> str:
+    """"`A` vs `B`: micro F1 ... , macro F1 ..." from a row's paired CIs ``row[against]``."""
+    micro, macro = row[against]["micro_f1"], row[against]["macro_f1"]
+    return f"`{row['system']}` vs {other}: micro F1 {_ci_words(micro)}, macro F1 {_ci_words(macro)}."
 
 
 def headline_rows(summary: dict[str, Any]) -> list[list[Any]]:
     return [
         [r["system"], mean_sd_text(r["micro_f1"]), mean_sd_text(r["macro_f1"]), mean_sd_text(r["binary_f1"]),
          r.get("reference", "-"),
-         ci_text(r, "micro_f1"), ci_text(r, "macro_f1"), r.get("n_train", "-"),
+         ci_text(r, "micro_f1"), ci_text(r, "macro_f1"), ci_text(r, "micro_f1", "vs_rules"),
+         ci_text(r, "macro_f1", "vs_rules"), r.get("n_train", "-"),
          f"{r['train_seconds']:.0f}" if "train_seconds" in r else "-"]
         for r in summary["systems"]
     ]  # fmt: skip
@@ -110,14 +121,9 @@ def findings(summary: dict[str, Any]) -> list[str]:
         return out
     mixes = [r for r in summary["systems"] if r["kind"] == "mix" and r["system"] != "gold" and "vs_gold" in r]
     for row in mixes:
-        if row.get("reference") != "gold":
-            continue
-        micro, macro = row["vs_gold"]["micro_f1"], row["vs_gold"]["macro_f1"]
-        out.append(
-            f"`{row['system']}` vs `gold`: micro F1 {micro['diff']:+.3f} [{micro['low']:+.3f}, {micro['high']:+.3f}] "
-            f"({verdict(micro)}), macro F1 {macro['diff']:+.3f} [{macro['low']:+.3f}, {macro['high']:+.3f}] "
-            f"({verdict(macro)})."
-        )
+        if row.get("reference") == "gold":
+            out.append(comparison(row, "vs_gold", "`gold`"))
+    out += hybrid_findings(summary)
     worse = [r["system"] for r in mixes if r.get("reference") == "gold" and
              any(verdict(r["vs_gold"][m]) == "worse" for m in ("micro_f1", "macro_f1"))]  # fmt: skip
     out.append(
@@ -162,8 +168,32 @@ def findings(summary: dict[str, Any]) -> list[str]:
     return out
 
 
+def hybrid_findings(summary: dict[str, Any]) -> list[str]:
+    """What stacking the students with the rule list did, and where each system stands against the rules."""
+    out = []
+    for row in summary["systems"]:
+        if row["kind"] == "hybrid" and "vs_student" in row:
+            student = row["system"].removesuffix("+rules")
+            out.append("Stacking with the rule list: " + comparison(row, "vs_student", f"`{student}` alone"))
+    for row in summary["systems"]:
+        if row["kind"] in ("mix", "hybrid") and "vs_rules" in row:
+            beats = all(row["vs_rules"][m]["low"] > 0 for m in ("micro_f1", "macro_f1"))
+            out.append(comparison(row, "vs_rules", "the rule list") + (" Beats it on both." if beats else ""))
+    for row in (summary.get("test") or {}).get("systems", []):
+        for key, other in (("vs_rules", "the rule list"), ("vs_gold", "the gold-only model")):
+            if key in row:
+                out.append("On gold test, " + comparison(row, key, other))
+    return out
+
+
+TEST_HEADERS = ["system", "micro F1", "macro F1", "binary F1", "Δ micro vs rule list", "Δ macro vs rule list",
+                "Δ micro vs gold-only", "Δ macro vs gold-only"]  # fmt: skip
+
+
 def test_rows(test: dict[str, Any]) -> list[list[Any]]:
-    return [[r["system"], f"{r['micro_f1']:.3f}", f"{r['macro_f1']:.3f}", f"{r['binary_f1']:.3f}"]
+    return [[r["system"], f"{r['micro_f1']:.3f}", f"{r['macro_f1']:.3f}", f"{r['binary_f1']:.3f}",
+             ci_text(r, "micro_f1", "vs_rules"), ci_text(r, "macro_f1", "vs_rules"), ci_text(r, "micro_f1"),
+             ci_text(r, "macro_f1")]
             for r in test["systems"]]  # fmt: skip
 
 
@@ -185,6 +215,8 @@ def markdown(summary: dict[str, Any], taxonomy: Taxonomy) -> str:
         "",
         "## Every mix and baseline (mean ± sd over seeds; paired 95% bootstrap CI of the difference, notes resampled)",
         "",
+        "`MIX+rules` is the hybrid: each fold's `MIX` student stacked with the task's rule list (`rules.yaml`) by a "
+        "per-category logistic regression fitted on the fold's inner dev (`clinsynth.hybrid`); it costs no training. "
         "A system `mix@field=value` is trained with that budget field changed; it is compared with gold trained the "
         "same way when that ran, else with the same mix at the default budget. Seconds per run are wall time on "
         "this machine, including the per-epoch dev scoring.",
@@ -217,7 +249,7 @@ def markdown(summary: dict[str, Any], taxonomy: Taxonomy) -> str:
     test = summary.get("test")
     if test:
         lines += ["## Gold test (final line; no choice above looked at it)", "", test["note"], "",
-                  format_table(["system", "micro F1", "macro F1", "binary F1"], test_rows(test)), ""]  # fmt: skip
+                  format_table(TEST_HEADERS, test_rows(test)), ""]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -248,7 +280,7 @@ def html_page(summary: dict[str, Any], taxonomy: Taxonomy) -> str:
     test = summary.get("test")
     if test:
         parts.append(f"<h2>Gold test (final line)</h2><p>{html.escape(test['note'])}</p>"
-                     + html_table(["system", "micro F1", "macro F1", "binary F1"], test_rows(test)))  # fmt: skip
+                     + html_table(TEST_HEADERS, test_rows(test)))  # fmt: skip
     parts.append("</body></html>")
     return "\n".join(parts)
 

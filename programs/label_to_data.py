@@ -46,6 +46,17 @@ SEVERITIES = ("mild, early", "moderate", "severe, late")
 TENSES = ("present", "past", "a recent change (present perfect)")
 ABBREVIATIONS = ("none, write words out", "common clinical abbreviations (pt, hx, c/o, w/, s/p, f/u)")
 LENGTHS = ("a short fragment of under 8 words", "one sentence of 10-20 words", "one long sentence of 20-35 words")
+# How sentences sit in real notes, beyond full prose: list items, header lines, run-ons.
+FORMS = (
+    "a full sentence",
+    "a terse fragment as in a bulleted list",
+    "a 'HEADER: content' line (e.g. 'SOCIAL HISTORY: ...')",
+    "a run-on of short statements joined by commas or semicolons, as dictated",
+)
+SHORTHAND_SHARE = 0.5  # share of single-category calls asked to use one of the category's shorthand forms
+# The guideline's subject rules, said in every positive target: a small model otherwise
+# writes a relative's smoking or a hypothetical as the category.
+SUBJECT_RULE = "About the patient only: never a relative's or anyone else's status; current or past both count."
 
 # Hard negatives: what makes a sentence NONE although it talks about a category's topic,
 # with the cue a small model needs to get it right.
@@ -87,13 +98,16 @@ def describe_target(taxonomy: Taxonomy, labels: tuple[str, ...], attributes: dic
             f"{kind}, i.e. {NEGATIVE_KINDS[kind]}."
         )
     definitions = "\n".join(f"{name}: {taxonomy.category(name).definition}" for name in labels)
+    shorthand = attributes.get("shorthand")
+    if shorthand:
+        focus = f"{focus}, written with the shorthand '{shorthand}'" if focus else f"the shorthand '{shorthand}'"
     if len(labels) == 1:
         head = f"Each sentence documents {focus} (category {labels[0]})." if focus else f"Category {labels[0]}."
     else:
         joined = " and ".join(labels)
         head = f"Each sentence documents {focus} (categories {joined}, all in one sentence)."
         head = head if focus else f"Categories {joined}, all in one sentence."
-    return f"{head}\nDefinitions:\n{definitions}"
+    return f"{head} {SUBJECT_RULE}\nDefinitions:\n{definitions}"
 
 
 def render_constraints(attributes: dict[str, Any]) -> str:
@@ -102,6 +116,7 @@ def render_constraints(attributes: dict[str, Any]) -> str:
         f"Stated by: {attributes['reporter']}. Severity: {attributes['severity']}. "
         f"Tense: {attributes['tense']}. Abbreviations: {attributes['abbreviations']}. "
         f"Length: {attributes['length']}."
+        + (f" Form: {attributes['form']}." if attributes.get("form") else "")
     )
 
 
@@ -158,6 +173,11 @@ def plan_call(taxonomy: Taxonomy, target: str, index: int, seed: int) -> Generat
         if taxonomy.category(name).generation.reporters:
             reporters = taxonomy.category(name).generation.reporters
     attributes["reporter"] = rng.choice(reporters)
+    # Drawn last, so the draws above (and plans of calls already made) are unchanged.
+    attributes["form"] = rng.choice(FORMS)
+    shorthand = taxonomy.category(labels[0]).generation.shorthand if len(labels) == 1 else ()
+    if shorthand and rng.random() < SHORTHAND_SHARE:
+        attributes["shorthand"] = rng.choice(shorthand)
     return GenerationRequest(call_id=f"{target}:{seed}:{index}", target=target, labels=labels, attributes=attributes)
 
 

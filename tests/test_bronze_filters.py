@@ -60,3 +60,20 @@ def test_text_measures():
     assert distinct_n(["a b a b"], 1) == 0.5
     assert distinct_n(["a b c", "a b d"], 2) == 3 / 4
     assert distinct_n([], 2) == 0.0
+
+
+def test_the_subject_filter_drops_a_relatives_use_labelled_as_the_patients():
+    from clinsynth.task import load_task
+
+    rules = load_task("tasks/sdoh").rules
+    candidates = [
+        bf.Candidate("a", "Her husband smokes two packs a day.", "TOBACCO", ("TOBACCO",), "c1"),
+        bf.Candidate("b", "She smokes two packs a day.", "TOBACCO", ("TOBACCO",), "c1"),
+        bf.Candidate("c", "Lives with her husband, who drinks heavily.", "LIVING_SITUATION", ("LIVING_SITUATION",),
+                     "c2"),  # fmt: skip
+        bf.Candidate("d", "Father was an alcoholic.", "NONE", (), "c3"),  # a hard negative: right as it is
+    ]
+    kept, dropped = bf.subject_filter(candidates, rules)
+    assert [c.id for c in kept] == ["b", "c", "d"]
+    assert [(d.candidate.id, d.filter) for d in dropped] == [("a", bf.SUBJECT)]
+    assert "TOBACCO" in dropped[0].detail and "other person" in dropped[0].detail

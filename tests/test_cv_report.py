@@ -27,12 +27,36 @@ def _keyword_rule(text: str) -> list[str]:
 class _Trained:
     """What cross-validation needs of a trained classifier; it predicts well only when bronze was in training."""
 
+    names = ("FEVER", "COUGH")
+
     def __init__(self, with_bronze: bool) -> None:
         self.with_bronze = with_bronze
-        self.info = type("Info", (), {"thresholds": {}, "train_seconds": 1.0, "epochs": []})()
+        self.info = type("Info", (), {"thresholds": {"FEVER": 0.5, "COUGH": 0.5}, "train_seconds": 1.0, "epochs": [],
+                                      "mix": "gold+bronze", "created_at": "today"})()  # fmt: skip
 
     def predict(self, texts: list[str]) -> list[list[str]]:
         return [_keyword_rule(t) if self.with_bronze else [] for t in texts]
+
+    def scores(self, texts: list[str]):
+        import numpy as np
+
+        return np.asarray([[0.9 if n in labels else 0.1 for n in self.names] for labels in self.predict(texts)])
+
+    def decide(self, scores, texts=None) -> list[list[str]]:
+        return [[n for n, s in zip(self.names, row, strict=True) if s >= 0.5] for row in scores]
+
+
+# A rule list that knows "fever" and "cough" but not "febrile" or "temperature".
+RULES = r"""
+about: test
+scope:
+  negation: ['\bdenies\b']
+categories:
+  FEVER:
+    cues: ['\bfever\b']
+  COUGH:
+    cues: ['\bcough']
+"""
 
 
 @pytest.fixture
@@ -50,6 +74,7 @@ def task(tmp_path: Path, monkeypatch):
                                             ("A wet cough.", ["COUGH"]), ("Coughing at night.", ["COUGH"])])
     ]  # fmt: skip
     write_records(root / "data" / "bronze.jsonl", bronze)
+    (root / "rules.yaml").write_text(RULES)
 
     def fake_train(train, taxonomy, dev, budget, seed, mix, show_progress):
         return _Trained(any(r.source == "bronze" for r in train))
@@ -58,7 +83,8 @@ def task(tmp_path: Path, monkeypatch):
     return load_task(root)
 
 
-def test_the_report_has_every_mix_with_cis_the_learning_curve_findings_and_the_gold_test_line(task, tmp_path):
+def test_the_report_has_every_mix_with_cis_the_learning_curve_findings_and_the_gold_test_line(task, tmp_path,
+                                                                                              monkeypatch):
     settings = cv.CVSettings.for_task(task)
     assert settings.mixes == ("gold", "gold+bronze:1", "gold+bronze") and settings.folds == 2
     out = tmp_path / "report"
@@ -76,17 +102,33 @@ def test_the_report_has_every_mix_with_cis_the_learning_curve_findings_and_the_g
     assert "## Bronze learning curve" in md and "all (2 a category)" in md
     assert "No mix with LLM data is significantly worse than gold." in md
     assert "Cross-validation chooses `gold+bronze" in md
+    # The task's rule list is the headline baseline; every mix is also stacked with it.
+    assert rows["rule list"]["kind"] == "baseline" and "vs_rules" in rows["gold+bronze"]
+    assert rows["gold+rules"]["kind"] == "hybrid"
+    assert rows["gold+rules"]["vs_student"]["micro_f1"]["diff"] > 0  # the rules find what the empty student misses
+    assert "Stacking with the rule list: `gold+rules` vs `gold` alone" in md
+    assert "Δ macro vs rule list" in md
     # Gold test closes the report: no default model yet, the baselines are there.
     assert "## Gold test" in md and "No default model" in md and "keyword lexicon" in md.split("## Gold test")[1]
 
-    # After the default model is trained, the main job rewrites only the test line (no run is repeated).
+    # After the default model is trained, the main job rewrites only the test line (no run is repeated):
+    # the default model on gold test with paired CIs against the rule list and the gold-only model.
+    from clinsynth.classifier import SignsClassifier
+
     model_dir = tmp_path / "model"
-    model_dir.mkdir()
-    scores = {"micro_f1": 0.9, "macro_f1": 0.8, "binary_f1": 0.95}
-    (model_dir / "clinsynth.json").write_text(json.dumps({"mix": "gold+bronze", "test_scores": scores}))
+    for folder in (model_dir, tmp_path / "model-gold"):
+        folder.mkdir()
+        (folder / "clinsynth.json").write_text("{}")
+    monkeypatch.setattr(SignsClassifier, "load", staticmethod(lambda path, taxonomy=None: _Trained(
+        Path(path).name == "model")))  # fmt: skip
     cv.refresh_test_line(task, out, model_dir)
     md = (out / "augmentation.md").read_text()
-    assert "| default model (gold+bronze) | 0.900" in md and "python -m evals.run augmentation" in md
+    assert "| default model (gold+bronze) | 0.889" in md and "python -m evals.run augmentation" in md
+    test_rows = {r["system"]: r for r in json.loads((out / "augmentation.json").read_text())["test"]["systems"]}
+    assert set(test_rows) >= {"gold-only model", "rule list", "keyword lexicon"}
+    default = test_rows["default model (gold+bronze)"]
+    assert default["vs_gold"]["micro_f1"]["diff"] == pytest.approx(0.889, abs=1e-3)
+    assert default["vs_rules"]["micro_f1"]["diff"] == pytest.approx(0.889 - 1.0, abs=1e-3)
 
 
 def test_a_worse_mix_is_named_in_the_findings():

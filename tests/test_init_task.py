@@ -29,6 +29,11 @@ def test_init_writes_a_valid_task(tmp_path: Path) -> None:
     assert task.silver == (target / "data" / "silver.jsonl").resolve()
     assert {task.lm(role).model for role in ("labeler", "generator", "prompt_model")} == {"local"}
 
+    # The example rule list loads and labels its own gold stubs as the guideline says.
+    assert task.rules is not None and task.rules_path == (target / "rules.yaml").resolve()
+    stubs = [(r.text, list(r.labels)) for split in SPLITS for r in task.gold()[split]]
+    assert [task.rules.labels(text) for text, _ in stubs] == [labels for _, labels in stubs]
+
     gold = load_gold(task.gold_dir, task.taxonomy)
     minimum = {"train": 6, "dev": 4, "test": 4}
     for split in SPLITS:

@@ -104,3 +104,17 @@ def test_a_salvaged_answer_is_traced_so_an_optimizer_can_keep_it(taxonomy):
     assert predictor is program.generate
     assert inputs == {"target": "t", "constraints": "c", "n": 5}
     assert outputs.sentences == ["Pt repeats questions.", "She forgets names."]
+
+
+def test_plans_state_the_subject_rule_and_steer_forms_and_shorthand(taxonomy):
+    from programs.label_to_data import FORMS, SUBJECT_RULE, request_inputs
+
+    plans = [plan_call(taxonomy, "TREATMENT", i, seed=0) for i in range(40)]
+    assert {p.attributes["form"] for p in plans} == set(FORMS)
+    used = [p.attributes["shorthand"] for p in plans if "shorthand" in p.attributes]
+    assert 5 < len(used) < 35 and set(used) <= set(taxonomy.category("TREATMENT").generation.shorthand)
+    with_shorthand = next(p for p in plans if "shorthand" in p.attributes)
+    inputs = request_inputs(taxonomy, with_shorthand, 5)
+    assert f"'{with_shorthand.attributes['shorthand']}'" in inputs["target"]
+    assert SUBJECT_RULE in inputs["target"]
+    assert with_shorthand.attributes["form"] in inputs["constraints"]

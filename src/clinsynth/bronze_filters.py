@@ -1,9 +1,10 @@
 """Quality filters for generated (bronze) sentences, each one counted.
 
 Order (cheap first, the LM round trip last, so only survivors cost LM time): PHI scan,
-exact duplicates, leakage against gold, near duplicates, then the round trip (in
-``programs.generate``). Every filter returns the kept candidates and the dropped ones
-with a reason, so the report can count them per target.
+exact duplicates, leakage against gold, near duplicates, the guideline's subject rules
+(with the task's rule list: a positive label whose every cue is about someone else or
+hypothetical), then the round trip (in ``programs.generate``). Every filter returns the
+kept candidates and the dropped ones with a reason, so the report can count them per target.
 """
 
 from __future__ import annotations
@@ -23,10 +24,13 @@ PHI = "phi"
 EXACT_DUPLICATE = "exact_duplicate"
 LEAKAGE = "leakage"
 NEAR_DUPLICATE = "near_duplicate"
+SUBJECT = "subject"
 ROUND_TRIP = "round_trip"
 ROUND_TRIP_FAILED = "round_trip_failed"
 OVER_QUOTA = "over_quota"
-FILTERS = (PHI, EXACT_DUPLICATE, LEAKAGE, NEAR_DUPLICATE, ROUND_TRIP, ROUND_TRIP_FAILED)
+FILTERS = (PHI, EXACT_DUPLICATE, LEAKAGE, NEAR_DUPLICATE, SUBJECT, ROUND_TRIP, ROUND_TRIP_FAILED)
+# Scopes that make a cue not the patient's present-or-past status (clinsynth.rules).
+SUBJECT_SCOPES = ("other_person", "hypothetical")
 
 # The filters' thresholds, used by the bronze step, its CLI and the generator's compile metric.
 NEAR_DUPLICATE_COSINE = 0.9  # same label set, cosine at or above: a near duplicate
@@ -152,6 +156,27 @@ def near_dedup(
                 continue
         rows.append(row)
         kept.append(c)
+    return kept, dropped
+
+
+def subject_violations(text: str, labels: Sequence[str], rules: Any) -> list[tuple[str, str]]:
+    """(category, scope) for each label whose cues in ``text`` are all about someone else (or
+    hypothetical) by the rule list: "Her husband smokes." labelled TOBACCO breaks the guideline."""
+    out = []
+    for scope in SUBJECT_SCOPES:
+        out += [(c, scope) for c in rules.blocked(text, scope) if c in labels]
+    return out
+
+
+def subject_filter(candidates: Sequence[Candidate], rules: Any) -> tuple[list[Candidate], list[Dropped]]:
+    kept, dropped = [], []
+    for c in candidates:
+        broken = subject_violations(c.text, c.labels, rules)
+        if broken:
+            words = "; ".join(f"{cat}: cue is {scope.replace('_', ' ')}" for cat, scope in broken)
+            dropped.append(Dropped(c, SUBJECT, words))
+        else:
+            kept.append(c)
     return kept, dropped
 
 

@@ -36,6 +36,7 @@ from clinsynth.taxonomy import NONE_LABEL, Taxonomy
 log = logging.getLogger(__name__)
 
 META_FILE = "clinsynth.json"
+RULES_FILE = "rules.yaml"  # a hybrid model's copy of the rule list it was stacked with
 THRESHOLD_GRID = tuple(round(t, 2) for t in np.arange(0.1, 0.91, 0.05))
 # With a handful of dev positives the best threshold is noise (2 positives chose 0.1 and
 # flooded test with false positives); such categories keep 0.5.
@@ -117,6 +118,10 @@ class ModelInfo:
     title: str = ""
     data_files: dict[str, str] = field(default_factory=dict)  # training/threshold files -> sha256
     epochs: list[dict[str, Any]] = field(default_factory=list)  # end-to-end: loss and dev score per epoch
+    # A hybrid model: the per-category stack of student scores and rule hits (clinsynth.hybrid
+    # RuleStack state) and the sha256 of the rule list copied beside the model. Empty: the student alone.
+    hybrid: dict[str, Any] = field(default_factory=dict)
+    rules_sha256: str = ""
 
 
 def label_matrix(label_sets: Sequence[Sequence[str]], names: Sequence[str]) -> np.ndarray:
@@ -164,9 +169,26 @@ def tune_thresholds(scores: np.ndarray, gold: np.ndarray, names: Sequence[str]) 
 class SignsClassifier:
     """Multi-label classifier over a taxonomy's categories; ``predict`` gives label sets."""
 
-    def __init__(self, model: Any, info: ModelInfo) -> None:
+    def __init__(self, model: Any, info: ModelInfo, rules: Any = None) -> None:
         self.model = model
         self.info = info
+        self.rules = rules  # clinsynth.rules.RuleSet of a hybrid model
+
+    def stack_with_rules(self, rules: Any, dev: Sequence[Record], seed: int = 0) -> None:
+        """Make this a hybrid: stack the student's dev scores with the rule list's hits
+        (``clinsynth.hybrid``); ``dev`` must be sentences the student did not train on."""
+        from clinsynth.fingerprint import file_sha256
+        from clinsynth.hybrid import RuleStack
+
+        if not dev:
+            raise ClinsynthError("stacking with rules needs held-out (dev) sentences")
+        names = self.labels
+        texts = [r.text for r in dev]
+        gold = label_matrix([r.labels for r in dev], names)[:, : len(names)]
+        stack = RuleStack.fit(names, self.scores(texts), rules.hit_matrix(texts, names), gold, seed=seed)
+        self.rules = rules
+        self.info.hybrid = stack.state()
+        self.info.rules_sha256 = file_sha256(rules.path) if rules.path else ""
 
     @property
     def labels(self) -> list[str]:
@@ -231,14 +253,22 @@ class SignsClassifier:
             return np.zeros((0, len(self.info.labels)), dtype=np.float32)
         return _probabilities(self.model, texts, batch_size)[:, : len(self.info.labels)]
 
-    def decide(self, scores: np.ndarray) -> list[list[str]]:
-        """Label sets from scores with the tuned thresholds (guideline order)."""
+    def decide(self, scores: np.ndarray, texts: Sequence[str] | None = None) -> list[list[str]]:
+        """Label sets from scores with the tuned thresholds (guideline order); a hybrid model
+        also needs the ``texts`` the scores are of, for its rule hits."""
         names = self.info.labels
+        if self.info.hybrid:
+            from clinsynth.hybrid import RuleStack
+
+            if texts is None or self.rules is None:
+                raise ClinsynthError("a hybrid model decides from scores and the sentences' rule hits: pass the texts")
+            stack = RuleStack.from_state(self.info.hybrid)
+            return stack.predict(names, scores, texts, self.rules, self.info.thresholds)
         cut = np.asarray([self.info.thresholds[n] for n in names], dtype=np.float32)
         return [[n for n, hit in zip(names, row >= cut, strict=True) if hit] for row in scores]
 
     def predict(self, texts: Sequence[str]) -> list[list[str]]:
-        return self.decide(self.scores(texts))
+        return self.decide(self.scores(texts), texts)
 
     # -- persistence ------------------------------------------------------------------
 
@@ -247,6 +277,9 @@ class SignsClassifier:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(str(path))
+        if self.info.hybrid and self.rules is not None and self.rules.path is not None:
+            # The copy travels with the model, so later edits of the task's list do not change it.
+            (path / RULES_FILE).write_bytes(Path(self.rules.path).read_bytes())
         (path / META_FILE).write_text(json.dumps(asdict(self.info), indent=2) + "\n", encoding="utf-8")
         (path / "README.md").write_text(model_card(self.info), encoding="utf-8")
         return path
@@ -262,7 +295,16 @@ class SignsClassifier:
         from setfit import SetFitModel
 
         model = SetFitModel.from_pretrained(str(path), local_files_only=True)
-        return cls(model, info)
+        return cls(model, info, saved_rules(path, info))
+
+
+def saved_rules(path: Path | str, info: ModelInfo) -> Any:
+    """A hybrid model's own copy of its rule list (None for a student alone)."""
+    if not info.hybrid:
+        return None
+    from clinsynth.rules import load_rules
+
+    return load_rules(Path(path) / RULES_FILE, info.labels)
 
 
 def read_info(path: Path | str) -> ModelInfo:

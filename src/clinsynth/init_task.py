@@ -247,6 +247,30 @@ by experts following `../taxonomy.yaml`.
 """
 
 
+_RULES = r"""# The rule list (clinsynth.rules): the cues a clinician would write from the guideline in
+# ten minutes. It is the baseline every report compares against, a feature of the hybrid
+# model (MIX+rules) and the bronze subject filter. TEMPLATE: rewrite it for your categories.
+# Patterns are Python regular expressions, matched case-insensitively.
+about: >-
+  Template written from taxonomy.yaml's guideline only; never tuned on gold test.
+scope:
+  # A scope cue before a category cue, in the same clause, changes what the cue means.
+  negation: ['\bdenies\b', '\bdenied\b', '\bno\b', '\bnever\b', '\bnon-?smoker\b', '\bnegative for\b']
+  other_person: ['\b(mother|father|brother|sister|husband|wife|son|daughter|family history)\b']
+  hypothetical: ['\bif\b', '\bmonitor for\b']
+categories:
+  SMOKING:
+    cues: ['\bsmok(e|es|ed|er|ing)\b', '\bcigar(ette)?s?\b', '\btob(acco)?\b', '\bppd\b', '\bpack[- ]years?\b',
+           '\bchew(s|ing)? tobacco\b', '\bsnuff\b', '\bvap(e|es|ing)\b']
+    exclude: ['second-?hand smoke']
+    negation: drop        # the guideline: denied or never use is NONE
+    other_person: drop    # "father smoked" is NONE
+  ALCOHOL_USE:
+    cues: ['\bdrinks?\b', '\bdrinking\b', '\betoh\b', '\balcohol\b', '\bbeers?\b', '\bwine\b', '\bsober\b']
+    exclude: ['\balcohol (swab|prep)\b', '\bdrinks? (water|fluids)\b']
+"""
+
+
 def _readme(directory: str, commands: list[str]) -> str:
     shown = "\n".join(f"    {c}" for c in commands)
     return f"""\
@@ -259,6 +283,7 @@ Written by `clinsynth init {directory}`. A template: a small, working two-catego
 | --- | --- |
 | `clinsynth.toml` | the task: names every file below, the LM of each role, privacy rules, example sentences |
 | `taxonomy.yaml` | the categories and annotation guideline (definitions, include / exclude, examples) |
+| `rules.yaml` | the rule list: cue patterns per category with negation / someone-else / hypothetical scope |
 | `gold/train.jsonl`, `gold/dev.jsonl`, `gold/test.jsonl` | expert-labelled sentences, split by note (placeholders) |
 | `gold/README.md` | the gold record schema |
 | `data/` | silver and bronze sets, written by runs |
@@ -267,8 +292,9 @@ Written by `clinsynth init {directory}`. A template: a small, working two-catego
 To make it yours:
 
 1. Replace `taxonomy.yaml` with your guideline (check it with `clinsynth taxonomy --path taxonomy.yaml`).
-2. Replace the gold stubs with your labelled sentences (see `gold/README.md`).
-3. Set `[examples].quick_categories` to two of your categories, and pick the LMs in `[lm.*]`.
+2. Rewrite `rules.yaml` for your categories (the baseline and the hybrid's features).
+3. Replace the gold stubs with your labelled sentences (see `gold/README.md`).
+4. Set `[examples].quick_categories` to two of your categories, and pick the LMs in `[lm.*]`.
 
 Next commands:
 
@@ -294,6 +320,7 @@ def init_task(directory: Path, name: str | None = None, force: bool = False) -> 
     contents: dict[Path, str] = {
         config: _config(name, title),
         root / "taxonomy.yaml": _taxonomy(name, title),
+        root / "rules.yaml": _RULES,
         **{root / "gold" / f"{split}.jsonl": _gold_lines(split) for split in _GOLD},
         root / "gold" / "README.md": _GOLD_README,
         root / "README.md": _readme(where, commands),

@@ -45,13 +45,25 @@ class MixSources:
     silver: Path
     bronze: Path
     silver_min_confidence: float = SILVER_MIN_CONFIDENCE
+    rules: Path | None = None  # the task's rule list (hybrid mixes)
 
     @classmethod
     def for_task(cls, task: Any, **overrides: Any) -> MixSources:
         """The task's gold folder and silver/bronze sets; ``overrides`` replace any of them (None = keep)."""
-        values = {"gold_dir": task.gold_dir, "silver": task.silver, "bronze": task.bronze}
+        values = {"gold_dir": task.gold_dir, "silver": task.silver, "bronze": task.bronze,
+                  "rules": getattr(task, "rules_path", None)}  # fmt: skip
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+HYBRID_SUFFIX = "+rules"  # ``gold+bronze+rules``: the mix's student stacked with the task's rule list
+
+
+def split_hybrid(spec: str) -> tuple[str, bool]:
+    """``"gold+bronze+rules"`` -> ("gold+bronze", True); a plain mix -> (mix, False)."""
+    if spec.endswith(HYBRID_SUFFIX):
+        return spec[: -len(HYBRID_SUFFIX)], True
+    return spec, False
 
 
 def best_mix(summary: dict[str, Any]) -> str | None:
@@ -59,10 +71,13 @@ def best_mix(summary: dict[str, Any]) -> str | None:
 
     A cross-validation summary (``evals.cv``, it has ``folds``): the best mean of micro and
     macro F1 out of fold. An augmentation summary: the best mean gold-dev micro F1.
+    A hybrid (``MIX+rules``, the mix's student stacked with the rule list) is a candidate too.
     Systems trained with a changed budget (``mix@field=value``) compare recipes, not mixes,
     and are not candidates: the default model is trained with the default budget.
     """
-    systems = [s for s in summary.get("systems", []) if s.get("kind") == "mix" and "@" not in s["system"]]
+    systems = [
+        s for s in summary.get("systems", []) if s.get("kind") in ("mix", "hybrid") and "@" not in s["system"]
+    ]
     if "folds" in summary:
         return max(systems, key=lambda s: s["micro_f1"][0] + s["macro_f1"][0])["system"] if systems else None
     mixes = [s for s in systems if "dev_micro_f1" in s]

@@ -327,7 +327,7 @@ def load_classifier(model_dir: Path | str, backend: str = "auto", variant: str |
     else torch (saying why when an export exists but cannot be used). ``onnx``: the
     export or an error. ``torch``: the saved SetFit model.
     """
-    from clinsynth.classifier import SignsClassifier, read_info
+    from clinsynth.classifier import SignsClassifier, read_info, saved_rules
 
     if backend not in BACKENDS:
         raise ClinsynthError(f"unknown backend {backend!r}; backends: {', '.join(BACKENDS)}")
@@ -348,4 +348,5 @@ def load_classifier(model_dir: Path | str, backend: str = "auto", variant: str |
     if backend == "torch":
         return SignsClassifier.load(model_dir), "torch"
     onnx_model = OnnxModel(model_dir, variant)
-    return SignsClassifier(onnx_model, read_info(model_dir)), onnx_model.backend
+    info = read_info(model_dir)
+    return SignsClassifier(onnx_model, info, saved_rules(model_dir, info)), onnx_model.backend

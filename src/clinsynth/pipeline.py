@@ -196,7 +196,7 @@ class MainJob:
 
     def default_model(self) -> str:
         from clinsynth.classifier import SignsClassifier
-        from clinsynth.steps.train import TrainConfig, train
+        from clinsynth.steps.train import TrainConfig, reference_model_dir, train
 
         mix = self.result.best_mix
         trained = train(self.task, TrainConfig(mix=mix, budget=self.budget, sources=self.sources), out=self.model_dir)
@@ -206,7 +206,13 @@ class MainJob:
             print(f"      {labels or ['NONE']}  <- {text}")
         self.result.model_dir = self.model_dir
         test = trained.test_scores
-        return f"{self.task.relative(self.model_dir)} trained on {mix}: gold test micro F1 {test['micro_f1']:.3f}"
+        words = f"{self.task.relative(self.model_dir)} trained on {mix}: gold test micro F1 {test['micro_f1']:.3f}"
+        if mix != "gold":
+            # Gold test's paired comparison needs the gold-only model trained the same way.
+            reference = train(self.task, TrainConfig(mix="gold", budget=self.budget, sources=self.sources),
+                              out=reference_model_dir(self.model_dir))  # fmt: skip
+            words += f"; gold-only reference {reference.test_scores['micro_f1']:.3f}"
+        return words
 
     def report(self) -> str:
         from evals.cv import refresh_test_line

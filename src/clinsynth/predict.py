@@ -101,7 +101,9 @@ def predicted_rows(classifier: SignsClassifier, sentences: Sequence[Sentence]) -
     for start in range(0, len(sentences), BATCH):
         batch = sentences[start : start + BATCH]
         scores = classifier.scores([s.text for s in batch])
-        for sentence, labels, row in zip(batch, classifier.decide(scores), scores, strict=True):
+        for sentence, labels, row in zip(
+            batch, classifier.decide(scores, [s.text for s in batch]), scores, strict=True
+        ):
             rows.append(_row(sentence, labels, row, classifier.labels))
     return rows
 

@@ -295,7 +295,7 @@ def export_review(
         elif scores is not None:
             row = scores[index]
             data["scores"] = {name: round(float(p), 4) for name, p in zip(model.info.labels, row, strict=True)}
-            labels = model.decide(row[None, :])[0]
+            labels = model.decide(row[None, :], [cand.item.text])[0]
             margin = uncertainty[index] if uncertainty is not None else margins(row[None, :], _cuts(model))[0]
             predictions.append(_prediction(labels, margin, model_version))
         tasks.append({"data": data, "predictions": predictions})

@@ -10,6 +10,7 @@
     compiled = "compiled"              # compiled DSPy programs
     outputs = "outputs"                # models, runs, caches of this task
     reports = "reports"
+    rules = "rules.yaml"               # optional: cue patterns per category (clinsynth.rules)
 
     [lm.labeler]                       # one table per role: labeler, generator, prompt_model
     model = "local"                    # 'local' (embedded) or a litellm model string
@@ -58,7 +59,9 @@ BUNDLED_TASK = PROJECT_ROOT / "tasks" / "ad_signs"
 BUNDLED_CORPUS = PROJECT_ROOT / "data" / "corpus" / "mtsamples.csv.gz"
 ROLES = ("labeler", "generator", "prompt_model")
 DEFAULT_MODEL = "local"
-_TOP_KEYS = {"name", "title", "taxonomy", "gold", "corpus", "silver", "bronze", "compiled", "outputs", "reports"}
+_TOP_KEYS = {
+    "name", "title", "taxonomy", "gold", "corpus", "silver", "bronze", "compiled", "outputs", "reports", "rules",
+}  # fmt: skip
 _SECTIONS = {"lm", "privacy", "examples", "label", "generate", "experiment"}
 # Settings a task may fix for making its silver / bronze sets (numbers only: paths and LMs
 # have their own keys). Values are checked against the step configs when they are built.
@@ -99,6 +102,7 @@ class Task:
     compiled_dir: Path
     output_dir: Path
     reports_dir: Path
+    rules_path: Path | None = None  # None: the task has no rule list
     lms: dict[str, LMSpec] = field(default_factory=dict)
     privacy: PrivacyPolicy = PrivacyPolicy()
     examples: tuple[str, ...] = ()
@@ -116,6 +120,15 @@ class Task:
         from clinsynth.taxonomy import load_taxonomy
 
         return load_taxonomy(self.taxonomy_path)
+
+    @cached_property
+    def rules(self) -> Any:  # clinsynth.rules.RuleSet | None
+        """The task's validated rule list, or None when it has none."""
+        if self.rules_path is None:
+            return None
+        from clinsynth.rules import load_rules
+
+        return load_rules(self.rules_path, self.taxonomy.names)
 
     def lm(self, role: str) -> LMSpec:
         if role not in ROLES:
@@ -246,6 +259,7 @@ def parse_task(data: dict[str, Any], root: Path, source: Path) -> Task:
         compiled_dir=_path(data, "compiled", root, "compiled", source),
         output_dir=_path(data, "outputs", root, "outputs", source),
         reports_dir=_path(data, "reports", root, "reports", source),
+        rules_path=_rules_path(data, root, source),
         lms=lms,
         privacy=PrivacyPolicy(
             approved_endpoints=_strings(privacy.get("approved_endpoints"), source, "privacy.approved_endpoints"),
@@ -255,6 +269,17 @@ def parse_task(data: dict[str, Any], root: Path, source: Path) -> Task:
         examples=_strings(examples.get("sentences"), source, "examples.sentences"),
         quick_categories=_strings(examples.get("quick_categories"), source, "examples.quick_categories"),
     )
+
+
+def _rules_path(data: dict[str, Any], root: Path, source: Path) -> Path | None:
+    """A named rules file must exist; without the key, ``rules.yaml`` is used when present."""
+    if "rules" not in data:
+        default = root / "rules.yaml"
+        return default.resolve() if default.is_file() else None
+    path = _path(data, "rules", root, "rules.yaml", source)
+    if not path.is_file():
+        raise DataError(f"rules file {path} not found", path=source, field="rules")
+    return path
 
 
 def load_task(path: Path | str | None = None) -> Task:

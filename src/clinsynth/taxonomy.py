@@ -36,12 +36,15 @@ class GenerationHints:
     ``reporters``: who states the sign (default: the program's clinical reporters).
     ``with_another_category``: the category is always stated together with another one
     (e.g. a relative reporting a change *and* the change itself). ``aspects``: concrete
-    sub-topics, one of which each generation call focuses on (diversity).
+    sub-topics, one of which each generation call focuses on (diversity). ``shorthand``:
+    abbreviations and note wording of the category (ETOH, ppd, SNF, A&Ox1), one of which a
+    call may be asked to use, so generated sentences cover how notes are really written.
     """
 
     reporters: tuple[str, ...] = ()
     with_another_category: bool = False
     aspects: tuple[str, ...] = ()
+    shorthand: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -203,7 +206,7 @@ def _generation_hints(raw: Any, path: Path, cname: str) -> GenerationHints:
     if raw is None:
         return GenerationHints()
     _require(isinstance(raw, dict), path, f"category {cname}: 'generation' must be a mapping")
-    unknown = set(raw) - {"reporters", "with_another_category", "aspects"}
+    unknown = set(raw) - {"reporters", "with_another_category", "aspects", "shorthand"}
     _require(not unknown, path, f"category {cname}: unknown 'generation' key(s) {sorted(unknown)}")
     with_other = raw.get("with_another_category", False)
     _require(isinstance(with_other, bool), path, f"category {cname}: generation.with_another_category must be a bool")
@@ -211,6 +214,7 @@ def _generation_hints(raw: Any, path: Path, cname: str) -> GenerationHints:
         reporters=_str_list(raw.get("reporters"), path, f"category {cname}: generation.reporters"),
         with_another_category=with_other,
         aspects=_str_list(raw.get("aspects"), path, f"category {cname}: generation.aspects"),
+        shorthand=_str_list(raw.get("shorthand"), path, f"category {cname}: generation.shorthand"),
     )
 
 

@@ -290,7 +290,7 @@ def generate_bronze(
                     handle.admit(name, program)
         if embed is None:
             from clinsynth.embeddings import encode as embed
-        run = _BronzeRun(taxonomy, generator, labeler, handle, out, cfg, gold, embed)
+        run = _BronzeRun(taxonomy, generator, labeler, handle, out, cfg, gold, embed, task.rules)
         try:
             result = run.run()
         except BudgetExceeded:
@@ -425,8 +425,10 @@ class _BronzeRun:
         cfg: BronzeConfig,
         gold: list[str],
         embed: bf.Embed,
+        rules: Any = None,  # the task's RuleSet: the subject filter
     ) -> None:
         self.taxonomy = taxonomy
+        self.rules = rules
         self.generator = generator
         self.labeler = labeler
         self.handle = handle
@@ -554,6 +556,8 @@ class _BronzeRun:
         audit = bf.audit_leakage(survivors, self.gold, self.embed, cfg.leak_cosine, cfg.leak_ngram)
         survivors = apply(bf.leakage_filter(survivors, audit))
         survivors = apply(bf.near_dedup(survivors, self.embed, cfg.near_duplicate))
+        if self.rules is not None:
+            survivors = apply(bf.subject_filter(survivors, self.rules))
         if cfg.round_trip != "off" and self.labeler is not None:
             answers = self._round_trip(survivors)
             kept_rt, gone = [], []

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from clinsynth.classifier import SignsClassifier, TrainingBudget
+from clinsynth.errors import DataError
 from clinsynth.fingerprint import file_sha256
 from clinsynth.metrics import multilabel_scores
-from clinsynth.mixes import MixSources, best_mix, load_mix, parse_mix
+from clinsynth.mixes import MixSources, best_mix, load_mix, parse_mix, split_hybrid
 from clinsynth.review import rejected_path
 from clinsynth.task import Task
 
@@ -26,7 +27,9 @@ FALLBACK_MIX = "gold"
 
 @dataclass(frozen=True)
 class TrainConfig:
-    mix: str = FALLBACK_MIX  # parts joined by '+': gold, silver, silver-confident, bronze, bronze-unfiltered
+    # parts joined by '+': gold, silver, silver-confident, bronze, bronze-unfiltered; a final '+rules'
+    # stacks the student with the task's rule list on gold dev (clinsynth.hybrid)
+    mix: str = FALLBACK_MIX
     budget: TrainingBudget = field(default_factory=TrainingBudget)
     seed: int = 0
     sources: MixSources | None = None  # None: the task's gold, silver and bronze
@@ -51,6 +54,7 @@ class TrainResult:
 
 def mix_files(sources: MixSources, mix: str) -> list[Path]:
     """The files a mix reads (gold dev tunes thresholds, so it is always one of them)."""
+    mix, hybrid = split_hybrid(mix)
     parts = parse_mix(mix)
     files = [sources.gold_dir / "train.jsonl", sources.gold_dir / "dev.jsonl"] if "gold" in parts else []
     if "gold" not in parts:
@@ -60,7 +64,14 @@ def mix_files(sources: MixSources, mix: str) -> list[Path]:
     if any(p.startswith("bronze") for p in parts):
         # A reviewer's rejections decide which bronze sentences train, so they are data too.
         files += [sources.bronze, rejected_path(sources.bronze)]
+    if hybrid and sources.rules is not None:
+        files.append(sources.rules)
     return [f for f in files if f.exists()]
+
+
+def reference_model_dir(model_dir: Path) -> Path:
+    """Where the gold-only model sits beside the default one (gold test compares the two)."""
+    return Path(model_dir).parent / f"{Path(model_dir).name}-gold"
 
 
 def train(task: Task, config: TrainConfig, out: Path | None = None) -> TrainResult:
@@ -69,7 +80,11 @@ def train(task: Task, config: TrainConfig, out: Path | None = None) -> TrainResu
     sources = config.sources or MixSources.for_task(task)
     taxonomy = task.taxonomy
     gold = task.gold() if sources.gold_dir == task.gold_dir else _gold(sources, taxonomy)
-    records = load_mix(config.mix, taxonomy, sources)
+    mix, hybrid = split_hybrid(config.mix)
+    if hybrid and task.rules is None:
+        raise DataError(f"mix {config.mix!r} stacks with the task's rule list, but the task has none (rules.yaml)",
+                        path=task.config_path, field="rules")  # fmt: skip
+    records = load_mix(mix, taxonomy, sources)
     started = time.monotonic()
     classifier = SignsClassifier.train(
         records,
@@ -80,6 +95,8 @@ def train(task: Task, config: TrainConfig, out: Path | None = None) -> TrainResu
         mix=config.mix,
         show_progress=config.show_progress,
     )
+    if hybrid:
+        classifier.stack_with_rules(task.rules, gold["dev"], seed=config.seed)
     info = classifier.info
     for split, target in (("dev", "dev_scores"), ("test", "test_scores")):
         split_records = gold[split]
