@@ -41,6 +41,8 @@ Issue 26 (round two), row number, route, and the tests that cover it:
  2  HTTP_PROXY / ALL_PROXY set,     test_privacy::test_a_proxy_in_the_environment_is_an_endpoint
     loopback --api-base              test_privacy::test_a_proxy_declared_remote_gets_no_gold
  4  demos_from edited to "public"   test_privacy::test_gold_demos_are_private_whatever_the_metadata_says
+ 6  label --input b.txt on a.txt's  - test_another_input_on_the_same_out_is_refused_not_skipped
+    --out (same line ids)
 """
 
 from __future__ import annotations
@@ -528,3 +530,30 @@ def test_max_cost_bounds_the_whole_main_job_not_each_step(task_dir: Path, tmp_pa
     assert job.usage_words() == "LM calls 6, $1.2500"  # the job's closing line
     job._spend({"calls": 1, "cost_usd": None})
     assert job.usage_words() == "LM calls 7, unknown price"  # one unpriced step makes the total unknown
+
+
+# ---------------------------------------------------------------- issue 26
+
+
+def test_another_input_on_the_same_out_is_refused_not_skipped(task_dir: Path, tmp_path, serve, capsys):
+    """Row 6: b.txt on a.txt's --out shares its line ids; it used to be "all already labelled", exit 0."""
+    script = Script()
+    server = serve(script)
+    out = tmp_path / "o.jsonl"
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("\n".join(SENTENCES[:2]) + "\n")
+    b.write_text("\n".join(SENTENCES[2:4]) + "\n")
+    assert label(*label_args(task_dir, server.api_base, a, out))[0] == 0
+    before = out.read_bytes()
+    capsys.readouterr()
+
+    code, _ = label(*label_args(task_dir, server.api_base, b, out))
+
+    (message,) = error_lines(capsys.readouterr().err)
+    assert code == 2 and f"{out}:1: field 'text'" in message and "'L1'" in message and "b.txt" in message
+    assert "another --out" in message
+    assert out.read_bytes() == before and {s for s, _, _ in script.log} == set(SENTENCES[:2])
+    # The same input again resumes as before (nothing to do), and b labels into its own --out.
+    assert label(*label_args(task_dir, server.api_base, a, out))[0] == 0
+    assert label(*label_args(task_dir, server.api_base, b, tmp_path / "b.jsonl"))[0] == 0
+    assert [r.text for r in read_records(tmp_path / "b.jsonl")] == SENTENCES[2:4]

@@ -13,13 +13,14 @@ Nothing written is lost either way.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from clinsynth.errors import BudgetExceeded, ClinsynthError
+from clinsynth.errors import BudgetExceeded, ClinsynthError, DataError
 from clinsynth.fileio import atomic_write_text
 from clinsynth.lm import REQUEST_TIMEOUT
 from clinsynth.meter import Limits
@@ -74,6 +75,42 @@ def read_failures(path: Path) -> dict[str, dict[str, Any]]:
             if isinstance(key, str):
                 out[key] = obj
     return out
+
+
+def check_resume_matches(out: Path, texts: dict[str, str], source: str = "the input") -> set[str]:
+    """Ids in ``out`` whose written text is this run's text for that id; a DataError if one differs.
+
+    Resuming keys on the id *and* the sentence text (compared by hash, so a changed input
+    is caught however its ids were made): a TXT file's ids are line numbers, so another
+    file on the same ``--out`` would otherwise look finished and be silently skipped.
+    """
+    if not out.exists():
+        return set()
+    done: set[str] = set()
+    with out.open(encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, 1):
+            if not line.endswith("\n"):
+                break  # a writer killed mid-line; the resumable writer drops it
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # done_ids names a malformed line
+            if not isinstance(obj, dict) or obj.get("id") not in texts:
+                continue
+            key = obj["id"]
+            written = obj.get("text")
+            if isinstance(written, str) and _text_hash(written) != _text_hash(texts[key]):
+                raise DataError(
+                    f"holds sentence {key!r} with another text than {source} has for it, so it labels another "
+                    "input; nothing was skipped or sent. Choose another --out, or delete this file to relabel",
+                    path=out, line=line_no, field="text",
+                )  # fmt: skip
+            done.add(key)
+    return done
+
+
+def _text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def resumable_map(

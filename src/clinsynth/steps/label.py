@@ -29,7 +29,7 @@ from clinsynth.lm import default_adapter
 from clinsynth.meter import log_run
 from clinsynth.privacy import SOURCE_SENSITIVITY, Sensitivity
 from clinsynth.records import InputItem, Provenance, Record, done_ids, export_parquet, read_inputs, read_records
-from clinsynth.resumable import MapSettings, resumable_map
+from clinsynth.resumable import MapSettings, check_resume_matches, resumable_map
 from clinsynth.runner import Attempt
 from clinsynth.session import Content, gate, open_lm
 from clinsynth.task import LMSpec, Task
@@ -179,6 +179,10 @@ def _job(task: Task, config: LabelConfig) -> _Job:
     return _Job(spec, program_path, program, items, attributes, content, program_label)
 
 
+def _input_name(task: Task, config: LabelConfig) -> str:
+    return task.relative(config.input) if config.input is not None else f"the corpus {task.relative(task.corpus)}"
+
+
 def plan_labelling(task: Task, config: LabelConfig, out: Path | None = None) -> CostPlan:
     """The cost plan of ``label_sentences`` (``--dry-run``): nothing is opened, started or sent.
 
@@ -188,6 +192,8 @@ def plan_labelling(task: Task, config: LabelConfig, out: Path | None = None) -> 
     """
     job = _job(task, config)
     endpoint, refused = planned_endpoint(job.spec, lambda: job.gate(task))
+    if out is not None:
+        check_resume_matches(out, {i.id: i.text for i in job.items}, _input_name(task, config))
     done = done_ids(out) if out is not None else set()
     todo = [i for i in job.items if i.id not in done]
     adapter = make_adapter(default_adapter(job.spec.model))
@@ -225,6 +231,8 @@ def label_sentences(task: Task, config: LabelConfig, out: Path, handle: Any = No
         # The gate runs before any server starts or anything is sent, even when nothing is left to do.
         job.gate(task)
     result = LabelResult(out=out, program=program_path)
+    # Before anything else: an --out that holds another input's sentences under these ids is refused.
+    check_resume_matches(out, {i.id: i.text for i in items}, _input_name(task, config))
     if not {i.id for i in items} - done_ids(out):
         result.skipped, result.nothing_to_do = len(items), True
         return result
