@@ -43,6 +43,8 @@ Issue 26 (round two), row number, route, and the tests that cover it:
  4  demos_from edited to "public"   test_privacy::test_gold_demos_are_private_whatever_the_metadata_says
  6  label --input b.txt on a.txt's  - test_another_input_on_the_same_out_is_refused_not_skipped
     --out (same line ids)
+13  kill -9 of an atomic writer     test_fileio::test_temp_files_of_killed_writers_are_removed_by_the_next_writer
+    (review import, predict)
 """
 
 from __future__ import annotations

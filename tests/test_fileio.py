@@ -111,3 +111,49 @@ def test_atomic_open_is_for_text_only(tmp_path: Path):
     with pytest.raises(ValueError, match="mode 'wb'"), atomic_open(tmp_path / "x", mode="wb"):
         pass
     assert not os.listdir(tmp_path)
+
+
+def _killed_writer_temp(folder: Path, target: str) -> tuple[Path, int]:
+    """Run a writer in another process, kill -9 it inside its atomic write: the temp file it left, its pid."""
+    code = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from clinsynth.fileio import atomic_path\n"
+        f"with atomic_path(Path({str(folder / target)!r})) as tmp:\n"
+        "    tmp.write_text('x' * 1000)\n"
+        "    print(tmp, flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        tmp = Path(proc.stdout.readline().strip())
+    finally:
+        proc.kill()  # SIGKILL: no finally block of the writer runs
+        proc.wait()
+    assert tmp.exists() and tmp.parent == folder
+    return tmp, proc.pid
+
+
+def test_temp_files_of_killed_writers_are_removed_by_the_next_writer(tmp_path: Path, monkeypatch):
+    """Issue 26 row 13: kill -9 in an atomic write leaves a temp file; the next write into that folder removes it."""
+    import clinsynth.fileio as fileio
+
+    monkeypatch.setattr(fileio, "_CLEANED", set(), raising=False)  # as in a fresh process
+    host = getattr(fileio, "_HOST", "host")
+    left, dead_pid = _killed_writer_temp(tmp_path, "gold.jsonl")
+    # Kept: a live writer's temp (this process), another host's, the old naming when recent, other files.
+    live = tmp_path / f"a.jsonl.clinsynth-tmp-{host}-{os.getpid()}-0123abcd.tmp"
+    other_host = tmp_path / f"b.jsonl.clinsynth-tmp-elsewhere-{dead_pid}-0123abcd.tmp"
+    recent_old_style = tmp_path / f"c.jsonl.{dead_pid}.0123abcd.tmp"
+    stale_old_style = tmp_path / f"d.jsonl.{dead_pid}.89abcdef.tmp.json"
+    mine = tmp_path / "notes.tmp"
+    for path in (live, other_host, recent_old_style, stale_old_style, mine):
+        path.write_text("x")
+    an_hour_ago = os.path.getmtime(stale_old_style) - 3600 - 10
+    os.utime(stale_old_style, (an_hour_ago, an_hour_ago))
+
+    atomic_write_text(tmp_path / "other.txt", "new\n")
+
+    assert not left.exists() and not stale_old_style.exists()
+    assert live.exists() and other_host.exists() and recent_old_style.exists() and mine.exists()
+    assert (tmp_path / "other.txt").read_text() == "new\n"

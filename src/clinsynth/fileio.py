@@ -4,15 +4,22 @@ Atomic writes go to a temporary file in the target's folder (same file system, s
 final ``os.replace`` is atomic), are fsynced, then renamed over the target: a reader or
 a killed run sees the old file or the new one, never half of one. Temporary names are
 unique per process and call, so concurrent runs never share (and clobber) one.
+
+A writer killed with ``kill -9`` cannot remove its temporary file, so the names say whose
+they are (``<name>.clinsynth-tmp-<host>-<pid>-<random><suffix>``): the first atomic write
+of a later process into that folder removes those of this host whose process is gone.
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import re
 import secrets
+import socket
 import stat
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +30,16 @@ from clinsynth.errors import ClinsynthError, DataError
 # Text is read with errors="surrogateescape": an invalid byte becomes one of these
 # lone surrogates, which valid UTF-8 never decodes to, so a line can be checked cheaply.
 _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+
+log = logging.getLogger(__name__)
+
+_HOST = re.sub(r"[^A-Za-z0-9]+", "_", socket.gethostname()).strip("_")[:32] or "host"  # short: names have a limit
+_TEMP_NAME = re.compile(r"\.clinsynth-tmp-(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)-[0-9a-f]{8}(?:\.|$)")
+# Names before the host was recorded: <name>.<pid>.<8 hex>.tmp[.json]. With no host to
+# check, they are removed only once old enough that no live writer elsewhere can own them.
+_OLD_TEMP_NAME = re.compile(r"\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp(?:\.json)?$")
+OLD_TEMP_MIN_AGE_S = 3600.0
+_CLEANED: set[str] = set()  # folders this process has cleaned (dead writers only die before we look)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -39,14 +56,66 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive, someone else's; anything odd: assume alive
+        return True
+    return True
+
+
+def remove_stale_temps(folder: Path | str) -> list[Path]:
+    """Remove temporary files that writers which died (``kill -9``) left in ``folder``; the removed paths.
+
+    Only files named by this module: of this host with a process that is gone, or of the
+    old naming (no host) with a process that is gone and older than an hour. A live
+    writer's file, another host's (a shared folder) or a file of another program is kept.
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMP_NAME.search(entry.name)
+        old = None if match else _OLD_TEMP_NAME.search(entry.name)
+        if match is not None:
+            if match["host"] != _HOST or _pid_alive(int(match["pid"])):
+                continue
+        elif old is None or _pid_alive(int(old["pid"])):
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            if old is not None and time.time() - entry.stat(follow_symlinks=False).st_mtime < OLD_TEMP_MIN_AGE_S:
+                continue
+            os.unlink(entry.path)
+        except OSError:
+            continue  # gone meanwhile, or not ours to remove: leave it
+        removed.append(Path(entry.path))
+    if removed:
+        log.warning("removed %d temporary file(s) of killed writers in %s", len(removed), folder)
+    return removed
+
+
 def _new_temp(path: Path, suffix: str) -> Path:
     """Create an empty, uniquely named file next to ``path`` and return its name.
 
     ``os.open`` with mode 0o666 lets the umask decide permissions, as a plain ``open`` would
-    (``tempfile`` would make it 0o600); an existing target's mode is kept.
+    (``tempfile`` would make it 0o600); an existing target's mode is kept. The first time
+    a process writes into a folder, temporary files of killed writers there are removed.
     """
+    folder = str(path.parent.resolve())
+    if folder not in _CLEANED:
+        _CLEANED.add(folder)
+        remove_stale_temps(path.parent)
     while True:
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}{suffix}")
+        tmp = path.with_name(f"{path.name}.clinsynth-tmp-{_HOST}-{os.getpid()}-{secrets.token_hex(4)}{suffix}")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
