@@ -280,9 +280,21 @@ def test_a_labeller_with_generated_demos_passes_the_gate(tmp_path: Path, remote_
         raise Built(args)
 
     monkeypatch.setattr("clinsynth.session.make_lm", stop)
-    generator, labeler = LabelToData(remote_task.taxonomy, n=3), gold_demo_labeller(remote_task)
+    generator, labeler = LabelToData(remote_task.taxonomy, n=3), DataToLabel(remote_task.taxonomy)
+    # A generated sentence, not a gold one: gold demos are private whatever the record says (issue 26 row 4).
+    labeler.predictors()[0].demos = [dspy.Example(sentence="Spiked a fever of 39.2 overnight.", categories=["FEVER"])]
     labeler.demos_from = DemoSource("generated", Sensitivity.SYNTHETIC)
     with pytest.raises(Built, match="openai/gpt-4o-mini"):
+        generate_bronze(remote_task, config(), tmp_path / "b.jsonl", generator=generator, labeler=labeler)
+
+
+def test_a_labeller_whose_gold_demos_are_recorded_synthetic_is_still_refused(tmp_path: Path, remote_task: Task,
+                                                                             monkeypatch):  # fmt: skip
+    """Issue 26 row 4 for generate: the round-trip labeller's demos are judged by their content."""
+    monkeypatch.setattr("clinsynth.session.make_lm", lambda *a, **k: pytest.fail("an LM was built"))
+    generator, labeler = LabelToData(remote_task.taxonomy, n=3), gold_demo_labeller(remote_task)
+    labeler.demos_from = DemoSource("generated", Sensitivity.SYNTHETIC)
+    with pytest.raises(PrivacyError, match=r"round-trip labeller \(its demos come from 1 gold sentences"):
         generate_bronze(remote_task, config(), tmp_path / "b.jsonl", generator=generator, labeler=labeler)
 
 
