@@ -270,9 +270,9 @@ class CrossValidation:
             dev = [by_id[i] for i in run.dev_ids]
             gold = label_matrix([r.labels for r in dev], self.names)[:, : len(self.names)]
             dev_hits = self.rules.hit_matrix([r.text for r in dev], self.names)
-            stack = RuleStack.fit(self.names, np.asarray(run.dev_scores), dev_hits, gold, seed=run.seed)
+            stack = RuleStack.fit(self.names, np.asarray(run.dev_scores), dev_hits, gold)
             texts = [by_id[i].text for i in run.ids]
-            labels = stack.predict(self.names, np.asarray(run.scores), texts, self.rules, run.thresholds)
+            labels = stack.predict(self.names, np.asarray(run.scores), texts, self.rules)
             predicted.update(zip(run.ids, labels, strict=True))
         return [predicted[r.id] for r in self.pool]
 

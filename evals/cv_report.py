@@ -215,8 +215,8 @@ def markdown(summary: dict[str, Any], taxonomy: Taxonomy) -> str:
         "",
         "## Every mix and baseline (mean ± sd over seeds; paired 95% bootstrap CI of the difference, notes resampled)",
         "",
-        "`MIX+rules` is the hybrid: each fold's `MIX` student stacked with the task's rule list (`rules.yaml`) by a "
-        "per-category logistic regression fitted on the fold's inner dev (`clinsynth.hybrid`); it costs no training. "
+        "`MIX+rules` is the hybrid: each fold's `MIX` student with the task's rule list (`rules.yaml`): a rule hit, "
+        "or a student score at a threshold tuned on the fold's inner dev (`clinsynth.hybrid`); it costs no training. "
         "A system `mix@field=value` is trained with that budget field changed; it is compared with gold trained the "
         "same way when that ran, else with the same mix at the default budget. Seconds per run are wall time on "
         "this machine, including the per-epoch dev scoring.",

@@ -11,6 +11,9 @@ run could not go on (bad flags, an endpoint that refuses or does not answer, or
 ``--max-cost`` reached). The work itself is ``clinsynth.steps.bronze.generate_bronze``;
 ``--dry-run`` prints its cost plan instead (``clinsynth.steps.bronze.plan_bronze``).
 
+``--refilter-subject`` applies the guideline's subject filter (a positive label whose every cue
+is about someone else, by the task's rule list) to an existing set without any LM call.
+
 With ``--top-up N`` the categories weakest on dev (out of fold) get N more kept sentences.
 
 Example: python -m programs.generate --per-category 50 --out outputs/bronze.jsonl
@@ -42,6 +45,7 @@ from clinsynth.steps.bronze import (
     BronzeResult,
     generate_bronze,
     plan_bronze,
+    refilter_subject,
     weakest_categories,
 )
 from clinsynth.task import Task, load_task
@@ -86,6 +90,8 @@ def build_parser(prog: str = "python -m programs.generate") -> argparse.Argument
     p.add_argument(
         "--out", type=Path, default=None, help="kept records (JSONL), side files next to it (default: the task's)"
     )
+    p.add_argument("--refilter-subject", action="store_true",
+                   help="apply the subject filter (the task's rule list) to an existing bronze set, no LM call")
     p.add_argument("--per-category", type=int, default=None, help="kept sentences wanted per category")
     p.add_argument("--negatives", type=int, default=None, help="kept NONE hard negatives (default: --per-category)")
     p.add_argument(
@@ -178,6 +184,13 @@ def run(args: argparse.Namespace) -> int:
         config = config_from_args(args, task)
         if args.dry_run:
             return print_plan(plan_bronze(task, config, args.out))
+        if args.refilter_subject:
+            out = args.out or task.bronze
+            gone = refilter_subject(task, out)
+            for row in gone:
+                print(f"  dropped ({row['detail']}): {row['text']}")
+            print(f"{len(gone)} sentences left {out} for {out.name}.dropped.jsonl (filter subject)")
+            return 0
         result = generate_bronze(task, config, args.out)
     except ClinsynthError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -77,3 +77,37 @@ def test_the_subject_filter_drops_a_relatives_use_labelled_as_the_patients():
     assert [c.id for c in kept] == ["b", "c", "d"]
     assert [(d.candidate.id, d.filter) for d in dropped] == [("a", bf.SUBJECT)]
     assert "TOBACCO" in dropped[0].detail and "other person" in dropped[0].detail
+
+
+def test_refiltering_a_bronze_set_moves_a_relatives_use_to_the_dropped_file(tmp_path):
+    import dataclasses
+    import json
+
+    from clinsynth.records import Provenance, Record, read_records, write_records
+    from clinsynth.steps.bronze import refilter_subject
+    from clinsynth.task import load_task
+
+    task = load_task("tasks/sdoh")
+    out = tmp_path / "bronze.jsonl"
+    prov = Provenance(lm="local", program="p", program_sha256="0", attributes={"target": "TOBACCO"})
+    write_records(out, [Record("b1", "Her husband smokes a pack a day.", ["TOBACCO"], "bronze", provenance=prov),
+                        Record("b2", "She smokes a pack a day.", ["TOBACCO"], "bronze", provenance=prov)])  # fmt: skip
+    (tmp_path / "bronze.jsonl.report.json").write_text(json.dumps({"counts": {"TOBACCO": {"kept": 2}}}))
+    gone = refilter_subject(dataclasses.replace(task, bronze=out), out)
+    assert [row["id"] for row in gone] == ["b1"]
+    assert [r.id for r in read_records(out)] == ["b2"]
+    dropped = [json.loads(line) for line in (tmp_path / "bronze.jsonl.dropped.jsonl").read_text().splitlines()]
+    assert dropped[0]["filter"] == bf.SUBJECT and dropped[0]["text"].startswith("Her husband")
+    report = json.loads((tmp_path / "bronze.jsonl.report.json").read_text())
+    assert report["counts"]["TOBACCO"] == {"kept": 1, bf.SUBJECT: 1}
+    assert refilter_subject(task, out) == []  # a second pass finds nothing more
+
+
+def test_the_committed_bronze_sets_follow_the_subject_rule():
+    from clinsynth.records import read_records
+    from clinsynth.task import load_task
+
+    for folder in ("tasks/ad_signs", "tasks/sdoh"):
+        task = load_task(folder)
+        broken = [r.text for r in read_records(task.bronze) if bf.subject_violations(r.text, r.labels, task.rules)]
+        assert broken == [], folder

@@ -106,3 +106,29 @@ def test_an_encoder_option_changes_the_run_key_only_when_set(tmp_path: Path):
     assert other.key()["encoder"] == str(tmp_path / "enc") and other.key() != default.key()
     with pytest.raises(ClinsynthError, match="not a sentence-transformers folder"):
         TrainingBudget(encoder=str(tmp_path))
+
+
+def test_a_hybrid_model_saves_its_stack_and_rule_list_and_loads_to_the_same_predictions(trained, tmp_path: Path):
+    import copy
+
+    from clinsynth.classifier import RULES_FILE
+    from clinsynth.rules import load_rules
+    from tests.mini_data import records
+
+    taxonomy, train, classifier = trained
+    hybrid = SignsClassifier(classifier.model, copy.deepcopy(classifier.info))
+    rules_path = tmp_path / "rules.yaml"
+    # A rule only for a word the training sentences never use, so only the rule can find it.
+    rules_path.write_text("about: t\ncategories:\n  COUGH:\n    cues: ['\\bwheez\\w*']\n", encoding="utf-8")
+    rules = load_rules(rules_path, taxonomy.names)
+    hybrid.stack_with_rules(rules, records("dev"))
+    assert set(hybrid.info.hybrid) == {"threshold", "use_rule"} and hybrid.info.rules_sha256
+    texts = ["Wheezing at night.", "Febrile to 39 C.", "Abdomen soft."]
+    assert "COUGH" in hybrid.predict(texts)[0]
+    with pytest.raises(ClinsynthError, match="pass the texts"):
+        hybrid.decide(hybrid.scores(texts))
+    hybrid.save(tmp_path / "model")
+    rules_path.write_text("about: edited\ncategories:\n  FEVER:\n    cues: ['x']\n", encoding="utf-8")
+    assert (tmp_path / "model" / RULES_FILE).read_text(encoding="utf-8").startswith("about: t")
+    loaded = SignsClassifier.load(tmp_path / "model", taxonomy)
+    assert loaded.predict(texts) == hybrid.predict(texts)

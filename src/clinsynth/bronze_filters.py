@@ -1,9 +1,9 @@
 """Quality filters for generated (bronze) sentences, each one counted.
 
 Order (cheap first, the LM round trip last, so only survivors cost LM time): PHI scan,
-exact duplicates, leakage against gold, near duplicates, the guideline's subject rules
-(with the task's rule list: a positive label whose every cue is about someone else or
-hypothetical), then the round trip (in ``programs.generate``). Every filter returns the
+exact duplicates, leakage against gold, near duplicates, the guideline's subject rule
+(with the task's rule list: a positive label whose every cue is about someone else), then
+the round trip (in ``programs.generate``). Every filter returns the
 kept candidates and the dropped ones with a reason, so the report can count them per target.
 """
 
@@ -29,8 +29,8 @@ ROUND_TRIP = "round_trip"
 ROUND_TRIP_FAILED = "round_trip_failed"
 OVER_QUOTA = "over_quota"
 FILTERS = (PHI, EXACT_DUPLICATE, LEAKAGE, NEAR_DUPLICATE, SUBJECT, ROUND_TRIP, ROUND_TRIP_FAILED)
-# Scopes that make a cue not the patient's present-or-past status (clinsynth.rules).
-SUBJECT_SCOPES = ("other_person", "hypothetical")
+# The scope that makes a cue someone else's (clinsynth.rules): the guideline's subject rule.
+SUBJECT_SCOPES = ("other_person",)
 
 # The filters' thresholds, used by the bronze step, its CLI and the generator's compile metric.
 NEAR_DUPLICATE_COSINE = 0.9  # same label set, cosine at or above: a near duplicate
@@ -160,12 +160,16 @@ def near_dedup(
 
 
 def subject_violations(text: str, labels: Sequence[str], rules: Any) -> list[tuple[str, str]]:
-    """(category, scope) for each label whose cues in ``text`` are all about someone else (or
-    hypothetical) by the rule list: "Her husband smokes." labelled TOBACCO breaks the guideline."""
+    """(category, scope) for each label whose cues in ``text`` are all about someone else by the
+    rule list: "Her husband smokes." labelled TOBACCO breaks the guideline."""
     out = []
     for scope in SUBJECT_SCOPES:
         out += [(c, scope) for c in rules.blocked(text, scope) if c in labels]
     return out
+
+
+def subject_detail(broken: Sequence[tuple[str, str]]) -> str:
+    return "; ".join(f"{category}: cue is {scope.replace('_', ' ')}" for category, scope in broken)
 
 
 def subject_filter(candidates: Sequence[Candidate], rules: Any) -> tuple[list[Candidate], list[Dropped]]:
@@ -173,8 +177,7 @@ def subject_filter(candidates: Sequence[Candidate], rules: Any) -> tuple[list[Ca
     for c in candidates:
         broken = subject_violations(c.text, c.labels, rules)
         if broken:
-            words = "; ".join(f"{cat}: cue is {scope.replace('_', ' ')}" for cat, scope in broken)
-            dropped.append(Dropped(c, SUBJECT, words))
+            dropped.append(Dropped(c, SUBJECT, subject_detail(broken)))
         else:
             kept.append(c)
     return kept, dropped

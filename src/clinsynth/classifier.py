@@ -174,7 +174,7 @@ class SignsClassifier:
         self.info = info
         self.rules = rules  # clinsynth.rules.RuleSet of a hybrid model
 
-    def stack_with_rules(self, rules: Any, dev: Sequence[Record], seed: int = 0) -> None:
+    def stack_with_rules(self, rules: Any, dev: Sequence[Record]) -> None:
         """Make this a hybrid: stack the student's dev scores with the rule list's hits
         (``clinsynth.hybrid``); ``dev`` must be sentences the student did not train on."""
         from clinsynth.fingerprint import file_sha256
@@ -185,7 +185,7 @@ class SignsClassifier:
         names = self.labels
         texts = [r.text for r in dev]
         gold = label_matrix([r.labels for r in dev], names)[:, : len(names)]
-        stack = RuleStack.fit(names, self.scores(texts), rules.hit_matrix(texts, names), gold, seed=seed)
+        stack = RuleStack.fit(names, self.scores(texts), rules.hit_matrix(texts, names), gold)
         self.rules = rules
         self.info.hybrid = stack.state()
         self.info.rules_sha256 = file_sha256(rules.path) if rules.path else ""
@@ -263,7 +263,7 @@ class SignsClassifier:
             if texts is None or self.rules is None:
                 raise ClinsynthError("a hybrid model decides from scores and the sentences' rule hits: pass the texts")
             stack = RuleStack.from_state(self.info.hybrid)
-            return stack.predict(names, scores, texts, self.rules, self.info.thresholds)
+            return stack.predict(names, scores, texts, self.rules)
         cut = np.asarray([self.info.thresholds[n] for n in names], dtype=np.float32)
         return [[n for n, hit in zip(names, row >= cut, strict=True) if hit] for row in scores]
 

@@ -16,7 +16,7 @@ bronze sentence whose only cue is about a relative is not the patient's).
       TOBACCO:
         cues: ['\\bsmok(e|es|ed|er|ing)\\b', '\\btob\\b', '\\bppd\\b']
         exclude: ['\\bsecond-?hand smoke\\b']  # a sentence matching one is never this category
-        negated: keep          # keep: "denies smoking" still labels (status none); drop (default)
+        negation: keep         # keep: "denies smoking" still labels (status none); drop (default)
         other_person: drop     # drop (default): "husband smokes" does not label; keep
         hypothetical: drop     # drop (default) or keep
 

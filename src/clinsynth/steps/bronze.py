@@ -687,6 +687,40 @@ class _BronzeRun:
         return result
 
 
+def refilter_subject(task: Task, out: Path) -> list[dict[str, Any]]:
+    """Apply the subject filter to a bronze set made before it existed: offending sentences leave
+    ``out`` for ``<out>.dropped.jsonl`` (filter ``subject``) and the report's counts; returns them."""
+    if task.rules is None:
+        raise ClinsynthError(f"task {task.name} has no rule list (rules.yaml): the subject filter needs one")
+    records = read_records(out)
+    kept, gone = [], []
+    for record in records:
+        broken = bf.subject_violations(record.text, record.labels, task.rules)
+        if not broken:
+            kept.append(record)
+            continue
+        target = (record.provenance.attributes or {}).get("target", "") if record.provenance else ""
+        gone.append({"id": record.id, "text": record.text, "target": target, "labels": list(record.labels),
+                     "filter": bf.SUBJECT, "detail": bf.subject_detail(broken)})  # fmt: skip
+    if not gone:
+        return []
+    dropped_path = side_path(out, "dropped.jsonl")
+    old = dropped_path.read_text(encoding="utf-8") if dropped_path.exists() else ""
+    atomic_write_text(dropped_path, old + "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in gone))
+    report_path = side_path(out, "report.json")
+    if report_path.exists():
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+        for row in gone:
+            counts = report.setdefault("counts", {}).setdefault(row["target"], {})
+            counts[bf.SUBJECT] = counts.get(bf.SUBJECT, 0) + 1
+            counts["kept"] = counts.get("kept", 0) - 1
+        report["filters"] = list(bf.FILTERS) + [bf.OVER_QUOTA]
+        report["kept_by_label"] = dict(Counter(label for r in kept for label in (r.labels or [NONE_LABEL])))
+        atomic_write_text(report_path, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    write_records(out, kept)  # last: the dropped rows are on disk before they leave the set
+    return gone
+
+
 def _write_outputs(result: BronzeResult, out: Path, cfg: BronzeConfig, task: Task) -> None:
     """``out``, ``<out>.dropped.jsonl`` and ``<out>.report.json``, each replaced atomically."""
     write_records(out, result.kept)

@@ -96,7 +96,7 @@ def train(task: Task, config: TrainConfig, out: Path | None = None) -> TrainResu
         show_progress=config.show_progress,
     )
     if hybrid:
-        classifier.stack_with_rules(task.rules, gold["dev"], seed=config.seed)
+        classifier.stack_with_rules(task.rules, gold["dev"])
     info = classifier.info
     for split, target in (("dev", "dev_scores"), ("test", "test_scores")):
         split_records = gold[split]
