@@ -32,19 +32,24 @@ kill -9, then resume             - test_kill_9_keeps_the_failures_file_and_a_rer
                                  test_resume_after_kill::test_killed_run_resumes_without_duplicates_or_losses
 export with repeated ids         test_export::test_duplicate_id_dropped
 
-Issue 26 (round two), row number, route, and the tests that cover it:
+Issue 26 (round two): row, route, and the tests that cover it:
 
- 1  compiled program JSON with      test_privacy::test_a_compiled_program_never_chooses_the_endpoint
-    config.api_base / a saved lm     test_privacy::test_a_program_file_with_an_api_base_sends_nothing_anywhere
- 3  remote tunnel reached as         test_privacy::test_a_tunnel_declared_remote_stays_remote_however_its_url_is_spelled
-    localhost / HTTP:// / no /v1     test_privacy::test_approved_endpoints_match_after_the_same_normalisation
- 2  HTTP_PROXY / ALL_PROXY set,     test_privacy::test_a_proxy_in_the_environment_is_an_endpoint
+ 1  program JSON: config.api_base     test_privacy::test_a_compiled_program_never_chooses_the_endpoint
+    or a saved lm state              test_privacy::test_a_program_file_with_an_api_base_sends_nothing_anywhere
+ 2  HTTP_PROXY / ALL_PROXY set,      test_privacy::test_a_proxy_in_the_environment_is_an_endpoint
     loopback --api-base              test_privacy::test_a_proxy_declared_remote_gets_no_gold
- 4  demos_from edited to "public"   test_privacy::test_gold_demos_are_private_whatever_the_metadata_says
- 6  label --input b.txt on a.txt's  - test_another_input_on_the_same_out_is_refused_not_skipped
-    --out (same line ids)
-13  kill -9 of an atomic writer     test_fileio::test_temp_files_of_killed_writers_are_removed_by_the_next_writer
-    (review import, predict)
+ 3  tunnel declared remote reached   test_privacy::test_a_tunnel_declared_remote_stays_remote_however_its_url_is_spelled
+    as localhost, HTTP://, no /v1    test_privacy::test_approved_endpoints_match_after_the_same_normalisation
+ 4  demos_from edited to "public"    test_privacy::test_gold_demos_are_private_whatever_the_metadata_says
+                                     test_generate::test_a_labeller_whose_gold_demos_are_recorded_synthetic_is_still_refused
+ 6  label b.txt on a.txt's --out     - test_another_input_on_the_same_out_is_refused_not_skipped
+12  disk full / unwritable output    test_fileio::test_a_full_disk_leaves_the_previous_output_and_no_temp_file
+                                     test_fileio::test_an_output_under_a_file_is_one_clear_error
+                                     test_fileio::test_a_full_disk_mid_line_leaves_no_torn_line
+                                     - test_an_unwritable_out_is_one_clear_error_with_exit_2
+13  kill -9 of an atomic writer      test_fileio::test_temp_files_of_killed_writers_are_removed_by_the_next_writer
+
+Row 15 (generate's empty outputs) is not covered here: those files are written by steps/bronze.py.
 """
 
 from __future__ import annotations
@@ -559,3 +564,18 @@ def test_another_input_on_the_same_out_is_refused_not_skipped(task_dir: Path, tm
     assert label(*label_args(task_dir, server.api_base, a, out))[0] == 0
     assert label(*label_args(task_dir, server.api_base, b, tmp_path / "b.jsonl"))[0] == 0
     assert [r.text for r in read_records(tmp_path / "b.jsonl")] == SENTENCES[2:4]
+
+
+def test_an_unwritable_out_is_one_clear_error_with_exit_2(task_dir: Path, tmp_path, serve, capsys):
+    """Row 12: an --out that cannot be written (here under a file: chmod does not stop root) is exit 2, one line."""
+    script = Script()
+    server = serve(script)
+    (tmp_path / "afile").write_text("x")
+    out = tmp_path / "afile" / "o.jsonl"
+
+    code, _ = label(*label_args(task_dir, server.api_base, write_input(tmp_path, 2), out))
+
+    err = capsys.readouterr().err
+    (message,) = error_lines(err)
+    assert code == 2 and f"cannot write {out}" in message and "Traceback" not in err
+    assert script.log == []  # refused before any request was paid for

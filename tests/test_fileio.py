@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -157,3 +158,68 @@ def test_temp_files_of_killed_writers_are_removed_by_the_next_writer(tmp_path: P
     assert not left.exists() and not stale_old_style.exists()
     assert live.exists() and other_host.exists() and recent_old_style.exists() and mine.exists()
     assert (tmp_path / "other.txt").read_text() == "new\n"
+
+
+def _enospc(*args: object, **kwargs: object) -> None:
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_full_disk_leaves_the_previous_output_and_no_temp_file(tmp_path: Path, monkeypatch):
+    """Issue 26 row 12: one clear error naming the path (a ClinsynthError: exit 2), old content, no temp file."""
+    path = tmp_path / "out.jsonl"
+    path.write_text("old\n")
+    monkeypatch.setattr(os, "fsync", _enospc)
+    with pytest.raises(ClinsynthError) as err:
+        atomic_write_text(path, "new\n")
+    assert str(err.value) == (
+        f"cannot write {path}: the disk is full (No space left on device); the previous out.jsonl is unchanged"
+    )
+    assert path.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
+    monkeypatch.undo()
+
+    # A write failing inside the caller's block is reported the same way; other errors there pass unchanged.
+    with pytest.raises(ClinsynthError, match=f"cannot write {path}: the disk is full"):  # noqa: PT012
+        with atomic_open(path) as fh:
+            fh.write("new\n")
+            _enospc()
+    with pytest.raises(FileNotFoundError):  # noqa: PT012
+        with atomic_open(path):
+            (tmp_path / "missing").read_text()
+    assert path.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
+
+
+def test_an_output_under_a_file_is_one_clear_error(tmp_path: Path):
+    """A read-only folder as root cannot be made with chmod; a file where the folder should be fails alike."""
+    (tmp_path / "afile").write_text("x")
+    target = tmp_path / "afile" / "out.jsonl"
+    with pytest.raises(ClinsynthError, match=f"cannot write {target}: a part of the path is a file"):
+        atomic_write_text(target, "new\n")
+    with pytest.raises(ClinsynthError, match=f"cannot write {target}: a part of the path is a file"):
+        with output_lock(target):
+            pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_a_full_disk_mid_line_leaves_no_torn_line(tmp_path: Path):
+    from clinsynth.records import ResumableWriter
+
+    path = tmp_path / "out.jsonl"
+    with ResumableWriter(path) as writer:
+        writer.write({"id": "a", "text": "first"})
+        real = writer._fh
+
+        class HalfFull:
+            """Writes half the line to the file, then the disk is full."""
+
+            def write(self, text: str) -> None:
+                real.write(text[: len(text) // 2])
+                real.flush()
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+            def close(self) -> None:
+                real.close()
+
+        writer._fh = HalfFull()
+        with pytest.raises(ClinsynthError, match=f"cannot write {path}: the disk is full .*; the previous out.jsonl"):
+            writer.write({"id": "b", "text": "second"})
+    assert path.read_text() == '{"id": "a", "text": "first"}\n'

@@ -33,6 +33,14 @@ class PrivacyError(ClinsynthError, PermissionError):
     """Private data was about to be sent to an endpoint that is not approved for it."""
 
 
+class OutputError(ClinsynthError, OSError):
+    """An output could not be written (disk full, read-only folder, a file where a folder should be).
+
+    The message names the path and says the previous content is unchanged; still an
+    OSError for callers that catch those.
+    """
+
+
 class LMSetupError(ClinsynthError, RuntimeError):
     """A language model could not be set up (missing extra, bad model file, server failure)."""
 

@@ -12,6 +12,7 @@ of a later process into that folder removes those of this host whose process is 
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -25,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
-from clinsynth.errors import ClinsynthError, DataError
+from clinsynth.errors import ClinsynthError, DataError, OutputError
 
 # Text is read with errors="surrogateescape": an invalid byte becomes one of these
 # lone surrogates, which valid UTF-8 never decodes to, so a line can be checked cheaply.
@@ -54,6 +55,33 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+# Errors that mean "this output cannot be written here" even when raised while the caller
+# writes (a write or a close that flushes); other errors of the caller's block pass unchanged.
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+_HINTS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EFBIG: "the file would be too large for this file system",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "the folder is not writable",
+    errno.EPERM: "the folder is not writable",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EEXIST: "a part of the path is a file, not a folder",
+}
+
+
+def output_error(path: Path | str, exc: OSError, existed: bool | None = None) -> OutputError:
+    """One clear error for an output that could not be written: the path, why, and what is left."""
+    path = Path(path)
+    existed = path.is_file() if existed is None else existed
+    why = _HINTS.get(exc.errno or 0, exc.strerror or str(exc))
+    detail = f" ({exc.strerror})" if exc.strerror and exc.strerror.lower() != why else ""
+    left = f"the previous {path.name} is unchanged" if existed else "nothing was written there"
+    error = OutputError(f"cannot write {path}: {why}{detail}; {left}")
+    error.errno = exc.errno  # (not filename or strerror: OSError would print those instead of the message)
+    return error
 
 
 def _pid_alive(pid: int) -> bool:
@@ -137,16 +165,28 @@ def atomic_path(path: Path | str, suffix: str = ".tmp") -> Iterator[Path]:
     (``.tmp.json``). On an exception the temporary file is removed and ``path`` untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _new_temp(path, suffix)
+    existed = path.is_file()
     try:
-        yield tmp
-        fd = os.open(tmp, os.O_RDONLY)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _new_temp(path, suffix)
+    except OSError as exc:
+        raise output_error(path, exc, existed) from exc
+    try:
         try:
-            os.fsync(fd)  # the data is on disk before the rename makes it the target
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+            yield tmp
+        except OSError as exc:
+            if exc.errno in _WRITE_ERRNOS and not isinstance(exc, OutputError):
+                raise output_error(path, exc, existed) from exc
+            raise
+        try:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)  # the data is on disk before the rename makes it the target
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise output_error(path, exc, existed) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -184,8 +224,13 @@ def output_lock(path: Path | str) -> Iterator[Path]:
     """
     path = Path(path)
     lock = lock_path(path)
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = _lock_fd(path, lock)
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = _lock_fd(path, lock)
+    except ClinsynthError:
+        raise
+    except OSError as exc:  # a read-only folder, or a file where a folder should be
+        raise output_error(path, exc) from exc
     try:
         yield lock
     finally:

@@ -27,7 +27,16 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from clinsynth.errors import DataError
-from clinsynth.fileio import atomic_open, atomic_path, check_file, check_utf8, iter_lines, open_text, output_lock
+from clinsynth.fileio import (
+    atomic_open,
+    atomic_path,
+    check_file,
+    check_utf8,
+    iter_lines,
+    open_text,
+    output_error,
+    output_lock,
+)
 from clinsynth.taxonomy import NONE_LABEL, Taxonomy
 
 log = logging.getLogger(__name__)
@@ -364,11 +373,37 @@ class ResumableWriter:
         obj = record.to_dict() if isinstance(record, Record) else record
         if obj["id"] in self.done:
             return
-        if self._fh is None:
-            self._fh = self._stack.enter_context(self.path.open("a", encoding="utf-8"))
-        self._fh.write(json.dumps(obj, ensure_ascii=False) + "\n")
-        self._fh.flush()
+        line = json.dumps(obj, ensure_ascii=False) + "\n"
+        try:  # where the line starts, to cut a torn one back off
+            size, existed = self.path.stat().st_size, True
+        except FileNotFoundError:
+            size, existed = 0, False
+        try:
+            if self._fh is None:
+                self._fh = self._stack.enter_context(self.path.open("a", encoding="utf-8"))
+            self._fh.write(line)
+            self._fh.flush()
+        except OSError as exc:
+            # Disk full or the like: no torn line is left behind, the lines before stay.
+            self._abandon(size, existed)
+            raise output_error(self.path, exc, existed) from exc
         self.done.add(obj["id"])
+
+    def _abandon(self, size: int, existed: bool) -> None:
+        """After a failed write: close the file (its unwritten buffer dropped) and cut it back to ``size``."""
+        if self._fh is not None:
+            try:
+                self._fh.close()  # flushes again and fails again, but closes the descriptor
+            except OSError:
+                pass
+            self._fh = None  # a later write reopens the file
+        try:
+            if existed:
+                os.truncate(self.path, size)
+            elif self.path.exists():
+                self.path.unlink()  # the run created it: no empty output left
+        except OSError:
+            pass  # the next open repairs a partial last line
 
     def close(self) -> None:
         self._stack.close()  # the file, then the lock; a second call does nothing
