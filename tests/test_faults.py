@@ -34,7 +34,7 @@ export with repeated ids         test_export::test_duplicate_id_dropped
 
 Issue 26 (round two): row, route, and the tests that cover it:
 
- 1  program JSON: config.api_base     test_privacy::test_a_compiled_program_never_chooses_the_endpoint
+ 1  program JSON: config.api_base    test_privacy::test_a_compiled_program_never_chooses_the_endpoint
     or a saved lm state              test_privacy::test_a_program_file_with_an_api_base_sends_nothing_anywhere
  2  HTTP_PROXY / ALL_PROXY set,      test_privacy::test_a_proxy_in_the_environment_is_an_endpoint
     loopback --api-base              test_privacy::test_a_proxy_declared_remote_gets_no_gold
