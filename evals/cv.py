@@ -415,8 +415,13 @@ def gold_test(gold: dict[str, list[Record]], taxonomy: Taxonomy, model_dir: Path
     from clinsynth.baselines import KeywordLexicon, TfidfLogReg
     from clinsynth.classifier import SignsClassifier
     from clinsynth.steps.train import reference_model_dir
+    from clinsynth.textstats import normalise
 
-    test = gold["test"]
+    # A test sentence also in train or dev (boilerplate such as "Denied.") measures memory, not
+    # generalisation: it is left out of the comparison.
+    seen = {normalise(r.text) for split in ("train", "dev") for r in gold[split]}
+    test = [r for r in gold["test"] if normalise(r.text) not in seen]
+    repeated = len(gold["test"]) - len(test)
     texts, truth = [r.text for r in test], [list(r.labels) for r in test]
     notes = [note_of(r) for r in test]
     predicted: dict[str, list[list[str]]] = {}
@@ -429,7 +434,8 @@ def gold_test(gold: dict[str, list[Record]], taxonomy: Taxonomy, model_dir: Path
         predicted[default] = model.predict(texts)
         note = (f"The default model ({Path(model_dir).name}/, trained {info.created_at} on "
                 f"`{info.mix}` with thresholds on gold dev) and the baselines, on the {len(test)} gold test "
-                f"sentences ({len(set(notes))} notes).")  # fmt: skip
+                f"sentences ({len(set(notes))} notes; {repeated} test sentences whose text is also in train or dev "
+                "are left out).")  # fmt: skip
         reference = reference_model_dir(model_dir)
         if info.mix != "gold" and (reference / "clinsynth.json").exists():
             predicted["gold-only model"] = SignsClassifier.load(reference, taxonomy).predict(texts)
