@@ -167,8 +167,10 @@ def print_result(result: BronzeResult) -> None:
     print(f"generator: {result.generator_program}; round trip: {result.labeler_program or 'off'}; lm: {result.lm}")
     print(format_table(*result.table))
     print(describe_usage(result.usage))
+    # No out when nothing was kept or dropped: say so rather than print a path not written.
+    where = result.out if result.out is not None else "no sentence kept or dropped, nothing written"
     print(
-        f"{result.out}: {len(result.kept)} kept; failed calls {result.failed_calls}, "
+        f"{where}: {len(result.kept)} kept; failed calls {result.failed_calls}, "
         f"failed round trips {result.failed_round_trips}; report {result.report_path}"
     )
     if result.failures_path is not None:

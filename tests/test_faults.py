@@ -48,8 +48,8 @@ Issue 26 (round two): row, route, and the tests that cover it:
                                      test_fileio::test_a_full_disk_mid_line_leaves_no_torn_line
                                      - test_an_unwritable_out_is_one_clear_error_with_exit_2
 13  kill -9 of an atomic writer      test_fileio::test_temp_files_of_killed_writers_are_removed_by_the_next_writer
-
-Row 15 (generate's empty outputs) is not covered here: those files are written by steps/bronze.py.
+15  generate --out new/x.jsonl,      - test_generate_against_a_failing_endpoint_leaves_no_empty_outputs
+    every call failing
 """
 
 from __future__ import annotations
@@ -493,6 +493,33 @@ def test_generate_exits_1_on_failed_calls_unless_max_failures_allows_them(
         code = gen_cli.main([*argv, "--max-failures", str(failed)])
         assert code == 0 and unique_ids(out) == kept
 
+
+def test_generate_against_a_failing_endpoint_leaves_no_empty_outputs(
+    tmp_path: Path, mini_taxonomy_path: Path, fake_openai, monkeypatch, capsys
+):
+    """Issue 26 row 15: every generation call fails (500s, run not stopped by fail-fast)."""
+    from programs import generate as gen_cli
+    from tests.bow import bow_embed
+    from tests.test_generate import ScriptedLM, make_task
+
+    monkeypatch.setattr("clinsynth.embeddings.encode", bow_embed)  # no MiniLM in unit tests
+    task = make_task(tmp_path, mini_taxonomy_path)
+    out = tmp_path / "new" / "x.jsonl"  # its folder does not exist yet
+    out.parent.mkdir()
+    empty_dropped = out.with_name("x.jsonl.dropped.jsonl")
+    empty_dropped.touch()  # an empty file an earlier run of this kind left behind goes too
+    with fake_openai(ScriptedLM(fail_generation_after=0)) as server:
+        argv = ["--task", str(task.root), "--lm", "openai/fake", "--api-base", server.api_base, "--no-progress",
+                "--out", str(out), "--per-category", "2", "--negatives", "1", "--multi-label", "0",
+                "--max-rounds", "1", "--attempts", "1", "--max-consecutive-failures", "100"]  # fmt: skip
+        code = gen_cli.main(argv)
+
+    captured = capsys.readouterr()
+    assert code == 1 and "nothing written: 0 kept" in captured.out
+    # No empty outputs: the report says what failed, the failures file what to retry.
+    assert sorted(p.name for p in out.parent.iterdir()) == ["x.jsonl.failures.jsonl", "x.jsonl.report.json"]
+    report = json.loads(out.with_name("x.jsonl.report.json").read_text())
+    assert report["failed_calls"] == len(read_failures(failures_path_for(out))) > 0
 
 def test_the_main_job_stops_before_the_experiment_when_silver_leaves_failures(task_dir: Path, tmp_path, serve, capsys):
     from clinsynth.cli import main

@@ -722,20 +722,34 @@ def refilter_subject(task: Task, out: Path) -> list[dict[str, Any]]:
 
 
 def _write_outputs(result: BronzeResult, out: Path, cfg: BronzeConfig, task: Task) -> None:
-    """``out``, ``<out>.dropped.jsonl`` and ``<out>.report.json``, each replaced atomically."""
-    write_records(out, result.kept)
+    """``out``, ``<out>.dropped.jsonl`` and ``<out>.report.json``, each replaced atomically.
+
+    A run with no sentence kept or dropped (every call failed, or nothing was asked for)
+    writes neither ``out`` nor the dropped file: an empty ``out`` would read as a finished,
+    empty bronze set, and the next step would train on it. The report (failed calls) and
+    the failures file still say what happened; a rerun resumes from the side files.
+    """
     dropped_path = side_path(out, "dropped.jsonl")
-    with atomic_open(dropped_path) as fh:
-        for d in result.dropped:
-            row = {
-                "id": d.candidate.id,
-                "text": d.candidate.text,
-                "target": d.candidate.target,
-                "labels": list(d.candidate.labels),  # what the sentence was written for
-                "filter": d.filter,
-                "detail": d.detail,
-            }
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    if result.kept or result.dropped:
+        write_records(out, result.kept)
+        with atomic_open(dropped_path) as fh:
+            for d in result.dropped:
+                row = {
+                    "id": d.candidate.id,
+                    "text": d.candidate.text,
+                    "target": d.candidate.target,
+                    "labels": list(d.candidate.labels),  # what the sentence was written for
+                    "filter": d.filter,
+                    "detail": d.detail,
+                }
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        result.out, result.dropped_path = out, dropped_path
+    else:
+        # Empty files left by an earlier run of this kind go too; a file with content is an
+        # earlier run's result and stays as it was (this run has nothing to replace it with).
+        for path in (out, dropped_path):
+            if path.is_file() and path.stat().st_size == 0:
+                path.unlink()
     result.config = cfg.to_json()
     report = {
         "out": task.relative(out),
@@ -759,7 +773,7 @@ def _write_outputs(result: BronzeResult, out: Path, cfg: BronzeConfig, task: Tas
     report_path = side_path(out, "report.json")
     atomic_write_text(report_path, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     failures = side_path(out, "failures.jsonl")
-    result.out, result.dropped_path, result.report_path = out, dropped_path, report_path
+    result.report_path = report_path
     result.calls_path = side_path(out, "calls.jsonl")
     result.roundtrip_path = side_path(out, "roundtrip.jsonl") if cfg.round_trip != "off" else None
     result.failures_path = failures if failures.exists() else None
