@@ -149,13 +149,28 @@ def test_round_trip_appends_gold_with_annotators(task, sentences: Path, tmp_path
     }
     assert new["s1"].note_id == "new-1" and new["s1"].split == "train" and new["s1"].source == "gold"
     assert new["s1"].provenance.attributes["annotators"] == ["1"]
+    assert new["s1"].provenance.lm == "human" and new["s1"].provenance.attributes["annotator_kind"] == "human"
     assert result.kappa == {} and result.double_annotated == 0
-    # Importing a corrected export again replaces, never duplicates.
+    # Importing a corrected export again replaces, never duplicates; a model's annotations say so.
     again = annotate(tasks, {"s1": [["COUGH"]]})
-    result = import_review(task, write_export(tmp_path, again), "train")
+    with pytest.raises(ClinsynthError, match="annotator-model"):
+        import_review(task, write_export(tmp_path, again), "train", annotator_kind="model")
+    result = import_review(task, write_export(tmp_path, again), "train", annotator_kind="model",
+                           annotator_model="qwen2.5-1.5b")  # fmt: skip
     assert (result.written, result.replaced) == (0, 1)
     train = read_records(task.split_path("train"))
     assert [r.labels for r in train if r.id == "s1"] == [["COUGH"]]
+    (s1,) = [r for r in train if r.id == "s1"]
+    assert s1.provenance.lm == "model: qwen2.5-1.5b" and s1.provenance.attributes["annotator_kind"] == "model"
+
+
+def test_the_bundled_gold_says_models_annotated_it() -> None:
+    from clinsynth.task import load_task
+
+    for folder in ("tasks/ad_signs", "tasks/sdoh"):
+        gold = load_task(folder).gold()
+        kinds = {r.provenance.attributes["annotator_kind"] for split in gold.values() for r in split}
+        assert kinds == {"model"}, folder
 
 
 @pytest.mark.parametrize(

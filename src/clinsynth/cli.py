@@ -202,7 +202,8 @@ def cmd_review_export(args: argparse.Namespace) -> int:
 def cmd_review_import(args: argparse.Namespace) -> int:
     from clinsynth.review import import_review
 
-    result = import_review(_task(args), Path(args.input), args.split, out=args.out)
+    result = import_review(_task(args), Path(args.input), args.split, out=args.out,
+                           annotator_kind=args.annotator_kind, annotator_model=args.annotator_model)  # fmt: skip
     if result.out is not None:
         print(f"gold {args.split}: {result.written} new, {result.replaced} replaced -> {result.out}")
     if result.rejected_path is not None:
@@ -263,6 +264,9 @@ def _add_review(sub: argparse._SubParsersAction) -> None:
     imp.add_argument("--split", choices=("train", "dev", "test"), default=None,
                      help="gold split to add the sentences to (not needed for a bronze review)")  # fmt: skip
     imp.add_argument("--out", default=None, help="gold file to write (default: the task's split file)")
+    imp.add_argument("--annotator-kind", choices=("human", "model"), default="human",
+                     help="who annotated: people, or a model (then name it with --annotator-model)")  # fmt: skip
+    imp.add_argument("--annotator-model", default=None, help="the model that annotated (with --annotator-kind model)")
     imp.set_defaults(func=cmd_review_import)
 
 

@@ -452,7 +452,11 @@ def _rejections(path: Path) -> dict[str, dict[str, Any]]:
     return {obj["id"]: obj for _, obj in iter_jsonl(path) if isinstance(obj, dict)} if path.exists() else {}
 
 
-def import_review(task: Any, input: Path | str, split: str | None, out: Path | str | None = None) -> ImportResult:
+ANNOTATOR_KINDS = ("human", "model")
+
+
+def import_review(task: Any, input: Path | str, split: str | None, out: Path | str | None = None,
+                  annotator_kind: str = "human", annotator_model: str | None = None) -> ImportResult:  # fmt: skip
     """Validate a Label Studio export whole, then write its gold records and bronze verdicts.
 
     Gold records go to ``out`` (default: the task's ``split`` file), appended to what is
@@ -460,6 +464,9 @@ def import_review(task: Any, input: Path | str, split: str | None, out: Path | s
     task is invalid or a note would cross splits.
     """
     input = Path(input)
+    if annotator_kind not in ANNOTATOR_KINDS or (annotator_kind == "model") != bool(annotator_model):
+        raise ClinsynthError("annotator kind is 'human' (people annotated) or 'model' with the model's name "
+                             "(--annotator-kind model --annotator-model NAME)")  # fmt: skip
     taxonomy = task.taxonomy
     reviewed, cancelled = read_export(input, taxonomy)
     result = ImportResult(out=None, cancelled=cancelled)
@@ -494,10 +501,12 @@ def import_review(task: Any, input: Path | str, split: str | None, out: Path | s
                 note_id=note,
                 split=split,
                 provenance=Provenance(
-                    lm="human",
+                    # "human" means a person; annotations a model made name the model.
+                    lm="human" if annotator_kind == "human" else f"model: {annotator_model}",
                     program="label-studio review",
                     program_sha256="",
                     attributes={
+                        "annotator_kind": annotator_kind,
                         "annotators": [a.annotator for a in rev.annotations],
                         "decided_by": final.annotator,
                         "adjudicated": final.ground_truth,
