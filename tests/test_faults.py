@@ -42,6 +42,8 @@ Issue 26 (round two): row, route, and the tests that cover it:
     as localhost, HTTP://, no /v1    test_privacy::test_approved_endpoints_match_after_the_same_normalisation
  4  demos_from edited to "public"    test_privacy::test_gold_demos_are_private_whatever_the_metadata_says
                                      test_generate::test_a_labeller_whose_gold_demos_are_recorded_synthetic_is_still_refused
+ 5  crafted model_head.pkl in a      - test_a_pickle_in_a_model_folder_runs_no_code_unless_trusted
+    model folder (predict --model)
  6  label b.txt on a.txt's --out     - test_another_input_on_the_same_out_is_refused_not_skipped
 12  disk full / unwritable output    test_fileio::test_a_full_disk_leaves_the_previous_output_and_no_temp_file
                                      test_fileio::test_an_output_under_a_file_is_one_clear_error
@@ -606,3 +608,44 @@ def test_an_unwritable_out_is_one_clear_error_with_exit_2(task_dir: Path, tmp_pa
     (message,) = error_lines(err)
     assert code == 2 and f"cannot write {out}" in message and "Traceback" not in err
     assert script.log == []  # refused before any request was paid for
+
+
+class CraftedPickle:
+    """A hostile ``model_head.pkl``: unpickling it writes ``marker`` (any code could run there)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return Path.write_text, (self.marker, "code ran")
+
+
+def test_a_pickle_in_a_model_folder_runs_no_code_unless_trusted(mini_trained, task_dir: Path, tmp_path, capsys):
+    import joblib
+
+    from clinsynth.classifier import SignsClassifier
+    from clinsynth.cli import main
+    from clinsynth.errors import ClinsynthError
+
+    _, train, classifier = mini_trained
+    texts = [r.text for r in train[:6]]
+    model_dir = classifier.save(tmp_path / "model")
+    # Saved without pickle: the head is safetensors + JSON, and loads back to the same predictions.
+    assert [p.name for p in model_dir.rglob("*.pkl")] == [] and (model_dir / "model_head.safetensors").is_file()
+    assert SignsClassifier.load(model_dir).predict(texts) == classifier.predict(texts)
+
+    marker = tmp_path / "marker"
+    joblib.dump(CraftedPickle(marker), model_dir / "model_head.pkl")
+    with pytest.raises(ClinsynthError, match=r"model_head\.pkl: a pickle file .*--trust-pickle"):
+        SignsClassifier.load(model_dir)
+    src, out = tmp_path / "in.txt", tmp_path / "out.jsonl"
+    src.write_text("Coughing all night.\n")
+    argv = ["predict", "--task", str(task_dir), "--model", str(model_dir), "--input", str(src), "--out", str(out)]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and "model_head.pkl" in err and "--trust-pickle" in err and "Traceback" not in err
+    assert not marker.exists() and not out.exists()
+
+    # Trusted, the pickle is loaded as SetFit always did (and so its code runs).
+    SignsClassifier.load(model_dir, trust_pickle=True)
+    assert marker.read_text() == "code ran"

@@ -129,8 +129,8 @@ def test_without_an_export_auto_is_torch_and_onnx_is_an_error(mini_trained, tmp_
 
 def test_a_stale_export_is_never_used(exported, tmp_path: Path, caplog):
     model_dir = shutil.copytree(exported[0], tmp_path / "model")
-    with (model_dir / "model_head.pkl").open("ab") as fh:  # as if retrained in place
-        fh.write(b"\0")
+    head = model_dir / "model_head.json"  # as if retrained in place (same settings, other bytes)
+    head.write_text(json.dumps(json.loads(head.read_text())))
     with caplog.at_level(logging.WARNING, logger="clinsynth.onnx_path"):
         assert load_classifier(model_dir)[1] == "torch"
     assert "other weights" in caplog.text

@@ -277,6 +277,10 @@ class SignsClassifier:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(str(path))
+        # The head as safetensors + JSON instead of SetFit's pickle: loading a model runs no code.
+        from clinsynth.safe_head import save_head
+
+        save_head(self.model.model_head, path)
         if self.info.hybrid and self.rules is not None and self.rules.path is not None:
             # The copy travels with the model, so later edits of the task's list do not change it.
             (path / RULES_FILE).write_bytes(Path(self.rules.path).read_bytes())
@@ -285,16 +289,27 @@ class SignsClassifier:
         return path
 
     @classmethod
-    def load(cls, path: Path | str, taxonomy: Taxonomy | None = None) -> SignsClassifier:
+    def load(cls, path: Path | str, taxonomy: Taxonomy | None = None, trust_pickle: bool = False) -> SignsClassifier:
+        """A saved classifier. A folder holding a pickle (SetFit's ``model_head.pkl``, a
+        ``pytorch_model.bin``...) is refused unless ``trust_pickle``: unpickling runs code."""
+        from clinsynth.safe_head import PICKLE_HEAD, has_safe_head, load_head, refuse_pickles
+
         path = Path(path)
         info = read_info(path)
         if taxonomy is not None and list(taxonomy.names) != info.labels:
             raise ClinsynthError(
                 f"{path}: trained for labels {info.labels}, but the taxonomy has {list(taxonomy.names)}"
             )
+        refuse_pickles(path, trust_pickle)
+        safe = has_safe_head(path)
+        if not safe and not (path / PICKLE_HEAD).is_file():
+            # SetFit would quietly make a random head: predictions from it would be noise.
+            raise ClinsynthError(f"{path}: no classifier head (model_head.safetensors); retrain the model")
         from setfit import SetFitModel
 
         model = SetFitModel.from_pretrained(str(path), local_files_only=True)
+        if safe:
+            model.model_head = load_head(path, device=str(model.device))
         return cls(model, info, saved_rules(path, info))
 
 

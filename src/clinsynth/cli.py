@@ -127,6 +127,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         notes=args.notes,
         backend=args.backend,
         ray=engine_from_args(args),
+        trust_pickle=args.trust_pickle,
     )
     result = predict(_task(args), config)
     counts = ", ".join(f"{k} {v}" for k, v in sorted(result.label_counts.items(), key=lambda kv: -kv[1]))
@@ -348,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--notes", action="store_true", help="each input item is a whole note: split it")
     predict.add_argument("--backend", choices=BACKENDS, default="auto",
                          help="auto: the ONNX export when usable (clinsynth export-onnx), else torch")  # fmt: skip
+    predict.add_argument("--trust-pickle", action="store_true",
+                         help="load a model folder holding pickle files (older models): only one you trust, "
+                              "since unpickling runs code")  # fmt: skip
     add_engine_flags(predict)
     predict.set_defaults(func=cmd_predict)
 

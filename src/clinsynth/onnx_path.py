@@ -12,7 +12,7 @@ The graph calls the sentence-transformer's own modules, so pooling and normalisa
 the ones the torch path uses, whatever the body's configuration. A differentiable head
 (``SetFitHead``, the end-to-end recipe) is part of the graph and the graph outputs
 probabilities; a scikit-learn head (the contrastive recipe) is not exportable that way,
-so the graph outputs embeddings and the pickled head (no torch needed) is applied to them.
+so the graph outputs embeddings and the saved head (no torch needed) is applied to them.
 
 :class:`OnnxModel` has the ``predict_proba`` of a ``SetFitModel``, so a
 :class:`~clinsynth.classifier.SignsClassifier` wraps it unchanged: thresholds and
@@ -52,7 +52,7 @@ MAX_INT8_DEV_LOSS = 0.005
 GATE_METRICS = ("micro_f1", "macro_f1")
 # Files whose bytes the graph was made from: a retrained model in the same directory
 # makes the export stale, and a stale export is never used.
-_WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model.bin", "model_head.pkl")
+_WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model.bin", "model_head.pkl", "model_head.json")
 _EXTRA_HINT = "the fast path needs the 'scale' extra: pip install -e '.[scale]' (onnxruntime, onnx)"
 
 
@@ -256,7 +256,9 @@ def choose_default(model_dir: Path | str, dev_scores: dict[str, dict[str, float]
 class OnnxModel:
     """An exported classifier with a ``SetFitModel``-like ``predict_proba`` (numpy out)."""
 
-    def __init__(self, model_dir: Path | str, variant: str | None = None, threads: int = 0) -> None:
+    def __init__(
+        self, model_dir: Path | str, variant: str | None = None, threads: int = 0, trust_pickle: bool = False
+    ) -> None:
         onnxruntime = require_onnxruntime()
         from tokenizers import Tokenizer
 
@@ -279,9 +281,16 @@ class OnnxModel:
         )
         self.head = None
         if manifest["head"] == "sklearn":
-            import joblib
+            from clinsynth.safe_head import PICKLE_HEAD, has_safe_head, load_head, refuse_pickles
 
-            self.head = joblib.load(self.model_dir / "model_head.pkl")
+            # The head from safetensors + JSON; SetFit's pickle only when the caller trusts it.
+            refuse_pickles(self.model_dir, trust_pickle)
+            if has_safe_head(self.model_dir):
+                self.head = load_head(self.model_dir)
+            else:
+                import joblib
+
+                self.head = joblib.load(self.model_dir / PICKLE_HEAD)
 
     @property
     def backend(self) -> str:
@@ -320,8 +329,12 @@ class OnnxModel:
         return np.asarray(probabilities, dtype=np.float32)
 
 
-def load_classifier(model_dir: Path | str, backend: str = "auto", variant: str | None = None) -> tuple[Any, str]:
+def load_classifier(
+    model_dir: Path | str, backend: str = "auto", variant: str | None = None, trust_pickle: bool = False
+) -> tuple[Any, str]:
     """A :class:`SignsClassifier` for ``predict`` and the backend it runs on.
+
+    A model folder holding a pickle file is refused unless ``trust_pickle`` (``--trust-pickle``).
 
     ``auto``: the ONNX export when there is a usable one and onnxruntime is installed,
     else torch (saying why when an export exists but cannot be used). ``onnx``: the
@@ -346,7 +359,7 @@ def load_classifier(model_dir: Path | str, backend: str = "auto", variant: str |
                 log.warning("not using the ONNX export: %s", problem)
             backend = "torch"
     if backend == "torch":
-        return SignsClassifier.load(model_dir), "torch"
-    onnx_model = OnnxModel(model_dir, variant)
+        return SignsClassifier.load(model_dir, trust_pickle=trust_pickle), "torch"
+    onnx_model = OnnxModel(model_dir, variant, trust_pickle=trust_pickle)
     info = read_info(model_dir)
     return SignsClassifier(onnx_model, info, saved_rules(model_dir, info)), onnx_model.backend

@@ -17,6 +17,7 @@ class PredictConfig:
     notes: bool = False  # each input item is a whole note: split it into sentences
     backend: str = "auto"  # auto: the model's ONNX export when usable (clinsynth export-onnx), else torch
     ray: RayEngine | None = None  # None: predict in this process; else on Ray Data workers (clinsynth.ray_jobs)
+    trust_pickle: bool = False  # load a model folder holding pickles (unpickling runs code): --trust-pickle
 
 
 @dataclass
@@ -46,7 +47,7 @@ def predict(task: Task, config: PredictConfig) -> PredictResult:
         done = predict_with_ray(model_dir, config.input, config.out, config.ray, config.notes, config.backend)
         backend = done["backend"]
     else:
-        classifier, backend = load_classifier(model_dir, config.backend)  # a model knows its own labels
+        classifier, backend = load_classifier(model_dir, config.backend, trust_pickle=config.trust_pickle)
         done = predict_file(classifier, config.input, config.out, notes=config.notes)
     return PredictResult(
         out=config.out,
