@@ -144,8 +144,11 @@ def test_a_budget_variant_trains_with_its_budget_and_reuses_runs_keyed_by_that_b
             self.info = type("I", (), {"thresholds": {}, "train_seconds": 0.0, "epochs": []})()
             self.n = n
 
-        def predict(self, texts):
-            return [[] for _ in texts]
+        def scores(self, texts):
+            return np.zeros((len(texts), 2))
+
+        def decide(self, scores, texts=None):
+            return [[] for _ in scores]
 
     def fake_train(train, taxonomy, dev, budget, seed, mix, show_progress):
         seen.append((mix, budget.epochs))
