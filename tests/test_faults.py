@@ -7,7 +7,7 @@ Each row of issue 14's table and the tests that cover it (``-`` = this module):
 empty input, existing output     test_predict::test_an_input_without_sentences_leaves_an_existing_output_byte_identical
                                  test_records::test_an_input_without_sentences_is_a_data_error (label)
 two label runs on one --out      - test_a_second_label_run_on_the_same_out_is_stopped_by_the_lock
-two predict runs on one --out    test_predict::test_two_runs_on_one_output_do_not_share_a_temporary_file
+two predict runs on one --out    test_predict::test_a_second_run_on_one_output_is_stopped_by_the_lock
 connection refused, 20 records   - test_a_refused_port_stops_a_20_sentence_run_fast_and_leaves_no_empty_files
 endpoint hangs; --timeout        - test_a_hang_costs_at_most_timeout_times_attempts
                                  - test_an_endpoint_that_hangs_on_every_request_stops_the_run_in_bounded_time
@@ -45,6 +45,7 @@ Issue 26 (round two): row, route, and the tests that cover it:
  5  crafted model_head.pkl in a      - test_a_pickle_in_a_model_folder_runs_no_code_unless_trusted
     model folder (predict --model)
  6  label b.txt on a.txt's --out     - test_another_input_on_the_same_out_is_refused_not_skipped
+10  two predict runs on one --out    test_predict::test_a_second_run_on_one_output_is_stopped_by_the_lock
 12  disk full / unwritable output    test_fileio::test_a_full_disk_leaves_the_previous_output_and_no_temp_file
                                      test_fileio::test_an_output_under_a_file_is_one_clear_error
                                      test_fileio::test_a_full_disk_mid_line_leaves_no_torn_line

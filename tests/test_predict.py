@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from clinsynth.errors import DataError
+from clinsynth.errors import ClinsynthError, DataError
 from clinsynth.predict import predict_file, read_sentences
 from clinsynth.records import MAX_SENTENCE_CHARS, read_inputs
 
@@ -148,18 +148,22 @@ class _RunsAnotherPrediction:
 
     def scores(self, texts: list[str]) -> Any:
         if self.other is None:
-            self.other = predict_file(self.model, self.other_input, self.out)
+            try:
+                self.other = predict_file(self.model, self.other_input, self.out)
+            except ClinsynthError as exc:
+                self.other = {"refused": str(exc)}
         return self.model.scores(texts)
 
 
-def test_two_runs_on_one_output_do_not_share_a_temporary_file(model, tmp_path: Path):
+def test_a_second_run_on_one_output_is_stopped_by_the_lock(model, tmp_path: Path):
+    """Issue 26 row 10: two predict runs on one --out: the second stops at once, naming the lock."""
     (tmp_path / "a.txt").write_text("Febrile to 39 C.\nDry cough.\n")
     (tmp_path / "b.txt").write_text("Follow up in two weeks.\n")
     out = tmp_path / "new" / "pred.jsonl"  # parent folders are created
     first = _RunsAnotherPrediction(model, tmp_path / "b.txt", out)
     result = predict_file(first, tmp_path / "a.txt", out)
-    assert first.other is not None and first.other["sentences"] == 1  # the other run finished inside this one
+    assert first.other is not None and "pred.jsonl.lock" in first.other["refused"]
     assert result["sentences"] == 2
-    # The run that finishes last wins, whole; no temporary file is left behind.
+    # The first run's output is whole; no temporary or lock file is left behind.
     assert [json.loads(line)["text"] for line in out.read_text().splitlines()] == ["Febrile to 39 C.", "Dry cough."]
     assert [p.name for p in out.parent.iterdir()] == ["pred.jsonl"]

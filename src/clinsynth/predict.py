@@ -22,7 +22,7 @@ from typing import Any
 from clinsynth.classifier import SignsClassifier
 from clinsynth.corpus import clean_and_split
 from clinsynth.errors import DataError
-from clinsynth.fileio import atomic_open, check_file, read_text
+from clinsynth.fileio import atomic_open, check_file, output_lock, read_text
 from clinsynth.records import clip_text, read_inputs
 
 BATCH = 256
@@ -78,9 +78,9 @@ def predict_file(
     out_path = Path(out_path)
     started = time.monotonic()
     counts: dict[str, int] = {}
-    # A finished file or none, never half a prediction set; the temporary name is unique,
-    # so concurrent runs on one output do not clash (the last to finish wins).
-    with atomic_open(out_path) as fh:
+    # A finished file or none, never half a prediction set; one run per output at a time (the
+    # lock label takes), so a second run on the same --out stops at once instead of losing silently.
+    with output_lock(out_path), atomic_open(out_path) as fh:
         batches = [sentences[i : i + BATCH] for i in range(0, len(sentences), BATCH)]
         for batch in progress(batches, desc="predicting", disable=len(batches) < 2):
             for row in predicted_rows(classifier, batch):

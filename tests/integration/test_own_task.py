@@ -32,7 +32,13 @@ def test_init_replace_taxonomy_and_gold_then_quick_run_and_predict(tmp_path: Pat
     config = (root / "clinsynth.toml").read_text()
     config = config.replace('"SMOKING", "ALCOHOL_USE"', '"FEVER", "COUGH"')
     (root / "clinsynth.toml").write_text(config)
+    # The template's rule list names the template's categories: a run says so, naming the file.
+    assert main(["run", "--quick", "--task", str(root)]) == 2
+    assert "rules.yaml" in capsys.readouterr().err
+    rules = "about: by hand\ncategories:\n  FEVER:\n    cues: ['\\bfever\\b', '\\bfebrile\\b']\n"
+    (root / "rules.yaml").write_text(rules + "  COUGH:\n    cues: ['\\bcough']\n")
     task = load_task(root)
+    assert task.rules is not None and task.rules.labels("Febrile with a cough.") == ["FEVER", "COUGH"]
     assert task.taxonomy.names == ("FEVER", "COUGH") and task.quick_categories == ("FEVER", "COUGH")
 
     assert main(["run", "--quick", "--task", str(root)]) == 0
