@@ -36,11 +36,11 @@ from typing import Any
 
 import numpy as np
 
-from clinsynth.classifier import SignsClassifier, TrainingBudget, label_matrix
+from clinsynth.classifier import SignsClassifier, TrainingBudget
 from clinsynth.errors import DataError
 from clinsynth.fileio import atomic_write_text
 from clinsynth.metrics import multilabel_scores
-from clinsynth.mixes import HYBRID_SUFFIX, MixSources, load_part, parse_mix
+from clinsynth.mixes import HYBRID_SUFFIX, MixSources, load_part, parse_mix, split_hybrid
 from clinsynth.records import Record
 from clinsynth.rules import RuleSet
 from clinsynth.taxonomy import Taxonomy
@@ -53,7 +53,6 @@ DEFAULT_SEEDS = (0, 1, 2)
 INNER_DEV = 0.2  # share of the training notes that picks epochs and thresholds
 HEADLINE = ("micro_f1", "macro_f1", "binary_f1")
 RULE_LIST = "rule list"  # the task's rules.yaml, the headline baseline
-HYBRID = HYBRID_SUFFIX
 BOOTSTRAP_RESAMPLES = 1000
 
 
@@ -268,9 +267,7 @@ class CrossValidation:
                 raise DataError(f"cached run {run.mix} seed {run.seed} fold {run.fold} has no scores; "
                                 f"remove {self.dir} to rerun it")  # fmt: skip
             dev = [by_id[i] for i in run.dev_ids]
-            gold = label_matrix([r.labels for r in dev], self.names)[:, : len(self.names)]
-            dev_hits = self.rules.hit_matrix([r.text for r in dev], self.names)
-            stack = RuleStack.fit(self.names, np.asarray(run.dev_scores), dev_hits, gold)
+            stack = RuleStack.fit_held_out(self.names, np.asarray(run.dev_scores), dev, self.rules)
             texts = [by_id[i].text for i in run.ids]
             labels = stack.predict(self.names, np.asarray(run.scores), texts, self.rules)
             predicted.update(zip(run.ids, labels, strict=True))
@@ -350,11 +347,12 @@ def run(pool: Sequence[Record], taxonomy: Taxonomy, sources: MixSources, work_di
         oof, runs = cv.out_of_fold(mix, seed)
         predictions.setdefault(mix, []).append(oof)
         if cv.rules is not None:
-            predictions.setdefault(mix + HYBRID, []).append(cv.hybrid_out_of_fold(runs))
+            predictions.setdefault(mix + HYBRID_SUFFIX, []).append(cv.hybrid_out_of_fold(runs))
         if len(predictions[mix]) == len(settings.seeds):
             systems.append(_summary(mix, "mix", predictions[mix], gold_sets, taxonomy, runs))
             if cv.rules is not None:
-                systems.append(_summary(mix + HYBRID, "hybrid", predictions[mix + HYBRID], gold_sets, taxonomy, runs))
+                hybrid = mix + HYBRID_SUFFIX
+                systems.append(_summary(hybrid, "hybrid", predictions[hybrid], gold_sets, taxonomy, runs))
     if settings.baselines:
         for name, predicted in cv.baselines().items():
             predictions[name] = [predicted]
@@ -365,7 +363,7 @@ def run(pool: Sequence[Record], taxonomy: Taxonomy, sources: MixSources, work_di
             row["reference"] = reference
             row["vs_gold"] = paired_ci(gold_sets, notes, predictions[row["system"]], predictions[reference], taxonomy)
         if row["kind"] == "hybrid":  # what stacking with the rules adds to the same students
-            student = row["system"][: -len(HYBRID)]
+            student, _ = split_hybrid(row["system"])
             row["vs_student"] = paired_ci(gold_sets, notes, predictions[row["system"]], predictions[student], taxonomy)
         if RULE_LIST in predictions and row["system"] != RULE_LIST:
             row["vs_rules"] = paired_ci(gold_sets, notes, predictions[row["system"]], predictions[RULE_LIST], taxonomy)

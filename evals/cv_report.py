@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from clinsynth.fileio import atomic_write_text
-from clinsynth.mixes import best_mix, bronze_cap
+from clinsynth.mixes import best_mix, bronze_cap, split_hybrid
 from clinsynth.report import format_table
 from clinsynth.taxonomy import Taxonomy
 from evals.augmentation_report import html_table
@@ -173,7 +173,7 @@ def hybrid_findings(summary: dict[str, Any]) -> list[str]:
     out = []
     for row in summary["systems"]:
         if row["kind"] == "hybrid" and "vs_student" in row:
-            student = row["system"].removesuffix("+rules")
+            student, _ = split_hybrid(row["system"])
             out.append("Stacking with the rule list: " + comparison(row, "vs_student", f"`{student}` alone"))
     for row in summary["systems"]:
         if row["kind"] in ("mix", "hybrid") and "vs_rules" in row:

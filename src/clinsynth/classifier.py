@@ -182,10 +182,7 @@ class SignsClassifier:
 
         if not dev:
             raise ClinsynthError("stacking with rules needs held-out (dev) sentences")
-        names = self.labels
-        texts = [r.text for r in dev]
-        gold = label_matrix([r.labels for r in dev], names)[:, : len(names)]
-        stack = RuleStack.fit(names, self.scores(texts), rules.hit_matrix(texts, names), gold)
+        stack = RuleStack.fit_held_out(self.labels, self.scores([r.text for r in dev]), dev, rules)
         self.rules = rules
         self.info.hybrid = stack.state()
         self.info.rules_sha256 = file_sha256(rules.path) if rules.path else ""
@@ -440,8 +437,12 @@ def threshold_f1(scores: np.ndarray, gold: np.ndarray, names: Sequence[str]) -> 
     macro counts only categories with positives (the others have no F1 to speak of).
     """
     thresholds = tune_thresholds(scores, gold, names)
-    predicted = scores >= np.asarray([thresholds[n] for n in names], dtype=np.float32)
-    tp = (predicted & gold.astype(bool)).sum(axis=0)
+    return micro_macro_f1(scores >= np.asarray([thresholds[n] for n in names], dtype=np.float32), gold)
+
+
+def micro_macro_f1(predicted: np.ndarray, gold: np.ndarray) -> float:
+    """Mean of micro F1 and macro F1 of 0/1 decisions; macro over the categories with positives."""
+    tp = (predicted.astype(bool) & gold.astype(bool)).sum(axis=0)
     denominator = predicted.sum(axis=0) + gold.sum(axis=0)
     micro = 2 * tp.sum() / max(denominator.sum(), 1)
     present = gold.sum(axis=0) > 0

@@ -31,23 +31,13 @@ from typing import Any
 
 import numpy as np
 
+from clinsynth.classifier import label_matrix, micro_macro_f1
+from clinsynth.records import Record
 from clinsynth.rules import RuleSet
 
 THRESHOLD_GRID = tuple(round(t, 2) for t in np.arange(0.3, 0.96, 0.05))
 MIN_RULE_HITS = 5
 MIN_RULE_PRECISION = 0.5
-
-
-def _f1(predicted: np.ndarray, gold: np.ndarray) -> float:
-    return 2 * float((predicted & gold).sum()) / max(float(predicted.sum() + gold.sum()), 1.0)
-
-
-def micro_macro(predicted: np.ndarray, gold: np.ndarray) -> float:
-    """Mean of micro F1 and macro F1 (over categories with held-out positives)."""
-    gold = gold.astype(bool)
-    present = [j for j in range(gold.shape[1]) if gold[:, j].any()]
-    macro = float(np.mean([_f1(predicted[:, j], gold[:, j]) for j in present])) if present else 0.0
-    return (_f1(predicted, gold) + macro) / 2
 
 
 @dataclass
@@ -69,8 +59,16 @@ class RuleStack:
             use_rule[name] = not (n_hits >= MIN_RULE_HITS and precision < MIN_RULE_PRECISION)
         mask = np.asarray([use_rule[n] for n in names])
         # Ties go to the higher threshold: the student adds as little as the data allows.
-        best = max(THRESHOLD_GRID, key=lambda t: (round(micro_macro((fired & mask) | (scores >= t), gold), 9), t))
+        best = max(THRESHOLD_GRID, key=lambda t: (round(micro_macro_f1((fired & mask) | (scores >= t), gold), 9), t))
         return cls(threshold=float(best), use_rule=use_rule)
+
+    @classmethod
+    def fit_held_out(cls, names: Sequence[str], scores: np.ndarray, held_out: Sequence[Record],
+                     rules: RuleSet) -> RuleStack:  # fmt: skip
+        """``fit`` on records the student did not train on, given its ``scores`` for them."""
+        texts = [r.text for r in held_out]
+        gold = label_matrix([r.labels for r in held_out], names)[:, : len(names)]
+        return cls.fit(names, scores, rules.hit_matrix(texts, names), gold)
 
     def decide(self, names: Sequence[str], scores: np.ndarray, hits: np.ndarray) -> np.ndarray:
         """0/1 decisions (sentences x categories)."""
@@ -88,8 +86,3 @@ class RuleStack:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> RuleStack:
         return cls(threshold=float(state["threshold"]), use_rule=dict(state["use_rule"]))
-
-    def describe(self) -> str:
-        dropped = [n for n, used in self.use_rule.items() if not used]
-        words = f"rule hit, or student score >= {self.threshold:.2f}"
-        return words + (f"; rules not used for {', '.join(dropped)} (imprecise on dev)" if dropped else "")
