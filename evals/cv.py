@@ -29,7 +29,7 @@ import dataclasses
 import json
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -406,51 +406,62 @@ def bronze_per_target(cv: CrossValidation) -> int:
 
 
 def gold_test(gold: dict[str, list[Record]], taxonomy: Taxonomy, model_dir: Path,
-              rules: RuleSet | None = None) -> dict[str, Any]:  # fmt: skip
+              rules: RuleSet | None = None, whole_notes: Sequence[Record] = ()) -> dict[str, Any]:  # fmt: skip
     """The report's final line on gold test: the default model beside the gold-only model (when
     trained, ``reference_model_dir``), the rule list, the keyword lexicon and TF-IDF + LR fitted
-    on gold train; the default model's paired CIs (notes resampled) against the rule list and gold."""
+    on gold train; the default model's paired CIs (notes resampled) against the rule list and gold.
+
+    ``whole_notes`` (every sentence of some whole test notes, ``clinsynth.gold.load_whole_notes``)
+    are scored the same way under ``"whole_notes"``: what to expect on whole notes, where most
+    sentences are NONE, beside the test set enriched for categories."""
     from clinsynth.baselines import KeywordLexicon, TfidfLogReg
     from clinsynth.classifier import SignsClassifier
     from clinsynth.steps.train import reference_model_dir
     from clinsynth.textstats import normalise
 
-    # A test sentence also in train or dev (boilerplate such as "Denied.") measures memory, not
-    # generalisation: it is left out of the comparison.
-    seen = {normalise(r.text) for split in ("train", "dev") for r in gold[split]}
-    test = [r for r in gold["test"] if normalise(r.text) not in seen]
-    repeated = len(gold["test"]) - len(test)
-    texts, truth = [r.text for r in test], [list(r.labels) for r in test]
-    notes = [note_of(r) for r in test]
-    predicted: dict[str, list[list[str]]] = {}
+    systems: dict[str, Callable[[list[str]], list[list[str]]]] = {}
     note = f"No default model in {model_dir} yet (`clinsynth train`)."
     default = None
     if (Path(model_dir) / "clinsynth.json").exists():
         model = SignsClassifier.load(model_dir, taxonomy)
         info = model.info
         default = f"default model ({info.mix})"
-        predicted[default] = model.predict(texts)
-        note = (f"The default model ({Path(model_dir).name}/, trained {info.created_at} on "
-                f"`{info.mix}` with thresholds on gold dev) and the baselines, on the {len(test)} gold test "
-                f"sentences ({len(set(notes))} notes; {repeated} test sentences whose text is also in train or dev "
-                "are left out).")  # fmt: skip
+        systems[default] = model.predict
+        note = (f"The default model ({Path(model_dir).name}/, trained {info.created_at} on `{info.mix}` with "
+                "thresholds on gold dev) and the baselines")  # fmt: skip
         reference = reference_model_dir(model_dir)
         if info.mix != "gold" and (reference / "clinsynth.json").exists():
-            predicted["gold-only model"] = SignsClassifier.load(reference, taxonomy).predict(texts)
+            systems["gold-only model"] = SignsClassifier.load(reference, taxonomy).predict
     if rules is not None:
-        predicted[RULE_LIST] = rules.predict(texts)
-    predicted["keyword lexicon"] = KeywordLexicon.from_taxonomy(taxonomy).predict(texts)
-    predicted["tf-idf + LR (gold)"] = TfidfLogReg(taxonomy.names).fit(gold["train"], gold["dev"]).predict(texts)
-    rows = []
-    for name, labels in predicted.items():
-        scores = multilabel_scores(truth, labels, taxonomy)
-        row: dict[str, Any] = {"system": name, **{m: scores[m] for m in HEADLINE}}
-        if name == default:
-            for other, key in ((RULE_LIST, "vs_rules"), ("gold-only model", "vs_gold")):
-                if other in predicted:
-                    row[key] = paired_ci(truth, notes, [labels], [predicted[other]], taxonomy)
-        rows.append(row)
-    return {"note": note, "systems": rows}
+        systems[RULE_LIST] = rules.predict
+    systems["keyword lexicon"] = KeywordLexicon.from_taxonomy(taxonomy).predict
+    systems["tf-idf + LR (gold)"] = TfidfLogReg(taxonomy.names).fit(gold["train"], gold["dev"]).predict
+    # A test sentence also in train or dev (boilerplate such as "Denied.") measures memory, not
+    # generalisation: it is left out of the comparison.
+    seen = {normalise(r.text) for split in ("train", "dev") for r in gold[split]}
+
+    def scored(records: Sequence[Record], what: str) -> dict[str, Any]:
+        kept = [r for r in records if normalise(r.text) not in seen]
+        texts, truth, notes = [r.text for r in kept], [list(r.labels) for r in kept], [note_of(r) for r in kept]
+        predicted = {name: predict(texts) for name, predict in systems.items()}
+        rows = []
+        for name, labels in predicted.items():
+            scores = multilabel_scores(truth, labels, taxonomy)
+            row: dict[str, Any] = {"system": name, **{m: scores[m] for m in HEADLINE}}
+            if name == default:
+                for other, key in ((RULE_LIST, "vs_rules"), ("gold-only model", "vs_gold")):
+                    if other in predicted:
+                        row[key] = paired_ci(truth, notes, [labels], [predicted[other]], taxonomy)
+            rows.append(row)
+        none = sum(1 for t in truth if not t)
+        words = (f"{note}, on {len(kept)} {what} ({len(set(notes))} notes, {none} of them NONE; "
+                 f"{len(records) - len(kept)} sentences whose text is also in train or dev are left out).")  # fmt: skip
+        return {"note": words if default else note, "systems": rows}
+
+    out = scored(gold["test"], "gold test sentences")
+    if whole_notes:
+        out["whole_notes"] = scored(whole_notes, "sentences of whole test notes, every sentence of each")
+    return out
 
 
 def reference_of(system: str, available: Sequence[str] | dict[str, Any]) -> str | None:
@@ -494,7 +505,9 @@ def cross_validate_task(task: Any, settings: CVSettings, out_dir: Path, command:
     pool = whole_notes(gold["train"] + gold["dev"], settings.pool_limit)
     summary = run(pool, task.taxonomy, sources or MixSources.for_task(task),
                   work_dir or task.output_dir / "augmentation", settings, task.rules)  # fmt: skip
-    summary["test"] = gold_test(gold, task.taxonomy, model_dir or task.model_dir, task.rules)
+    summary["test"] = gold_test(
+        gold, task.taxonomy, model_dir or task.model_dir, task.rules, task.whole_notes(gold["test"])
+    )
     return write_report(summary, task.taxonomy, out_dir, command), summary
 
 
@@ -504,5 +517,8 @@ def refresh_test_line(task: Any, out_dir: Path, model_dir: Path | None = None) -
     from evals.cv_report import REPORT, write_report
 
     summary = json.loads((Path(out_dir) / f"{REPORT}.json").read_text(encoding="utf-8"))
-    summary["test"] = gold_test(task.gold(), task.taxonomy, model_dir or task.model_dir, task.rules)
+    gold = task.gold()
+    summary["test"] = gold_test(
+        gold, task.taxonomy, model_dir or task.model_dir, task.rules, task.whole_notes(gold["test"])
+    )
     return write_report(summary, task.taxonomy, out_dir, summary["command"])

@@ -53,7 +53,7 @@ def _ci_words(ci: dict[str, float]) -> str:
 
 
 def comparison(row: dict[str, Any], against: str, other: str) -> str:
-    """"`A` vs `B`: micro F1 ... , macro F1 ..." from a row's paired CIs ``row[against]``."""
+    """ "`A` vs `B`: micro F1 ... , macro F1 ..." from a row's paired CIs ``row[against]``."""
     micro, macro = row[against]["micro_f1"], row[against]["macro_f1"]
     return f"`{row['system']}` vs {other}: micro F1 {_ci_words(micro)}, macro F1 {_ci_words(macro)}."
 
@@ -186,6 +186,7 @@ def hybrid_findings(summary: dict[str, Any]) -> list[str]:
     return out
 
 
+WHOLE_NOTES_TITLE = "Whole test notes (every sentence: the distribution a user meets)"
 TEST_HEADERS = ["system", "micro F1", "macro F1", "binary F1", "Δ micro vs rule list", "Δ macro vs rule list",
                 "Δ micro vs gold-only", "Δ macro vs gold-only"]  # fmt: skip
 
@@ -250,6 +251,10 @@ def markdown(summary: dict[str, Any], taxonomy: Taxonomy) -> str:
     if test:
         lines += ["## Gold test (final line; no choice above looked at it)", "", test["note"], "",
                   format_table(TEST_HEADERS, test_rows(test)), ""]  # fmt: skip
+        if test.get("whole_notes"):
+            whole = test["whole_notes"]
+            table = format_table(TEST_HEADERS, test_rows(whole))
+            lines += [f"### {WHOLE_NOTES_TITLE}", "", whole["note"], "", table, ""]
     return "\n".join(lines)
 
 
@@ -281,6 +286,10 @@ def html_page(summary: dict[str, Any], taxonomy: Taxonomy) -> str:
     if test:
         parts.append(f"<h2>Gold test (final line)</h2><p>{html.escape(test['note'])}</p>"
                      + html_table(TEST_HEADERS, test_rows(test)))  # fmt: skip
+        if test.get("whole_notes"):
+            whole = test["whole_notes"]
+            parts.append(f"<h3>{WHOLE_NOTES_TITLE}</h3><p>{html.escape(whole['note'])}</p>"
+                         + html_table(TEST_HEADERS, test_rows(whole)))  # fmt: skip
     parts.append("</body></html>")
     return "\n".join(parts)
 

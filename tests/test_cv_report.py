@@ -121,6 +121,11 @@ def test_the_report_has_every_mix_with_cis_the_learning_curve_findings_and_the_g
         (folder / "clinsynth.json").write_text("{}")
     monkeypatch.setattr(SignsClassifier, "load", staticmethod(lambda path, taxonomy=None: _Trained(
         Path(path).name == "model")))  # fmt: skip
+    # Whole test notes (every sentence, mostly NONE) are scored beside the enriched test set.
+    test = task.gold(("test",))["test"]
+    whole = [*test, *(Record(f"{test[0].note_id}-w{i}", f"Plain sentence {i}.", [], "gold", note_id=test[0].note_id,
+                             split="test") for i in range(6))]  # fmt: skip
+    write_records(task.gold_dir / "whole_notes.jsonl", whole)
     cv.refresh_test_line(task, out, model_dir)
     md = (out / "augmentation.md").read_text()
     assert "| default model (gold+bronze) | 0.889" in md and "python -m evals.run augmentation" in md
@@ -129,6 +134,9 @@ def test_the_report_has_every_mix_with_cis_the_learning_curve_findings_and_the_g
     default = test_rows["default model (gold+bronze)"]
     assert default["vs_gold"]["micro_f1"]["diff"] == pytest.approx(0.889, abs=1e-3)
     assert default["vs_rules"]["micro_f1"]["diff"] == pytest.approx(0.889 - 1.0, abs=1e-3)
+    whole_section = md.split(f"### {cv_report.WHOLE_NOTES_TITLE}")[1]
+    assert f"on {len(whole)} sentences of whole test notes" in whole_section and "of them NONE" in whole_section
+    assert "rule list" in whole_section and "default model (gold+bronze)" in whole_section
 
 
 def test_a_worse_mix_is_named_in_the_findings():

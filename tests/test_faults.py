@@ -650,3 +650,25 @@ def test_a_pickle_in_a_model_folder_runs_no_code_unless_trusted(mini_trained, ta
     # Trusted, the pickle is loaded as SetFit always did (and so its code runs).
     SignsClassifier.load(model_dir, trust_pickle=True)
     assert marker.read_text() == "code ran"
+
+
+def test_an_answer_cached_from_one_endpoint_is_not_served_for_another(task_dir: Path, tmp_path, serve, capsys):
+    """Row 7: DSPy's cache key leaves out api_base, so B used to get 0 calls and A's answers as its own."""
+    a_script, b_script = Script(lambda s, body, nth: (200, answer("DIAGNOSIS"))), Script()
+    a, b = serve(a_script), serve(b_script)
+    src = write_input(tmp_path, 2)
+
+    assert label(*label_args(task_dir, a.api_base, src, tmp_path / "a.jsonl"))[0] == 0
+    b_base = b.api_base.replace("127.0.0.1", "localhost").removesuffix("/v1")
+    assert label(*label_args(task_dir, b_base, src, tmp_path / "b.jsonl"))[0] == 0
+
+    assert len(b_script.log) == 2  # B answered for itself
+    from_b = read_records(tmp_path / "b.jsonl")
+    assert [r.labels for r in from_b] == [[], []]
+    b_port = b.api_base.split(":")[-1].split("/")[0]
+    assert {r.provenance.attributes["endpoint"] for r in from_b} == {f"openai/fake at http://localhost:{b_port}"}
+    # A spelled another way is the same server: its cached answers serve, nothing is sent again.
+    a_base = a.api_base.replace("127.0.0.1", "localhost")
+    assert label(*label_args(task_dir, a_base, src, tmp_path / "a2.jsonl"))[0] == 0
+    assert len(a_script.log) == 2
+    assert [r.labels for r in read_records(tmp_path / "a2.jsonl")] == [["DIAGNOSIS"], ["DIAGNOSIS"]]

@@ -3,9 +3,10 @@ from pathlib import Path
 
 import pytest
 
-from clinsynth.corpus import iter_sentences
+from clinsynth.corpus import iter_sentences, note_sentences, read_notes
 from clinsynth.errors import DataError
-from clinsynth.gold import SPLITS, held_out_notes, load_gold
+from clinsynth.gold import SPLITS, WHOLE_NOTES, held_out_notes, load_gold, load_whole_notes
+from clinsynth.task import load_task
 from tests.conftest import ad_task, ad_taxonomy
 
 
@@ -86,3 +87,37 @@ def test_data_card_reports_counts_and_kappa():
     assert f"{agreement['binary_kappa']:.3f}" in card
     for name in ad_taxonomy().names:
         assert name in card
+
+
+@pytest.mark.parametrize("task_dir", ["tasks/ad_signs", "tasks/sdoh"])
+def test_whole_test_notes_hold_every_sentence_of_their_notes_and_agree_with_test(task_dir: str):
+    task = load_task(Path(__file__).resolve().parents[1] / task_dir)
+    gold = task.gold()
+    whole = task.whole_notes(gold["test"])
+    notes = {r.note_id for r in whole}
+    assert len(notes) >= 5 and len(whole) >= 300
+    assert notes <= {r.note_id for r in gold["test"]}  # held out: never trained or tuned on
+    corpus = {n.note_id: n for n in read_notes(task.corpus) if n.note_id in notes}
+    for note_id in notes:  # every sentence, in the corpus reader's ids and text
+        expected = [(s.id, s.text) for s in note_sentences(corpus[note_id])]
+        assert [(r.id, r.text) for r in whole if r.note_id == note_id] == expected
+    # Whole notes are mostly NONE, unlike the enriched test set, and say a model annotated them.
+    assert sum(1 for r in whole if not r.labels) / len(whole) > 0.7
+    assert {r.provenance.attributes["annotator_kind"] for r in whole} == {"model"}
+
+
+@pytest.mark.parametrize(
+    "row, where",
+    [
+        ({"id": "x1", "text": "x", "note_id": "n-train"}, "field 'note_id': note 'n-train'"),
+        ({"id": "t1", "text": "y", "note_id": "n-test", "labels": ["DIAGNOSIS"]}, "field 'labels'"),
+    ],
+)
+def test_a_bad_whole_note_record_is_an_error_naming_file_line_and_field(tmp_path: Path, row: dict, where: str):
+    gold_dir = _write_gold(tmp_path, {"train": [{"id": "x0", "text": "x", "note_id": "n-train"}],
+                                      "test": [{"id": "t1", "text": "y", "note_id": "n-test"}]})  # fmt: skip
+    ok = {"id": "t2", "text": "z", "note_id": "n-test", "source": "gold", "split": "test", "labels": []}
+    (gold_dir / WHOLE_NOTES).write_text(json.dumps(ok) + "\n" + json.dumps({**ok, **row}) + "\n")
+    with pytest.raises(DataError) as err:
+        load_whole_notes(gold_dir, ad_taxonomy(), load_gold(gold_dir, ad_taxonomy())["test"])
+    assert f"{WHOLE_NOTES}:2: {where}" in str(err.value)

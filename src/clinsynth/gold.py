@@ -15,6 +15,9 @@ from clinsynth.taxonomy import Taxonomy
 
 SPLITS = ("train", "dev", "test")
 SENSITIVITY = Sensitivity.PRIVATE
+# Every sentence of some whole test notes, not only those picked for annotation: the
+# natural distribution a user meets on whole notes (mostly NONE), reported beside test.
+WHOLE_NOTES = "whole_notes.jsonl"
 
 
 def split_path(split: str, gold_dir: Path | str) -> Path:
@@ -23,9 +26,7 @@ def split_path(split: str, gold_dir: Path | str) -> Path:
     return Path(gold_dir) / f"{split}.jsonl"
 
 
-def load_gold(
-    gold_dir: Path | str, taxonomy: Taxonomy, splits: tuple[str, ...] = SPLITS
-) -> dict[str, list[Record]]:
+def load_gold(gold_dir: Path | str, taxonomy: Taxonomy, splits: tuple[str, ...] = SPLITS) -> dict[str, list[Record]]:
     """Read and validate gold splits.
 
     Checks, each a DataError naming file, line and field: valid records with labels in
@@ -76,3 +77,38 @@ def held_out_notes(gold_dir: Path | str) -> set[str]:
         if path.exists():
             notes.update(obj["note_id"] for _, obj in iter_jsonl(path) if isinstance(obj, dict) and "note_id" in obj)
     return notes
+
+
+def load_whole_notes(gold_dir: Path | str, taxonomy: Taxonomy, test: list[Record]) -> list[Record]:
+    """The whole-note test set (``WHOLE_NOTES``), or ``[]`` where the gold folder has none.
+
+    Checks, each a DataError naming file, line and field: valid gold records of split
+    ``test``, each in a note of gold test (so nothing in it was trained or tuned on), no id
+    twice, and a sentence also in ``test.jsonl`` carrying the same labels there and here.
+    """
+    path = Path(gold_dir) / WHOLE_NOTES
+    if not path.exists():
+        return []
+    test_notes = {r.note_id for r in test}
+    test_labels = {r.id: sorted(r.labels) for r in test}
+    seen: dict[str, int] = {}
+    records = []
+    for line_no, obj in iter_jsonl(path):
+        rec = parse_record(obj, path, line_no, taxonomy)
+        if rec.source != "gold":
+            raise DataError(f"expected 'gold', got {rec.source!r}", path=path, line=line_no, field="source")
+        if rec.split != "test" or rec.note_id not in test_notes:
+            raise DataError(
+                f"note {rec.note_id!r} (split {rec.split!r}) is not a gold test note: whole notes must be held out",
+                path=path, line=line_no, field="note_id",
+            )  # fmt: skip
+        if rec.id in seen:
+            raise DataError(f"duplicate id {rec.id!r} (also line {seen[rec.id]})", path=path, line=line_no, field="id")
+        seen[rec.id] = line_no
+        if rec.id in test_labels and sorted(rec.labels) != test_labels[rec.id]:
+            raise DataError(
+                f"{sorted(rec.labels)} here but {test_labels[rec.id]} in test.jsonl", path=path, line=line_no,
+                field="labels",
+            )  # fmt: skip
+        records.append(rec)
+    return records

@@ -57,6 +57,11 @@ class LMHandle:
     private_cleared: bool = True  # False: the session did not clear private content for this endpoint
     meter: Any = None  # clinsynth.meter.Meter: this run's usage, cost and guards (None for an injected LM)
 
+    @property
+    def endpoint_id(self) -> str:
+        """Where requests go, one spelling per server: provenance records it, cache keys carry it."""
+        return getattr(self.lm, "cache_endpoint", None) or self.endpoint.identity()
+
     def usage(self) -> dict[str, Any] | None:
         """This run's real usage and cost so far (``clinsynth.meter.Meter.summary``), if metered."""
         return self.meter.summary() if self.meter is not None else None
@@ -323,4 +328,6 @@ def make_lm(
         endpoint.model, temperature=temperature, max_tokens=max_tokens, cache=cache, num_retries=num_retries, **extra
     )
     lm.meter = meter
+    # The embedded model's port changes every run; its model file names it instead.
+    lm.cache_endpoint = f"local:{GGUF_NAME}" if model == LOCAL_MODEL else endpoint.identity()
     return LMHandle(lm=lm, adapter=make_adapter(adapter), endpoint=endpoint, name=name, meter=meter)

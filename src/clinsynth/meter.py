@@ -26,6 +26,7 @@ from typing import Any
 import dspy
 
 from clinsynth import cost
+from clinsynth.cache_keys import endpoint_scope
 from clinsynth.errors import BudgetExceeded, LMSetupError
 
 
@@ -203,8 +204,13 @@ class MeteredLM(dspy.LM):
     """``dspy.LM`` whose every request passes the run's meter (see the module docstring)."""
 
     meter: Meter | None = None  # set by clinsynth.lm.make_lm; shared by copies (lm.copy is shallow)
+    cache_endpoint: str | None = None  # where requests go, part of every cache key (clinsynth.cache_keys)
 
     def __call__(self, prompt: Any = None, *, messages: Any = None, **kwargs: Any) -> Any:
+        with endpoint_scope(self.cache_endpoint):
+            return self._metered_call(prompt, messages, kwargs)
+
+    def _metered_call(self, prompt: Any, messages: Any, kwargs: dict[str, Any]) -> Any:
         meter = self.meter
         if meter is None:
             return super().__call__(prompt, messages=messages, **kwargs)

@@ -54,6 +54,13 @@ class Endpoint:
     def describe(self) -> str:
         return f"{self.model} at {self.api_base}" if self.api_base else self.model
 
+    def identity(self) -> str:
+        """The model string and the base URL normalised as privacy compares them: one spelling per server."""
+        if not self.api_base:
+            return self.model
+        root, path = _canonical_root(self.api_base)
+        return f"{self.model} at {root}{path}"
+
 
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
 # Every loopback spelling is one host when URLs are compared: a tunnel declared remote at

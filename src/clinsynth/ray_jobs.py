@@ -136,8 +136,8 @@ class LabelShards:
                     key=lambda item: item.id,
                     to_row=lambda item, attempt: make_record(
                         item, attempt, handle.name, job["program"], job["digest"], job["seed"],
-                        attributes.get(item.id, {}),
-                    ),
+                        {"endpoint": handle.endpoint_id, **attributes.get(item.id, {})},
+                    ),  # fmt: skip
                     out=part,
                     handle=handle,
                     settings=job["settings"],

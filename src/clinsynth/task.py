@@ -146,6 +146,14 @@ class Task:
 
         return load_gold(self.gold_dir, self.taxonomy, splits or SPLITS)
 
+    def whole_notes(self, test: list[Any] | None = None) -> list[Any]:
+        """Every sentence of some whole gold test notes (``clinsynth.gold.load_whole_notes``); [] if none."""
+        from clinsynth.gold import load_whole_notes
+
+        if test is None:
+            test = self.gold(("test",))["test"]
+        return load_whole_notes(self.gold_dir, self.taxonomy, test)
+
     @property
     def model_dir(self) -> Path:
         """The default model, trained by ``clinsynth run`` and used by ``clinsynth predict``."""

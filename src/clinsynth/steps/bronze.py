@@ -467,6 +467,7 @@ class _BronzeRun:
                 "rollout": attempt.rollout,  # with the temperature: the sample this answer is
                 "temperature": attempt.temperature,
                 "lm": self.handle.name,
+                "endpoint": self.handle.endpoint_id,
                 "program_sha256": self.generator_sha,
                 "seed": self.cfg.seed,
                 "created_at": now_iso(),
@@ -618,6 +619,7 @@ class _BronzeRun:
             "generated_labels": c.info.get("generated_labels", list(c.labels)),
             **call["attributes"],
             "generation_attempts": call.get("attempts"),
+            **({"endpoint": call["endpoint"]} if call.get("endpoint") else {}),
             **{k: v for k, v in c.info.items() if k != "generated_labels"},
         }
         if self.labeler_sha and "roundtrip_labels" in c.info:

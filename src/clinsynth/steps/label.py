@@ -253,7 +253,10 @@ def label_sentences(task: Task, config: LabelConfig, out: Path, handle: Any = No
     digest = program_sha256(program, taxonomy.guideline_text)
 
     def to_record(item: InputItem, attempt: Attempt) -> Record:
-        record = make_record(item, attempt, handle.name, program, digest, config.seed, attributes.get(item.id, {}))
+        record = make_record(
+            item, attempt, handle.name, program, digest, config.seed,
+            {"endpoint": handle.endpoint_id, **attributes.get(item.id, {})},
+        )  # fmt: skip
         result.label_counts.update(record.labels or ["NONE"])
         return record
 

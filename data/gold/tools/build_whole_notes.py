@@ -1,0 +1,58 @@
+"""Build a gold folder's whole_notes.jsonl: every sentence of some whole gold test notes.
+
+Inputs (in ``WORK``): ``to_annotate.jsonl`` (the notes' sentences not already in test.jsonl),
+two independent passes ``pass_a.jsonl`` / ``pass_b.jsonl`` and ``adjudication.jsonl`` (the
+label of each sentence the passes disagree on, with the reason). Sentences already in
+test.jsonl keep their test labels. Run from the project root:
+
+    python data/gold/tools/build_whole_notes.py data/gold data/gold/work/whole_notes
+    python data/gold/tools/build_whole_notes.py tasks/sdoh/gold tasks/sdoh/annotation/whole_notes
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from clinsynth.corpus import note_sentences, read_notes
+from clinsynth.paths import PROJECT_ROOT
+
+CORPUS = PROJECT_ROOT / "data" / "corpus" / "mtsamples.csv.gz"
+PROVENANCE = {
+    "lm": "model: LLM agents as annotators (no person annotated)",
+    "program": "whole-note annotation: two independent passes, disagreements adjudicated",
+    "program_sha256": "",
+    "created_at": "",
+    "attributes": {"annotator_kind": "model"},
+}
+
+
+def read(path: Path) -> dict[str, dict]:
+    return {obj["id"]: obj for obj in map(json.loads, path.read_text(encoding="utf-8").splitlines())}
+
+
+def build(gold_dir: Path, work: Path) -> tuple[int, int, int]:
+    test = read(gold_dir / "test.jsonl")
+    sentences = read(work / "to_annotate.jsonl")
+    a, b, adjudicated = read(work / "pass_a.jsonl"), read(work / "pass_b.jsonl"), read(work / "adjudication.jsonl")
+    notes_wanted = list(dict.fromkeys(s["note_id"] for s in sentences.values()))
+    notes = {n.note_id: n for n in read_notes(CORPUS) if n.note_id in notes_wanted}
+    rows, agreed = [], 0
+    for note_id in notes_wanted:
+        for sentence in note_sentences(notes[note_id]):
+            if sentence.id in test:
+                labels = test[sentence.id]["labels"]
+            elif sorted(a[sentence.id]["labels"]) == sorted(b[sentence.id]["labels"]):
+                labels, agreed = a[sentence.id]["labels"], agreed + 1
+            else:
+                labels = adjudicated[sentence.id]["labels"]
+            rows.append({"id": sentence.id, "text": sentence.text, "labels": sorted(labels), "source": "gold",
+                         "note_id": note_id, "split": "test", "provenance": PROVENANCE})  # fmt: skip
+    (gold_dir / "whole_notes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return len(rows), agreed, len(sentences) - agreed
+
+
+if __name__ == "__main__":
+    total, agreed, adjudicated = build(Path(sys.argv[1]), Path(sys.argv[2]))
+    print(f"{total} sentences: {agreed} new ones agreed by both passes, {adjudicated} adjudicated")
