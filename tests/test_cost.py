@@ -160,7 +160,8 @@ def test_max_cost_needs_a_price(task_dir: Path, tmp_path: Path, server, capsys):
     assert "needs a price" in capsys.readouterr().err and server.requests == []
 
 
-def test_the_rate_limiter_waits_only_when_the_bucket_is_empty():
+def test_rpm_allows_at_most_its_limit_in_any_60_second_window():
+    """Issue 26 row 11: a full-then-refilling bucket let 12 requests through within 59.6 s at --rpm 6."""
     now = [0.0]
     slept: list[float] = []
 
@@ -168,12 +169,27 @@ def test_the_rate_limiter_waits_only_when_the_bucket_is_empty():
         slept.append(seconds)
         now[0] += seconds
 
-    limiter = RateLimiter(60, clock=lambda: now[0], sleep=sleep)  # 1 a second, 60 at once
-    assert sum(limiter.acquire() for _ in range(60)) == 0 and slept == []
-    assert limiter.acquire() == pytest.approx(1.0)  # the 61st waits for one to refill
+    limiter = RateLimiter(6, clock=lambda: now[0], sleep=sleep)
+    times = []
+    for i in range(14):
+        limiter.acquire()
+        times.append(now[0])
+        now[0] += 0.5 if i % 3 else 4.0  # requests arrive unevenly, as from worker threads
+    assert times[:6] == [0.0, 4.0, 4.5, 5.0, 9.0, 9.5]  # the first six go as they come
+    assert all(times[i + 6] - times[i] >= 60.0 for i in range(len(times) - 6))  # never 7 in 60 s
+    assert times[6] == 60.0  # and none waits longer than the window asks
+
+
+def test_a_unit_request_larger_than_the_limit_waits_for_an_empty_window():
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    tokens = RateLimiter(1000, clock=lambda: now[0], sleep=sleep)
+    assert tokens.acquire(400) == 0 and tokens.acquire(600) == 0
     now[0] += 30
-    assert limiter.acquire(10) == 0  # 30 refilled meanwhile
-    assert limiter.acquire(500) == pytest.approx(40.0)  # larger than the bucket: waits for a full one
+    assert tokens.acquire(5000) == pytest.approx(30.0)  # clipped to the limit: waits for both to leave
 
 
 def test_rpm_and_tpm_go_through_the_meter(monkeypatch):

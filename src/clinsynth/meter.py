@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,12 +41,16 @@ class Limits:
 
 
 class RateLimiter:
-    """A token bucket refilled continuously at ``per_minute``; shared by the worker threads of a run.
+    """At most ``per_minute`` units in any 60-second window; shared by the worker threads of a run.
 
-    ``acquire(n)`` blocks until ``n`` units are free. A request larger than the bucket
-    waits for a full bucket (it would otherwise wait forever). ``clock`` and ``sleep`` are
-    injectable so tests need not wait.
+    A sliding log of what was taken, not a token bucket: a bucket that starts full and
+    refills lets twice its size through in the first minute, and a provider counting
+    requests per rolling minute rejects the excess. ``acquire(n)`` blocks until ``n`` units
+    fit in the window; a request larger than the limit waits for an empty window (it would
+    otherwise wait forever). ``clock`` and ``sleep`` are injectable so tests need not wait.
     """
+
+    WINDOW = 60.0  # seconds
 
     def __init__(
         self,
@@ -56,10 +61,9 @@ class RateLimiter:
         if not per_minute > 0:
             raise LMSetupError(f"a rate limit must be positive, got {per_minute}")
         self.capacity = float(per_minute)
-        self.rate = per_minute / 60.0  # units per second
         self.clock, self.sleep = clock, sleep
-        self.available = self.capacity  # a full bucket: the first minute's requests go at once
-        self.updated = clock()
+        self.taken: deque[tuple[float, float]] = deque()  # (when, units), oldest first
+        self.used = 0.0  # units taken within the last WINDOW seconds
         self.lock = threading.Lock()
 
     def acquire(self, n: float = 1.0) -> float:
@@ -69,14 +73,24 @@ class RateLimiter:
         while True:
             with self.lock:
                 now = self.clock()
-                self.available = min(self.capacity, self.available + (now - self.updated) * self.rate)
-                self.updated = now
-                if self.available >= n:
-                    self.available -= n
+                while self.taken and self.taken[0][0] <= now - self.WINDOW:
+                    self.used -= self.taken.popleft()[1]
+                if self.used + n <= self.capacity + 1e-9:
+                    self.taken.append((now, n))
+                    self.used += n
                     return waited
-                wait = (n - self.available) / self.rate
+                wait = self._until_room(now, self.used + n - self.capacity)
             self.sleep(wait)
             waited += wait
+
+    def _until_room(self, now: float, excess: float) -> float:
+        """Seconds until the oldest entries holding ``excess`` units leave the window."""
+        freed = 0.0
+        for when, units in self.taken:
+            freed += units
+            if freed >= excess - 1e-9:
+                return max(when + self.WINDOW - now, 1e-3)
+        return self.WINDOW
 
 
 class Meter:
