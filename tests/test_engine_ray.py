@@ -304,6 +304,7 @@ def test_a_cluster_that_asks_for_a_token_is_named_in_the_error(monkeypatch):
             raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:6379") from exc
 
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr("clinsynth.engine_ray.check_reachable", lambda address: None)  # a head listens there
     monkeypatch.setattr(ray, "init", lambda address=None, **kwargs: refused())
     with pytest.raises(ClinsynthError) as caught, ray_session(RayEngine(address="10.0.0.1:6379")):
         pass
@@ -314,3 +315,15 @@ def test_a_cluster_that_asks_for_a_token_is_named_in_the_error(monkeypatch):
     with pytest.raises(ClinsynthError) as caught, ray_session(RayEngine(address="10.0.0.1:6379")):
         pass
     assert "RAY_AUTH_MODE" not in str(caught.value)  # only when the cluster asked for a token
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:1", "ray://no-such-host.invalid:10001"])
+def test_an_unreachable_ray_address_stops_the_run_fast_naming_it(task_dir, tmp_path, capsys, address):
+    """Issue 26 row 8: Ray retried an address nothing listens on past 240 s, printing only its own warnings."""
+    with FakeOpenAI(lambda body: (200, answer())) as server:
+        out = tmp_path / "o.jsonl"
+        code, seconds = label(*label_args(task_dir, server.api_base, write_input(tmp_path, 2), out, "--engine", "ray",
+                                          "--ray-address", address))  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and seconds < 30 and f"could not reach Ray at {address}" in err
+    assert server.requests == [] and not out.exists()

@@ -45,12 +45,20 @@ Issue 26 (round two): row, route, and the tests that cover it:
  5  crafted model_head.pkl in a      - test_a_pickle_in_a_model_folder_runs_no_code_unless_trusted
     model folder (predict --model)
  6  label b.txt on a.txt's --out     - test_another_input_on_the_same_out_is_refused_not_skipped
+ 7  an answer cached from endpoint   - test_an_answer_cached_from_one_endpoint_is_not_served_for_another
+    A served for endpoint B
+ 8  --ray-address 127.0.0.1:1 or     test_engine_ray::test_an_unreachable_ray_address_stops_the_run_fast_naming_it
+    an unknown host
 10  two predict runs on one --out    test_predict::test_a_second_run_on_one_output_is_stopped_by_the_lock
 12  disk full / unwritable output    test_fileio::test_a_full_disk_leaves_the_previous_output_and_no_temp_file
                                      test_fileio::test_an_output_under_a_file_is_one_clear_error
                                      test_fileio::test_a_full_disk_mid_line_leaves_no_torn_line
                                      - test_an_unwritable_out_is_one_clear_error_with_exit_2
+11  --rpm 6: 12 requests in 59.6 s   test_cost::test_rpm_allows_at_most_its_limit_in_any_60_second_window
+                                     test_cost::test_a_unit_request_larger_than_the_limit_waits_for_an_empty_window
 13  kill -9 of an atomic writer      test_fileio::test_temp_files_of_killed_writers_are_removed_by_the_next_writer
+14  deeply nested JSON (input or     - test_deep_json_and_an_unclosed_csv_quote_are_errors_naming_file_and_line
+    review export); unclosed quote
 15  generate --out new/x.jsonl,      - test_generate_against_a_failing_endpoint_leaves_no_empty_outputs
     every call failing
 """
@@ -672,3 +680,30 @@ def test_an_answer_cached_from_one_endpoint_is_not_served_for_another(task_dir: 
     assert label(*label_args(task_dir, a_base, src, tmp_path / "a2.jsonl"))[0] == 0
     assert len(a_script.log) == 2
     assert [r.labels for r in read_records(tmp_path / "a2.jsonl")] == [["DIAGNOSIS"], ["DIAGNOSIS"]]
+
+
+def test_deep_json_and_an_unclosed_csv_quote_are_errors_naming_file_and_line(task_dir: Path, tmp_path, capsys):
+    """Row 14: a RecursionError traceback on deep JSON; an unclosed quote silently swallowed the next rows."""
+    from clinsynth.errors import DataError
+    from clinsynth.records import read_inputs
+    from clinsynth.review import read_export
+    from tests.conftest import ad_taxonomy
+
+    deep = "[" * 100_000 + "]" * 100_000
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text('{"text": "Cough."}\n{"text": "x", "meta": ' + deep + "}\n")
+    export = tmp_path / "export.json"
+    export.write_text('[\n{"id": 1,\n "data": ' + deep + "}\n]\n")
+    for path, line in ((jsonl, 2), (export, 3)):
+        with pytest.raises(DataError) as err:
+            read_inputs(path) if path == jsonl else read_export(path, ad_taxonomy())
+        assert f"{path}:{line}:" in str(err.value) and "nested" in str(err.value)
+
+    csv_in = tmp_path / "in.csv"
+    csv_in.write_text('id,text\n1,Cough.\n2,"Fever since Monday.\n3,Chills.\n4,Night sweats.\n')
+    with pytest.raises(DataError) as err:
+        read_inputs(csv_in)
+    assert f"{csv_in}:3:" in str(err.value) and "invalid CSV" in str(err.value)
+    out = tmp_path / "o.jsonl"
+    assert label(*label_args(task_dir, "http://127.0.0.1:9/v1", csv_in, out))[0] == 2
+    assert f"{csv_in}:3:" in capsys.readouterr().err and not out.exists()

@@ -94,6 +94,8 @@ def ray_session(engine: RayEngine) -> Iterator[Any]:
         for key, value in _LOCAL_CLUSTER_ENV.items():
             os.environ.setdefault(key, value)
         options["include_dashboard"] = False
+    if engine.address is not None:
+        check_reachable(engine.address)
     try:
         ray.init(address=engine.address, **options)
     except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError...: all mean no cluster
@@ -104,6 +106,30 @@ def ray_session(engine: RayEngine) -> Iterator[Any]:
         yield ray
     finally:
         ray.shutdown()
+
+
+# Seconds to open a TCP connection to a named cluster before the run stops. Ray itself retries
+# an unreachable GCS for minutes, printing only its own warnings.
+CONNECT_TIMEOUT = 10.0
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Stop at once, naming ``address``, when nothing listens there (``auto`` and ``local`` are Ray's to find)."""
+    import socket
+
+    if address in ("auto", "local"):
+        return
+    where = address.split("://", 1)[-1].split("/", 1)[0]
+    host, colon, port = where.rpartition(":")
+    if not colon or not port.isdigit():
+        raise ClinsynthError(f"--ray-address {address!r}: expected host:port, ray://host:port, auto or local")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise ClinsynthError(
+            f"could not reach Ray at {address} ({reason} within {timeout:.0f} s): is the cluster's head running there?"
+        ) from exc
 
 
 # Ray (2.60, the scale extra's pin) turns token auth on for a cluster whose head finds a token; a driver

@@ -177,6 +177,44 @@ def parse_record(obj: Any, path: Path, line: int, taxonomy: Taxonomy | None = No
     )
 
 
+def deepest_line(text: str) -> tuple[int, int]:
+    """(line, depth) where ``text``'s JSON nests deepest: where to point when a document is too deep to decode."""
+    depth = best = 0
+    line = best_line = 1
+    in_string = escaped = False
+    for char in text:
+        if char == "\n":
+            line += 1
+        elif in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > best:
+                best, best_line = depth, line
+        elif char in "]}":
+            depth -= 1
+    return best_line, best
+
+
+def decode_json(text: str, path: Path, first_line: int = 1) -> Any:
+    """``json.loads`` whose errors are DataErrors naming the file and line, nesting too deep included."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"invalid JSON: {exc.msg}", path=path, line=first_line + exc.lineno - 1) from exc
+    except RecursionError as exc:  # the decoder recurses once per level
+        line, depth = deepest_line(text)
+        raise DataError(f"JSON nested {depth} levels deep; no record nests like that", path=path,
+                        line=first_line + line - 1) from exc  # fmt: skip
+
+
 def iter_jsonl(path: Path | str) -> Iterator[tuple[int, Any]]:
     """Decoded JSON objects with their line numbers; blank lines are skipped."""
     path = Path(path)
@@ -184,10 +222,7 @@ def iter_jsonl(path: Path | str) -> Iterator[tuple[int, Any]]:
     for line_no, line in iter_lines(path):
         if not line.strip():
             continue
-        try:
-            yield line_no, json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"invalid JSON: {exc.msg}", path=path, line=line_no) from exc
+        yield line_no, decode_json(line, path, line_no)
 
 
 def read_records(path: Path | str, taxonomy: Taxonomy | None = None) -> list[Record]:
@@ -276,7 +311,8 @@ def _csv_inputs(path: Path) -> list[InputItem]:
     with open_text(path, newline="") as fh:
         # csv.reader rather than DictReader: its line_num before a row gives the row's
         # physical start line (a quoted field may span lines; blank lines are skipped).
-        reader = csv.reader(fh)
+        # strict: an unclosed quote is an error at its row, not the rest of the file read as one field.
+        reader = csv.reader(fh, strict=True)
         try:
             header = next(reader, None)
         except csv.Error as exc:

@@ -37,6 +37,7 @@ from clinsynth.records import (
     InputItem,
     Provenance,
     Record,
+    decode_json,
     iter_jsonl,
     read_inputs,
     read_records,
@@ -386,10 +387,7 @@ def read_export(path: Path | str, taxonomy: Taxonomy) -> tuple[list[_Reviewed], 
     path = Path(path)
     if not path.exists():
         raise DataError("export file not found", path)
-    try:
-        tasks = json.loads(read_text(path))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"invalid JSON: {exc.msg}", path, line=exc.lineno) from exc
+    tasks = decode_json(read_text(path), path)
     if not isinstance(tasks, list):
         raise DataError("expected a Label Studio JSON export: a list of tasks", path)
     reviewed: list[_Reviewed] = []
