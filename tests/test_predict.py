@@ -167,3 +167,49 @@ def test_a_second_run_on_one_output_is_stopped_by_the_lock(model, tmp_path: Path
     # The first run's output is whole; no temporary or lock file is left behind.
     assert [json.loads(line)["text"] for line in out.read_text().splitlines()] == ["Febrile to 39 C.", "Dry cough."]
     assert [p.name for p in out.parent.iterdir()] == ["pred.jsonl"]
+
+
+class _DiesAfter:
+    """A classifier whose process dies (here: raises) while scoring batch ``n``, as kill -9 would stop it."""
+
+    def __init__(self, model: Any, n: int) -> None:
+        self.model, self.n, self.calls = model, n, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+    def scores(self, texts: list[str]) -> Any:
+        self.calls += 1
+        if self.calls == self.n:
+            raise SystemExit("killed")
+        return self.model.scores(texts)
+
+
+def test_a_killed_predict_resumes_after_its_last_whole_row_and_a_changed_input_starts_over(model, tmp_path: Path):
+    """Issue 26 row 9: predict streams into <out>.part and resumes like label; out is whole or absent."""
+    from clinsynth.predict import BATCH
+
+    src = tmp_path / "big.txt"
+    src.write_text("".join(f"Febrile to 39 C on day {i}.\n" if i % 3 else f"Dry cough, day {i}.\n"
+                           for i in range(2 * BATCH + 40)))  # fmt: skip
+    clean = predict_file(model, src, tmp_path / "clean.jsonl")
+    out = tmp_path / "pred.jsonl"
+    with pytest.raises(SystemExit):
+        predict_file(_DiesAfter(model, 3), src, out)  # two batches written, the third in flight
+    part = out.with_name("pred.jsonl.part")
+    assert not out.exists() and len(part.read_text().splitlines()) == 2 * BATCH
+    with part.open("a") as fh:
+        fh.write('{"id": "L5')  # a row torn by the kill
+
+    again = predict_file(model, src, out)
+
+    assert again["resumed_after"] == 2 * BATCH and again["sentences"] == clean["sentences"]
+    assert out.read_text() == (tmp_path / "clean.jsonl").read_text()  # nothing lost, nothing twice
+    assert again["label_counts"] == clean["label_counts"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("pred")) == ["pred.jsonl"]
+    # A part file of another input is not resumed: the new input is scored from its start.
+    with pytest.raises(SystemExit):
+        predict_file(_DiesAfter(model, 2), src, out)
+    src.write_text("Dry cough.\n" * (BATCH + 3))
+    assert predict_file(model, src, out)["resumed_after"] == 0
+    assert [json.loads(line)["text"] for line in out.read_text().splitlines()] == ["Dry cough."] * (BATCH + 3)

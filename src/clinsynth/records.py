@@ -250,6 +250,18 @@ def read_inputs(path: Path | str, clip: bool = True) -> list[InputItem]:
     notes, which the caller splits and clips per sentence). An input without any sentence
     is an error.
     """
+    items = list(iter_inputs(path, clip))
+    if not items:
+        raise DataError("no sentences in input", path=Path(path))
+    return items
+
+
+def iter_inputs(path: Path | str, clip: bool = True) -> Iterator[InputItem]:
+    """:func:`read_inputs` one item at a time, for inputs of any size (``clinsynth predict``).
+
+    Memory stays bounded for TXT, whose ids are line numbers and cannot repeat; JSONL and CSV
+    remember each id to refuse a repeat. An empty input yields nothing.
+    """
     path = Path(path)
     check_file(path)
     suffix = path.suffix.lower()
@@ -258,33 +270,28 @@ def read_inputs(path: Path | str, clip: bool = True) -> list[InputItem]:
     elif suffix == ".csv":
         items = _csv_inputs(path)
     elif suffix == ".txt":
-        items = [InputItem(id=line_id(n), text=t.strip(), line=n) for n, t in iter_lines(path) if t.strip()]
+        items = (InputItem(id=line_id(n), text=t.strip(), line=n) for n, t in iter_lines(path) if t.strip())
     else:
         raise DataError(f"unsupported input type {suffix!r}; use one of {INPUT_SUFFIXES}", path=path)
-    if not items:
-        raise DataError("no sentences in input", path=path)
     first_line: dict[str, int | None] = {}
     for item in items:
-        if item.id in first_line:
-            # An explicit id may also collide with the line id of an item that has none.
-            hint = "; an item without an id gets 'L<line>'" if item.id.startswith("L") else ""
-            raise DataError(
-                f"duplicate id {item.id!r} (first on line {first_line[item.id]}{hint})",
-                path=path,
-                line=item.line,
-                field="id",
-            )
-        first_line[item.id] = item.line
-    if clip:
-        items = [
-            item if len(item.text) <= MAX_SENTENCE_CHARS else replace(item, text=clip_text(item.text, path, item.line))
-            for item in items
-        ]
-    return items
+        if suffix != ".txt":
+            if item.id in first_line:
+                # An explicit id may also collide with the line id of an item that has none.
+                hint = "; an item without an id gets 'L<line>'" if item.id.startswith("L") else ""
+                raise DataError(
+                    f"duplicate id {item.id!r} (first on line {first_line[item.id]}{hint})",
+                    path=path,
+                    line=item.line,
+                    field="id",
+                )
+            first_line[item.id] = item.line
+        if clip and len(item.text) > MAX_SENTENCE_CHARS:
+            item = replace(item, text=clip_text(item.text, path, item.line))
+        yield item
 
 
-def _jsonl_inputs(path: Path) -> list[InputItem]:
-    items: list[InputItem] = []
+def _jsonl_inputs(path: Path) -> Iterator[InputItem]:
     for line_no, obj in iter_jsonl(path):
         if not isinstance(obj, dict):
             raise DataError("each line must be a JSON object", path=path, line=line_no)
@@ -294,20 +301,16 @@ def _jsonl_inputs(path: Path) -> list[InputItem]:
         rid = obj.get("id")
         if rid is not None and not isinstance(rid, (str, int)):
             raise DataError("must be a string or integer", path=path, line=line_no, field="id")
-        items.append(
-            InputItem(
-                id=str(rid) if rid is not None else line_id(line_no),
-                text=text.strip(),
-                note_id=obj.get("note_id") if isinstance(obj.get("note_id"), str) else None,
-                source=obj.get("source") if isinstance(obj.get("source"), str) else None,
-                line=line_no,
-            )
+        yield InputItem(
+            id=str(rid) if rid is not None else line_id(line_no),
+            text=text.strip(),
+            note_id=obj.get("note_id") if isinstance(obj.get("note_id"), str) else None,
+            source=obj.get("source") if isinstance(obj.get("source"), str) else None,
+            line=line_no,
         )
-    return items
 
 
-def _csv_inputs(path: Path) -> list[InputItem]:
-    items: list[InputItem] = []
+def _csv_inputs(path: Path) -> Iterator[InputItem]:
     with open_text(path, newline="") as fh:
         # csv.reader rather than DictReader: its line_num before a row gives the row's
         # physical start line (a quoted field may span lines; blank lines are skipped).
@@ -318,7 +321,7 @@ def _csv_inputs(path: Path) -> list[InputItem]:
         except csv.Error as exc:
             raise DataError(f"invalid CSV: {exc}", path=path, line=1) from exc
         if header is None:
-            return items
+            return
         check_utf8(",".join(header), path, 1)
         if "text" not in header:
             raise DataError("CSV needs a 'text' column", path=path, line=1, field="text")
@@ -339,13 +342,10 @@ def _csv_inputs(path: Path) -> list[InputItem]:
             if not text:
                 raise DataError("empty text", path=path, line=start, field="text")
             rid = (row.get("id") or "").strip()
-            items.append(
-                InputItem(id=rid or line_id(start), text=text, note_id=(row.get("note_id") or None), line=start)
-            )
-    return items
+            yield InputItem(id=rid or line_id(start), text=text, note_id=(row.get("note_id") or None), line=start)
 
 
-def _repair_tail(path: Path) -> None:
+def repair_tail(path: Path) -> None:
     """Drop a partial last line left by a killed writer, so appends stay valid JSONL."""
     with path.open("rb+") as fh:
         fh.seek(0, os.SEEK_END)
@@ -399,7 +399,7 @@ class ResumableWriter:
         self._fh: TextIO | None = None
         try:
             if self.path.exists():
-                _repair_tail(self.path)
+                repair_tail(self.path)
             self.done: set[str] = done_ids(self.path)
         except BaseException:
             self._stack.close()

@@ -36,10 +36,10 @@ class PredictResult:
 
 def predict(task: Task, config: PredictConfig) -> PredictResult:
     from clinsynth.onnx_path import load_classifier
-    from clinsynth.predict import predict_file, read_sentences
+    from clinsynth.predict import count_sentences, predict_file
     from clinsynth.steps.train import ensure_default_model
 
-    read_sentences(config.input, notes=config.notes)  # bad input fails before any model is trained or loaded
+    total = count_sentences(config.input, config.notes)  # bad input fails before any model is trained or loaded
     model_dir = config.model or ensure_default_model(task)
     if config.ray is not None:  # workers load the model, the driver only merges their shards
         from clinsynth.ray_jobs import predict_with_ray
@@ -48,7 +48,7 @@ def predict(task: Task, config: PredictConfig) -> PredictResult:
         backend = done["backend"]
     else:
         classifier, backend = load_classifier(model_dir, config.backend, trust_pickle=config.trust_pickle)
-        done = predict_file(classifier, config.input, config.out, notes=config.notes)
+        done = predict_file(classifier, config.input, config.out, notes=config.notes, total=total)
     return PredictResult(
         out=config.out,
         model=model_dir,
