@@ -49,8 +49,8 @@ Issue 26 (round two): row, route, and the tests that cover it:
     A served for endpoint B
  8  --ray-address 127.0.0.1:1 or     test_engine_ray::test_an_unreachable_ray_address_stops_the_run_fast_naming_it
     an unknown host
- 9  predict on 200 MB: 2.0 GB RSS    test_predict::test_a_killed_predict_resumes_after_its_last_whole_row_and_a_changed_input_starts_over
-    before the first batch; resume   benchmarks/predict_memory.py (peak RSS < 1 GB: 675 MB on 200 MB)
+ 9  predict on 200 MB: 2.0 GB RSS    test_predict::test_a_killed_predict_resumes_after_its_last_whole_row_and_a_
+    before the first batch; resume     changed_input_starts_over; benchmarks/predict_memory.py (peak RSS < 1 GB)
 10  two predict runs on one --out    test_predict::test_a_second_run_on_one_output_is_stopped_by_the_lock
 12  disk full / unwritable output    test_fileio::test_a_full_disk_leaves_the_previous_output_and_no_temp_file
                                      test_fileio::test_an_output_under_a_file_is_one_clear_error
