@@ -63,6 +63,13 @@ Issue 26 (round two): row, route, and the tests that cover it:
     review export); unclosed quote
 15  generate --out new/x.jsonl,      - test_generate_against_a_failing_endpoint_leaves_no_empty_outputs
     every call failing
+
+Also (the issue's review notes): who annotated       test_review::test_the_bundled_gold_says_models_annotated_it
+kappa with one annotation marked ground truth       test_review::test_kappa_keeps_disagreements_settled_by_marking_
+                                                      one_annotation_ground_truth
+agreement on bronze ACCEPT/REJECT; verdict required  test_review::test_bronze_verdict_agreement_is_reported,
+                                                      test_review::test_bronze_review_rejects_leave_the_mix
+silver review exports leave out gold notes          test_review::test_silver_export_leaves_gold_notes_out
 """
 
 from __future__ import annotations

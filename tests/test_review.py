@@ -265,9 +265,8 @@ def test_bronze_review_rejects_leave_the_mix(task, tmp_path: Path) -> None:
         (pred,) = t["predictions"]
         assert pred["result"][0]["value"]["choices"] == {r.id: r.labels for r in bronze_records()}[t["data"]["id"]]
         assert pred["score"] == 0.9 and t["data"]["source"] == "bronze"
-    verdicts = [c.get("value") for c in ET.fromstring(config_path(out).read_text()).iter("Choices")
-                if c.get("name") == "verdict"][0:1]  # fmt: skip
-    assert verdicts
+    verdicts = [c for c in ET.fromstring(config_path(out).read_text()).iter("Choices") if c.get("name") == "verdict"]
+    assert len(verdicts) == 1 and verdicts[0].get("required") == "true"  # Label Studio refuses to submit without
     edited = annotate(tasks, {t["data"]["id"]: [t["predictions"][0]["result"][0]["value"]["choices"]] for t in tasks})
     for t in edited:
         verdict = "REJECT" if t["data"]["id"] == "b3" else "ACCEPT"
@@ -347,3 +346,47 @@ def test_a_labelled_file_pre_annotates_a_new_task_with_its_llm_labels(task, tmp_
     assert fever["model_version"] == "prelabel.jsonl:local"
     assert tasks["s3"]["predictions"][0]["result"] == []  # NONE: nothing ticked
     assert tasks["s1"]["data"]["note_id"] == "new-1"
+
+
+def test_kappa_keeps_disagreements_settled_by_marking_one_annotation_ground_truth(task, sentences, tmp_path) -> None:
+    """Issue 26: marking the winner of a disagreement as ground truth used to drop the pair (kappa 1.000)."""
+    tasks = exported(task, sentences, tmp_path)
+    labels = {"s1": [["FEVER"], ["FEVER"]], "s2": [["FEVER"], []], "s3": [["COUGH"], ["COUGH"]],
+              "s4": [["COUGH"], ["COUGH"]], "s5": [[], []], "s6": [["FEVER"], ["FEVER"]]}  # fmt: skip
+    edited = annotate(tasks, labels)
+    s2 = next(t for t in edited if t["data"]["id"] == "s2")
+    s2["annotations"][1]["ground_truth"] = True  # the adjudicator sided with the second annotator
+    result = import_review(task, write_export(tmp_path, edited), "test")
+    assert result.double_annotated == 6
+    # FEVER: A 110001, B 100001 -> po 5/6, pe (3*2 + 3*4)/36 = 1/2 -> 2/3; COUGH: identical -> 1.
+    assert result.kappa["FEVER"] == round(2 / 3, 4) and result.kappa["COUGH"] == 1.0
+    assert {r.id: r.labels for r in read_records(task.split_path("test"))}["s2"] == []
+
+
+def test_bronze_verdict_agreement_is_reported(task, tmp_path: Path) -> None:
+    write_records(task.bronze, bronze_records())
+    out = tmp_path / "bronze-tasks.json"
+    export_review(task, "bronze", n=3, strategy="random", out=out)
+    tasks = json.loads(out.read_text())
+    edited = annotate(tasks, {t["data"]["id"]: [t["predictions"][0]["result"][0]["value"]["choices"]] * 2
+                              for t in tasks})  # fmt: skip
+    verdicts = {"b1": ("ACCEPT", "ACCEPT"), "b2": ("ACCEPT", "REJECT"), "b3": ("REJECT", "REJECT")}
+    for t in edited:
+        for ann, verdict in zip(t["annotations"], verdicts[t["data"]["id"]], strict=True):
+            ann["result"].append({"from_name": "verdict", "to_name": "text", "type": "choices",
+                                  "value": {"choices": [verdict]}})  # fmt: skip
+    result = import_review(task, write_export(tmp_path, edited), None)
+    # 2 of 3 agree; A: AAR, B: ARR -> po 2/3, pe (2*1 + 1*2)/9 = 4/9 -> (2/3 - 4/9) / (5/9) = 0.4
+    assert result.double_verdicts == 3 and result.verdict_agreement == round(2 / 3, 4)
+    assert result.verdict_kappa == 0.4
+
+
+def test_silver_export_leaves_gold_notes_out(task, tmp_path: Path) -> None:
+    prov = Provenance(lm="local", program="DataToLabel", program_sha256="x", confidence=0.8)
+    gold_note = read_records(task.split_path("train"))[0].note_id
+    silver = [Record("x1", "Febrile.", ["FEVER"], "silver", note_id=gold_note, provenance=prov),
+              Record("x2", "Coughing.", ["COUGH"], "silver", note_id="mts-new", provenance=prov)]  # fmt: skip
+    write_records(task.silver, silver)
+    out = tmp_path / "silver-tasks.json"
+    export_review(task, "silver", n=10, strategy="random", out=out)
+    assert [t["data"]["id"] for t in json.loads(out.read_text())] == ["x2"]

@@ -213,6 +213,10 @@ def cmd_review_import(args: argparse.Namespace) -> int:
     if result.kappa:
         kappas = ", ".join(f"{k} {'-' if v is None else f'{v:.3f}'}" for k, v in result.kappa.items())
         print(f"agreement on {result.double_annotated} doubly annotated sentences (Cohen's kappa): {kappas}")
+    if result.double_verdicts:
+        kappa = "-" if result.verdict_kappa is None else f"{result.verdict_kappa:.3f}"
+        print(f"verdict agreement on {result.double_verdicts} doubly reviewed bronze sentences: "
+              f"{result.verdict_agreement:.1%} agree, Cohen's kappa {kappa}")  # fmt: skip
     return 0
 
 

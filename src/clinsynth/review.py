@@ -13,8 +13,11 @@ Rules the import applies:
 - the gold label set is the one of the annotation marked ``ground_truth`` (Label Studio's
   "mark as ground truth", used here as the adjudication), else that of the first
   annotation in the export's order (Label Studio lists them as they were made);
-- agreement: Cohen's kappa per category between the first and second non-adjudication
-  annotation, over the tasks that have both;
+- agreement: Cohen's kappa per category between the first two independent annotations,
+  over the tasks that have both. A task's two annotations count whether or not one was
+  then marked ground truth (the adjudicated disagreements are the ones that must count);
+  an adjudication added as a further annotation is left out. Bronze ACCEPT/REJECT verdicts
+  get the same kappa and the share of pairs that agree;
 - no category selected means NONE (``labels: []``).
 """
 
@@ -88,6 +91,9 @@ class ImportResult:
     rejected_path: Path | None = None
     double_annotated: int = 0  # tasks with two independent annotations (kappa base)
     kappa: dict[str, float | None] = field(default_factory=dict)  # per category, and NONE for any-vs-none
+    double_verdicts: int = 0  # bronze tasks with two independent verdicts
+    verdict_kappa: float | None = None  # Cohen's kappa of ACCEPT/REJECT over them
+    verdict_agreement: float | None = None  # share of them where both verdicts agree
 
 
 # -- export -------------------------------------------------------------------------------
@@ -131,7 +137,7 @@ def label_config(taxonomy: Taxonomy, bronze: bool = False) -> str:
         # off-topic): the verdict lets a clinician take them out of the mix.
         lines += [
             '  <Header value="Is this generated sentence fit for training?"/>',
-            f'  <Choices name="{VERDICT_NAME}" toName="text" choice="single">',
+            f'  <Choices name="{VERDICT_NAME}" toName="text" choice="single" required="true">',
             f'    <Choice value="{ACCEPT}"/>',
             f'    <Choice value="{REJECT}"/>',
             "  </Choices>",
@@ -163,7 +169,11 @@ def _candidates(task: Any, source: str) -> list[Candidate]:
         path = task.silver if source == "silver" else task.bronze
         if not Path(path).exists():
             raise DataError(f"no {source} set here; make it first (clinsynth run, or make {source})", path=path)
-        return _labelled_candidates(path, task.taxonomy, source)
+        candidates = _labelled_candidates(path, task.taxonomy, source)
+        if source == "silver":  # sentences of corpus notes: gold notes are left out as for the corpus
+            gold_notes = set(_gold_notes(task))
+            candidates = [c for c in candidates if c.item.note_id not in gold_notes]
+        return candidates
     path = Path(source)
     if _is_labelled(path):
         # The output of `clinsynth label` on some sentences: its LLM labels pre-annotate them,
@@ -423,6 +433,30 @@ def read_export(path: Path | str, taxonomy: Taxonomy) -> tuple[list[_Reviewed], 
     return reviewed, cancelled
 
 
+def independent(annotations: list[_Annotation]) -> list[_Annotation]:
+    """The annotations agreement compares: all, less an adjudication added beyond the first two.
+
+    Label Studio's "mark as ground truth" on one of two annotations picks the winner of a
+    disagreement: both stay (dropping them would count only the agreements).
+    """
+    if len(annotations) > 2:
+        return [a for a in annotations if not a.ground_truth]
+    return annotations
+
+
+def verdict_agreement(pairs: list[tuple[str, str]]) -> tuple[float | None, float | None]:
+    """Cohen's kappa of ACCEPT/REJECT verdict pairs and the share that agree (None, None without pairs)."""
+    if not pairs:
+        return None, None
+    from sklearn.metrics import cohen_kappa_score
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        value = float(cohen_kappa_score([a for a, _ in pairs], [b for _, b in pairs], labels=[ACCEPT, REJECT]))
+    share = sum(a == b for a, b in pairs) / len(pairs)
+    return (None if math.isnan(value) else round(value, 4)), round(share, 4)
+
+
 def decided(annotations: list[_Annotation]) -> _Annotation:
     """The annotation that sets the gold label: the adjudication (ground truth), else the first."""
     return next((a for a in annotations if a.ground_truth), annotations[0])
@@ -471,15 +505,19 @@ def import_review(task: Any, input: Path | str, split: str | None, out: Path | s
     gold: list[Record] = []
     verdicts: dict[str, tuple[str, _Annotation]] = {}
     pairs: list[tuple[list[str], list[str]]] = []
+    verdict_pairs: list[tuple[str, str]] = []
     for rev in reviewed:
         if not rev.annotations:
             result.unannotated += 1
             continue
-        passes = [a for a in rev.annotations if not a.ground_truth]
+        passes = independent(rev.annotations)
         if len(passes) >= 2:
             pairs.append((passes[0].labels, passes[1].labels))
         final = decided(rev.annotations)
         if rev.data.get("source") == "bronze":
+            given = [a.verdict for a in passes if a.verdict]
+            if len(given) >= 2:
+                verdict_pairs.append((given[0], given[1]))
             # Generated sentences never become gold (no note, not real text): only the verdict counts.
             verdict = final.verdict or next((a.verdict for a in rev.annotations if a.verdict), None)
             if verdict is None:
@@ -516,6 +554,8 @@ def import_review(task: Any, input: Path | str, split: str | None, out: Path | s
     result.double_annotated = len(pairs)
     if pairs:
         result.kappa = kappas(pairs, taxonomy.names)
+    result.double_verdicts = len(verdict_pairs)
+    result.verdict_kappa, result.verdict_agreement = verdict_agreement(verdict_pairs)
     target = _check_gold(task, gold, split, out, input)
     # Everything is valid: write. Each file is replaced atomically.
     if target is not None:
