@@ -213,3 +213,11 @@ def test_a_killed_predict_resumes_after_its_last_whole_row_and_a_changed_input_s
     src.write_text("Dry cough.\n" * (BATCH + 3))
     assert predict_file(model, src, out)["resumed_after"] == 0
     assert [json.loads(line)["text"] for line in out.read_text().splitlines()] == ["Dry cough."] * (BATCH + 3)
+
+
+def test_a_note_keeps_e_g_and_i_e_inside_their_sentence(tmp_path: Path):
+    """Issue 27: "(e.g., yelling at the TV)" was split in two by the corpus's line-break-comma rule."""
+    note = "She is irritable (e.g., yelling at the TV) and withdrawn. He forgets, i.e., names.\n"
+    (tmp_path / "n.txt").write_text(note)
+    assert [s.text for s in read_sentences(tmp_path / "n.txt", notes=True)] == [
+        "She is irritable (e.g., yelling at the TV) and withdrawn.", "He forgets, i.e., names."]

@@ -55,6 +55,12 @@ _LEFTOVER_MOJIBAKE_RE = re.compile(r"[ÃÂâ][^\x00-\x7f]{1,2}")
 # A comma that stands for a line break: after a sentence end or a header colon, or a
 # run of commas. Ordinary commas inside sentences are never preceded by [.:;].
 _LINEBREAK_COMMA_RE = re.compile(r"(?<=[.:;!?])\s*,|,\s*,")
+# The same, except after "e.g." / "i.e." / "etc.", whose comma is the sentence's own. Only for
+# text that is not the bundled corpus: its sentence ids (which gold records cite) come from the
+# rule above, so changing that would move the ids of gold sentences.
+_LINEBREAK_COMMA_KEEPING_ABBREVIATIONS_RE = re.compile(
+    r"(?<=[.:;!?])(?<![eE]\.[gG]\.)(?<![iI]\.[eE]\.)(?<![eE][tT][cC]\.)\s*,|,\s*,"
+)
 # An all-caps section header alone on its line: run-in headers are followed by a
 # line-break comma ("HISTORY OF PRESENT ILLNESS:,"). Inline labels such as
 # "CN: unremarkable." stay part of their sentence.
@@ -134,9 +140,10 @@ def fix_mojibake(text: str) -> str:
     return _LEFTOVER_MOJIBAKE_RE.sub(_try_reencode, text)
 
 
-def _split_lines(text: str) -> list[str]:
+def _split_lines(text: str, keep_abbreviation_commas: bool = False) -> list[str]:
     """Turn line-break commas back into line breaks."""
-    return [line.strip() for line in _LINEBREAK_COMMA_RE.sub("\n", text).split("\n")]
+    rule = _LINEBREAK_COMMA_KEEPING_ABBREVIATIONS_RE if keep_abbreviation_commas else _LINEBREAK_COMMA_RE
+    return [line.strip() for line in rule.sub("\n", text).split("\n")]
 
 
 def _split_sentences(line: str) -> list[str]:
@@ -158,12 +165,16 @@ def _is_header(name: str) -> bool:
     return len(letters) >= 2 and all(c.isupper() for c in letters)
 
 
-def clean_and_split(text: str) -> list[tuple[str, str]]:
-    """Clean a transcription and split it into ``(section, sentence)`` pairs."""
+def clean_and_split(text: str, keep_abbreviation_commas: bool = False) -> list[tuple[str, str]]:
+    """Clean a transcription and split it into ``(section, sentence)`` pairs.
+
+    ``keep_abbreviation_commas``: "(e.g., yelling)" stays one sentence; off for the bundled
+    corpus, whose sentence ids gold cites (see ``_LINEBREAK_COMMA_KEEPING_ABBREVIATIONS_RE``).
+    """
     text = fix_mojibake(text).replace("\r", "\n").replace("\t", " ")
     out: list[tuple[str, str]] = []
     section = ""
-    for line in _split_lines(text):
+    for line in _split_lines(text, keep_abbreviation_commas):
         m = _HEADER_RE.match(line)
         if m and _is_header(m.group(1)):
             section = m.group(1).strip(" ,").upper()

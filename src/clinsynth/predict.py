@@ -77,9 +77,10 @@ def count_sentences(path: Path | str, notes: bool = False) -> int:
 
 
 def _note_sentences(note_id: str, text: str, path: Path, line: int | None) -> list[Sentence]:
+    pairs = clean_and_split(_INLINE_HEADER.sub("\\1\n", text), keep_abbreviation_commas=True)
     return [
         Sentence(f"{note_id}-s{k}", clip_text(sentence, path, line), note_id=note_id, section=section or None)
-        for k, (section, sentence) in enumerate(clean_and_split(_INLINE_HEADER.sub("\\1\n", text)))
+        for k, (section, sentence) in enumerate(pairs)
     ]
 
 
