@@ -87,6 +87,12 @@ def test_cli_predict_labels_a_text_file_with_a_given_model(model, tmp_path: Path
     assert [r["text"] for r in rows] == ["Febrile to 39 C.", "Dry cough.", "Follow up in two weeks."]
     assert "3 sentences" in capsys.readouterr().out
     assert main(["predict", "--input", str(tmp_path / "none.txt"), "--out", str(out), "--model", str(tmp_path)]) == 2
+    # One sentence from the command line: its labels printed, the same as the file run gave it.
+    capsys.readouterr()
+    assert main(["predict", "--text", "Febrile to 39 C.", "--model", str(tmp_path / "model")]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 1 and printed[0].startswith(f"{', '.join(rows[0]['labels']) or 'NONE'}\tFebrile to 39 C.")
+    assert main(["predict", "--model", str(tmp_path / "model")]) == 2  # neither --text nor --input/--out
 
 
 def test_long_lines_are_clipped_as_label_clips_them_and_notes_per_sentence(tmp_path: Path, caplog):

@@ -118,7 +118,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from clinsynth.steps.predict import PredictConfig, predict
+    from clinsynth.steps.predict import PredictConfig, predict, predict_texts
+
+    if args.text:
+        if any(not t.strip() for t in args.text):
+            raise ClinsynthError("--text: an empty sentence")
+        model = Path(args.model) if args.model else None
+        for row in predict_texts(_task(args), args.text, model, args.backend, args.trust_pickle):
+            top = ", ".join(f"{k} {v:.2f}" for k, v in sorted(row["scores"].items(), key=lambda kv: -kv[1])[:3])
+            print(f"{', '.join(row['labels']) or 'NONE'}\t{row['text']}\t(top scores: {top})")
+        return 0
+    if not args.input or not args.out:
+        raise ClinsynthError("predict needs --input FILE --out FILE, or --text SENTENCE")
 
     config = PredictConfig(
         input=Path(args.input),
@@ -347,8 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = add("predict", "label sentences (or whole notes) of a JSONL / CSV / TXT file",
                   "clinsynth predict --input notes.txt --out labelled.jsonl")  # fmt: skip
-    predict.add_argument("--input", required=True, help="JSONL (text, id?), CSV (text column) or TXT (a line each)")
-    predict.add_argument("--out", required=True, help="output JSONL: id, text, labels, scores")
+    predict.add_argument("--input", default=None, help="JSONL (text, id?), CSV (text column) or TXT (a line each)")
+    predict.add_argument("--out", default=None, help="output JSONL: id, text, labels, scores")
+    predict.add_argument("--text", action="append", default=None, metavar="SENTENCE",
+                         help="label this sentence and print the labels (repeatable; no --input/--out)")
     predict.add_argument("--model", default=None, help="model directory (default: the task's default model)")
     predict.add_argument("--notes", action="store_true", help="each input item is a whole note: split it")
     predict.add_argument("--backend", choices=BACKENDS, default="auto",

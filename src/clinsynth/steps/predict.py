@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from clinsynth.engine_ray import RayEngine
 from clinsynth.task import Task
@@ -57,3 +58,14 @@ def predict(task: Task, config: PredictConfig) -> PredictResult:
         label_counts=dict(done["label_counts"]),
         backend=backend,
     )
+
+
+def predict_texts(task: Task, texts: list[str], model: Path | None = None, backend: str = "auto",
+                  trust_pickle: bool = False) -> list[dict[str, Any]]:  # fmt: skip
+    """Rows (id, text, labels, scores) for a few sentences given on the command line (``--text``)."""
+    from clinsynth.onnx_path import load_classifier
+    from clinsynth.predict import Sentence, predicted_rows
+    from clinsynth.steps.train import ensure_default_model
+
+    classifier, _ = load_classifier(model or ensure_default_model(task), backend, trust_pickle=trust_pickle)
+    return predicted_rows(classifier, [Sentence(f"text{i}", t.strip()) for i, t in enumerate(texts, 1)])
