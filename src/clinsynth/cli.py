@@ -77,10 +77,29 @@ def run_config(args: argparse.Namespace, task: Task) -> RunConfig:
     )
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from clinsynth.check import check_task
+    from clinsynth.report import format_table
+
+    task = _task(args)
+    report = check_task(task)
+    print(format_table(["checked", "found"], [list(row) for row in report.checked]))
+    _print_warnings(report.warnings)
+    print(f"{task.name}: ready to run" + (f" ({len(report.warnings)} warning(s))" if report.warnings else ""))
+    return 0
+
+
+def _print_warnings(warnings: list[str]) -> None:
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    from clinsynth.check import check_task
     from clinsynth.pipeline import MainJob, StepIncomplete
 
     task = _task(args)
+    _print_warnings(check_task(task).warnings)  # a bad gold label or config stops here, before any LM work
     config = run_config(args, task)
     out_dir = config.out_dir
     job = MainJob(task, config)
@@ -102,7 +121,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from clinsynth.report import format_table
     from clinsynth.steps.train import TrainConfig, train
 
+    from clinsynth.check import small_gold_warnings
+
     task = _task(args)
+    _print_warnings(small_gold_warnings(task.gold(("train",))["train"], task.taxonomy.names))
     sources = MixSources.for_task(
         task, silver=args.silver, bronze=args.bronze, silver_min_confidence=args.silver_min_confidence
     )
@@ -389,6 +411,10 @@ def build_parser() -> argparse.ArgumentParser:
     corpus = add("corpus", "read the task's public corpus and print note/sentence counts", "clinsynth corpus")
     corpus.add_argument("--path", default=None, help="a corpus CSV(.gz) instead of the task's")
     corpus.set_defaults(func=cmd_corpus)
+
+    check = add("check", "validate everything a run reads (config, taxonomy, gold, rules, data) in seconds",
+                "clinsynth check --task tasks/sdoh")  # fmt: skip
+    check.set_defaults(func=cmd_check)
 
     taxonomy = add("taxonomy", "validate the task's taxonomy and print its guideline text", "clinsynth taxonomy")
     taxonomy.add_argument("--path", default=None, help="a taxonomy file instead of the task's")
