@@ -117,11 +117,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from clinsynth.check import small_gold_warnings
     from clinsynth.mixes import MixSources
     from clinsynth.report import format_table
     from clinsynth.steps.train import TrainConfig, train
-
-    from clinsynth.check import small_gold_warnings
 
     task = _task(args)
     _print_warnings(small_gold_warnings(task.gold(("train",))["train"], task.taxonomy.names))
