@@ -50,7 +50,8 @@ def check_task(task: Any) -> CheckReport:
             raise DataError(f"unknown category {name!r}; the taxonomy has {', '.join(taxonomy.names)}",
                             path=task.config_path, field="examples.quick_categories")  # fmt: skip
     gold = task.gold()
-    add(("gold", ", ".join(f"{split} {len(records)}" for split, records in gold.items()) + f" ({task.relative(task.gold_dir)})"))
+    sizes = ", ".join(f"{split} {len(records)}" for split, records in gold.items())
+    add(("gold", f"{sizes} ({task.relative(task.gold_dir)})"))
     whole = task.whole_notes(gold["test"])
     if whole:
         add(("whole test notes", f"{len(whole)} sentences of {len({r.note_id for r in whole})} notes"))
