@@ -17,7 +17,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from clinsynth.cliargs import add_budget_flags, add_task_flag, budget_from_args
+from clinsynth.cliargs import add_budget_flags, add_task_flag, budget_from_args, interrupted
 from clinsynth.errors import ClinsynthError
 from clinsynth.task import LMSpec, Task, load_task
 from evals.cv import DEFAULT_FOLDS
@@ -157,6 +157,8 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     except ClinsynthError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return interrupted()
     return 0
 
 

@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from clinsynth.cliargs import add_cost_flags, add_task_flag, add_timeout_flag, cost_limits, print_plan
+from clinsynth.cliargs import add_cost_flags, add_task_flag, add_timeout_flag, cost_limits, interrupted, print_plan
 from clinsynth.errors import ClinsynthError
 from clinsynth.meter import describe_usage
 from clinsynth.steps.compile import PROGRAMS, CompileConfig, compile_program, plan_compile
@@ -131,6 +131,8 @@ def run(args: argparse.Namespace, handle: Any = None) -> int:
     except ClinsynthError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return interrupted()
     print(result.table())
     print(describe_usage(result.usage))
     print(f"wrote {result.out}")

@@ -32,6 +32,7 @@ from clinsynth.cliargs import (
     add_lm_flags,
     add_map_flags,
     add_task_flag,
+    interrupted,
     lm_override,
     map_settings,
     print_plan,
@@ -197,6 +198,8 @@ def run(args: argparse.Namespace) -> int:
     except ClinsynthError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return interrupted()
     print_result(result)
     failed = result.failed_calls + result.failed_round_trips
     return 1 if failed > config.map.max_failures else 0

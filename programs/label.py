@@ -28,6 +28,7 @@ from clinsynth.cliargs import (
     add_map_flags,
     add_task_flag,
     engine_from_args,
+    interrupted,
     lm_override,
     map_settings,
     print_plan,
@@ -117,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
     except ClinsynthError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return interrupted()
     if result.nothing_to_do:
         print(f"{args.out}: all {result.skipped} sentences already labelled; nothing to do")
         return 0

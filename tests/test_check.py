@@ -64,3 +64,14 @@ def test_a_small_gold_set_is_warned_about_per_category(tmp_path: Path, capsys):
     assert "COUGH 1" in warnings[0] and "FEVER" not in warnings[0]
     assert main(["check", "--task", str(task)]) == 0
     assert "warning: gold train has fewer" in capsys.readouterr().err
+
+
+def test_ctrl_c_ends_with_one_line_saying_what_is_kept(monkeypatch, capsys):
+    """Issue 27: Ctrl-C printed a 40-line traceback and no word on what was kept."""
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("clinsynth.check.check_task", interrupt)
+    assert main(["check"]) == 130
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert err and err[0].startswith("interrupted: everything finished is kept") and "Traceback" not in "".join(err)

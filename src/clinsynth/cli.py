@@ -23,6 +23,7 @@ from clinsynth.cliargs import (
     add_task_flag,
     budget_from_args,
     engine_from_args,
+    interrupted,
     map_settings,
     print_plans,
 )
@@ -434,3 +435,5 @@ def main(argv: list[str] | None = None) -> int:
     except ClinsynthError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return interrupted()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -221,3 +222,10 @@ def engine_from_args(args: argparse.Namespace) -> RayEngine | None:
         shard_size=args.shard_size,
         show_progress=not getattr(args, "no_progress", False),
     )
+
+
+def interrupted() -> int:
+    """One line for Ctrl-C instead of a traceback: what is kept and how to go on (exit status 130)."""
+    print("\ninterrupted: everything finished is kept (records written, finished training runs, compiled "
+          "programs); run the same command again to resume from there", file=sys.stderr)  # fmt: skip
+    return 130
