@@ -71,8 +71,10 @@ def test_save_and_load_give_the_same_predictions_and_a_model_card(trained, tmp_p
     classifier.save(tmp_path / "model")
     meta = json.loads((tmp_path / "model" / META_FILE).read_text())
     assert meta["labels"] == ["FEVER", "COUGH"] and set(meta["thresholds"]) == {"FEVER", "COUGH"}
+    # What plain SetFit reads: the category names (issue 27).
+    assert json.loads((tmp_path / "model" / "config_setfit.json").read_text())["labels"] == ["FEVER", "COUGH"]
     card = (tmp_path / "model" / "README.md").read_text()
-    assert "FEVER" in card and "training mix" in card
+    assert "FEVER" in card and "training mix" in card and "threshold" in card
     loaded = SignsClassifier.load(tmp_path / "model", taxonomy)
     assert np.allclose(loaded.scores(texts), classifier.scores(texts), atol=1e-5)
     assert loaded.predict(texts) == classifier.predict(texts)

@@ -273,6 +273,11 @@ class SignsClassifier:
         """A SetFit model directory plus ``clinsynth.json`` and a readable ``README.md``."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        # Plain SetFit reads the category names from config_setfit.json. Not multi_target_strategy:
+        # SetFit 1.x's from_pretrained fails on a config holding it ("multiple values for keyword
+        # argument"). The tuned thresholds (clinsynth.json) and the head (model_head.*, no pickle)
+        # need clinsynth's loader, SignsClassifier.load.
+        self.model.labels = list(self.info.labels)
         self.model.save_pretrained(str(path))
         # The head as safetensors + JSON instead of SetFit's pickle: loading a model runs no code.
         from clinsynth.safe_head import save_head
@@ -302,9 +307,18 @@ class SignsClassifier:
         if not safe and not (path / PICKLE_HEAD).is_file():
             # SetFit would quietly make a random head: predictions from it would be noise.
             raise ClinsynthError(f"{path}: no classifier head (model_head.safetensors); retrain the model")
+        import logging
+
         from setfit import SetFitModel
 
-        model = SetFitModel.from_pretrained(str(path), local_files_only=True)
+        setfit_log = logging.getLogger("setfit.modeling")
+        level = setfit_log.level
+        if safe:  # SetFit warns of a "random" head it builds for lack of the pickle; ours replaces it
+            setfit_log.setLevel(logging.ERROR)
+        try:
+            model = SetFitModel.from_pretrained(str(path), local_files_only=True)
+        finally:
+            setfit_log.setLevel(level)
         if safe:
             model.model_head = load_head(path, device=str(model.device))
         return cls(model, info, saved_rules(path, info))
@@ -476,6 +490,8 @@ def model_card(info: ModelInfo) -> str:
         f"- training mix: `{info.mix}`, seed {info.seed}, trained {info.created_at} in {info.train_seconds:.0f} s",
         f"- training sentences by source: {json.dumps(info.train_sources)}",
         f"- budget: {json.dumps(info.budget)}",
+        "- head: one probability per category (SetFit `multi_target_strategy` one-vs-rest), saved without pickle;"
+        " load with `clinsynth.classifier.SignsClassifier.load(folder)`, which applies the thresholds below",
         *[f"- data: `{path}` sha256 `{digest}`" for path, digest in info.data_files.items()],
         "",
         *([f"- epochs (loss, dev score): {[(e['epoch'], e['loss'], e['dev_score']) for e in info.epochs]}"]
