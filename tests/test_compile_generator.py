@@ -201,9 +201,9 @@ def test_a_compiled_labeller_with_gold_demos_keeps_label_to_data_off_a_remote_en
 def test_an_injected_handle_is_checked_for_the_labeller_it_will_carry(task_dir):
     task = load_task(task_dir)
     uncleared = LMHandle(
-        lm=DummyLM([{"sentences": ["x y"]}]), adapter=None, endpoint=Endpoint("openai/gpt-4o-mini"), name="remote"
-    )
-    uncleared.role, uncleared.policy, uncleared.private_cleared = "prompt_model", task.privacy, False
+        lm=DummyLM([{"sentences": ["x y"]}]), adapter=None, endpoint=Endpoint("openai/gpt-4o-mini"), name="remote",
+        role="prompt_model", policy=task.privacy,
+    )  # fmt: skip
     committed = compiled_path("data_to_label", "local/x")  # gold train demos, recorded as private
     config = CompileConfig(program="label-to-data", optimizer="bootstrap", labeler=committed)
     with pytest.raises(PrivacyError, match="program labeler"):

@@ -1,5 +1,6 @@
 import importlib.util
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import dspy
@@ -80,9 +81,8 @@ def test_the_suite_refuses_gold_on_a_remote_unapproved_labeller(task_dir: Path, 
 
 def test_an_injected_handle_is_checked_for_the_compared_programs(task_dir: Path, tmp_path: Path):
     task = load_task(task_dir)
-    handle = dummy_handle([])
-    handle.endpoint = Endpoint("openai/gpt-4o-mini")  # remote, and the session did not clear it for private data
-    handle.role, handle.policy, handle.private_cleared = "labeler", task.privacy, False
+    # Remote, and no session cleared it for private data.
+    handle = replace(dummy_handle([]), endpoint=Endpoint("openai/gpt-4o-mini"), role="labeler", policy=task.privacy)
     committed = compiled_path("data_to_label", "local/x")  # gold train demos
     with pytest.raises(PrivacyError, match="program compiled"):
         labeler.run(task, split="dev", limit=2, programs={"compiled": committed}, out_dir=tmp_path, handle=handle)

@@ -361,3 +361,15 @@ def test_gold_demos_are_private_whatever_the_metadata_says(tmp_path: Path, fake_
     program.label.demos.append({"sentence": "  " + gold.upper(), "categories": []})
     with pytest.raises(PrivacyError, match="1 gold sentences"):
         check_privacy(Endpoint("openai/gpt-4o-mini"), "labeler", policy, [], {"p": program})
+
+
+def test_an_lm_handle_is_immutable_and_cleared_only_by_the_session():
+    """Issue 27: private_cleared defaulted to True and was set after construction (fail-open)."""
+    import dataclasses
+
+    from clinsynth.lm import LMHandle
+
+    handle = LMHandle(lm=None, adapter=None, endpoint=Endpoint("openai/gpt-4o-mini"), name="remote")
+    assert handle.private_cleared is False
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        handle.private_cleared = True  # type: ignore[misc]

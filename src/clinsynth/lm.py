@@ -44,9 +44,14 @@ _INSTALL_HINT = "install the 'local' extra: pip install -e '.[local]'"
 REQUEST_TIMEOUT = 120.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class LMHandle:
-    """A configured LM with what callers need around it: adapter, endpoint, provenance name."""
+    """A configured LM with what callers need around it: adapter, endpoint, provenance name.
+
+    Immutable, and not cleared for private content unless the session that checked privacy
+    says so (``clinsynth.session.open_lm`` returns a copy with ``private_cleared`` set): a
+    handle built any other way is checked again for every program it is given (``admit``).
+    """
 
     lm: Any  # dspy.LM
     adapter: Any | None  # dspy.Adapter, or None for DSPy's default
@@ -54,7 +59,7 @@ class LMHandle:
     name: str
     role: str = ""
     policy: Any = None  # clinsynth.task.PrivacyPolicy the session checked against
-    private_cleared: bool = True  # False: the session did not clear private content for this endpoint
+    private_cleared: bool = False  # True only from the session, after its privacy check passed
     meter: Any = None  # clinsynth.meter.Meter: this run's usage, cost and guards (None for an injected LM)
 
     @property
@@ -71,8 +76,9 @@ class LMHandle:
         if self.private_cleared:
             return
         from clinsynth.session import check_privacy
+        from clinsynth.task import PrivacyPolicy
 
-        check_privacy(self.endpoint, self.role, self.policy, (), {name: program})
+        check_privacy(self.endpoint, self.role, self.policy or PrivacyPolicy(), (), {name: program})
 
     def context(self) -> Any:
         """``with handle.context(): ...`` runs DSPy calls on this LM and adapter."""

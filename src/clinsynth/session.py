@@ -27,7 +27,7 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -375,7 +375,4 @@ def open_lm(
     """
     endpoint, cleared = gate(spec, role, policy, data, programs, env_folders)
     handle = make_lm(spec.model, api_base=endpoint.api_base if spec.model != LOCAL_MODEL else None, **options)
-    handle.role = role
-    handle.policy = policy
-    handle.private_cleared = cleared or may_receive_private(endpoint, policy)
-    return handle
+    return replace(handle, role=role, policy=policy, private_cleared=cleared or may_receive_private(endpoint, policy))
