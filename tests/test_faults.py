@@ -169,6 +169,13 @@ def label(*args: str) -> tuple[int, float]:
     return code, time.monotonic() - started
 
 
+def generate_args(task_dir: Path, api_base: str, out: Path) -> list[str]:
+    """A small ``programs.generate`` run: one round, one attempt a call, no fail-fast stop."""
+    return ["--task", str(task_dir), "--lm", "openai/fake", "--api-base", api_base, "--no-progress",
+            "--out", str(out), "--per-category", "2", "--negatives", "1", "--multi-label", "0",
+            "--max-rounds", "1", "--attempts", "1", "--max-consecutive-failures", "100"]  # fmt: skip
+
+
 def unique_ids(out: Path) -> list[str]:
     """The ids in ``out``, checked to be unique (nothing duplicated)."""
     ids = [r.id for r in read_records(out)]
@@ -496,9 +503,7 @@ def test_generate_exits_1_on_failed_calls_unless_max_failures_allows_them(
     task = make_task(tmp_path, mini_taxonomy_path)
     out = tmp_path / "new_dir" / "x.jsonl"  # its folder does not exist yet
     with fake_openai(ScriptedLM(fail_generation_after=2)) as server:
-        argv = ["--task", str(task.root), "--lm", "openai/fake", "--api-base", server.api_base, "--no-progress",
-                "--out", str(out), "--per-category", "2", "--negatives", "1", "--multi-label", "0",
-                "--max-rounds", "1", "--attempts", "1", "--max-consecutive-failures", "100"]  # fmt: skip
+        argv = generate_args(task.root, server.api_base, out)
         code = gen_cli.main(argv)
         captured = capsys.readouterr()
         assert code == 1
@@ -529,9 +534,7 @@ def test_generate_against_a_failing_endpoint_leaves_no_empty_outputs(
     empty_dropped = out.with_name("x.jsonl.dropped.jsonl")
     empty_dropped.touch()  # an empty file an earlier run of this kind left behind goes too
     with fake_openai(ScriptedLM(fail_generation_after=0)) as server:
-        argv = ["--task", str(task.root), "--lm", "openai/fake", "--api-base", server.api_base, "--no-progress",
-                "--out", str(out), "--per-category", "2", "--negatives", "1", "--multi-label", "0",
-                "--max-rounds", "1", "--attempts", "1", "--max-consecutive-failures", "100"]  # fmt: skip
+        argv = generate_args(task.root, server.api_base, out)
         code = gen_cli.main(argv)
 
     captured = capsys.readouterr()

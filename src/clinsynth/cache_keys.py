@@ -21,8 +21,7 @@ _KEY_FIELD = "clinsynth_endpoint"  # a field of the hashed request only; never s
 
 @contextmanager
 def endpoint_scope(endpoint: str | None) -> Iterator[None]:
-    """Cache keys computed inside carry ``endpoint`` (None: DSPy's key, unchanged)."""
-    install()
+    """Cache keys computed inside carry ``endpoint`` (None: DSPy's key, unchanged) once ``install`` ran."""
     token = _ENDPOINT.set(endpoint)
     try:
         yield

@@ -40,11 +40,7 @@ def load_gold(gold_dir: Path | str, taxonomy: Taxonomy, splits: tuple[str, ...] 
         path = split_path(split, gold_dir)
         records = []
         for line_no, obj in iter_jsonl(path):
-            rec = parse_record(obj, path, line_no, taxonomy)
-            if rec.source != "gold":
-                raise DataError(f"expected 'gold', got {rec.source!r}", path=path, line=line_no, field="source")
-            if not rec.note_id:
-                raise DataError("missing (gold splits are by note)", path=path, line=line_no, field="note_id")
+            rec = _gold_record(obj, path, line_no, taxonomy)
             if rec.split != split:
                 raise DataError(
                     f"record says {rec.split!r} but sits in the {split} file", path=path, line=line_no, field="split"
@@ -67,6 +63,16 @@ def load_gold(gold_dir: Path | str, taxonomy: Taxonomy, splits: tuple[str, ...] 
             records.append(rec)
         out[split] = records
     return out
+
+
+def _gold_record(obj: object, path: Path, line_no: int, taxonomy: Taxonomy) -> Record:
+    """A valid record (labels in the taxonomy) of source ``gold`` with a note id, else a DataError at its line."""
+    rec = parse_record(obj, path, line_no, taxonomy)
+    if rec.source != "gold":
+        raise DataError(f"expected 'gold', got {rec.source!r}", path=path, line=line_no, field="source")
+    if not rec.note_id:
+        raise DataError("missing (gold splits are by note)", path=path, line=line_no, field="note_id")
+    return rec
 
 
 def held_out_notes(gold_dir: Path | str) -> set[str]:
@@ -94,9 +100,7 @@ def load_whole_notes(gold_dir: Path | str, taxonomy: Taxonomy, test: list[Record
     seen: dict[str, int] = {}
     records = []
     for line_no, obj in iter_jsonl(path):
-        rec = parse_record(obj, path, line_no, taxonomy)
-        if rec.source != "gold":
-            raise DataError(f"expected 'gold', got {rec.source!r}", path=path, line=line_no, field="source")
+        rec = _gold_record(obj, path, line_no, taxonomy)
         if rec.split != "test" or rec.note_id not in test_notes:
             raise DataError(
                 f"note {rec.note_id!r} (split {rec.split!r}) is not a gold test note: whole notes must be held out",

@@ -300,6 +300,7 @@ def make_lm(
     a hanging endpoint costs at most ``timeout`` x attempts per item instead of that times
     DSPy's tries as well.
     """
+    from clinsynth.cache_keys import install as install_endpoint_cache_keys
     from clinsynth.meter import Limits, Meter, MeteredLM
 
     extra: dict[str, Any] = {"timeout": timeout}
@@ -335,5 +336,6 @@ def make_lm(
     )
     lm.meter = meter
     # The embedded model's port changes every run; its model file names it instead.
+    install_endpoint_cache_keys()
     lm.cache_endpoint = f"local:{GGUF_NAME}" if model == LOCAL_MODEL else endpoint.identity()
     return LMHandle(lm=lm, adapter=make_adapter(adapter), endpoint=endpoint, name=name, meter=meter)

@@ -135,8 +135,8 @@ class LabelShards:
                     items,
                     key=lambda item: item.id,
                     to_row=lambda item, attempt: make_record(
-                        item, attempt, handle.name, job["program"], job["digest"], job["seed"],
-                        {"endpoint": handle.endpoint_id, **attributes.get(item.id, {})},
+                        item, attempt, handle, job["program"], job["digest"], job["seed"],
+                        attributes.get(item.id, {}),
                     ),  # fmt: skip
                     out=part,
                     handle=handle,

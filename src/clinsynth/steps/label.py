@@ -25,7 +25,7 @@ from clinsynth.engine_ray import RayEngine
 from clinsynth.errors import ClinsynthError
 from clinsynth.fingerprint import program_sha256
 from clinsynth.gold import held_out_notes
-from clinsynth.lm import default_adapter
+from clinsynth.lm import LMHandle, default_adapter
 from clinsynth.meter import log_run
 from clinsynth.privacy import SOURCE_SENSITIVITY, Sensitivity
 from clinsynth.records import InputItem, Provenance, Record, done_ids, export_parquet, read_inputs, read_records
@@ -253,10 +253,7 @@ def label_sentences(task: Task, config: LabelConfig, out: Path, handle: Any = No
     digest = program_sha256(program, taxonomy.guideline_text)
 
     def to_record(item: InputItem, attempt: Attempt) -> Record:
-        record = make_record(
-            item, attempt, handle.name, program, digest, config.seed,
-            {"endpoint": handle.endpoint_id, **attributes.get(item.id, {})},
-        )  # fmt: skip
+        record = make_record(item, attempt, handle, program, digest, config.seed, attributes.get(item.id, {}))
         result.label_counts.update(record.labels or ["NONE"])
         return record
 
@@ -285,15 +282,17 @@ def label_sentences(task: Task, config: LabelConfig, out: Path, handle: Any = No
 
 
 def make_record(
-    item: InputItem, attempt: Attempt, lm: str, program: Any, digest: str, seed: int, attributes: dict[str, Any]
+    item: InputItem, attempt: Attempt, handle: LMHandle, program: Any, digest: str, seed: int,
+    attributes: dict[str, Any],
 ) -> Record:
     """A labelled item as a silver record with its provenance (both engines write these).
 
-    ``program`` is the labeller (its class is recorded, beside ``digest``, its state's sha256).
+    ``handle`` names the LM and the endpoint that answered; ``program`` is the labeller (its
+    class is recorded, beside ``digest``, its state's sha256).
     """
     pred = attempt.value
     labels = list(pred.categories)
-    extra: dict[str, Any] = {"attempts": attempt.attempts, "rollout": attempt.rollout}
+    extra: dict[str, Any] = {"endpoint": handle.endpoint_id, "attempts": attempt.attempts, "rollout": attempt.rollout}
     if attempt.temperature is not None:
         extra["temperature"] = attempt.temperature
     if pred.confidence_method:
@@ -305,7 +304,7 @@ def make_record(
         source="silver",
         note_id=item.note_id,
         provenance=Provenance(
-            lm=lm,
+            lm=handle.name,
             program=f"{type(program).__module__}.{type(program).__name__}",
             program_sha256=digest,
             seed=seed,
