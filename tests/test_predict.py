@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from clinsynth.errors import ClinsynthError, DataError
-from clinsynth.predict import predict_file, read_sentences
+from clinsynth.predict import count_sentences, predict_file, read_sentences
 from clinsynth.records import MAX_SENTENCE_CHARS, read_inputs
 
 NOTE = """HISTORY OF PRESENT ILLNESS:  Febrile to 39 C overnight. Productive cough.
@@ -112,6 +112,11 @@ def test_long_lines_are_clipped_as_label_clips_them_and_notes_per_sentence(tmp_p
     assert len(note) > MAX_SENTENCE_CHARS and len(sentences) == 151
     assert [len(s.text) for s in sentences[-2:]] == [len("Productive cough at night."), MAX_SENTENCE_CHARS]
     assert [r.getMessage().split(": ")[0] for r in caplog.records] == [f"{tmp_path / 'n.jsonl'}:1"]
+    # predict's counting pass reads it all too, but only the scoring pass warns: once per long sentence.
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="clinsynth.records"):
+        assert count_sentences(tmp_path / "n.jsonl", notes=True) == 151 and count_sentences(tmp_path / "s.txt") == 2
+    assert caplog.records == []
 
 
 def test_a_txt_note_with_a_byte_order_mark_and_crlf_reads_like_a_plain_one(tmp_path: Path):

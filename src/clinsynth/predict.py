@@ -53,35 +53,40 @@ def read_sentences(path: Path | str, notes: bool = False) -> list[Sentence]:
     return out
 
 
-def iter_sentences(path: Path | str, notes: bool = False) -> Iterator[Sentence]:
-    """:func:`read_sentences` one sentence at a time, in bounded memory (a TXT of notes is one note)."""
+def iter_sentences(path: Path | str, notes: bool = False, clip: bool = True) -> Iterator[Sentence]:
+    """:func:`read_sentences` one sentence at a time, in bounded memory (a TXT of notes is one note).
+
+    ``clip=False`` leaves over-long sentences whole and unreported (a counting pass: the pass
+    that scores them clips them and warns, once).
+    """
     path = Path(path)
     if notes and path.suffix.lower() == ".txt":
         check_file(path)
         text = "\n".join(read_text(path).splitlines())  # CRLF as LF: the splitter reads \r as a line break
-        yield from _note_sentences(path.stem, text, path, None)
+        yield from _note_sentences(path.stem, text, path, None, clip)
     elif notes:
         for item in iter_inputs(path, clip=False):
-            yield from _note_sentences(item.id, item.text, path, item.line)
+            yield from _note_sentences(item.id, item.text, path, item.line, clip)
     else:
-        for item in iter_inputs(path):
+        for item in iter_inputs(path, clip=clip):
             yield Sentence(item.id, item.text, note_id=item.note_id)
 
 
 def count_sentences(path: Path | str, notes: bool = False) -> int:
     """How many sentences the input holds, every line validated on the way; none is an error."""
-    total = sum(1 for _ in iter_sentences(path, notes))
+    total = sum(1 for _ in iter_sentences(path, notes, clip=False))
     if not total:  # e.g. notes that are only section headers
         raise DataError("no sentences in input", path=Path(path))
     return total
 
 
-def _note_sentences(note_id: str, text: str, path: Path, line: int | None) -> list[Sentence]:
+def _note_sentences(note_id: str, text: str, path: Path, line: int | None, clip: bool = True) -> list[Sentence]:
     pairs = clean_and_split(_INLINE_HEADER.sub("\\1\n", text), keep_abbreviation_commas=True)
     return [
-        Sentence(f"{note_id}-s{k}", clip_text(sentence, path, line), note_id=note_id, section=section or None)
+        Sentence(f"{note_id}-s{k}", clip_text(sentence, path, line) if clip else sentence, note_id=note_id,
+                 section=section or None)
         for k, (section, sentence) in enumerate(pairs)
-    ]
+    ]  # fmt: skip
 
 
 def predict_file(
