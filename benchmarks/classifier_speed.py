@@ -12,6 +12,10 @@ sentences) and training time per mix from the augmentation experiment
 
 from __future__ import annotations
 
+from clinsynth.env import apply_environment_defaults
+
+apply_environment_defaults()  # a command: the offline environment before the imports below load dspy
+
 import argparse
 import json
 import os
@@ -20,14 +24,13 @@ import sys
 import time
 from pathlib import Path
 
-import clinsynth  # noqa: F401  (offline environment before dspy)
-from clinsynth.baselines import KeywordLexicon, TfidfLogReg
-from clinsynth.classifier import SignsClassifier
-from clinsynth.corpus import iter_sentences
-from clinsynth.records import now_iso
+from clinsynth.data.corpus import iter_sentences
+from clinsynth.data.records import now_iso
+from clinsynth.data.task import load_task
+from clinsynth.model.baselines import KeywordLexicon, TfidfLogReg
+from clinsynth.model.classifier import SignsClassifier
+from clinsynth.model.train import ensure_default_model
 from clinsynth.report import format_table, sections
-from clinsynth.steps.train import ensure_default_model
-from clinsynth.task import load_task
 
 OWN_SECTIONS = ("## Prediction", "## Training time per mix")  # what this script writes in the report
 

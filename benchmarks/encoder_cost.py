@@ -11,6 +11,10 @@ classifier's sequence length. It writes ``reports/encoder.md``.
 
 from __future__ import annotations
 
+from clinsynth.env import apply_environment_defaults
+
+apply_environment_defaults()  # a command: the offline environment before the imports below load dspy
+
 import argparse
 import json
 import os
@@ -20,16 +24,16 @@ import time
 from itertools import islice
 from pathlib import Path
 
-import clinsynth  # noqa: F401  (offline environment first)
-from clinsynth.classifier import TrainingBudget
-from clinsynth.corpus import iter_sentences
-from clinsynth.embeddings import model_path
-from clinsynth.fileio import atomic_write_text
+from clinsynth.evals.core import mean_sd_text
+from clinsynth.evals.cv_report import ci_text
+
+from clinsynth.data.corpus import iter_sentences
+from clinsynth.data.fileio import atomic_write_text
+from clinsynth.data.task import load_task
+from clinsynth.model.classifier import TrainingBudget
+from clinsynth.model.embeddings import model_path
 from clinsynth.paths import PROJECT_ROOT
 from clinsynth.report import format_table
-from clinsynth.task import load_task
-from evals.core import mean_sd_text
-from evals.cv_report import ci_text
 
 
 def encode_rate(folder: str, texts: list[str], max_length: int) -> float:
@@ -49,7 +53,7 @@ def folder_mb(folder: str) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--encoder", required=True, help="the larger encoder's folder (python -m clinsynth.encoders)")
+    p.add_argument("--encoder", required=True, help="the larger encoder's folder (python -m clinsynth.model.encoders)")
     p.add_argument("--n", type=int, default=1000, help="corpus sentences to encode")
     p.add_argument("--cv-report", type=Path, default=PROJECT_ROOT / "reports" / "encoder" / "augmentation.json")
     p.add_argument("--out", type=Path, default=PROJECT_ROOT / "reports" / "encoder.md")

@@ -13,6 +13,10 @@ the file's other sections are kept.
 
 from __future__ import annotations
 
+from clinsynth.env import apply_environment_defaults
+
+apply_environment_defaults()  # a command: the offline environment before the imports below load dspy
+
 import argparse
 import json
 import os
@@ -23,11 +27,10 @@ import sys
 import time
 from pathlib import Path
 
-import clinsynth  # noqa: F401  (offline environment first)
-from clinsynth.corpus import iter_sentences
-from clinsynth.records import now_iso
+from clinsynth.data.corpus import iter_sentences
+from clinsynth.data.records import now_iso
+from clinsynth.data.task import load_task
 from clinsynth.report import format_table, write_section
-from clinsynth.task import load_task
 
 HEADING = "## Fast inference path: torch vs ONNX Runtime"
 PATHS = {"torch": ("torch", None), "onnx-fp32": ("onnx", "fp32"), "onnx-int8": ("onnx", "int8")}
@@ -37,8 +40,8 @@ WARMUP = 64
 
 def worker(args: argparse.Namespace) -> int:
     """One path in this process: load, warm up, time N sentences, score gold test; JSON on stdout."""
-    from clinsynth.metrics import multilabel_scores
-    from clinsynth.onnx_path import load_classifier
+    from clinsynth.model.metrics import multilabel_scores
+    from clinsynth.model.onnx_path import load_classifier
 
     task = load_task(args.task)
     texts = [s.text for _, s in zip(range(args.n), iter_sentences(task.corpus), strict=False)]
@@ -109,9 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         return worker(args)
 
-    from clinsynth.onnx_path import MAX_INT8_DEV_LOSS, export_problem, read_manifest
-    from clinsynth.steps.export_onnx import ExportOnnxConfig, export_onnx
-    from clinsynth.steps.train import ensure_default_model
+    from clinsynth.app.export_onnx import ExportOnnxConfig, export_onnx
+    from clinsynth.model.onnx_path import MAX_INT8_DEV_LOSS, export_problem, read_manifest
+    from clinsynth.model.train import ensure_default_model
 
     task = load_task(args.task)
     model_dir = args.model or ensure_default_model(task)

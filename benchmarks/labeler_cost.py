@@ -19,23 +19,27 @@ approved. DSPy's cache is off so every call is real.
 
 from __future__ import annotations
 
+from clinsynth.env import apply_environment_defaults
+
+apply_environment_defaults()  # a command: the offline environment before the imports below load dspy
+
 import argparse
 import sys
 from pathlib import Path
 from typing import Any
 
-import clinsynth  # noqa: F401  (offline environment before dspy)
-from clinsynth.compiled import compiled_variants, default_compiled
+from clinsynth.programs.data_to_label import DataToLabel
+from clinsynth.programs.labellers import load_labeller
+from clinsynth.programs.scoring import score_labeller
+
+from clinsynth.data.privacy import Sensitivity
+from clinsynth.data.task import LMSpec, Task, load_task
 from clinsynth.errors import ClinsynthError
-from clinsynth.lm import lm_name_for
-from clinsynth.privacy import Sensitivity
+from clinsynth.jobs.runner import call_with_retries
+from clinsynth.llm.compiled import compiled_variants, default_compiled
+from clinsynth.llm.lm import lm_name_for
+from clinsynth.llm.session import Content, open_lm
 from clinsynth.report import format_table
-from clinsynth.runner import call_with_retries
-from clinsynth.session import Content, open_lm
-from clinsynth.task import LMSpec, Task, load_task
-from programs.data_to_label import DataToLabel
-from programs.labellers import load_labeller
-from programs.scoring import score_labeller
 
 ROLE = "labeler"
 

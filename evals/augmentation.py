@@ -23,14 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from clinsynth.evals.core import mean_std, run_key
 
-from clinsynth.classifier import SignsClassifier, TrainingBudget, label_matrix
-from clinsynth.gold import load_gold
-from clinsynth.metrics import multilabel_scores
-from clinsynth.mixes import MixSources, load_part, parse_mix
-from clinsynth.records import Record, label_counts, now_iso
-from clinsynth.taxonomy import NONE_LABEL, Taxonomy
-from evals.core import mean_std, run_key
+from clinsynth.data.gold import load_gold
+from clinsynth.data.mixes import MixSources, load_part, parse_mix
+from clinsynth.data.records import Record, label_counts, now_iso
+from clinsynth.data.taxonomy import NONE_LABEL, Taxonomy
+from clinsynth.model.classifier import SignsClassifier, TrainingBudget
+from clinsynth.model.metrics import label_matrix, multilabel_scores
 
 MAIN_MIXES = ("gold", "gold+silver", "gold+bronze", "gold+silver+bronze")
 REFERENCE_MIXES = ("silver", "bronze")
@@ -121,7 +121,7 @@ def train_mix_run(
 def baseline_runs(
     train: Sequence[Record], dev: Sequence[Record], test: Sequence[Record], taxonomy: Taxonomy, budget: TrainingBudget
 ) -> list[RunResult]:
-    from clinsynth.baselines import KeywordLexicon, TfidfLogReg
+    from clinsynth.model.baselines import KeywordLexicon, TfidfLogReg
 
     texts = [r.text for r in test]
     out = []
@@ -237,7 +237,7 @@ def run(experiment: Experiment, taxonomy: Taxonomy, out_dir: Path, command: str)
             "runs": [{k: v for k, v in asdict(r).items() if k != "predictions"} for r in results],
         }
     )
-    from evals.augmentation_report import write_reports
+    from clinsynth.evals.augmentation_report import write_reports
 
     write_reports(summary, taxonomy, out_dir)
     return summary
@@ -339,7 +339,7 @@ def label_noise(results: Sequence[RunResult], sources: MixSources) -> dict[str, 
 
 def distribution_shift(mix_data: dict[str, list[Record]], taxonomy: Taxonomy, test: Sequence[Record]) -> dict:
     """Cosine distance between each source's per-category centroid and gold test's (base MiniLM)."""
-    from clinsynth.embeddings import encode_cached
+    from clinsynth.model.embeddings import encode_cached
 
     by_source: dict[str, list[Record]] = {}
     seen: set[tuple[str, str]] = set()

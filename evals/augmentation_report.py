@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from clinsynth.fileio import atomic_write_text
+from clinsynth.evals.core import mean_sd_text
+
+from clinsynth.data.fileio import atomic_write_text
+from clinsynth.data.taxonomy import NONE_LABEL, Taxonomy
 from clinsynth.report import format_table
-from clinsynth.taxonomy import NONE_LABEL, Taxonomy
-from evals.core import mean_sd_text
 
 REPORT = "augmentation_split"
 SUMMARY_PNG = f"{REPORT}_summary.png"

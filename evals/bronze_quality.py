@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from clinsynth import bronze_filters as bf
-from clinsynth.phi import scan
-from clinsynth.records import Record, now_iso, read_records
+from clinsynth.data import bronze_filters as bf
+from clinsynth.data.phi import scan
+from clinsynth.data.records import Record, now_iso, read_records
+from clinsynth.data.taxonomy import NONE_LABEL, Taxonomy
+from clinsynth.data.textstats import distinct_n, tokens
 from clinsynth.report import format_table
-from clinsynth.taxonomy import NONE_LABEL, Taxonomy
-from clinsynth.textstats import distinct_n, tokens
 
 DEFAULT_BRONZE = Path("data/bronze/bronze.jsonl")
 COVERAGE_COSINE = 0.6
@@ -101,7 +101,7 @@ def run(
 ) -> dict[str, Any]:
     """``gold_paths``: the task's gold splits (distance to gold, leakage)."""
     if embed is None:
-        from clinsynth.embeddings import encode as embed
+        from clinsynth.model.embeddings import encode as embed
     bronze = read_records(bronze_path, taxonomy)
     gold = [r for p in gold_paths for r in read_records(p, taxonomy)]
     report_path = bronze_path.with_name(bronze_path.name + ".report.json")

@@ -13,10 +13,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from clinsynth.data.records import Record
+from clinsynth.data.taxonomy import Taxonomy
 from clinsynth.fingerprint import parts_sha256
-from clinsynth.metrics import multilabel_scores
-from clinsynth.records import Record
-from clinsynth.taxonomy import Taxonomy
+from clinsynth.model.metrics import multilabel_scores
 
 
 @dataclass(frozen=True)

@@ -35,16 +35,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from clinsynth.evals.core import mean_std, run_key
 
-from clinsynth.classifier import SignsClassifier, TrainingBudget
+from clinsynth.data.fileio import atomic_write_text
+from clinsynth.data.mixes import HYBRID_SUFFIX, MixSources, load_part, parse_mix, split_hybrid
+from clinsynth.data.records import Record
+from clinsynth.data.rules import RuleSet
+from clinsynth.data.taxonomy import Taxonomy
 from clinsynth.errors import DataError
-from clinsynth.fileio import atomic_write_text
-from clinsynth.metrics import multilabel_scores
-from clinsynth.mixes import HYBRID_SUFFIX, MixSources, load_part, parse_mix, split_hybrid
-from clinsynth.records import Record
-from clinsynth.rules import RuleSet
-from clinsynth.taxonomy import Taxonomy
-from evals.core import mean_std, run_key
+from clinsynth.model.classifier import SignsClassifier, TrainingBudget
+from clinsynth.model.metrics import multilabel_scores
 
 AGREE = "silver-agree"
 DEFAULT_MIXES = ("gold", "gold+bronze", f"gold+{AGREE}")
@@ -70,7 +70,7 @@ class FoldRun:
     train_seconds: float
     epochs: list[dict[str, Any]] = field(default_factory=list)
     silver_scores: list[list[float]] | None = None  # gold runs: the student's scores on silver (for AGREE)
-    # The student's scores on the fold and on the inner dev: what the hybrid (``clinsynth.hybrid``)
+    # The student's scores on the fold and on the inner dev: what the hybrid (``clinsynth.model.hybrid``)
     # stacks with the rule hits, fitted on the inner dev and applied to the fold.
     scores: list[list[float]] | None = None
     dev_ids: list[str] | None = None
@@ -257,7 +257,7 @@ class CrossValidation:
 
     def hybrid_out_of_fold(self, runs: Sequence[FoldRun]) -> list[list[str]]:
         """Each fold's student stacked with the rule hits (fitted on its inner dev), pool order."""
-        from clinsynth.hybrid import RuleStack
+        from clinsynth.model.hybrid import RuleStack
 
         assert self.rules is not None
         by_id = {r.id: r for r in self.pool}
@@ -275,7 +275,7 @@ class CrossValidation:
 
     def baselines(self) -> dict[str, list[list[str]]]:
         """Keyword lexicon and TF-IDF + LR, fold by fold on the gold parts (deterministic: one 'seed')."""
-        from clinsynth.baselines import KeywordLexicon, TfidfLogReg
+        from clinsynth.model.baselines import KeywordLexicon, TfidfLogReg
 
         lexicon = KeywordLexicon.from_taxonomy(self.taxonomy)
         out: dict[str, list[list[str]]] = {}
@@ -399,7 +399,7 @@ def bronze_per_target(cv: CrossValidation) -> int:
     """The most bronze sentences any target category has: the x of the learning curve's 'all' point."""
     from collections import Counter
 
-    from clinsynth.mixes import bronze_target
+    from clinsynth.data.mixes import bronze_target
 
     counts = Counter(bronze_target(r) for r in cv.part("bronze"))
     return max(counts.values(), default=0)
@@ -411,13 +411,13 @@ def gold_test(gold: dict[str, list[Record]], taxonomy: Taxonomy, model_dir: Path
     trained, ``reference_model_dir``), the rule list, the keyword lexicon and TF-IDF + LR fitted
     on gold train; the default model's paired CIs (notes resampled) against the rule list and gold.
 
-    ``whole_notes`` (every sentence of some whole test notes, ``clinsynth.gold.load_whole_notes``)
+    ``whole_notes`` (every sentence of some whole test notes, ``clinsynth.data.gold.load_whole_notes``)
     are scored the same way under ``"whole_notes"``: what to expect on whole notes, where most
     sentences are NONE, beside the test set enriched for categories."""
-    from clinsynth.baselines import KeywordLexicon, TfidfLogReg
-    from clinsynth.classifier import SignsClassifier
-    from clinsynth.steps.train import reference_model_dir
-    from clinsynth.textstats import normalise
+    from clinsynth.data.textstats import normalise
+    from clinsynth.model.baselines import KeywordLexicon, TfidfLogReg
+    from clinsynth.model.classifier import SignsClassifier
+    from clinsynth.model.train import reference_model_dir
 
     systems: dict[str, Callable[[list[str]], list[list[str]]]] = {}
     note = f"No default model in {model_dir} yet (`clinsynth train`)."
@@ -499,7 +499,7 @@ def cross_validate_task(task: Any, settings: CVSettings, out_dir: Path, command:
     """The task's cross-validated augmentation report: every run (reusing finished ones), the
     gold-test line for its default model, ``augmentation.{md,html,json}`` under ``out_dir``;
     returns the Markdown path and the summary."""
-    from evals.cv_report import write_report
+    from clinsynth.evals.cv_report import write_report
 
     gold = task.gold()
     pool = whole_notes(gold["train"] + gold["dev"], settings.pool_limit)
@@ -514,7 +514,7 @@ def cross_validate_task(task: Any, settings: CVSettings, out_dir: Path, command:
 def refresh_test_line(task: Any, out_dir: Path, model_dir: Path | None = None) -> Path:
     """Rewrite the report under ``out_dir`` with the gold-test line of the model now in
     ``model_dir`` (the main job trains the default model after cross-validation chose its mix)."""
-    from evals.cv_report import REPORT, write_report
+    from clinsynth.evals.cv_report import REPORT, write_report
 
     summary = json.loads((Path(out_dir) / f"{REPORT}.json").read_text(encoding="utf-8"))
     gold = task.gold()

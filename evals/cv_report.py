@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from clinsynth.evals.augmentation_report import html_table
+from clinsynth.evals.core import mean_sd_text
 
-from clinsynth.fileio import atomic_write_text
-from clinsynth.mixes import best_mix, bronze_cap, split_hybrid
+from clinsynth.data.fileio import atomic_write_text
+from clinsynth.data.mixes import best_mix, bronze_cap, split_hybrid
+from clinsynth.data.taxonomy import Taxonomy
 from clinsynth.report import format_table
-from clinsynth.taxonomy import Taxonomy
-from evals.augmentation_report import html_table
-from evals.core import mean_sd_text
 
 REPORT = "augmentation"
 CATEGORY_PNG = "augmentation_per_category.png"
@@ -217,7 +217,8 @@ def markdown(summary: dict[str, Any], taxonomy: Taxonomy) -> str:
         "## Every mix and baseline (mean ± sd over seeds; paired 95% bootstrap CI of the difference, notes resampled)",
         "",
         "`MIX+rules` is the hybrid: each fold's `MIX` student with the task's rule list (`rules.yaml`): a rule hit, "
-        "or a student score at a threshold tuned on the fold's inner dev (`clinsynth.hybrid`); it costs no training. "
+        "or a student score at a threshold tuned on the fold's inner dev (`clinsynth.model.hybrid`); it costs no "
+        "training. "
         "A system `mix@field=value` is trained with that budget field changed; it is compared with gold trained the "
         "same way when that ran, else with the same mix at the default budget. Seconds per run are wall time on "
         "this machine, including the per-epoch dev scoring.",

@@ -14,19 +14,20 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from clinsynth.compiled import compiled_variants, default_compiled
-from clinsynth.gold import load_gold
-from clinsynth.lm import LMHandle
-from clinsynth.privacy import Sensitivity
+from clinsynth.evals.core import Result
+from clinsynth.evals.core import Task as EvalTask
+from clinsynth.programs.data_to_label import DataToLabel
+from clinsynth.programs.labellers import load_labeller
+from clinsynth.programs.scoring import score_labeller
+
+from clinsynth.data.gold import load_gold
+from clinsynth.data.privacy import Sensitivity
+from clinsynth.data.task import LMSpec, Task
+from clinsynth.data.taxonomy import Taxonomy
+from clinsynth.llm.compiled import compiled_variants, default_compiled
+from clinsynth.llm.lm import LMHandle
+from clinsynth.llm.session import Content, admit, open_lm
 from clinsynth.report import format_table
-from clinsynth.session import Content, open_lm
-from clinsynth.task import LMSpec, Task
-from clinsynth.taxonomy import Taxonomy
-from evals.core import Result
-from evals.core import Task as EvalTask
-from programs.data_to_label import DataToLabel
-from programs.labellers import load_labeller
-from programs.scoring import score_labeller
 
 ROLE = "labeler"
 
@@ -156,7 +157,7 @@ def run(
     """Compare ``programs`` (name -> compiled path, None = zero-shot) on a gold split of ``task``.
 
     The LM is ``lm``, else the task's labeller. Default programs: zero-shot and the
-    task's compiled labeller for the LM, if any, and its variants (``clinsynth.compiled.compiled_variants``,
+    task's compiled labeller for the LM, if any, and its variants (``clinsynth.llm.compiled.compiled_variants``,
     e.g. ``decisions`` for ``data_to_label.decisions.local.json``). ``handle`` replaces the session's LM
     (tests); without one the LM is opened for the ``labeler`` role after the privacy
     check on the split and the programs. Reports go to ``out_dir`` (default: the task's).
@@ -175,7 +176,7 @@ def run(
         handle = open_lm(spec, ROLE, task.privacy, data, loaded, env_folders=[task.root])
     else:
         for name, program in loaded.items():
-            handle.admit(name, program)
+            admit(handle, name, program)
     results = [program_result(name, eval_task, program, handle, threads) for name, program in loaded.items()]
     out_dir = out_dir or task.reports_dir
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -17,10 +17,11 @@ import shlex
 import sys
 from pathlib import Path
 
-from clinsynth.cliargs import add_budget_flags, add_task_flag, budget_from_args, interrupted
+from clinsynth.evals.cv import DEFAULT_FOLDS
+
+from clinsynth.data.task import LMSpec, Task, load_task
 from clinsynth.errors import ClinsynthError
-from clinsynth.task import LMSpec, Task, load_task
-from evals.cv import DEFAULT_FOLDS
+from clinsynth.jobs.cliargs import add_budget_flags, add_task_flag, budget_from_args, interrupted
 
 Formatter = argparse.ArgumentDefaultsHelpFormatter
 
@@ -93,7 +94,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         task = load_task(args.task)
         out_dir = args.out_dir or task.reports_dir
         if args.suite == "labeler":
-            from evals import labeler
+            from clinsynth.evals import labeler
 
             programs: dict[str, Path | None] | None = None
             if args.program:
@@ -110,8 +111,9 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
                 )
             print(f"report: {out_dir / 'labeler.md'}")
         elif args.suite == "bronze-quality":
-            from clinsynth.gold import SPLITS
-            from evals import bronze_quality
+            from clinsynth.evals import bronze_quality
+
+            from clinsynth.data.gold import SPLITS
 
             results = bronze_quality.run(
                 args.bronze or task.bronze,
@@ -127,13 +129,14 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
             )
             print(f"report: {out_dir / 'bronze.md'}")
         elif args.suite == "split":
-            from clinsynth.mixes import best_mix
-            from evals import augmentation
+            from clinsynth.evals import augmentation
+
+            from clinsynth.data.mixes import best_mix
 
             summary = augmentation.run(augmentation_experiment(args, task), task.taxonomy, out_dir, command)
             print(f"report: {out_dir / 'augmentation_split.md'} (best mix on dev: {best_mix(summary)})")
         elif args.suite in ("augmentation", "cv"):
-            from evals import cv
+            from clinsynth.evals import cv
 
             settings = cv.CVSettings.for_task(
                 task,
@@ -146,7 +149,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
             report, _ = cv.cross_validate_task(task, settings, Path(out_dir), command, work_dir=args.work_dir)
             print(f"report: {report}")
         elif args.suite == "topup":
-            from evals import cv, topup
+            from clinsynth.evals import cv, topup
 
             settings = cv.CVSettings.for_task(
                 task, seeds=tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None, folds=args.folds
@@ -164,8 +167,9 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
 
 def augmentation_experiment(args: argparse.Namespace, task: Task):
     """The experiment the CLI options describe (defaults: every mix, seeds 0-2, default budget)."""
-    from clinsynth.mixes import MixSources
-    from evals.augmentation import DEFAULT_MIXES, Experiment
+    from clinsynth.evals.augmentation import DEFAULT_MIXES, Experiment
+
+    from clinsynth.data.mixes import MixSources
 
     sources = MixSources.for_task(
         task, silver=args.silver, bronze=args.bronze, silver_min_confidence=args.silver_min_confidence

@@ -14,13 +14,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from clinsynth.fileio import atomic_write_text
-from clinsynth.metrics import multilabel_scores
-from clinsynth.mixes import MixSources, bronze_target
+from clinsynth.evals.core import mean_sd_text, mean_std
+from clinsynth.evals.cv import HEADLINE, CrossValidation, CVSettings, note_of, paired_ci, whole_notes
+from clinsynth.evals.cv_report import interval_text
+
+from clinsynth.data.fileio import atomic_write_text
+from clinsynth.data.mixes import MixSources, bronze_target
+from clinsynth.model.metrics import multilabel_scores
 from clinsynth.report import format_table
-from evals.core import mean_sd_text, mean_std
-from evals.cv import HEADLINE, CrossValidation, CVSettings, note_of, paired_ci, whole_notes
-from evals.cv_report import interval_text
 
 REPORT = "topup"
 MIX = "gold+bronze"

@@ -17,12 +17,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import dspy
+from clinsynth.programs.data_to_label import DataToLabel
+from clinsynth.signatures.decide_categories import decide_categories_signature, decision_fields
 
-from clinsynth.confidence import answer_probability
-from clinsynth.metrics import confusion, multilabel_scores
-from clinsynth.taxonomy import Taxonomy
-from programs.data_to_label import DataToLabel
-from signatures.decide_categories import decide_categories_signature, decision_fields
+from clinsynth.data.taxonomy import Taxonomy
+from clinsynth.llm.confidence import answer_probability
+from clinsynth.model.metrics import confusion, multilabel_scores
 
 DEFAULT_THRESHOLD = 0.5
 MIN_POSITIVES = 3  # fewer dev positives than this: keep the default threshold (one sentence would decide it)
@@ -152,7 +152,7 @@ def calibrate(
     ``lm`` and ``context()`` (an optimizer ``Problem`` is one). A sentence whose answer
     fails after retries is left out of the fit.
     """
-    from programs.scoring import run_timed
+    from clinsynth.programs.scoring import run_timed
 
     program = CategoryDecisions(taxonomy)
     program.label.demos = [decisions_example(e.sentence, e.categories, taxonomy) for e in demos[:MAX_DEMOS]]

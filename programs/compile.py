@@ -2,7 +2,7 @@
 
 Prints the dev scores before and after and writes ``<task compiled dir>/<program>.<lm>.json``
 (DSPy state-only JSON plus metadata: DSPy version, LM and endpoint, optimizer, seed, data,
-scores, where the demos came from). The work is ``clinsynth.steps.compile.compile_program``;
+scores, where the demos came from). The work is ``clinsynth.programs.steps.compile.compile_program``;
 the optimizers are listed in ``programs.optimizers``.
 
 ``--program label-to-data`` compiles the generator instead (``bootstrap``, ``random-search``
@@ -21,12 +21,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from clinsynth.cliargs import add_cost_flags, add_task_flag, add_timeout_flag, cost_limits, interrupted, print_plan
+from clinsynth.programs.optimizers import OPTIMIZERS
+from clinsynth.programs.steps.compile import PROGRAMS, CompileConfig, compile_program, plan_compile
+
+from clinsynth.data.task import LMSpec, Task, load_task
 from clinsynth.errors import ClinsynthError
-from clinsynth.meter import describe_usage
-from clinsynth.steps.compile import PROGRAMS, CompileConfig, compile_program, plan_compile
-from clinsynth.task import LMSpec, Task, load_task
-from programs.optimizers import OPTIMIZERS
+from clinsynth.jobs.cliargs import add_cost_flags, add_task_flag, add_timeout_flag, cost_limits, interrupted, print_plan
+from clinsynth.llm.meter import describe_usage
 
 PROG = "python -m programs.compile"
 DESCRIPTION = (

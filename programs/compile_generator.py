@@ -27,23 +27,23 @@ from typing import Any
 
 import dspy
 import numpy as np
-from dspy.utils.exceptions import AdapterParseError
-
-from clinsynth.bronze_filters import LEAK_COSINE, NEAR_DUPLICATE_COSINE, Embed, round_trip_agrees
-from clinsynth.lm import LMHandle
-from clinsynth.records import Record
-from clinsynth.taxonomy import NONE_LABEL, Taxonomy
-from programs.data_to_label import DataToLabel
-from programs.generate import GENERATION_TEMPERATURE
-from programs.label_to_data import (
+from clinsynth.programs.data_to_label import DataToLabel
+from clinsynth.programs.generate import GENERATION_TEMPERATURE
+from clinsynth.programs.label_to_data import (
     MULTI_TARGET,
     NONE_TARGET,
     LabelToData,
     plan_call,
     request_inputs,
 )
-from programs.optimizers import Problem
-from programs.scoring import run_timed
+from clinsynth.programs.optimizers import Problem
+from clinsynth.programs.scoring import run_timed
+from dspy.utils.exceptions import AdapterParseError
+
+from clinsynth.data.bronze_filters import LEAK_COSINE, NEAR_DUPLICATE_COSINE, Embed, round_trip_agrees
+from clinsynth.data.records import Record
+from clinsynth.data.taxonomy import NONE_LABEL, Taxonomy
+from clinsynth.llm.lm import LMHandle
 
 PROGRAM = "label-to-data"
 DEFAULT_K = 2
@@ -56,7 +56,7 @@ DEMO_MIN_AGREEMENT = 0.8
 DEMO_MIN_DIVERSITY = 0.3
 DEMO_MAX_PAIR_COSINE = NEAR_DUPLICATE_COSINE  # the bronze near-duplicate filter: a demo shows none
 SELECTION_START = 2000  # call indices for random-search's selection set (dev 0.., train 1000..)
-log = logging.getLogger("programs.compile")
+log = logging.getLogger("clinsynth.programs.compile")
 
 
 def generation_examples(

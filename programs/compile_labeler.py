@@ -12,13 +12,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import dspy
+from clinsynth.programs.data_to_label import DataToLabel
+from clinsynth.programs.optimizers import Problem
 
-from clinsynth.lm import LMHandle
-from clinsynth.metrics import set_f1
-from clinsynth.records import Record
-from clinsynth.taxonomy import NONE_LABEL, Taxonomy
-from programs.data_to_label import DataToLabel
-from programs.optimizers import Problem
+from clinsynth.data.records import Record
+from clinsynth.data.taxonomy import NONE_LABEL, Taxonomy
+from clinsynth.llm.lm import LMHandle
+from clinsynth.model.metrics import set_f1
 
 PROGRAM = "data-to-label"
 DEFAULT_K = 18

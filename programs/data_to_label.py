@@ -6,10 +6,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import dspy
+from clinsynth.signatures.label_sentence import label_sentence_signature
 
-from clinsynth.confidence import agreement, answer_probability
-from clinsynth.taxonomy import Taxonomy
-from signatures.label_sentence import label_sentence_signature
+from clinsynth.data.taxonomy import Taxonomy
+from clinsynth.llm.confidence import agreement, answer_probability
 
 SAMPLE_TEMPERATURE = 0.7
 MAX_TOKENS = 160
@@ -53,7 +53,7 @@ class DataToLabel(dspy.Module):
 
     def _nearest_demos(self, sentence: str) -> list[dspy.Example]:
         if self._embed is None:
-            from clinsynth.embeddings import encode
+            from clinsynth.model.embeddings import encode
 
             self._embed = encode
         if self._pool_vectors is None:

@@ -8,8 +8,8 @@ Resumable call by call and sentence by sentence from the files next to ``--out``
 ``<out>.dropped.jsonl`` and ``<out>.report.json`` are rewritten at the end of each run.
 Exit status: 0 done, 1 more calls and round trips failed than ``--max-failures``, 2 the
 run could not go on (bad flags, an endpoint that refuses or does not answer, or
-``--max-cost`` reached). The work itself is ``clinsynth.steps.bronze.generate_bronze``;
-``--dry-run`` prints its cost plan instead (``clinsynth.steps.bronze.plan_bronze``).
+``--max-cost`` reached). The work itself is ``clinsynth.programs.steps.bronze.generate_bronze``;
+``--dry-run`` prints its cost plan instead (``clinsynth.programs.steps.bronze.plan_bronze``).
 
 ``--refilter-subject`` applies the guideline's subject filter (a positive label whose every cue
 is about someone else, by the task's rule list) to an existing set without any LM call.
@@ -27,18 +27,7 @@ import logging
 import sys
 from pathlib import Path
 
-from clinsynth.cliargs import (
-    add_cost_flags,
-    add_lm_flags,
-    add_map_flags,
-    add_task_flag,
-    interrupted,
-    lm_override,
-    map_settings,
-    print_plan,
-)
-from clinsynth.errors import ClinsynthError
-from clinsynth.steps.bronze import (
+from clinsynth.programs.steps.bronze import (
     GENERATION_TEMPERATURE,
     PROGRAM_NAME,
     ROUND_TRIP_POLICIES,
@@ -49,7 +38,19 @@ from clinsynth.steps.bronze import (
     refilter_subject,
     weakest_categories,
 )
-from clinsynth.task import Task, load_task
+
+from clinsynth.data.task import Task, load_task
+from clinsynth.errors import ClinsynthError
+from clinsynth.jobs.cliargs import (
+    add_cost_flags,
+    add_lm_flags,
+    add_map_flags,
+    add_task_flag,
+    interrupted,
+    lm_override,
+    map_settings,
+    print_plan,
+)
 
 # GENERATION_TEMPERATURE and PROGRAM_NAME stay importable from here (programs.compile_generator uses the first).
 __all__ = [
@@ -162,7 +163,7 @@ def top_up_from_args(args: argparse.Namespace, task: Task) -> dict[str, int]:
 
 
 def print_result(result: BronzeResult) -> None:
-    from clinsynth.meter import describe_usage
+    from clinsynth.llm.meter import describe_usage
     from clinsynth.report import format_table
 
     print(f"generator: {result.generator_program}; round trip: {result.labeler_program or 'off'}; lm: {result.lm}")

@@ -7,7 +7,7 @@ existing output is resumed: ids already there are skipped, never duplicated. Rec
 whose LM call still fails after retries go to ``<out>.failures.jsonl`` and are retried on
 the next run. Exit status: 0 done, 1 more records failed than ``--max-failures``, 2 the
 run could not go on (bad input or flags, or an endpoint that refuses or does not answer).
-The work itself is ``clinsynth.steps.label.label_sentences``.
+The work itself is ``clinsynth.programs.steps.label.label_sentences``.
 
 ``--silver`` makes the task's own silver set with the settings in its ``clinsynth.toml``.
 
@@ -21,7 +21,10 @@ import logging
 import sys
 from pathlib import Path
 
-from clinsynth.cliargs import (
+from clinsynth.data.privacy import Sensitivity
+from clinsynth.data.task import load_task
+from clinsynth.errors import ClinsynthError
+from clinsynth.jobs.cliargs import (
     add_cost_flags,
     add_engine_flags,
     add_lm_flags,
@@ -33,9 +36,6 @@ from clinsynth.cliargs import (
     map_settings,
     print_plan,
 )
-from clinsynth.errors import ClinsynthError
-from clinsynth.privacy import Sensitivity
-from clinsynth.task import load_task
 
 
 def build_parser(prog: str = "python -m programs.label") -> argparse.ArgumentParser:
@@ -79,8 +79,9 @@ def build_parser(prog: str = "python -m programs.label") -> argparse.ArgumentPar
 
 
 def run(args: argparse.Namespace) -> int:
-    from clinsynth.meter import describe_usage
-    from clinsynth.steps.label import LabelConfig, label_sentences, plan_labelling
+    from clinsynth.programs.steps.label import LabelConfig, label_sentences, plan_labelling
+
+    from clinsynth.llm.meter import describe_usage
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

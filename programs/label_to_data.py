@@ -17,11 +17,11 @@ from typing import Any
 
 import dspy
 import json_repair
+from clinsynth.signatures.generate_sentences import GenerateSentences
 from dspy.utils.exceptions import AdapterParseError
 
-from clinsynth.corpus import split_sentences
-from clinsynth.taxonomy import Taxonomy
-from signatures.generate_sentences import GenerateSentences
+from clinsynth.data.corpus import split_sentences
+from clinsynth.data.taxonomy import Taxonomy
 
 NONE_TARGET = "NONE"
 MULTI_TARGET = "MULTI"

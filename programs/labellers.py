@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from clinsynth.compiled import load_compiled
+from clinsynth.programs.category_decisions import STATE_KEY, CategoryDecisions
+from clinsynth.programs.data_to_label import DataToLabel
+
+from clinsynth.data.taxonomy import Taxonomy
 from clinsynth.errors import ClinsynthError
-from clinsynth.taxonomy import Taxonomy
-from programs.category_decisions import STATE_KEY, CategoryDecisions
-from programs.data_to_label import DataToLabel
+from clinsynth.llm.compiled import load_compiled
 
 
 def holds_decisions(path: Path) -> bool:

@@ -4,7 +4,7 @@ An optimizer gets a ``Problem`` (the student, its train/dev examples, the metric
 demo budget and the LM to run on) and returns the compiled program. Each program builds
 its problem (``programs.compile_labeler``, ``programs.compile_generator``); the entry
 says which programs it applies to and why not the others, so both programs go through
-one compile path (``clinsynth.steps.compile``).
+one compile path (``clinsynth.programs.steps.compile``).
 
 Cheapest first (LM calls on the embedded model, ~1.5 s each):
 
@@ -156,7 +156,7 @@ def _gepa(p: Problem) -> Any:
 
 
 def _decisions(p: Problem) -> Any:
-    from programs.category_decisions import calibrate
+    from clinsynth.programs.category_decisions import calibrate
 
     # The Problem carries the LM and its context, which is all the retrying loop needs of a handle.
     # Demos: the first of the (stratified) train examples, at most MAX_DEMOS.

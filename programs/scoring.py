@@ -1,6 +1,6 @@
 """Run a program over examples under an LM handle and score it: one loop for every caller.
 
-``run_timed`` is the loop (``clinsynth.runner.run_all``: retries, threads, progress, and
+``run_timed`` is the loop (``clinsynth.jobs.runner.run_all``: retries, threads, progress, and
 the wall time); ``score_labeller`` runs a data-to-label program over gold-labelled
 sentences and scores it. Compile (before/after), the labeller eval suite and the cost
 benchmark all score labellers through it, so "failed" and "F1" mean the same everywhere.
@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from clinsynth.metrics import multilabel_scores
-from clinsynth.runner import Attempt, run_all
+from clinsynth.jobs.runner import Attempt, run_all
+from clinsynth.model.metrics import multilabel_scores
 
 # The keys compile keeps in a compiled program's metadata (dev_before / dev_after).
 SUMMARY_KEYS = ("n", "mean_set_f1", "micro_f1", "macro_f1", "binary_f1", "failed", "seconds_per_sentence")
@@ -51,7 +51,7 @@ class LabellerRun:
     gold: list[list[str]]
     attempts: list[Attempt]  # per sentence, in input order
     seconds: float
-    scores: dict[str, Any]  # clinsynth.metrics.multilabel_scores, failed sentences as NONE
+    scores: dict[str, Any]  # clinsynth.model.metrics.multilabel_scores, failed sentences as NONE
 
     @property
     def n(self) -> int:

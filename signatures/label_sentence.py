@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dspy
 
-from clinsynth.taxonomy import Taxonomy
+from clinsynth.data.taxonomy import Taxonomy
 
 
 class LabelSentence(dspy.Signature):

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from clinsynth.textstats import tokens
+from clinsynth.data.textstats import tokens
 
 
 def bow_embed(texts: Sequence[str]) -> np.ndarray:

@@ -114,8 +114,8 @@ def fake_openai() -> type[FakeOpenAI]:
 @pytest.fixture(scope="session")
 def mini_trained(tmp_path_factory: pytest.TempPathFactory):
     """One tiny SetFit classifier on the two-category taxonomy, shared by the tests that need one."""
-    from clinsynth.classifier import SignsClassifier, TrainingBudget
-    from clinsynth.taxonomy import load_taxonomy
+    from clinsynth.data.taxonomy import load_taxonomy
+    from clinsynth.model.classifier import SignsClassifier, TrainingBudget
     from tests.mini_data import records
 
     path = tmp_path_factory.mktemp("tax") / "mini.yaml"
@@ -169,7 +169,7 @@ def task_dir(tmp_path: Path) -> Path:
 
 def ad_task():
     """The bundled AD task (tasks/ad_signs)."""
-    from clinsynth.task import BUNDLED_TASK, load_task
+    from clinsynth.data.task import BUNDLED_TASK, load_task
 
     return load_task(BUNDLED_TASK)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clinsynth.records import Record, write_records
+from clinsynth.data.records import Record, write_records
 
 FEVER = [
     "Temperature 39.2 C this morning.",

@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+from clinsynth.evals import augmentation
 
-from clinsynth.classifier import TrainingBudget
+from clinsynth.data.mixes import MixSources, best_mix
+from clinsynth.data.records import Provenance, Record, write_records
+from clinsynth.data.taxonomy import load_taxonomy
 from clinsynth.errors import DataError
-from clinsynth.mixes import MixSources, best_mix
-from clinsynth.records import Provenance, Record, write_records
-from clinsynth.taxonomy import load_taxonomy
-from evals import augmentation
+from clinsynth.model.classifier import TrainingBudget
 from tests.mini_data import write_gold
 
 BRONZE = ["Febrile at 38.7 C.", "Temperature up to 39.5.", "Wet cough at night.", "Coughs when lying down."]

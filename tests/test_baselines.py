@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from clinsynth.baselines import KeywordLexicon, TfidfLogReg
-from clinsynth.metrics import multilabel_scores
-from clinsynth.taxonomy import load_taxonomy
+from clinsynth.data.taxonomy import load_taxonomy
+from clinsynth.model.baselines import KeywordLexicon, TfidfLogReg
+from clinsynth.model.metrics import multilabel_scores
 from tests.conftest import ad_taxonomy
 from tests.mini_data import records
 

@@ -2,11 +2,11 @@
 
 import json
 
-from clinsynth.gold import SPLITS
+from clinsynth.data.gold import SPLITS
+from clinsynth.data.phi import scan
+from clinsynth.data.records import read_records
+from clinsynth.data.textstats import ngrams, normalise, tokens
 from clinsynth.paths import DATA_DIR
-from clinsynth.phi import scan
-from clinsynth.records import read_records
-from clinsynth.textstats import ngrams, normalise, tokens
 from tests.conftest import ad_task, ad_taxonomy
 
 BRONZE = DATA_DIR / "bronze" / "bronze.jsonl"

@@ -1,5 +1,5 @@
-from clinsynth import bronze_filters as bf
-from clinsynth.textstats import distinct_n, normalise
+from clinsynth.data import bronze_filters as bf
+from clinsynth.data.textstats import distinct_n, normalise
 from tests.bow import bow_embed
 
 
@@ -63,7 +63,7 @@ def test_text_measures():
 
 
 def test_the_subject_filter_drops_a_relatives_use_labelled_as_the_patients():
-    from clinsynth.task import load_task
+    from clinsynth.data.task import load_task
 
     rules = load_task("tasks/sdoh").rules
     candidates = [
@@ -83,9 +83,10 @@ def test_refiltering_a_bronze_set_moves_a_relatives_use_to_the_dropped_file(tmp_
     import dataclasses
     import json
 
-    from clinsynth.records import Provenance, Record, read_records, write_records
-    from clinsynth.steps.bronze import refilter_subject
-    from clinsynth.task import load_task
+    from clinsynth.programs.steps.bronze import refilter_subject
+
+    from clinsynth.data.records import Provenance, Record, read_records, write_records
+    from clinsynth.data.task import load_task
 
     task = load_task("tasks/sdoh")
     out = tmp_path / "bronze.jsonl"
@@ -104,8 +105,8 @@ def test_refiltering_a_bronze_set_moves_a_relatives_use_to_the_dropped_file(tmp_
 
 
 def test_the_committed_bronze_sets_follow_the_subject_rule():
-    from clinsynth.records import read_records
-    from clinsynth.task import load_task
+    from clinsynth.data.records import read_records
+    from clinsynth.data.task import load_task
 
     for folder in ("tasks/ad_signs", "tasks/sdoh"):
         task = load_task(folder)

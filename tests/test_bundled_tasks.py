@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from clinsynth.task import load_task
+from clinsynth.data.task import load_task
 
 TASKS = sorted(p.parent for p in (Path(__file__).resolve().parent.parent / "tasks").glob("*/clinsynth.toml"))
 

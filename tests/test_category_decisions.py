@@ -4,12 +4,7 @@ from pathlib import Path
 
 import dspy
 import pytest
-
-from clinsynth.compiled import read_metadata, save_compiled, taxonomy_sha256
-from clinsynth.errors import ClinsynthError
-from clinsynth.steps.compile import CompileConfig, compile_program
-from clinsynth.task import load_task
-from programs.category_decisions import (
+from clinsynth.programs.category_decisions import (
     MAX_DEMOS,
     CategoryDecisions,
     best_threshold,
@@ -17,9 +12,14 @@ from programs.category_decisions import (
     decisions_example,
     thresholds_for,
 )
-from programs.data_to_label import DataToLabel
-from programs.labellers import load_labeller
-from signatures.decide_categories import decision_fields
+from clinsynth.programs.data_to_label import DataToLabel
+from clinsynth.programs.labellers import load_labeller
+from clinsynth.programs.steps.compile import CompileConfig, compile_program
+from clinsynth.signatures.decide_categories import decision_fields
+
+from clinsynth.data.task import load_task
+from clinsynth.errors import ClinsynthError
+from clinsynth.llm.compiled import read_metadata, save_compiled, taxonomy_sha256
 from tests.conftest import ad_taxonomy, write_task
 from tests.test_compile import handle
 
@@ -127,8 +127,8 @@ def test_a_label_list_file_loads_as_data_to_label(tmp_path: Path):
 
 
 def test_variants_beside_the_default_compiled_file_are_found_by_name(tmp_path: Path):
-    from clinsynth.compiled import compiled_variants
-    from clinsynth.task import LMSpec
+    from clinsynth.data.task import LMSpec
+    from clinsynth.llm.compiled import compiled_variants
 
     task = load_task(write_task(tmp_path / "task"))
     folder = task.compiled_dir

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from clinsynth.check import MIN_GOLD_PER_CATEGORY, check_task
-from clinsynth.cli import main
+from clinsynth.app.check import MIN_GOLD_PER_CATEGORY, check_task
+from clinsynth.app.cli import main
+from clinsynth.data.task import load_task
 from clinsynth.errors import DataError
-from clinsynth.task import load_task
 from tests.conftest import TWO_CATEGORY_YAML, write_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +45,7 @@ def test_a_template_quick_category_left_in_the_config_names_file_and_field(tmp_p
 
 def test_a_bad_gold_label_stops_the_main_job_before_any_lm_work(tmp_path: Path, monkeypatch, capsys):
     """Issue 27: a bad gold label was found after 7.5 minutes of LLM work."""
-    monkeypatch.setattr("clinsynth.session.make_lm", lambda *a, **k: pytest.fail("no LM may start"))
+    monkeypatch.setattr("clinsynth.llm.session.make_lm", lambda *a, **k: pytest.fail("no LM may start"))
     rows = [{"id": "a", "text": "Febrile.", "labels": ["FEVER"], "note_id": "n1"},
             {"id": "b", "text": "Coughing.", "labels": ["COUGHING"], "note_id": "n1"}]  # fmt: skip
     task = _own_task(tmp_path, rows)
@@ -71,7 +71,7 @@ def test_ctrl_c_ends_with_one_line_saying_what_is_kept(monkeypatch, capsys):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("clinsynth.check.check_task", interrupt)
+    monkeypatch.setattr("clinsynth.app.check.check_task", interrupt)
     assert main(["check"]) == 130
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert err and err[0].startswith("interrupted: everything finished is kept") and "Traceback" not in "".join(err)

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clinsynth.classifier import (
+from clinsynth.errors import ClinsynthError
+from clinsynth.model.classifier import (
     META_FILE,
     MIN_DEV_POSITIVES,
     SignsClassifier,
@@ -16,7 +17,6 @@ from clinsynth.classifier import (
     oversample_minority,
     tune_thresholds,
 )
-from clinsynth.errors import ClinsynthError
 from tests.conftest import ad_taxonomy
 
 
@@ -98,7 +98,7 @@ def test_training_needs_data(trained):
 def test_an_encoder_option_changes_the_run_key_only_when_set(tmp_path: Path):
     from dataclasses import asdict
 
-    from clinsynth.classifier import TrainingBudget
+    from clinsynth.model.classifier import TrainingBudget
 
     default = TrainingBudget()
     assert default.key() == {k: v for k, v in asdict(default).items() if k != "encoder"}  # cached runs stay valid
@@ -113,8 +113,8 @@ def test_an_encoder_option_changes_the_run_key_only_when_set(tmp_path: Path):
 def test_a_hybrid_model_saves_its_stack_and_rule_list_and_loads_to_the_same_predictions(trained, tmp_path: Path):
     import copy
 
-    from clinsynth.classifier import RULES_FILE
-    from clinsynth.rules import load_rules
+    from clinsynth.data.rules import load_rules
+    from clinsynth.model.classifier import RULES_FILE
     from tests.mini_data import records
 
     taxonomy, train, classifier = trained

@@ -4,9 +4,18 @@ from pathlib import Path
 
 import dspy
 import pytest
+from clinsynth.programs import compile as compile_cli
+from clinsynth.programs.compile_labeler import label_f1, label_f1_with_feedback, labeler_problem, stratified
+from clinsynth.programs.data_to_label import DataToLabel
+from clinsynth.programs.optimizers import OPTIMIZERS, get_optimizer, optimize, search_candidates
+from clinsynth.programs.scoring import score_labeller
+from clinsynth.programs.steps.compile import CompileConfig, compile_program
 from dspy.utils import DummyLM
 
-from clinsynth.compiled import (
+from clinsynth.data.privacy import Endpoint, Sensitivity
+from clinsynth.data.task import LMSpec, load_task
+from clinsynth.errors import ClinsynthError, PrivacyError
+from clinsynth.llm.compiled import (
     compiled_path,
     default_compiled,
     lm_slug,
@@ -15,17 +24,8 @@ from clinsynth.compiled import (
     save_compiled,
     taxonomy_sha256,
 )
-from clinsynth.errors import ClinsynthError, PrivacyError
-from clinsynth.lm import LMHandle
-from clinsynth.privacy import Endpoint, Sensitivity
-from clinsynth.session import program_demo_source
-from clinsynth.steps.compile import CompileConfig, compile_program
-from clinsynth.task import LMSpec, load_task
-from programs import compile as compile_cli
-from programs.compile_labeler import label_f1, label_f1_with_feedback, labeler_problem, stratified
-from programs.data_to_label import DataToLabel
-from programs.optimizers import OPTIMIZERS, get_optimizer, optimize, search_candidates
-from programs.scoring import score_labeller
+from clinsynth.llm.lm import LMHandle
+from clinsynth.llm.session import program_demo_source
 from tests.conftest import ad_taxonomy, write_task
 
 
@@ -55,7 +55,7 @@ def problem(h: LMHandle, train=TRAIN, k: int = 4, trials: int = 1):
 @pytest.fixture
 def no_lm(monkeypatch):
     """Fail the test if the session gets as far as building an LM."""
-    monkeypatch.setattr("clinsynth.session.make_lm", lambda *a, **k: pytest.fail("no LM may be built"))
+    monkeypatch.setattr("clinsynth.llm.session.make_lm", lambda *a, **k: pytest.fail("no LM may be built"))
     for name in ("OPENAI_BASE_URL", "OPENAI_API_BASE"):
         monkeypatch.delenv(name, raising=False)
 
@@ -97,7 +97,7 @@ def test_labeled_fewshot_compiles_saves_with_metadata_and_loads_in_a_fresh_progr
 
 
 def test_a_program_compiled_for_another_guideline_is_refused(tmp_path: Path, mini_taxonomy_path: Path):
-    from clinsynth.taxonomy import load_taxonomy
+    from clinsynth.data.taxonomy import load_taxonomy
 
     taxonomy = ad_taxonomy()
     out = tmp_path / "p.json"

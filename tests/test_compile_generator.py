@@ -4,22 +4,22 @@ from pathlib import Path
 
 import dspy
 import pytest
+from clinsynth.programs import compile as compile_cli
+from clinsynth.programs.compile_generator import GenerationMetric, default_targets, generation_examples
+from clinsynth.programs.data_to_label import DataToLabel
+from clinsynth.programs.label_to_data import LabelToData
+from clinsynth.programs.steps.compile import CompileConfig, compile_program
 from dspy.adapters import JSONAdapter
 from dspy.utils import DummyLM
 from dspy.utils.exceptions import AdapterParseError
 
-from clinsynth.compiled import compiled_path, load_compiled, read_metadata
+from clinsynth.data.privacy import Endpoint
+from clinsynth.data.records import Record, write_records
+from clinsynth.data.task import LMSpec, load_task
+from clinsynth.data.taxonomy import load_taxonomy
 from clinsynth.errors import PrivacyError
-from clinsynth.lm import LMHandle
-from clinsynth.privacy import Endpoint
-from clinsynth.records import Record, write_records
-from clinsynth.steps.compile import CompileConfig, compile_program
-from clinsynth.task import LMSpec, load_task
-from clinsynth.taxonomy import load_taxonomy
-from programs import compile as compile_cli
-from programs.compile_generator import GenerationMetric, default_targets, generation_examples
-from programs.data_to_label import DataToLabel
-from programs.label_to_data import LabelToData
+from clinsynth.llm.compiled import compiled_path, load_compiled, read_metadata
+from clinsynth.llm.lm import LMHandle
 from tests.bow import bow_embed
 from tests.test_generate import ScriptedLM
 
@@ -104,8 +104,9 @@ def test_compile_label_to_data_writes_a_loadable_program(
 ):
     dev_path = tmp_path / "dev.jsonl"
     write_records(dev_path, GOLD_DEV)
-    monkeypatch.setattr("clinsynth.embeddings.encode", bow_embed)
-    monkeypatch.setattr("programs.compile_generator.DEMO_MIN_AGREEMENT", 0.2)  # the scripted LM writes 2-3 of 5
+    monkeypatch.setattr("clinsynth.model.embeddings.encode", bow_embed)
+    # the scripted LM writes 2-3 of 5
+    monkeypatch.setattr("clinsynth.programs.compile_generator.DEMO_MIN_AGREEMENT", 0.2)
     out = tmp_path / "label_to_data.fake.json"
     with fake_openai(ScriptedLM()) as server:
         code = compile_cli.main(
@@ -156,7 +157,7 @@ def test_compile_label_to_data_writes_a_loadable_program(
 @pytest.fixture
 def no_lm(monkeypatch):
     """Fail the test if the session gets as far as building an LM."""
-    monkeypatch.setattr("clinsynth.session.make_lm", lambda *a, **k: pytest.fail("no LM may be built"))
+    monkeypatch.setattr("clinsynth.llm.session.make_lm", lambda *a, **k: pytest.fail("no LM may be built"))
     for name in ("OPENAI_BASE_URL", "OPENAI_API_BASE"):
         monkeypatch.delenv(name, raising=False)
 

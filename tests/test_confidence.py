@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from clinsynth.confidence import agreement, answer_probability
+from clinsynth.llm.confidence import agreement, answer_probability
 
 
 def _logprobs(pieces: list[tuple[str, float]]) -> dict:

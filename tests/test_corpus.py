@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from clinsynth.corpus import clean_and_split, fix_mojibake, note_sentences, read_notes
+from clinsynth.data.corpus import clean_and_split, fix_mojibake, note_sentences, read_notes
 from clinsynth.errors import DataError
 from tests.conftest import ad_task
 

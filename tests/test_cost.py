@@ -13,14 +13,14 @@ import time
 from pathlib import Path
 
 import pytest
+from clinsynth.programs import compile as compile_cli
+from clinsynth.programs import generate as generate_cli
+from clinsynth.programs import label as label_cli
 
-from clinsynth import cost
-from clinsynth.meter import Limits, Meter, RateLimiter
-from clinsynth.records import read_records, side_path
-from clinsynth.resumable import failures_path_for
-from programs import compile as compile_cli
-from programs import generate as generate_cli
-from programs import label as label_cli
+from clinsynth.data.records import read_records, side_path
+from clinsynth.jobs.resumable import failures_path_for
+from clinsynth.llm import cost, pricing
+from clinsynth.llm.meter import Limits, Meter, RateLimiter
 from tests.conftest import chat_reply, write_task
 
 MODEL = "openai/gpt-4o-mini"
@@ -51,8 +51,8 @@ def no_lm(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a dry run built an LM or started a server")
 
-    monkeypatch.setattr("clinsynth.session.make_lm", refuse)
-    monkeypatch.setattr("clinsynth.lm.local_server", refuse)
+    monkeypatch.setattr("clinsynth.llm.session.make_lm", refuse)
+    monkeypatch.setattr("clinsynth.llm.lm.local_server", refuse)
 
 
 def label_args(task_dir: Path, api_base: str, src: Path, *flags: str) -> list[str]:
@@ -84,14 +84,15 @@ def test_a_label_dry_run_prints_tokens_and_dollars_and_sends_nothing(
 
 def test_a_dry_run_counts_the_real_prompt():
     """The plan's tokens are the adapter's real messages counted with the model's tokenizer."""
-    from clinsynth.steps.label import load_labeller
+    from clinsynth.programs.steps.label import load_labeller
+
     from tests.conftest import ad_taxonomy
 
     program = load_labeller(ad_taxonomy(), None)
     messages = cost.prompt_messages(program.label, None, {"sentence": "Forgets names."})
     assert messages[0]["role"] == "system" and "Forgets names." in messages[-1]["content"]
-    assert cost.count_tokens(MODEL, messages) > 1000
-    assert cost.price_per_token("local") == (0.0, 0.0) and cost.price_per_token("openai/not-a-model-xyz") is None
+    assert pricing.count_tokens(MODEL, messages) > 1000
+    assert pricing.price_per_token("local") == (0.0, 0.0) and pricing.price_per_token("openai/not-a-model-xyz") is None
 
 
 def test_a_dry_run_says_the_real_run_would_be_refused(tmp_path: Path, server, no_lm, capsys):
@@ -108,7 +109,7 @@ def test_a_dry_run_says_the_real_run_would_be_refused(tmp_path: Path, server, no
 
 def test_max_cost_stops_before_the_budget_is_passed_and_a_rerun_resumes(task_dir: Path, tmp_path: Path, server, capsys):
     src, out = write_input(tmp_path), tmp_path / "silver.jsonl"
-    prompt_price, completion_price = cost.price_per_token(MODEL)
+    prompt_price, completion_price = pricing.price_per_token(MODEL)
     per_call = PROMPT_TOKENS * prompt_price + COMPLETION_TOKENS * completion_price
     budget = 2.5 * per_call
 
@@ -140,7 +141,7 @@ def test_a_budget_stop_with_threads_writes_every_answer_already_in_flight(
         return labelled(body)
 
     src, out = write_input(tmp_path), tmp_path / "silver.jsonl"
-    prompt_price, completion_price = cost.price_per_token(MODEL)
+    prompt_price, completion_price = pricing.price_per_token(MODEL)
     budget = 2.5 * (PROMPT_TOKENS * prompt_price + COMPLETION_TOKENS * completion_price)
     with fake_openai(slow) as server:
         flags = ("--out", str(out), "--max-cost", str(budget), "--threads", "4")
@@ -199,7 +200,7 @@ def test_rpm_and_tpm_go_through_the_meter(monkeypatch):
     monkeypatch.setattr(meter.tokens, "acquire", lambda n=1: asked.append(("tokens", n)) or 0.0)
     messages = [{"role": "user", "content": "hello"}]
     meter.release(meter.before(messages, max_tokens=100))
-    assert asked == [("requests", 1), ("tokens", cost.count_tokens(MODEL, messages) + 100)]
+    assert asked == [("requests", 1), ("tokens", pricing.count_tokens(MODEL, messages) + 100)]
 
 
 def test_a_generate_dry_run_plans_the_calls_the_run_would_make(task_dir: Path, tmp_path: Path, server, no_lm, capsys):
@@ -243,7 +244,7 @@ def test_a_compile_over_budget_stops_and_saves_nothing(task_dir: Path, server, c
 def test_a_main_job_dry_run_plans_each_lm_step_and_their_total_and_sends_nothing(
     tmp_path: Path, server, no_lm, capsys
 ):
-    from clinsynth.cli import main
+    from clinsynth.app.cli import main
 
     small = "[label]\nlimit = 4\npool = 300\n\n[generate]\nper_category = 1\n"
     task_dir = write_task(tmp_path / "task", extra=small)  # no compiled labeller: the job would compile one

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from clinsynth.evals import cv
 
-from clinsynth.finetune import length_batches, positive_weights
-from clinsynth.mixes import MixSources
-from clinsynth.records import Record, write_records
-from evals import cv
+from clinsynth.data.mixes import MixSources
+from clinsynth.data.records import Record, write_records
+from clinsynth.model.finetune import length_batches, positive_weights
 from tests.conftest import TWO_CATEGORY_YAML
 
 
@@ -43,7 +43,7 @@ def test_inner_split_keeps_notes_whole():
 
 
 def test_silver_from_held_out_notes_never_reaches_training(tmp_path: Path):
-    from clinsynth.taxonomy import load_taxonomy
+    from clinsynth.data.taxonomy import load_taxonomy
 
     (tmp_path / "t.yaml").write_text(TWO_CATEGORY_YAML)
     taxonomy = load_taxonomy(tmp_path / "t.yaml")
@@ -73,7 +73,7 @@ def test_agreement_keeps_silver_the_student_labels_the_same_way():
 
 
 def test_paired_ci_is_zero_for_equal_systems_and_positive_for_a_clearly_better_one(tmp_path: Path):
-    from clinsynth.taxonomy import load_taxonomy
+    from clinsynth.data.taxonomy import load_taxonomy
 
     (tmp_path / "t.yaml").write_text(TWO_CATEGORY_YAML)
     taxonomy = load_taxonomy(tmp_path / "t.yaml")
@@ -105,9 +105,9 @@ def test_length_batches_cover_each_sentence_once_per_epoch():
 
 
 def test_a_system_can_change_the_budget_and_is_compared_with_gold_trained_the_same_way():
-    from clinsynth.classifier import TrainingBudget
+    from clinsynth.data.mixes import best_mix
     from clinsynth.errors import ClinsynthError
-    from clinsynth.mixes import best_mix
+    from clinsynth.model.classifier import TrainingBudget
 
     base = TrainingBudget()
     assert cv.split_system("gold+bronze", base) == ("gold+bronze", base)
@@ -132,8 +132,8 @@ def test_a_system_can_change_the_budget_and_is_compared_with_gold_trained_the_sa
 
 
 def test_a_budget_variant_trains_with_its_budget_and_reuses_runs_keyed_by_that_budget(tmp_path: Path, monkeypatch):
-    from clinsynth.classifier import SignsClassifier
-    from clinsynth.taxonomy import load_taxonomy
+    from clinsynth.data.taxonomy import load_taxonomy
+    from clinsynth.model.classifier import SignsClassifier
 
     (tmp_path / "t.yaml").write_text(TWO_CATEGORY_YAML)
     taxonomy = load_taxonomy(tmp_path / "t.yaml")

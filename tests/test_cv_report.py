@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from clinsynth.evals import cv, cv_report
 
+from clinsynth.data.records import Provenance, Record, write_records
+from clinsynth.data.task import load_task
 from clinsynth.errors import DataError
-from clinsynth.records import Provenance, Record, write_records
-from clinsynth.task import load_task
-from evals import cv, cv_report
 from tests.conftest import TWO_CATEGORY_YAML, write_task
 from tests.mini_data import write_gold
 
@@ -61,7 +61,7 @@ categories:
 
 @pytest.fixture
 def task(tmp_path: Path, monkeypatch):
-    from clinsynth.classifier import SignsClassifier
+    from clinsynth.model.classifier import SignsClassifier
 
     (tmp_path / "t.yaml").write_text(TWO_CATEGORY_YAML)
     gold = write_gold(tmp_path / "gold")
@@ -113,7 +113,7 @@ def test_the_report_has_every_mix_with_cis_the_learning_curve_findings_and_the_g
 
     # After the default model is trained, the main job rewrites only the test line (no run is repeated):
     # the default model on gold test with paired CIs against the rule list and the gold-only model.
-    from clinsynth.classifier import SignsClassifier
+    from clinsynth.model.classifier import SignsClassifier
 
     model_dir = tmp_path / "model"
     for folder in (model_dir, tmp_path / "model-gold"):
@@ -173,9 +173,10 @@ def test_whole_notes_stop_near_the_limit_without_splitting_a_note():
 
 
 def test_a_top_up_is_measured_against_the_task_bronze_on_the_same_folds(task, tmp_path, monkeypatch):
-    from clinsynth.classifier import SignsClassifier
-    from clinsynth.records import read_records
-    from evals import topup
+    from clinsynth.evals import topup
+
+    from clinsynth.data.records import read_records
+    from clinsynth.model.classifier import SignsClassifier
 
     class Learned(_Trained):
         """Finds a category only when bronze of that category was in training."""

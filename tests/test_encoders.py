@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from clinsynth.encoders import joined_zip, main, unpack_verified
 from clinsynth.errors import ClinsynthError
+from clinsynth.model.encoders import joined_zip, main, unpack_verified
 
 ROOT = "tiny-encoder/"
 FILES = {"modules.json": b"[]", "config.json": b'{"hidden_size": 8}', "model.safetensors": b"\x00" * 64}

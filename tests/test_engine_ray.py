@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from clinsynth.records import read_records
-from clinsynth.resumable import failures_path_for, read_failures
+from clinsynth.data.records import read_records
+from clinsynth.jobs.resumable import failures_path_for, read_failures
 from tests.conftest import FakeOpenAI, write_task
 from tests.test_faults import SENTENCES, Script, answer, label, label_args, line_id, unique_ids, write_input
 
@@ -36,7 +36,7 @@ RAY_CLI = str(Path(sys.executable).with_name("ray"))  # the venv's, beside this 
 @pytest.fixture(scope="module")
 def ray_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``ray start --head --block`` in its own process for the module; its address; stopped at the end."""
-    from clinsynth.lm import free_loopback_port
+    from clinsynth.llm.lm import free_loopback_port
 
     port = free_loopback_port()
     # Workers inherit the head's environment: no usage reporting, a DSPy cache of their own. Token auth is
@@ -84,7 +84,7 @@ def model_dir(mini_trained, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def corpus_input(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled corpus's first 500 sentences, as JSONL with their ids."""
-    from clinsynth.corpus import iter_sentences
+    from clinsynth.data.corpus import iter_sentences
     from clinsynth.paths import PROJECT_ROOT
 
     corpus = PROJECT_ROOT / "data" / "corpus" / "mtsamples.csv.gz"
@@ -95,7 +95,7 @@ def corpus_input(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _predict(model: Path, src: Path, out: Path, *flags: str) -> int:
-    from clinsynth.cli import main
+    from clinsynth.app.cli import main
 
     return main(["predict", "--input", str(src), "--out", str(out), "--model", str(model), "--backend", "torch",
                  *flags])  # fmt: skip
@@ -135,8 +135,8 @@ def test_predict_on_ray_matches_the_local_engine(model_dir, corpus_input, local_
 
 def test_a_killed_predict_resumes_by_shard(model_dir, corpus_input, local_predictions, ray_address, tmp_path,
                                            monkeypatch):  # fmt: skip
-    from clinsynth import ray_jobs
-    from clinsynth.engine_ray import RayEngine
+    from clinsynth.jobs import ray_predict
+    from clinsynth.jobs.engine_ray import RayEngine
 
     out = tmp_path / "pred.jsonl"
     engine = RayEngine(address=ray_address, shard_size=PREDICT_SHARD, show_progress=False)
@@ -149,9 +149,9 @@ def test_a_killed_predict_resumes_by_shard(model_dir, corpus_input, local_predic
 
     # The first run dies after every shard is written, before the merge.
     with monkeypatch.context() as patch:
-        patch.setattr(ray_jobs, "atomic_open", killed_before_merge)
+        patch.setattr(ray_predict, "atomic_open", killed_before_merge)
         with pytest.raises(Killed):
-            ray_jobs.predict_with_ray(model_dir, corpus_input, out, engine, backend="torch")
+            ray_predict.predict_with_ray(model_dir, corpus_input, out, engine, backend="torch")
     shards = out.with_name("pred.jsonl.shards")
     assert not out.exists() and sorted(p.name for p in shards.glob("part-*.jsonl")) == [
         "part-00000.jsonl",
@@ -161,14 +161,14 @@ def test_a_killed_predict_resumes_by_shard(model_dir, corpus_input, local_predic
     (shards / "part-00001.jsonl").unlink()
     (shards / "part-00001.jsonl.999.dead.tmp").write_text('{"id": "torn')
     sent: list[int] = []
-    real_map = ray_jobs.map_shards
+    real_map = ray_predict.map_shards
 
     def spy(engine, payloads, worker, kwargs):
         sent.extend(p["shard"] for p in payloads)
         return real_map(engine, payloads, worker, kwargs)
 
-    monkeypatch.setattr(ray_jobs, "map_shards", spy)
-    done = ray_jobs.predict_with_ray(model_dir, corpus_input, out, engine, backend="torch")
+    monkeypatch.setattr(ray_predict, "map_shards", spy)
+    done = ray_predict.predict_with_ray(model_dir, corpus_input, out, engine, backend="torch")
 
     assert sent == [1]  # the finished shard was not computed again
     assert done["sentences"] == N_SENTENCES and not shards.exists()
@@ -176,7 +176,7 @@ def test_a_killed_predict_resumes_by_shard(model_dir, corpus_input, local_predic
 
 
 def test_shards_of_another_run_are_discarded_not_merged(tmp_path):
-    from clinsynth.engine_ray import ShardStore
+    from clinsynth.jobs.engine_ray import ShardStore
 
     out = tmp_path / "o.jsonl"
     ShardStore(out, "run-a").open().write(0, ['{"id": "a"}'])
@@ -254,7 +254,7 @@ def test_the_privacy_gate_stops_a_ray_run_on_the_driver(ray_address, tmp_path, f
 
 
 def test_the_embedded_llm_is_refused_on_ray(task_dir, tmp_path, capsys):
-    from programs import label as label_cli
+    from clinsynth.programs import label as label_cli
 
     src = write_input(tmp_path, 2)
     code = label_cli.main(["--task", str(task_dir), "--input", str(src), "--out", str(tmp_path / "o.jsonl"),
@@ -264,7 +264,7 @@ def test_the_embedded_llm_is_refused_on_ray(task_dir, tmp_path, capsys):
 
 def test_a_dead_endpoint_stops_a_ray_run_with_one_message_and_no_empty_files(task_dir, ray_address, tmp_path,
                                                                               capsys):  # fmt: skip
-    from clinsynth.lm import free_loopback_port
+    from clinsynth.llm.lm import free_loopback_port
 
     out = tmp_path / "silver.jsonl"
     dead = f"http://127.0.0.1:{free_loopback_port()}/v1"
@@ -282,8 +282,8 @@ def test_a_dead_endpoint_stops_a_ray_run_with_one_message_and_no_empty_files(tas
 
 
 def test_without_the_extra_the_engine_names_it(monkeypatch):
-    from clinsynth.engine_ray import require_ray
     from clinsynth.errors import ClinsynthError
+    from clinsynth.jobs.engine_ray import require_ray
 
     monkeypatch.setitem(__import__("sys").modules, "ray", None)  # as if not installed
     with pytest.raises(ClinsynthError, match=r"\.\[scale\]"):
@@ -294,8 +294,8 @@ def test_a_cluster_that_asks_for_a_token_is_named_in_the_error(monkeypatch):
     """What Ray 2.60 raises for a head in token mode reached by explicit address without RAY_AUTH_MODE=token."""
     from ray.exceptions import AuthenticationError
 
-    from clinsynth.engine_ray import RayEngine, ray_session
     from clinsynth.errors import ClinsynthError
+    from clinsynth.jobs.engine_ray import RayEngine, ray_session
 
     def refused(**kwargs):
         try:
@@ -304,7 +304,7 @@ def test_a_cluster_that_asks_for_a_token_is_named_in_the_error(monkeypatch):
             raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:6379") from exc
 
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    monkeypatch.setattr("clinsynth.engine_ray.check_reachable", lambda address: None)  # a head listens there
+    monkeypatch.setattr("clinsynth.jobs.engine_ray.check_reachable", lambda address: None)  # a head listens there
     monkeypatch.setattr(ray, "init", lambda address=None, **kwargs: refused())
     with pytest.raises(ClinsynthError) as caught, ray_session(RayEngine(address="10.0.0.1:6379")):
         pass

@@ -1,10 +1,11 @@
 import json
 from pathlib import Path
 
-from clinsynth.records import Provenance, Record, write_records
-from clinsynth.taxonomy import load_taxonomy
-from evals import bronze_quality
-from evals import run as evals_run
+from clinsynth.evals import bronze_quality
+from clinsynth.evals import run as evals_run
+
+from clinsynth.data.records import Provenance, Record, write_records
+from clinsynth.data.taxonomy import load_taxonomy
 from tests.bow import bow_embed
 from tests.conftest import write_task
 
@@ -76,7 +77,7 @@ def test_suite_runs_from_the_command_line(tmp_path: Path, mini_taxonomy_path: Pa
     for split in ("train", "dev", "test"):
         (gold_dir / f"{split}.jsonl").write_text(gold.read_text())
     task = write_task(tmp_path / "task", taxonomy=mini_taxonomy_path, gold=gold_dir)
-    monkeypatch.setattr("clinsynth.embeddings.encode", bow_embed)
+    monkeypatch.setattr("clinsynth.model.embeddings.encode", bow_embed)
     code = evals_run.main(["bronze-quality", "--task", str(task), "--bronze", str(bronze), "--out-dir", str(tmp_path)])
     assert code == 0
     assert "1 bronze sentences; leaks 0; PHI 0" in capsys.readouterr().out

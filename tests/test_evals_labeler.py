@@ -5,18 +5,18 @@ from pathlib import Path
 
 import dspy
 import pytest
+from clinsynth.evals import labeler
+from clinsynth.evals.core import Solver, Task, evaluate
+from clinsynth.programs.data_to_label import DataToLabel
 from dspy.utils import DummyLM
 
-from clinsynth.compiled import compiled_path
+from clinsynth.data.privacy import Endpoint
+from clinsynth.data.task import LMSpec, load_task
 from clinsynth.errors import PrivacyError
-from clinsynth.lm import LMHandle
-from clinsynth.metrics import multilabel_scores
+from clinsynth.llm.compiled import compiled_path
+from clinsynth.llm.lm import LMHandle
+from clinsynth.model.metrics import multilabel_scores
 from clinsynth.paths import PROJECT_ROOT
-from clinsynth.privacy import Endpoint
-from clinsynth.task import LMSpec, load_task
-from evals import labeler
-from evals.core import Solver, Task, evaluate
-from programs.data_to_label import DataToLabel
 from tests.conftest import ad_task
 
 
@@ -33,7 +33,7 @@ def dummy_handle(answers: list[dict]) -> LMHandle:
 @pytest.fixture
 def no_lm(monkeypatch):
     """Fail the test if the session gets as far as building an LM."""
-    monkeypatch.setattr("clinsynth.session.make_lm", lambda *a, **k: pytest.fail("no LM may be built"))
+    monkeypatch.setattr("clinsynth.llm.session.make_lm", lambda *a, **k: pytest.fail("no LM may be built"))
     for name in ("OPENAI_BASE_URL", "OPENAI_API_BASE"):
         monkeypatch.delenv(name, raising=False)
 

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from clinsynth.data.export import ExportConfig, export_data
+from clinsynth.data.records import Provenance, Record, write_records
+from clinsynth.data.taxonomy import Taxonomy, load_taxonomy
 from clinsynth.errors import DataError
-from clinsynth.export import ExportConfig, export_data
-from clinsynth.records import Provenance, Record, write_records
-from clinsynth.taxonomy import Taxonomy, load_taxonomy
 from tests.mini_data import records, write_gold
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ def test_duplicate_id_dropped(
     with silver.open("a") as fh:
         fh.write(json.dumps({"id": "s1", "text": "A second s1.", "labels": [], "source": "silver"}) + "\n")
     out = tmp_path / "export"
-    with caplog.at_level(logging.WARNING, logger="clinsynth.export"):
+    with caplog.at_level(logging.WARNING, logger="clinsynth.data.export"):
         result = export_data(taxonomy, gold_dir, silver, None, ExportConfig(out=out, sources=("silver",)))
     assert result.splits == {"silver": 2}
     assert any("dropped 1" in m for m in result.warnings) and "dropped 1" in caplog.text
@@ -121,7 +121,7 @@ def test_missing_silver_skipped(
 ) -> None:
     gold_dir, _, bronze = data
     missing = tmp_path / "nope" / "silver.jsonl"
-    with caplog.at_level(logging.WARNING, logger="clinsynth.export"):
+    with caplog.at_level(logging.WARNING, logger="clinsynth.data.export"):
         result = export_data(taxonomy, gold_dir, missing, bronze, ExportConfig(out=tmp_path / "export"))
     assert "silver" not in result.splits and result.splits["bronze"] == 1
     assert any(str(missing) in m for m in result.warnings) and str(missing) in caplog.text

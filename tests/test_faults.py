@@ -86,12 +86,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from clinsynth.programs import label as label_cli
 
-from clinsynth.lm import free_loopback_port
-from clinsynth.records import MAX_SENTENCE_CHARS, read_records
-from clinsynth.resumable import failures_path_for, read_failures
-from clinsynth.runner import RETRY_TEMPERATURE
-from programs import label as label_cli
+from clinsynth.data.records import MAX_SENTENCE_CHARS, read_records
+from clinsynth.jobs.resumable import failures_path_for, read_failures
+from clinsynth.jobs.runner import RETRY_TEMPERATURE
+from clinsynth.llm.lm import free_loopback_port
 from tests.conftest import FakeOpenAI, chat_reply
 
 SENTENCES = [f"Finding {i:02d} was noted on examination." for i in range(20)]
@@ -361,7 +361,7 @@ def test_an_over_long_line_reaches_the_endpoint_clipped_with_a_warning(task_dir:
     src.write_text("Fever.\n" + "Cough " * 20_000 + "\n")  # a 120 KB line
     out = tmp_path / "silver.jsonl"
 
-    with caplog.at_level("WARNING", logger="clinsynth.records"):
+    with caplog.at_level("WARNING", logger="clinsynth.data.records"):
         code, _ = label(*label_args(task_dir, server.api_base, src, out))
 
     assert code == 0
@@ -471,7 +471,7 @@ def test_a_second_label_run_on_the_same_out_is_stopped_by_the_lock(task_dir: Pat
 @pytest.mark.parametrize("command", ["label", "predict"])
 @pytest.mark.parametrize("kind", ["invalid utf-8", "directory"])
 def test_bad_inputs_exit_2_naming_the_file_and_line(task_dir: Path, tmp_path, monkeypatch, capsys, command, kind):
-    monkeypatch.setattr("clinsynth.session.make_lm", lambda *a, **k: pytest.fail("no LM may start on a bad input"))
+    monkeypatch.setattr("clinsynth.llm.session.make_lm", lambda *a, **k: pytest.fail("no LM may start on a bad input"))
     if kind == "directory":
         src, where = tmp_path / "notes.txt", "is a directory, expected a file"
         src.mkdir()
@@ -484,7 +484,7 @@ def test_bad_inputs_exit_2_naming_the_file_and_line(task_dir: Path, tmp_path, mo
     if command == "label":
         code = label_cli.main(label_args(task_dir, "http://127.0.0.1:9/v1", src, out))
     else:
-        from clinsynth.cli import main
+        from clinsynth.app.cli import main
 
         code = main(["predict", "--task", str(task_dir), "--input", str(src), "--out", str(out)])
     err = capsys.readouterr().err
@@ -495,11 +495,12 @@ def test_bad_inputs_exit_2_naming_the_file_and_line(task_dir: Path, tmp_path, mo
 def test_generate_exits_1_on_failed_calls_unless_max_failures_allows_them(
     tmp_path: Path, mini_taxonomy_path: Path, fake_openai, monkeypatch, capsys
 ):
-    from programs import generate as gen_cli
+    from clinsynth.programs import generate as gen_cli
+
     from tests.bow import bow_embed
     from tests.test_generate import ScriptedLM, make_task
 
-    monkeypatch.setattr("clinsynth.embeddings.encode", bow_embed)  # no MiniLM in unit tests
+    monkeypatch.setattr("clinsynth.model.embeddings.encode", bow_embed)  # no MiniLM in unit tests
     task = make_task(tmp_path, mini_taxonomy_path)
     out = tmp_path / "new_dir" / "x.jsonl"  # its folder does not exist yet
     with fake_openai(ScriptedLM(fail_generation_after=2)) as server:
@@ -523,11 +524,12 @@ def test_generate_against_a_failing_endpoint_leaves_no_empty_outputs(
     tmp_path: Path, mini_taxonomy_path: Path, fake_openai, monkeypatch, capsys
 ):
     """Issue 26 row 15: every generation call fails (500s, run not stopped by fail-fast)."""
-    from programs import generate as gen_cli
+    from clinsynth.programs import generate as gen_cli
+
     from tests.bow import bow_embed
     from tests.test_generate import ScriptedLM, make_task
 
-    monkeypatch.setattr("clinsynth.embeddings.encode", bow_embed)  # no MiniLM in unit tests
+    monkeypatch.setattr("clinsynth.model.embeddings.encode", bow_embed)  # no MiniLM in unit tests
     task = make_task(tmp_path, mini_taxonomy_path)
     out = tmp_path / "new" / "x.jsonl"  # its folder does not exist yet
     out.parent.mkdir()
@@ -545,7 +547,7 @@ def test_generate_against_a_failing_endpoint_leaves_no_empty_outputs(
     assert report["failed_calls"] == len(read_failures(failures_path_for(out))) > 0
 
 def test_the_main_job_stops_before_the_experiment_when_silver_leaves_failures(task_dir: Path, tmp_path, serve, capsys):
-    from clinsynth.cli import main
+    from clinsynth.app.cli import main
 
     script = Script(lambda sentence, body, nth: (200, answer("FLYING")))  # every answer out of taxonomy
     server = serve(script)
@@ -569,10 +571,10 @@ def test_the_main_job_stops_before_the_experiment_when_silver_leaves_failures(ta
 
 
 def test_max_cost_bounds_the_whole_main_job_not_each_step(task_dir: Path, tmp_path):
-    from clinsynth.meter import Limits
-    from clinsynth.pipeline import MainJob, RunConfig
-    from clinsynth.resumable import MapSettings
-    from clinsynth.task import load_task
+    from clinsynth.app.pipeline import MainJob, RunConfig
+    from clinsynth.data.task import load_task
+    from clinsynth.jobs.resumable import MapSettings
+    from clinsynth.llm.meter import Limits
 
     limits = Limits(max_cost=1.0, rpm=30)
     job = MainJob(load_task(task_dir), RunConfig(out_dir=tmp_path, map=MapSettings(attempts=2, limits=limits)))
@@ -644,9 +646,9 @@ class CraftedPickle:
 def test_a_pickle_in_a_model_folder_runs_no_code_unless_trusted(mini_trained, task_dir: Path, tmp_path, capsys):
     import joblib
 
-    from clinsynth.classifier import SignsClassifier
-    from clinsynth.cli import main
+    from clinsynth.app.cli import main
     from clinsynth.errors import ClinsynthError
+    from clinsynth.model.classifier import SignsClassifier
 
     _, train, classifier = mini_trained
     texts = [r.text for r in train[:6]]
@@ -696,9 +698,9 @@ def test_an_answer_cached_from_one_endpoint_is_not_served_for_another(task_dir: 
 
 def test_deep_json_and_an_unclosed_csv_quote_are_errors_naming_file_and_line(task_dir: Path, tmp_path, capsys):
     """Row 14: a RecursionError traceback on deep JSON; an unclosed quote silently swallowed the next rows."""
+    from clinsynth.app.review import read_export
+    from clinsynth.data.records import read_inputs
     from clinsynth.errors import DataError
-    from clinsynth.records import read_inputs
-    from clinsynth.review import read_export
     from tests.conftest import ad_taxonomy
 
     deep = "[" * 100_000 + "]" * 100_000

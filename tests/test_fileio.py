@@ -1,4 +1,4 @@
-"""Atomic writes, output locks and UTF-8 reading (clinsynth.fileio)."""
+"""Atomic writes, output locks and UTF-8 reading (clinsynth.data.fileio)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from clinsynth.data.fileio import atomic_open, atomic_path, atomic_write_text, iter_lines, output_lock, read_text
 from clinsynth.errors import ClinsynthError, DataError
-from clinsynth.fileio import atomic_open, atomic_path, atomic_write_text, iter_lines, output_lock, read_text
 
 
 def test_atomic_write_text_creates_parents_and_replaces_the_file(tmp_path: Path):
@@ -77,7 +77,7 @@ def test_output_lock_is_held_against_another_process(tmp_path: Path):
         [
             sys.executable,
             "-c",
-            "import sys\nfrom clinsynth.fileio import output_lock\n"
+            "import sys\nfrom clinsynth.data.fileio import output_lock\n"
             f"with output_lock({str(path)!r}):\n    print('locked', flush=True)\n    sys.stdin.read()\n",
         ],
         stdin=subprocess.PIPE,
@@ -119,7 +119,7 @@ def _killed_writer_temp(folder: Path, target: str) -> tuple[Path, int]:
     code = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from clinsynth.fileio import atomic_path\n"
+        "from clinsynth.data.fileio import atomic_path\n"
         f"with atomic_path(Path({str(folder / target)!r})) as tmp:\n"
         "    tmp.write_text('x' * 1000)\n"
         "    print(tmp, flush=True)\n"
@@ -137,7 +137,7 @@ def _killed_writer_temp(folder: Path, target: str) -> tuple[Path, int]:
 
 def test_temp_files_of_killed_writers_are_removed_by_the_next_writer(tmp_path: Path, monkeypatch):
     """Issue 26 row 13: kill -9 in an atomic write leaves a temp file; the next write into that folder removes it."""
-    import clinsynth.fileio as fileio
+    import clinsynth.data.fileio as fileio
 
     monkeypatch.setattr(fileio, "_CLEANED", set(), raising=False)  # as in a fresh process
     host = getattr(fileio, "_HOST", "host")
@@ -201,7 +201,7 @@ def test_an_output_under_a_file_is_one_clear_error(tmp_path: Path):
 
 
 def test_a_full_disk_mid_line_leaves_no_torn_line(tmp_path: Path):
-    from clinsynth.records import ResumableWriter
+    from clinsynth.data.records import ResumableWriter
 
     path = tmp_path / "out.jsonl"
     with ResumableWriter(path) as writer:

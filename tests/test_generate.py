@@ -4,24 +4,24 @@ from pathlib import Path
 
 import dspy
 import pytest
-
-from clinsynth import bronze_filters as bf
-from clinsynth.errors import ClinsynthError, PrivacyError
-from clinsynth.privacy import Sensitivity
-from clinsynth.records import Record, read_records, write_records
-from clinsynth.resumable import EndpointError, MapSettings
-from clinsynth.session import DemoSource, open_lm
-from clinsynth.steps.bronze import (
+from clinsynth.programs import generate as gen_cli
+from clinsynth.programs.data_to_label import DataToLabel
+from clinsynth.programs.label_to_data import LabelToData, call_rollout
+from clinsynth.programs.steps.bronze import (
     GENERATION_TEMPERATURE,
     PROGRAM_NAME,
     BronzeConfig,
     BronzeResult,
     generate_bronze,
 )
-from clinsynth.task import LMSpec, PrivacyPolicy, Task, load_task
-from programs import generate as gen_cli
-from programs.data_to_label import DataToLabel
-from programs.label_to_data import LabelToData, call_rollout
+
+from clinsynth.data import bronze_filters as bf
+from clinsynth.data.privacy import Sensitivity
+from clinsynth.data.records import Record, read_records, write_records
+from clinsynth.data.task import LMSpec, PrivacyPolicy, Task, load_task
+from clinsynth.errors import ClinsynthError, PrivacyError
+from clinsynth.jobs.resumable import EndpointError, MapSettings
+from clinsynth.llm.session import DemoSource, open_lm
 from tests.bow import bow_embed
 from tests.conftest import chat_reply, write_task
 
@@ -212,7 +212,7 @@ def test_bad_configs_fail_before_anything_starts(tmp_path: Path, task: Task):
 
 
 def test_cli_rejects_unknown_categories_before_starting_an_lm(tmp_path: Path, monkeypatch, capsys):
-    monkeypatch.setattr("clinsynth.session.make_lm", lambda *a, **k: pytest.fail("no LM should start"))
+    monkeypatch.setattr("clinsynth.llm.session.make_lm", lambda *a, **k: pytest.fail("no LM should start"))
     code = gen_cli.main(["--out", str(tmp_path / "b.jsonl"), "--categories", "FEVERISH", "--no-progress"])
     assert code == 2 and "unknown categories ['FEVERISH']" in capsys.readouterr().err
     assert not (tmp_path / "b.jsonl").exists()
@@ -221,7 +221,7 @@ def test_cli_rejects_unknown_categories_before_starting_an_lm(tmp_path: Path, mo
 def test_cli_runs_the_step_on_a_task_and_prints_the_counts(
     tmp_path: Path, mini_taxonomy_path: Path, fake_openai, monkeypatch, capsys
 ):
-    monkeypatch.setattr("clinsynth.embeddings.encode", bow_embed)  # no MiniLM download in unit tests
+    monkeypatch.setattr("clinsynth.model.embeddings.encode", bow_embed)  # no MiniLM download in unit tests
     with fake_openai(ScriptedLM()) as server:
         task = make_task(tmp_path, mini_taxonomy_path)  # its generator is 'local': --lm/--api-base override it
         argv = ["--task", str(task.root), "--lm", "openai/fake", "--api-base", server.api_base, "--no-progress",
@@ -264,7 +264,7 @@ def remote_task(tmp_path: Path, mini_taxonomy_path: Path, monkeypatch) -> Task:
 def test_a_gold_demo_labeller_never_goes_to_an_unapproved_remote_generator(
     tmp_path: Path, remote_task: Task, monkeypatch
 ):
-    monkeypatch.setattr("clinsynth.session.make_lm", lambda *a, **k: pytest.fail("an LM was built"))
+    monkeypatch.setattr("clinsynth.llm.session.make_lm", lambda *a, **k: pytest.fail("an LM was built"))
     generator, labeler = LabelToData(remote_task.taxonomy, n=3), gold_demo_labeller(remote_task)
     out = tmp_path / "out" / "bronze.jsonl"
     with pytest.raises(PrivacyError, match=r"round-trip labeller.*openai/gpt-4o-mini"):
@@ -279,7 +279,7 @@ def test_a_labeller_with_generated_demos_passes_the_gate(tmp_path: Path, remote_
     def stop(*args, **kwargs):
         raise Built(args)
 
-    monkeypatch.setattr("clinsynth.session.make_lm", stop)
+    monkeypatch.setattr("clinsynth.llm.session.make_lm", stop)
     generator, labeler = LabelToData(remote_task.taxonomy, n=3), DataToLabel(remote_task.taxonomy)
     # A generated sentence, not a gold one: gold demos are private whatever the record says (issue 26 row 4).
     labeler.predictors()[0].demos = [dspy.Example(sentence="Spiked a fever of 39.2 overnight.", categories=["FEVER"])]
@@ -291,7 +291,7 @@ def test_a_labeller_with_generated_demos_passes_the_gate(tmp_path: Path, remote_
 def test_a_labeller_whose_gold_demos_are_recorded_synthetic_is_still_refused(tmp_path: Path, remote_task: Task,
                                                                              monkeypatch):  # fmt: skip
     """Issue 26 row 4 for generate: the round-trip labeller's demos are judged by their content."""
-    monkeypatch.setattr("clinsynth.session.make_lm", lambda *a, **k: pytest.fail("an LM was built"))
+    monkeypatch.setattr("clinsynth.llm.session.make_lm", lambda *a, **k: pytest.fail("an LM was built"))
     generator, labeler = LabelToData(remote_task.taxonomy, n=3), gold_demo_labeller(remote_task)
     labeler.demos_from = DemoSource("generated", Sensitivity.SYNTHETIC)
     with pytest.raises(PrivacyError, match=r"round-trip labeller \(its demos come from 1 gold sentences"):
@@ -318,7 +318,7 @@ def test_top_up_writes_more_for_the_named_categories_and_keeps_the_rest(tmp_path
 
 
 def test_the_weakest_categories_come_from_out_of_fold_scores_else_from_dev(tmp_path: Path, task: Task):
-    from clinsynth.steps.bronze import weakest_categories
+    from clinsynth.programs.steps.bronze import weakest_categories
 
     with pytest.raises(ClinsynthError, match="top-up needs"):
         weakest_categories(task, 1)

@@ -3,10 +3,10 @@ from pathlib import Path
 
 import pytest
 
-from clinsynth.corpus import iter_sentences, note_sentences, read_notes
+from clinsynth.data.corpus import iter_sentences, note_sentences, read_notes
+from clinsynth.data.gold import SPLITS, WHOLE_NOTES, held_out_notes, load_gold, load_whole_notes
+from clinsynth.data.task import load_task
 from clinsynth.errors import DataError
-from clinsynth.gold import SPLITS, WHOLE_NOTES, held_out_notes, load_gold, load_whole_notes
-from clinsynth.task import load_task
 from tests.conftest import ad_task, ad_taxonomy
 
 

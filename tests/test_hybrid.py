@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from clinsynth.classifier import micro_macro_f1 as micro_macro
-from clinsynth.hybrid import MIN_RULE_HITS, RuleStack
+from clinsynth.model.hybrid import MIN_RULE_HITS, RuleStack
+from clinsynth.model.metrics import micro_macro_f1 as micro_macro
 
 
 def held_out(n: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

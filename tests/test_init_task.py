@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 
+from clinsynth.app.init_task import init_task, task_name
+from clinsynth.data.gold import SPLITS, load_gold
+from clinsynth.data.task import load_task
+from clinsynth.data.taxonomy import load_taxonomy
 from clinsynth.errors import ClinsynthError
-from clinsynth.gold import SPLITS, load_gold
-from clinsynth.init_task import init_task, task_name
-from clinsynth.task import load_task
-from clinsynth.taxonomy import load_taxonomy
 
 
 def test_init_writes_a_valid_task(tmp_path: Path) -> None:
@@ -81,8 +81,8 @@ def test_refuses_to_overwrite_existing_gold(tmp_path: Path) -> None:
 
 
 def test_silver_and_bronze_settings_come_from_the_task(tmp_path: Path) -> None:
-    from clinsynth.steps.bronze import BronzeConfig
-    from clinsynth.steps.label import LabelConfig
+    from clinsynth.programs.steps.bronze import BronzeConfig
+    from clinsynth.programs.steps.label import LabelConfig
 
     bundled = load_task()
     assert LabelConfig.for_silver(bundled).limit == 2000

@@ -3,17 +3,17 @@ from pathlib import Path
 
 import dspy
 import pytest
+from clinsynth.programs import label as label_cli
+from clinsynth.programs.data_to_label import DataToLabel
+from clinsynth.programs.steps import label as step
 from dspy.utils import DummyLM
 
+from clinsynth.data.privacy import Endpoint, Sensitivity
+from clinsynth.data.records import InputItem, read_records
+from clinsynth.data.task import load_task
 from clinsynth.fingerprint import program_sha256
-from clinsynth.lm import LMHandle, make_lm
-from clinsynth.privacy import Endpoint, Sensitivity
-from clinsynth.records import InputItem, read_records
-from clinsynth.resumable import MapSettings
-from clinsynth.steps import label as step
-from clinsynth.task import load_task
-from programs import label as label_cli
-from programs.data_to_label import DataToLabel
+from clinsynth.jobs.resumable import MapSettings
+from clinsynth.llm.lm import LMHandle, make_lm
 from tests.conftest import ad_taxonomy, chat_reply, write_task
 
 ITEMS = [
@@ -69,7 +69,7 @@ def test_label_items_writes_records_with_provenance_and_resumes(tmp_path: Path):
         ("s2", []),
     ]
     prov = records[0].provenance
-    assert prov.lm == "dummy" and prov.program == "programs.data_to_label.DataToLabel" and prov.seed == 7
+    assert prov.lm == "dummy" and prov.program == "clinsynth.programs.data_to_label.DataToLabel" and prov.seed == 7
     assert prov.program_sha256 == program_sha256(program, taxonomy.guideline_text)
     assert prov.created_at.startswith("20")
 
@@ -151,7 +151,7 @@ def test_cli_refuses_private_gold_file_to_remote_model(tmp_path: Path, capsys):
 def test_cli_sends_gold_once_the_endpoint_is_approved(tmp_path: Path, monkeypatch):
     task = write_task(tmp_path / "task", approved=("openai/gpt-4o-mini",))
     handle = dummy_handle([{"categories": ["COGNITIVE_IMPAIRMENT"]}], endpoint=Endpoint("openai/gpt-4o-mini"))
-    monkeypatch.setattr("clinsynth.session.make_lm", lambda *a, **k: handle)
+    monkeypatch.setattr("clinsynth.llm.session.make_lm", lambda *a, **k: handle)
     out = tmp_path / "out.jsonl"
     code = label_cli.main(
         ["--task", str(task), "--lm", "openai/gpt-4o-mini", "--input", str(_gold_file(tmp_path)), "--out", str(out),
@@ -180,8 +180,8 @@ def test_model_strings_need_a_provider(model: str):
 
     with pytest.raises(LMSetupError, match="provider prefix"):
         make_lm(model)
-    from clinsynth.session import resolve_endpoint
-    from clinsynth.task import LMSpec
+    from clinsynth.data.task import LMSpec
+    from clinsynth.llm.session import resolve_endpoint
 
     with pytest.raises(LMSetupError, match="provider prefix"):
         resolve_endpoint(LMSpec(model))
@@ -207,7 +207,7 @@ def test_rerun_with_everything_done_starts_no_lm(tmp_path: Path, monkeypatch, ca
     src.write_text("He is confused.\n")
     out = tmp_path / "out.jsonl"
     handle = dummy_handle([{"categories": ["COGNITIVE_IMPAIRMENT"]}])
-    monkeypatch.setattr("clinsynth.session.make_lm", lambda *a, **k: handle)
+    monkeypatch.setattr("clinsynth.llm.session.make_lm", lambda *a, **k: handle)
     args = ["--task", str(write_task(tmp_path / "t")), "--zero-shot", "--input", str(src), "--out", str(out),
             "--no-progress"]  # fmt: skip
     assert label_cli.main(args) == 0
@@ -215,7 +215,7 @@ def test_rerun_with_everything_done_starts_no_lm(tmp_path: Path, monkeypatch, ca
     def no_lm(*a, **k):
         raise AssertionError("an LM was started with nothing to do")
 
-    monkeypatch.setattr("clinsynth.session.make_lm", no_lm)
+    monkeypatch.setattr("clinsynth.llm.session.make_lm", no_lm)
     assert label_cli.main(args) == 0
     assert "nothing to do" in capsys.readouterr().out
     assert len(read_records(out)) == 1
@@ -250,7 +250,7 @@ def test_a_rerun_gets_fresh_samples_instead_of_replaying_cached_failures(tmp_pat
 def test_silver_flag_makes_the_task_silver_set_with_its_label_settings(tmp_path: Path, monkeypatch, capsys):
     task_dir = write_task(tmp_path / "t", extra="[label]\nlimit = 3\npool = 60\n")
     answers = [{"categories": []}] * 3
-    monkeypatch.setattr("clinsynth.session.make_lm", lambda *a, **k: dummy_handle(answers))
+    monkeypatch.setattr("clinsynth.llm.session.make_lm", lambda *a, **k: dummy_handle(answers))
     assert label_cli.main(["--task", str(task_dir), "--silver", "--zero-shot", "--no-progress", "--no-parquet"]) == 0
     task = load_task(task_dir)
     records = read_records(task.silver)

@@ -1,8 +1,6 @@
 import dspy
 import pytest
-from dspy.utils import DummyLM
-
-from programs.label_to_data import (
+from clinsynth.programs.label_to_data import (
     MULTI_TARGET,
     NEGATIVE_KINDS,
     NONE_TARGET,
@@ -11,6 +9,8 @@ from programs.label_to_data import (
     describe_target,
     plan_call,
 )
+from dspy.utils import DummyLM
+
 from tests.conftest import ad_taxonomy
 
 
@@ -107,7 +107,7 @@ def test_a_salvaged_answer_is_traced_so_an_optimizer_can_keep_it(taxonomy):
 
 
 def test_plans_state_the_subject_rule_and_steer_forms_and_shorthand(taxonomy):
-    from programs.label_to_data import FORMS, SUBJECT_RULE, request_inputs
+    from clinsynth.programs.label_to_data import FORMS, SUBJECT_RULE, request_inputs
 
     plans = [plan_call(taxonomy, "TREATMENT", i, seed=0) for i in range(40)]
     assert {p.attributes["form"] for p in plans} == set(FORMS)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from clinsynth import lm
 from clinsynth.errors import LMSetupError
+from clinsynth.llm import lm
 
 
 @pytest.fixture

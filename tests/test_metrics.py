@@ -1,6 +1,6 @@
 import pytest
 
-from clinsynth.metrics import bootstrap_ci, multilabel_scores, set_f1
+from clinsynth.model.metrics import bootstrap_ci, multilabel_scores, set_f1
 from tests.conftest import ad_taxonomy
 
 CI, NO, CT, DX = "COGNITIVE_IMPAIRMENT", "NOTICE_BY_OTHERS", "COGNITIVE_TESTING", "DIAGNOSIS"

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from clinsynth.data.mixes import MixSources, load_mix, parse_mix
+from clinsynth.data.records import Provenance, Record, write_records
+from clinsynth.data.taxonomy import load_taxonomy
 from clinsynth.errors import DataError
-from clinsynth.mixes import MixSources, load_mix, parse_mix
-from clinsynth.records import Provenance, Record, write_records
-from clinsynth.taxonomy import load_taxonomy
 from tests.mini_data import write_gold
 
 
@@ -55,7 +55,7 @@ def test_parse_mix_rejects_unknown_and_repeated_parts():
 
 def test_a_part_built_by_its_caller_parses_only_where_that_caller_names_it():
     # Cross-validation builds silver-agree itself (it needs the fold's gold student).
-    from evals.cv import AGREE
+    from clinsynth.evals.cv import AGREE
 
     assert parse_mix(f"gold+{AGREE}", (AGREE,)) == ("gold", AGREE)
     with pytest.raises(DataError, match="unknown mix part"):
@@ -93,7 +93,7 @@ def test_a_missing_file_or_field_names_the_file_and_line(sources, taxonomy, tmp_
 
 
 def test_capped_bronze_keeps_at_most_n_per_target_and_smaller_caps_are_subsets():
-    from clinsynth.mixes import capped_bronze
+    from clinsynth.data.mixes import capped_bronze
 
     def bronze(i: int, target: str) -> Record:
         provenance = Provenance(lm="local", program="p", program_sha256="0", attributes={"target": target})

@@ -13,9 +13,9 @@ import pytest
 
 pytest.importorskip("onnxruntime", reason="the fast path needs the 'scale' extra")
 
-from clinsynth.cli import main  # noqa: E402
+from clinsynth.app.cli import main  # noqa: E402
 from clinsynth.errors import ClinsynthError  # noqa: E402
-from clinsynth.onnx_path import (  # noqa: E402
+from clinsynth.model.onnx_path import (  # noqa: E402
     MANIFEST,
     OnnxModel,
     choose_default,
@@ -131,7 +131,7 @@ def test_a_stale_export_is_never_used(exported, tmp_path: Path, caplog):
     model_dir = shutil.copytree(exported[0], tmp_path / "model")
     head = model_dir / "model_head.json"  # as if retrained in place (same settings, other bytes)
     head.write_text(json.dumps(json.loads(head.read_text())))
-    with caplog.at_level(logging.WARNING, logger="clinsynth.onnx_path"):
+    with caplog.at_level(logging.WARNING, logger="clinsynth.model.onnx_path"):
         assert load_classifier(model_dir)[1] == "torch"
     assert "other weights" in caplog.text
     with pytest.raises(ClinsynthError, match="export it again"):
@@ -145,7 +145,7 @@ def test_a_missing_extra_is_a_clear_error(monkeypatch):
 
 
 def test_a_logistic_regression_head_runs_on_exported_embeddings(mini_trained, tmp_path: Path):
-    from clinsynth.classifier import SignsClassifier, TrainingBudget
+    from clinsynth.model.classifier import SignsClassifier, TrainingBudget
     from tests.mini_data import records
 
     taxonomy, train, _ = mini_trained

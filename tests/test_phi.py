@@ -1,6 +1,6 @@
 import pytest
 
-from clinsynth.phi import scan
+from clinsynth.data.phi import scan
 
 
 @pytest.mark.parametrize(

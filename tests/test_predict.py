@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from clinsynth.data.records import MAX_SENTENCE_CHARS, read_inputs
 from clinsynth.errors import ClinsynthError, DataError
-from clinsynth.predict import count_sentences, predict_file, read_sentences
-from clinsynth.records import MAX_SENTENCE_CHARS, read_inputs
+from clinsynth.model.predict import count_sentences, predict_file, read_sentences
 
 NOTE = """HISTORY OF PRESENT ILLNESS:  Febrile to 39 C overnight. Productive cough.
 
@@ -74,7 +74,7 @@ def test_a_bad_input_leaves_an_existing_output_untouched(model, tmp_path: Path):
 
 
 def test_cli_predict_labels_a_text_file_with_a_given_model(model, tmp_path: Path, capsys):
-    from clinsynth.cli import main
+    from clinsynth.app.cli import main
 
     model.save(tmp_path / "model")
     (tmp_path / "in.txt").write_text("Febrile to 39 C.\nDry cough.\nFollow up in two weeks.\n")
@@ -98,7 +98,7 @@ def test_cli_predict_labels_a_text_file_with_a_given_model(model, tmp_path: Path
 def test_long_lines_are_clipped_as_label_clips_them_and_notes_per_sentence(tmp_path: Path, caplog):
     long = "Cough " * (MAX_SENTENCE_CHARS // 6 + 50)
     (tmp_path / "s.txt").write_text(f"Fever.\n{long}\n")
-    with caplog.at_level("WARNING", logger="clinsynth.records"):
+    with caplog.at_level("WARNING", logger="clinsynth.data.records"):
         sentences = read_sentences(tmp_path / "s.txt")
     assert [(s.id, s.text) for s in sentences] == [(i.id, i.text) for i in read_inputs(tmp_path / "s.txt")]
     assert len(sentences[1].text) == MAX_SENTENCE_CHARS
@@ -107,14 +107,14 @@ def test_long_lines_are_clipped_as_label_clips_them_and_notes_per_sentence(tmp_p
     note = "HISTORY OF PRESENT ILLNESS:  " + "Productive cough at night. " * 150 + "Word " + "word " * 500
     (tmp_path / "n.jsonl").write_text(json.dumps({"id": "n1", "text": note}) + "\n")
     caplog.clear()
-    with caplog.at_level("WARNING", logger="clinsynth.records"):
+    with caplog.at_level("WARNING", logger="clinsynth.data.records"):
         sentences = read_sentences(tmp_path / "n.jsonl", notes=True)
     assert len(note) > MAX_SENTENCE_CHARS and len(sentences) == 151
     assert [len(s.text) for s in sentences[-2:]] == [len("Productive cough at night."), MAX_SENTENCE_CHARS]
     assert [r.getMessage().split(": ")[0] for r in caplog.records] == [f"{tmp_path / 'n.jsonl'}:1"]
     # predict's counting pass reads it all too, but only the scoring pass warns: once per long sentence.
     caplog.clear()
-    with caplog.at_level("WARNING", logger="clinsynth.records"):
+    with caplog.at_level("WARNING", logger="clinsynth.data.records"):
         assert count_sentences(tmp_path / "n.jsonl", notes=True) == 151 and count_sentences(tmp_path / "s.txt") == 2
     assert caplog.records == []
 
@@ -198,7 +198,7 @@ class _DiesAfter:
 
 def test_a_killed_predict_resumes_after_its_last_whole_row_and_a_changed_input_starts_over(model, tmp_path: Path):
     """Issue 26 row 9: predict streams into <out>.part and resumes like label; out is whole or absent."""
-    from clinsynth.predict import BATCH
+    from clinsynth.model.predict import BATCH
 
     src = tmp_path / "big.txt"
     src.write_text("".join(f"Febrile to 39 C on day {i}.\n" if i % 3 else f"Dry cough, day {i}.\n"

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from clinsynth import prefilter
-from clinsynth.records import InputItem
-from clinsynth.taxonomy import load_taxonomy
+from clinsynth.data import prefilter
+from clinsynth.data.records import InputItem
+from clinsynth.data.taxonomy import load_taxonomy
 
 VOCAB = ["fever", "temperature", "cough", "coughs", "patient", "room", "wound", "closed"]
 

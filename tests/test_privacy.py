@@ -11,14 +11,14 @@ import json
 from pathlib import Path
 
 import pytest
+from clinsynth.programs import label as label_cli
+from clinsynth.programs.data_to_label import DataToLabel
 
+from clinsynth.data.privacy import Endpoint, Sensitivity
+from clinsynth.data.task import LMSpec, PrivacyPolicy, load_task
 from clinsynth.errors import DataError, PrivacyError
+from clinsynth.llm.session import Content, DemoSource, check_privacy, is_local, program_demo_source, resolve_endpoint
 from clinsynth.paths import PROJECT_ROOT
-from clinsynth.privacy import Endpoint, Sensitivity
-from clinsynth.session import Content, DemoSource, check_privacy, is_local, program_demo_source, resolve_endpoint
-from clinsynth.task import LMSpec, PrivacyPolicy, load_task
-from programs import label as label_cli
-from programs.data_to_label import DataToLabel
 from tests.conftest import ad_taxonomy, chat_reply, write_task
 
 COMPILED_LABELLER = PROJECT_ROOT / "compiled" / "data_to_label.local.json"
@@ -82,7 +82,7 @@ def test_private_data_and_private_demos_are_named_in_the_refusal():
 
 def test_the_committed_labeller_carries_gold_demos_and_counts_as_private():
     program = DataToLabel(ad_taxonomy())
-    from clinsynth.compiled import load_compiled
+    from clinsynth.llm.compiled import load_compiled
 
     load_compiled(program, COMPILED_LABELLER, program.taxonomy)
     assert program_demo_source(program).sensitivity is Sensitivity.PRIVATE
@@ -161,7 +161,7 @@ def test_a_remote_model_string_stops_before_any_network_attempt(tmp_path: Path, 
     for name in ("OPENAI_BASE_URL", "OPENAI_API_BASE"):
         monkeypatch.delenv(name, raising=False)
 
-    monkeypatch.setattr("clinsynth.session.make_lm", no_lm)
+    monkeypatch.setattr("clinsynth.llm.session.make_lm", no_lm)
     code = label_cli.main(["--input", str(_public_file(tmp_path)), "--sensitivity", "public", "--program",
                            str(COMPILED_LABELLER), "--lm", "openai/gpt-4o-mini",
                            "--out", str(tmp_path / "o.jsonl")])  # fmt: skip
@@ -188,15 +188,16 @@ print(json.dumps(calls))
 
 
 def test_only_the_session_builds_lms():
-    """No module but clinsynth.session calls make_lm, and nothing but clinsynth.lm builds a dspy.LM."""
+    """No module but clinsynth.llm.session calls make_lm, and nothing but clinsynth.llm.lm builds a dspy.LM."""
     import subprocess
     import sys
 
     scan = subprocess.run([sys.executable, "-c", _CALL_SCAN, str(PROJECT_ROOT)], capture_output=True, text=True,
                           check=True)  # fmt: skip
     calls = json.loads(scan.stdout)
-    assert any(rel == "src/clinsynth/session.py" for rel, _, name in calls if name == "make_lm")  # the scan sees calls
-    home = {"make_lm": "src/clinsynth/session.py", "LM": "src/clinsynth/lm.py"}
+    # the scan sees calls
+    assert any(rel == "src/clinsynth/llm/session.py" for rel, _, name in calls if name == "make_lm")
+    home = {"make_lm": "src/clinsynth/llm/session.py", "LM": "src/clinsynth/llm/lm.py"}
     assert [f"{rel}:{line} {name}" for rel, line, name in calls if rel != home[name]] == []
 
 
@@ -311,7 +312,7 @@ def _program_with(tmp_path: Path, **label_state: object) -> Path:
 
 def test_a_compiled_program_never_chooses_the_endpoint(tmp_path: Path):
     """Issue 26 row 1: LM settings in a program file (config.api_base, a saved lm) are refused, naming file and key."""
-    from programs.labellers import load_labeller
+    from clinsynth.programs.labellers import load_labeller
 
     taxonomy = ad_taxonomy()
     crafted = _program_with(tmp_path, config={"api_base": "http://127.0.0.1:9/v1"})
@@ -367,7 +368,7 @@ def test_an_lm_handle_is_immutable_and_cleared_only_by_the_session():
     """Issue 27: private_cleared defaulted to True and was set after construction (fail-open)."""
     import dataclasses
 
-    from clinsynth.lm import LMHandle
+    from clinsynth.llm.lm import LMHandle
 
     handle = LMHandle(lm=None, adapter=None, endpoint=Endpoint("openai/gpt-4o-mini"), name="remote")
     assert handle.private_cleared is False

@@ -3,8 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from clinsynth.errors import ClinsynthError, DataError
-from clinsynth.records import (
+from clinsynth.data.records import (
     MAX_SENTENCE_CHARS,
     Provenance,
     Record,
@@ -13,6 +12,7 @@ from clinsynth.records import (
     read_inputs,
     read_records,
 )
+from clinsynth.errors import ClinsynthError, DataError
 from tests.conftest import ad_taxonomy
 
 
@@ -178,7 +178,7 @@ def test_a_repeated_explicit_id_names_both_lines(tmp_path: Path):
 def test_a_long_item_is_truncated_with_one_warning_naming_file_and_line(tmp_path: Path, caplog):
     long = "word " * (MAX_SENTENCE_CHARS // 5 + 100)
     (tmp_path / "long.txt").write_text(f"Cough.\n{long}\nFever.\n")
-    with caplog.at_level("WARNING", logger="clinsynth.records"):
+    with caplog.at_level("WARNING", logger="clinsynth.data.records"):
         items = read_inputs(tmp_path / "long.txt")
     assert [len(i.text) for i in items] == [6, MAX_SENTENCE_CHARS, 6]
     assert items[1].text == long.strip()[:MAX_SENTENCE_CHARS]

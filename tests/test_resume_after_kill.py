@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from clinsynth.records import read_records
+from clinsynth.data.records import read_records
 from tests.conftest import chat_reply
 
 N = 12
@@ -31,7 +31,7 @@ def test_killed_run_resumes_without_duplicates_or_losses(tmp_path: Path, fake_op
         cmd = [
             sys.executable,
             "-m",
-            "programs.label",
+            "clinsynth.programs.label",
             "--lm",
             "openai/fake",
             "--api-base",

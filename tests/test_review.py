@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from clinsynth.app.review import config_path, export_review, import_review, margins
+from clinsynth.data.gold import load_gold
+from clinsynth.data.mixes import MixSources, load_part, rejected_path
+from clinsynth.data.records import Provenance, Record, read_records, write_records
+from clinsynth.data.task import load_task
 from clinsynth.errors import ClinsynthError, DataError
-from clinsynth.gold import load_gold
-from clinsynth.mixes import MixSources, load_part
-from clinsynth.records import Provenance, Record, read_records, write_records
-from clinsynth.review import config_path, export_review, import_review, margins, rejected_path
-from clinsynth.steps.train import mix_files
-from clinsynth.task import load_task
+from clinsynth.model.train import mix_files
 from tests.conftest import TWO_CATEGORY_YAML, write_task
 from tests.mini_data import write_gold
 
@@ -165,7 +165,7 @@ def test_round_trip_appends_gold_with_annotators(task, sentences: Path, tmp_path
 
 
 def test_the_bundled_gold_says_models_annotated_it() -> None:
-    from clinsynth.task import load_task
+    from clinsynth.data.task import load_task
 
     for folder in ("tasks/ad_signs", "tasks/sdoh"):
         gold = load_task(folder).gold()
@@ -309,7 +309,7 @@ def test_corpus_export_leaves_gold_notes_out(task, tmp_path: Path) -> None:
 
 
 def test_cli_review_errors_exit_2_without_traceback(task, sentences: Path, tmp_path: Path, capsys) -> None:
-    from clinsynth.cli import main
+    from clinsynth.app.cli import main
 
     out = tmp_path / "cli-tasks.json"
     args = ["review", "export", "--task", str(task.root), "--source", str(sentences), "--n", "3"]

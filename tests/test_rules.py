@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from clinsynth.data.rules import load_rules
+from clinsynth.data.task import load_task
 from clinsynth.errors import DataError
-from clinsynth.rules import load_rules
-from clinsynth.task import load_task
 
 NAMES = ("TOBACCO", "LIVING_SITUATION", "MEMORY")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clinsynth.classifier import TrainingBudget
-from clinsynth.cli import build_parser, run_config
-from clinsynth.pipeline import QUICK_BUDGET, QUICK_MAX_FAILURES, MainJob
-from clinsynth.task import load_task
+from clinsynth.app.cli import build_parser, run_config
+from clinsynth.app.pipeline import QUICK_BUDGET, QUICK_MAX_FAILURES, MainJob
+from clinsynth.data.task import load_task
+from clinsynth.model.classifier import TrainingBudget
 
 
 def config_for(task_dir: Path, *flags: str):

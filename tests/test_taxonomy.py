@@ -3,8 +3,8 @@ from typing import Literal, get_args
 
 import pytest
 
+from clinsynth.data.taxonomy import load_taxonomy
 from clinsynth.errors import DataError
-from clinsynth.taxonomy import load_taxonomy
 from tests.conftest import ad_taxonomy
 
 GUIDELINE_ORDER = (

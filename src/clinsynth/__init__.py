@@ -1,11 +1,8 @@
 """clinsynth: LLM-generated training data for clinical text classifiers.
 
-Importing the package sets the offline and cache environment (see ``clinsynth.env``)
-before any of dspy, litellm or transformers can be imported through it.
+Importing the library changes nothing in the process: the offline and cache environment
+(``clinsynth.env``) is set by the commands (``clinsynth``, ``python -m programs.*``,
+``python -m evals.run``) before they load dspy, litellm or transformers.
 """
-
-from clinsynth.env import apply_environment_defaults
-
-apply_environment_defaults()
 
 __version__ = "0.1.0"

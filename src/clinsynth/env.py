@@ -1,8 +1,9 @@
 """Process environment that must be set before dspy, litellm or transformers are imported.
 
 litellm fetches its model cost map and transformers/huggingface_hub probe the hub at
-import time; DSPy fixes its cache folder at import. Importing ``clinsynth`` applies these
-defaults first; a value the user already set is kept.
+import time; DSPy fixes its cache folder at import. The commands apply these defaults
+before anything else (``clinsynth.__main__``; ``python -m programs.*`` and ``evals.run`` through
+their package's ``__init__``); importing the library does not. A value the user set is kept.
 """
 
 from __future__ import annotations

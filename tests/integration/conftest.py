@@ -10,6 +10,6 @@ import pytest
 @pytest.fixture(scope="module", autouse=True)
 def stop_server_after() -> Iterator[None]:
     yield
-    from clinsynth.lm import shutdown_local_server
+    from clinsynth.llm.lm import shutdown_local_server
 
     shutdown_local_server()

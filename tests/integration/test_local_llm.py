@@ -3,12 +3,12 @@
 from pathlib import Path
 
 import pytest
+from clinsynth.programs import label as label_cli
+from clinsynth.programs.steps.label import default_labeller_path, load_labeller
 
+from clinsynth.data.records import read_records
+from clinsynth.data.task import LMSpec
 from clinsynth.fingerprint import program_sha256
-from clinsynth.records import read_records
-from clinsynth.steps.label import default_labeller_path, load_labeller
-from clinsynth.task import LMSpec
-from programs import label as label_cli
 from tests.conftest import ad_task, ad_taxonomy
 
 pytestmark = pytest.mark.integration

@@ -4,15 +4,15 @@ import json
 from pathlib import Path
 
 import pytest
+from clinsynth.programs.label_to_data import LabelToData
 
-from clinsynth.classifier import SignsClassifier
-from clinsynth.cli import main
-from clinsynth.compiled import default_compiled, load_compiled
+from clinsynth.app.cli import main
+from clinsynth.data.mixes import best_mix
+from clinsynth.data.records import iter_jsonl, read_records, side_path
+from clinsynth.data.task import LMSpec
 from clinsynth.fingerprint import program_sha256
-from clinsynth.mixes import best_mix
-from clinsynth.records import iter_jsonl, read_records, side_path
-from clinsynth.task import LMSpec
-from programs.label_to_data import LabelToData
+from clinsynth.llm.compiled import default_compiled, load_compiled
+from clinsynth.model.classifier import SignsClassifier
 from tests.conftest import ad_task, ad_taxonomy
 
 pytestmark = pytest.mark.integration

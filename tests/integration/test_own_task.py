@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from clinsynth.classifier import SignsClassifier
-from clinsynth.cli import main
-from clinsynth.records import read_records
-from clinsynth.task import load_task
+from clinsynth.app.cli import main
+from clinsynth.data.records import read_records
+from clinsynth.data.task import load_task
+from clinsynth.model.classifier import SignsClassifier
 from tests.conftest import TWO_CATEGORY_YAML
 from tests.mini_data import write_gold
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 from sklearn.metrics import cohen_kappa_score
 
-from clinsynth.corpus import iter_sentences
-from clinsynth.gold import SPLITS, load_gold
-from clinsynth.records import Record, write_records
-from clinsynth.task import BUNDLED_TASK, load_task
+from clinsynth.data.corpus import iter_sentences
+from clinsynth.data.gold import SPLITS, load_gold
+from clinsynth.data.records import Record, write_records
+from clinsynth.data.task import BUNDLED_TASK, load_task
 
 WORK = Path("data/gold/work")
 GOLD = Path("data/gold")
@@ -169,9 +169,9 @@ approved in `clinsynth.toml` (see the project README).
 Files: `train.jsonl`, `dev.jsonl`, `test.jsonl` (record schema: `id`, `text`, `labels`,
 `source: gold`, `note_id`, `split`; `labels: []` = NONE), `agreement.json`, `stats.json`;
 `work/` holds the selection, every annotation pass, and the adjudications. Sentence ids are
-those of `clinsynth.corpus` (`mts-<note>-s<index>`), so every record can be traced back to
+those of `clinsynth.data.corpus` (`mts-<note>-s<index>`), so every record can be traced back to
 its note. Rebuild with `python data/gold/tools/build_gold.py`; validate with
-`clinsynth.gold.load_gold()` (also run by the tests).
+`clinsynth.data.gold.load_gold()` (also run by the tests).
 """
 
 CARD_METHOD = """## How sentences were selected

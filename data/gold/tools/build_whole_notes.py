@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from clinsynth.corpus import note_sentences, read_notes
+from clinsynth.data.corpus import note_sentences, read_notes
 from clinsynth.paths import PROJECT_ROOT
 
 CORPUS = PROJECT_ROOT / "data" / "corpus" / "mtsamples.csv.gz"

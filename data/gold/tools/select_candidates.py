@@ -28,8 +28,8 @@ import random
 import re
 from pathlib import Path
 
-from clinsynth.corpus import iter_sentences, note_sentences, read_notes
-from clinsynth.task import BUNDLED_TASK, load_task
+from clinsynth.data.corpus import iter_sentences, note_sentences, read_notes
+from clinsynth.data.task import BUNDLED_TASK, load_task
 
 SEED = 13
 OUT = Path("data/gold/work/candidates.jsonl")

@@ -1,0 +1,215 @@
+"""Training mixes: gold train plus LLM-made data, named like ``gold+silver+bronze``.
+
+Parts of a mix:
+
+- ``gold``: the expert-labelled gold train split;
+- ``silver``: corpus sentences labelled by data-to-label;
+- ``silver-confident``: silver records whose label confidence is at least
+  ``silver_min_confidence`` (the labeller over-labels at low confidence);
+- ``bronze``: sentences written by label-to-data that passed every filter, less those a
+  reviewer rejected (``clinsynth review import``: ``<bronze>.rejected.jsonl``);
+- ``bronze-unfiltered``: the same targets without the round-trip filter: kept sentences
+  plus those the round trip dropped, sampled down to the kept count per target so that
+  only the filter, not the size, differs from ``bronze``;
+- ``bronze:N``: at most N bronze sentences per target category (a fixed shuffle, so
+  ``bronze:25`` is inside ``bronze:50``): the points of a bronze learning curve.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from clinsynth.data.gold import load_gold
+from clinsynth.data.records import Record, iter_jsonl, read_records, side_path
+from clinsynth.data.taxonomy import NONE_LABEL, Taxonomy
+from clinsynth.errors import DataError
+
+PARTS = ("gold", "silver", "silver-confident", "bronze", "bronze-unfiltered")
+CAPPED_BRONZE = "bronze:"  # + N: at most N bronze sentences per target
+SUBSET_SEED = 0  # one fixed shuffle, so smaller caps are subsets of larger ones
+ROUND_TRIP_FILTER = "round_trip"
+
+
+SILVER_MIN_CONFIDENCE = 0.5  # the labeller over-labels below it (data/silver/README.md)
+
+
+@dataclass(frozen=True)
+class MixSources:
+    """Where a mix's parts come from; ``for_task`` gives a task's files."""
+
+    gold_dir: Path
+    silver: Path
+    bronze: Path
+    silver_min_confidence: float = SILVER_MIN_CONFIDENCE
+    rules: Path | None = None  # the task's rule list (hybrid mixes)
+
+    @classmethod
+    def for_task(cls, task: Any, **overrides: Any) -> MixSources:
+        """The task's gold folder and silver/bronze sets; ``overrides`` replace any of them (None = keep)."""
+        values = {"gold_dir": task.gold_dir, "silver": task.silver, "bronze": task.bronze,
+                  "rules": getattr(task, "rules_path", None)}  # fmt: skip
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+HYBRID_SUFFIX = "+rules"  # ``gold+bronze+rules``: the mix's student stacked with the task's rule list
+
+
+
+def rejected_path(bronze: Path | str) -> Path:
+    """Where a bronze set's rejected ids are kept: ``bronze.jsonl`` -> ``bronze.jsonl.rejected.jsonl``."""
+    return side_path(Path(bronze), "rejected.jsonl")
+
+
+def rejected_ids(bronze: Path | str) -> set[str]:
+    """Ids of bronze sentences a reviewer rejected (empty when nothing was reviewed)."""
+    path = rejected_path(bronze)
+    if not path.exists():
+        return set()
+    return {obj["id"] for _, obj in iter_jsonl(path) if isinstance(obj, dict) and isinstance(obj.get("id"), str)}
+
+
+def split_hybrid(spec: str) -> tuple[str, bool]:
+    """``"gold+bronze+rules"`` -> ("gold+bronze", True); a plain mix -> (mix, False)."""
+    if spec.endswith(HYBRID_SUFFIX):
+        return spec[: -len(HYBRID_SUFFIX)], True
+    return spec, False
+
+
+def best_mix(summary: dict[str, Any]) -> str | None:
+    """The best mix of a report; dev or cross-validation decides, never test.
+
+    A cross-validation summary (``evals.cv``, it has ``folds``): the best mean of micro and
+    macro F1 out of fold. An augmentation summary: the best mean gold-dev micro F1.
+    A hybrid (``MIX+rules``, the mix's student stacked with the rule list) is a candidate too.
+    Systems trained with a changed budget (``mix@field=value``) compare recipes, not mixes,
+    and are not candidates: the default model is trained with the default budget.
+    """
+    systems = [
+        s for s in summary.get("systems", []) if s.get("kind") in ("mix", "hybrid") and "@" not in s["system"]
+    ]
+    if "folds" in summary:
+        return max(systems, key=lambda s: s["micro_f1"][0] + s["macro_f1"][0])["system"] if systems else None
+    mixes = [s for s in systems if "dev_micro_f1" in s]
+    return max(mixes, key=lambda s: s["dev_micro_f1"][0])["system"] if mixes else None
+
+
+def parse_mix(spec: str, extra_parts: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """``"gold+bronze"`` -> ``("gold", "bronze")``; unknown or repeated parts are an error.
+
+    ``extra_parts`` are parts a caller builds itself (cross-validation's ``silver-agree``).
+    """
+    parts = tuple(p.strip() for p in spec.split("+") if p.strip())
+    known = PARTS + extra_parts
+    unknown = [p for p in parts if p not in known and bronze_cap(p) is None]
+    if not parts or unknown:
+        raise DataError(f"unknown mix part(s) {unknown or [spec]}; use parts {known} or bronze:N joined by '+'")
+    if len({"bronze" if bronze_cap(p) else p for p in parts}) != len(parts):
+        raise DataError(f"mix {spec!r} names a part twice")
+    return parts
+
+
+def bronze_cap(part: str) -> int | None:
+    """N of a ``bronze:N`` part (N >= 1), else None."""
+    if not part.startswith(CAPPED_BRONZE):
+        return None
+    value = part[len(CAPPED_BRONZE) :]
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+def load_mix(spec: str, taxonomy: Taxonomy, sources: MixSources) -> list[Record]:
+    """The training records of a mix, in part order."""
+    records: list[Record] = []
+    for part in parse_mix(spec):
+        records.extend(load_part(part, taxonomy, sources))
+    return records
+
+
+def load_part(part: str, taxonomy: Taxonomy, sources: MixSources) -> list[Record]:
+    if part == "gold":
+        return load_gold(sources.gold_dir, taxonomy, splits=("train",))["train"]
+    if part in ("silver", "silver-confident"):
+        records = _read(sources.silver, taxonomy, "silver")
+        if part == "silver-confident":
+            records = [r for r in records if _confidence(r) >= sources.silver_min_confidence]
+        return records
+    if part == "bronze":
+        return _read_bronze(sources.bronze, taxonomy)
+    if part == "bronze-unfiltered":
+        return bronze_without_round_trip(sources.bronze, taxonomy)
+    cap = bronze_cap(part)
+    if cap is not None:
+        return capped_bronze(_read_bronze(sources.bronze, taxonomy), cap)
+    raise DataError(f"unknown mix part {part!r}")
+
+
+def _read(path: Path, taxonomy: Taxonomy, what: str) -> list[Record]:
+    if not Path(path).exists():
+        raise DataError(f"no {what} set here; make it first (make {what})", path=path)
+    return read_records(path, taxonomy)
+
+
+def _read_bronze(path: Path, taxonomy: Taxonomy) -> list[Record]:
+    """Bronze less the sentences a reviewer rejected (``clinsynth review import``)."""
+    rejected = rejected_ids(path)
+    return [r for r in _read(path, taxonomy, "bronze") if r.id not in rejected]
+
+
+def _confidence(record: Record) -> float:
+    confidence = record.provenance.confidence if record.provenance else None
+    return confidence if confidence is not None else 0.0
+
+
+def bronze_target(record: Record) -> str:
+    attributes = (record.provenance.attributes or {}) if record.provenance else {}
+    return attributes.get("target") or (record.labels[0] if record.labels else NONE_LABEL)
+
+
+def capped_bronze(records: list[Record], cap: int) -> list[Record]:
+    """At most ``cap`` records per bronze target, in file order; which ones is a fixed shuffle."""
+    by_target: dict[str, list[Record]] = defaultdict(list)
+    for record in records:
+        by_target[bronze_target(record)].append(record)
+    keep: set[str] = set()
+    for target in sorted(by_target):
+        pool = sorted(by_target[target], key=lambda r: r.id)
+        random.Random(f"{SUBSET_SEED}:{target}").shuffle(pool)
+        keep.update(r.id for r in pool[:cap])
+    return [r for r in records if r.id in keep]
+
+
+def bronze_without_round_trip(path: Path, taxonomy: Taxonomy, seed: int = 0) -> list[Record]:
+    """Kept bronze plus round-trip drops, sampled to the kept count per target."""
+    kept = _read_bronze(path, taxonomy)  # rejected ones leave both mixes, so only the filter differs
+    dropped_path = side_path(Path(path), "dropped.jsonl")
+    pool: dict[str, list[Record]] = defaultdict(list)
+    for record in kept:
+        pool[bronze_target(record)].append(record)
+    wanted = {target: len(records) for target, records in pool.items()}
+    if dropped_path.exists():
+        for line, row in iter_jsonl(dropped_path):
+            if row.get("filter") != ROUND_TRIP_FILTER:
+                continue
+            if "labels" not in row:
+                raise DataError(
+                    "missing; rerun `make bronze` (it rewrites the side files without new LM calls)",
+                    path=dropped_path,
+                    line=line,
+                    field="labels",
+                )
+            unknown = taxonomy.unknown_labels(row["labels"])
+            if unknown:
+                raise DataError(f"unknown label(s) {unknown}", path=dropped_path, line=line, field="labels")
+            pool[row["target"]].append(
+                Record(id=row["id"], text=row["text"], labels=taxonomy.canonical(row["labels"]), source="bronze")
+            )
+    rng = random.Random(seed)
+    out: list[Record] = []
+    for target in sorted(pool):
+        candidates = pool[target]
+        out.extend(rng.sample(candidates, min(len(candidates), wanted.get(target, 0))))
+    return out

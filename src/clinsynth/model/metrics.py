@@ -1,0 +1,141 @@
+"""Scores for the three views of the task: multi-label, binary (any vs NONE), multi-class.
+
+Labels are sets of category names; the empty set is NONE. Per-category F1 is undefined
+(reported as None) when a category has neither gold nor predicted examples.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from clinsynth.data.taxonomy import NONE_LABEL, Taxonomy
+
+LabelSets = Sequence[Sequence[str]]
+
+
+@dataclass(frozen=True)
+class Counts:
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
+
+    @property
+    def f1(self) -> float:
+        denominator = 2 * self.tp + self.fp + self.fn
+        return 2 * self.tp / denominator if denominator else 0.0
+
+
+def set_f1(gold: Sequence[str], predicted: Sequence[str]) -> float:
+    """F1 between two label sets of one sentence; two empty sets (both NONE) score 1."""
+    g, p = set(gold), set(predicted)
+    if not g and not p:
+        return 1.0
+    return 2 * len(g & p) / (len(g) + len(p))
+
+
+def confusion(pairs: Iterable[tuple[bool, bool]]) -> Counts:
+    """Counts from (gold is positive, prediction is positive) pairs."""
+    tp = fp = fn = 0
+    for is_gold, is_pred in pairs:
+        tp += is_gold and is_pred
+        fp += is_pred and not is_gold
+        fn += is_gold and not is_pred
+    return Counts(tp, fp, fn)
+
+
+def category_counts(gold: LabelSets, predicted: LabelSets, names: Sequence[str]) -> dict[str, Counts]:
+    _check_lengths(gold, predicted)
+    pairs = list(zip(gold, predicted, strict=True))
+    return {name: confusion((name in g, name in p) for g, p in pairs) for name in names}
+
+
+def multilabel_scores(gold: LabelSets, predicted: LabelSets, taxonomy: Taxonomy) -> dict:
+    """Per-category P/R/F1, micro and macro F1 (macro over categories present in gold),
+    binary F1 (any category vs NONE), multi-class accuracy and macro F1, exact match."""
+    counts = category_counts(gold, predicted, taxonomy.names)
+    micro = Counts(
+        sum(c.tp for c in counts.values()), sum(c.fp for c in counts.values()), sum(c.fn for c in counts.values())
+    )
+    present = [n for n in taxonomy.names if counts[n].tp + counts[n].fn > 0]
+    binary = confusion((bool(g), bool(p)) for g, p in zip(gold, predicted, strict=True))
+    gold_first = [taxonomy.first_label(g) for g in gold]
+    pred_first = [taxonomy.first_label(p) for p in predicted]
+    first_pairs = list(zip(gold_first, pred_first, strict=True))
+    class_f1 = [
+        confusion((g == c, p == c) for g, p in first_pairs).f1 for c in (*taxonomy.names, NONE_LABEL) if c in gold_first
+    ]
+    n = len(gold)
+    return {
+        "n": n,
+        "per_category": {
+            name: {
+                "precision": c.precision,
+                "recall": c.recall,
+                "f1": c.f1 if c.tp + c.fp + c.fn else None,
+                "support": c.tp + c.fn,
+            }
+            for name, c in counts.items()
+        },
+        "micro_f1": micro.f1,
+        "macro_f1": sum(counts[name].f1 for name in present) / len(present) if present else 0.0,
+        "binary_f1": binary.f1,
+        "multiclass_accuracy": sum(g == p for g, p in first_pairs) / n if n else 0.0,
+        "multiclass_macro_f1": sum(class_f1) / len(class_f1) if class_f1 else 0.0,
+        "exact_match": sum(set(g) == set(p) for g, p in zip(gold, predicted, strict=True)) / n if n else 0.0,
+        "mean_set_f1": sum(set_f1(g, p) for g, p in zip(gold, predicted, strict=True)) / n if n else 0.0,
+    }
+
+
+def bootstrap_ci(
+    gold: LabelSets,
+    predicted: LabelSets,
+    score: Callable[[LabelSets, LabelSets], float],
+    n_resamples: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of ``score`` over sentences."""
+    _check_lengths(gold, predicted)
+    rng = random.Random(seed)
+    n = len(gold)
+    values = []
+    for _ in range(n_resamples):
+        idx = [rng.randrange(n) for _ in range(n)]
+        values.append(score([gold[i] for i in idx], [predicted[i] for i in idx]))
+    values.sort()
+    lo = values[int(alpha / 2 * n_resamples)]
+    hi = values[min(n_resamples - 1, int((1 - alpha / 2) * n_resamples))]
+    return lo, hi
+
+
+def _check_lengths(gold: LabelSets, predicted: LabelSets) -> None:
+    if len(gold) != len(predicted):
+        raise ValueError(f"{len(gold)} gold label sets but {len(predicted)} predictions")
+
+
+def label_matrix(label_sets: Sequence[Sequence[str]], names: Sequence[str]) -> np.ndarray:
+    """One row per sentence: 1 for each category it has, then a NONE column."""
+    rows = [[int(n in set(labels)) for n in names] + [int(not labels)] for labels in label_sets]
+    return np.asarray(rows, dtype=np.int64).reshape(len(rows), len(names) + 1)
+
+
+def micro_macro_f1(predicted: np.ndarray, gold: np.ndarray) -> float:
+    """Mean of micro F1 and macro F1 of 0/1 decisions; macro over the categories with positives."""
+    tp = (predicted.astype(bool) & gold.astype(bool)).sum(axis=0)
+    denominator = predicted.sum(axis=0) + gold.sum(axis=0)
+    micro = 2 * tp.sum() / max(denominator.sum(), 1)
+    present = gold.sum(axis=0) > 0
+    macro = float(np.mean(2 * tp[present] / denominator[present])) if present.any() else 0.0
+    return float((micro + macro) / 2)

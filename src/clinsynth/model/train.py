@@ -1,0 +1,135 @@
+"""The train step: SetFit on a named mix of the task's data, thresholds on gold dev, saved with a card.
+
+The default model (``task.model_dir``) is trained on the mix that scored best in the
+task's cross-validated augmentation report (else on gold *dev* in its single-split report;
+gold when there is neither); ``clinsynth predict``
+uses it and trains it on first use if it is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clinsynth.data.mixes import MixSources, best_mix, load_mix, parse_mix, rejected_path, split_hybrid
+from clinsynth.data.task import Task
+from clinsynth.errors import DataError
+from clinsynth.fingerprint import file_sha256
+from clinsynth.model.classifier import SignsClassifier, TrainingBudget
+from clinsynth.model.metrics import multilabel_scores
+
+FALLBACK_MIX = "gold"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # parts joined by '+': gold, silver, silver-confident, bronze, bronze-unfiltered; a final '+rules'
+    # stacks the student with the task's rule list on gold dev (clinsynth.model.hybrid)
+    mix: str = FALLBACK_MIX
+    budget: TrainingBudget = field(default_factory=TrainingBudget)
+    seed: int = 0
+    sources: MixSources | None = None  # None: the task's gold, silver and bronze
+    show_progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    mix: str
+    classifier: SignsClassifier
+    seconds: float
+
+    @property
+    def dev_scores(self) -> dict[str, Any]:
+        return self.classifier.info.dev_scores
+
+    @property
+    def test_scores(self) -> dict[str, Any]:
+        return self.classifier.info.test_scores
+
+
+def mix_files(sources: MixSources, mix: str) -> list[Path]:
+    """The files a mix reads (gold dev tunes thresholds, so it is always one of them)."""
+    mix, hybrid = split_hybrid(mix)
+    parts = parse_mix(mix)
+    files = [sources.gold_dir / "train.jsonl", sources.gold_dir / "dev.jsonl"] if "gold" in parts else []
+    if "gold" not in parts:
+        files.append(sources.gold_dir / "dev.jsonl")
+    if any(p.startswith("silver") for p in parts):
+        files.append(sources.silver)
+    if any(p.startswith("bronze") for p in parts):
+        # A reviewer's rejections decide which bronze sentences train, so they are data too.
+        files += [sources.bronze, rejected_path(sources.bronze)]
+    if hybrid and sources.rules is not None:
+        files.append(sources.rules)
+    return [f for f in files if f.exists()]
+
+
+def reference_model_dir(model_dir: Path) -> Path:
+    """Where the gold-only model sits beside the default one (gold test compares the two)."""
+    return Path(model_dir).parent / f"{Path(model_dir).name}-gold"
+
+
+def train(task: Task, config: TrainConfig, out: Path | None = None) -> TrainResult:
+    """Train on ``config.mix``, tune thresholds on gold dev, score dev and test, save with its card."""
+    out = out or task.model_dir
+    sources = config.sources or MixSources.for_task(task)
+    taxonomy = task.taxonomy
+    gold = task.gold() if sources.gold_dir == task.gold_dir else _gold(sources, taxonomy)
+    mix, hybrid = split_hybrid(config.mix)
+    if hybrid and task.rules is None:
+        raise DataError(f"mix {config.mix!r} stacks with the task's rule list, but the task has none (rules.yaml)",
+                        path=task.config_path, field="rules")  # fmt: skip
+    records = load_mix(mix, taxonomy, sources)
+    started = time.monotonic()
+    classifier = SignsClassifier.train(
+        records,
+        taxonomy,
+        dev=gold["dev"],
+        budget=config.budget,
+        seed=config.seed,
+        mix=config.mix,
+        show_progress=config.show_progress,
+    )
+    if hybrid:
+        classifier.stack_with_rules(task.rules, gold["dev"])
+    info = classifier.info
+    for split, target in (("dev", "dev_scores"), ("test", "test_scores")):
+        split_records = gold[split]
+        predicted = classifier.predict([r.text for r in split_records])
+        setattr(info, target, multilabel_scores([r.labels for r in split_records], predicted, taxonomy))
+    info.task, info.title = task.name, task.title
+    info.data_files = {task.relative(f): file_sha256(f) for f in mix_files(sources, config.mix)}
+    classifier.save(out)
+    return TrainResult(out=out, mix=config.mix, classifier=classifier, seconds=time.monotonic() - started)
+
+
+def _gold(sources: MixSources, taxonomy: Any) -> dict[str, list[Any]]:
+    from clinsynth.data.gold import load_gold
+
+    return load_gold(sources.gold_dir, taxonomy)
+
+
+def default_mix(task: Task) -> str:
+    """The best mix by the task's cross-validated augmentation report, else by gold dev in its single-split
+    report, else gold."""
+    for name in ("augmentation.json", "augmentation_split.json"):
+        report = task.reports_dir / name
+        if report.exists():
+            mix = best_mix(json.loads(report.read_text(encoding="utf-8")))
+            if mix:
+                return mix
+    return FALLBACK_MIX
+
+
+def ensure_default_model(task: Task) -> Path:
+    """The task's default model directory, trained first (a few minutes) if it does not exist yet."""
+    if (task.model_dir / "clinsynth.json").exists():
+        return task.model_dir
+    mix = default_mix(task)
+    print(f"no default model in {task.model_dir} yet: training one on {mix} (a few minutes on 2 cores)", flush=True)
+    train(task, TrainConfig(mix=mix))
+    return task.model_dir
