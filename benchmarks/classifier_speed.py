@@ -3,9 +3,9 @@
 Prediction throughput is measured here, on N public-corpus sentences (after one warm-up
 batch): the SetFit model (``--model``, default: the main job's model), TF-IDF + logistic
 regression trained on gold train, and the keyword lexicon. LLM labelling throughput comes
-from the labeller eval on gold test (``reports/labeler.json``: wall seconds for 216
+from the labeller eval on gold test (``tasks/ad_signs/reports/labeler.json``: wall seconds for 216
 sentences) and training time per mix from the augmentation experiment
-(``reports/augmentation.json``), both measured on the same machine.
+(``tasks/ad_signs/reports/augmentation.json``), both measured on the same machine.
 
     python benchmarks/classifier_speed.py --n 2000
 """

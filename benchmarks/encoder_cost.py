@@ -1,10 +1,10 @@
 """Benchmark: the bundled all-MiniLM-L6-v2 against a larger encoder (all-mpnet-base-v2) as the classifier's body.
 
 Quality comes from the cross-validated run of both encoders on the same folds and seed
-(``--cv-report``, written by ``python -m evals.run cv --mixes ... --out-dir reports/encoder``);
+(``--cv-report``, written by ``python -m evals.run cv --mixes ... --out-dir tasks/ad_signs/reports/encoder``);
 this script adds what the larger body costs on this machine: its size, and how many sentences
 a second it encodes (the body is nearly all of a prediction's time) on N corpus sentences at the
-classifier's sequence length. It writes ``reports/encoder.md``.
+classifier's sequence length. It writes ``tasks/ad_signs/reports/encoder.md``.
 
     python benchmarks/encoder_cost.py --encoder outputs/encoders/all-mpnet-base-v2 --n 1000
 """
@@ -55,8 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--encoder", required=True, help="the larger encoder's folder (python -m clinsynth.model.encoders)")
     p.add_argument("--n", type=int, default=1000, help="corpus sentences to encode")
-    p.add_argument("--cv-report", type=Path, default=PROJECT_ROOT / "reports" / "encoder" / "augmentation.json")
-    p.add_argument("--out", type=Path, default=PROJECT_ROOT / "reports" / "encoder.md")
+    reports = PROJECT_ROOT / "tasks" / "ad_signs" / "reports"
+    p.add_argument("--cv-report", type=Path, default=reports / "encoder" / "augmentation.json")
+    p.add_argument("--out", type=Path, default=reports / "encoder.md")
     args = p.parse_args(argv)
 
     texts = [s.text for s in islice(iter_sentences(load_task(None).corpus), args.n)]  # the first N, as the others

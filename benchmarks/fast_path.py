@@ -5,7 +5,7 @@ torch, onnxruntime and the weights, which tracemalloc cannot see) is its own. Ev
 predicts the same N public-corpus sentences (the first N, as ``classifier_speed.py``)
 after a warm-up batch, and labels gold test for micro / macro F1 with the model's own
 thresholds. The ONNX export is made first if the model has none (``clinsynth export-onnx
---quantize``). The table is written into ``reports/benchmarks.md`` under its own heading;
+--quantize``). The table is written into ``benchmarks/results.md`` under its own heading;
 the file's other sections are kept.
 
     python benchmarks/fast_path.py --n 2000 --repeat 3

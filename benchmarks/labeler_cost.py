@@ -8,7 +8,7 @@ per second after warm-up, and micro/binary F1 on those sentences.
 
 "naive" is the uncompiled program with DSPy's stock JSONAdapter (whose per-call
 reminder repeats every label name after the sentence, so it is not cached); "compiled"
-is the task's compiled labeller for the LM (``compiled/data_to_label.<lm>.json``) with the
+is the task's compiled labeller for the LM (``tasks/ad_signs/compiled/data_to_label.<lm>.json``) with the
 prefix-caching adapter, and each of its variants (``data_to_label.<variant>.<lm>.json``, e.g.
 the per-category ``decisions`` labeller) likewise. A decisions labeller's thresholds were
 fitted on gold dev, so its F1 here is optimistic; its cost columns are what this measures.

@@ -6,7 +6,7 @@ confident silver only, bronze without the round-trip filter), several seeds each
 thresholds tuned on gold dev; baselines on the same test: a keyword lexicon from the
 taxonomy, TF-IDF + logistic regression on gold, the frozen MiniLM encoder with heads
 on gold (SetFit without its contrastive phase), and the zero-shot and compiled LLM
-labellers (their test predictions from ``reports/labeler.json``). Scorer: per-category
+labellers (their test predictions from ``tasks/ad_signs/reports/labeler.json``). Scorer: per-category
 F1, micro/macro F1, binary F1 and multi-class macro F1, mean and spread over seeds.
 
 Each trained run is stored under ``<work-dir>/runs/`` keyed by its mix, seed, budget and
@@ -48,7 +48,7 @@ class Experiment:
     budget: TrainingBudget = field(default_factory=TrainingBudget)
     sources: MixSources | None = None  # None: the task's (``for_task``)
     work_dir: Path | None = None  # finished runs are kept under work_dir/runs (resume)
-    labeler_report: Path | None = None  # reports/labeler.json of the task, for the LLM rows
+    labeler_report: Path | None = None  # tasks/ad_signs/reports/labeler.json of the task, for the LLM rows
     train_limit: int | None = None  # first N sentences of each part of a mix (quick runs)
     baselines: bool = True
 

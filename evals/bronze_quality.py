@@ -26,7 +26,7 @@ from clinsynth.data.taxonomy import NONE_LABEL, Taxonomy
 from clinsynth.data.textstats import distinct_n, tokens
 from clinsynth.report import format_table
 
-DEFAULT_BRONZE = Path("data/bronze/bronze.jsonl")
+DEFAULT_BRONZE = Path("tasks/ad_signs/data/bronze.jsonl")
 COVERAGE_COSINE = 0.6
 
 

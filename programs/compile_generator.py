@@ -51,7 +51,7 @@ WEIGHTS = {"agreement": 0.5, "diversity": 0.25, "realism": 0.25}
 # A demo must be a good *and* varied call. Gating each part, not the weighted sum: five
 # agreeing near-paraphrases (diversity ~0.05) score ~0.66 and taught the model to
 # paraphrase, while a 0.7 sum needs near-perfect agreement (1 of 22 calls qualified).
-# Over the 315 calls behind data/bronze, 34 (11%) pass agreement >= 0.8 and diversity >= 0.3.
+# Over the 315 calls behind tasks/ad_signs/data/bronze.jsonl, 34 (11%) pass agreement >= 0.8 and diversity >= 0.3.
 DEMO_MIN_AGREEMENT = 0.8
 DEMO_MIN_DIVERSITY = 0.3
 DEMO_MAX_PAIR_COSINE = NEAR_DUPLICATE_COSINE  # the bronze near-duplicate filter: a demo shows none

@@ -1,6 +1,6 @@
 """``python -m programs.label``: label corpus sentences (or a file's) with DataToLabel.
 
-Uses the task's compiled program for the LM (``compiled/data_to_label.<lm>.json``) when
+Uses the task's compiled program for the LM (``tasks/ad_signs/compiled/data_to_label.<lm>.json``) when
 there is one. Writes silver records with provenance and confidence to ``--out`` (JSONL),
 one flushed line per record, then the same records as parquet (``<out>.parquet``). An
 existing output is resumed: ids already there are skipped, never duplicated. Records

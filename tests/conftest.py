@@ -142,11 +142,12 @@ def write_task(
 
     root.mkdir(parents=True, exist_ok=True)
     data = PROJECT_ROOT / "data"
+    bundled = PROJECT_ROOT / "tasks" / "ad_signs"
     model, api_base = labeler
     lines = [
         'name = "test_task"',
-        f'taxonomy = "{taxonomy or data / "taxonomy" / "ad_signs.yaml"}"',
-        f'gold = "{gold or data / "gold"}"',
+        f'taxonomy = "{taxonomy or bundled / "taxonomy.yaml"}"',
+        f'gold = "{gold or bundled / "gold"}"',
         f'corpus = "{data / "corpus" / "mtsamples.csv.gz"}"',
         f'compiled = "{root / "compiled"}"',
         "[lm.labeler]",

@@ -5,11 +5,11 @@ import json
 from clinsynth.data.gold import SPLITS
 from clinsynth.data.phi import scan
 from clinsynth.data.records import read_records
+from clinsynth.data.task import BUNDLED_TASK
 from clinsynth.data.textstats import ngrams, normalise, tokens
-from clinsynth.paths import DATA_DIR
 from tests.conftest import ad_task, ad_taxonomy
 
-BRONZE = DATA_DIR / "bronze" / "bronze.jsonl"
+BRONZE = BUNDLED_TASK / "data" / "bronze.jsonl"
 
 
 def test_committed_bronze_records_have_provenance_and_no_gold_text_or_phi():

@@ -224,10 +224,10 @@ def test_the_committed_compiled_program_loads_and_beat_zero_shot_on_dev():
     meta = read_metadata(path)["clinsynth"]
     assert meta["dev_after"]["micro_f1"] > meta["dev_before"]["micro_f1"]
     # Its demos are gold train sentences: recorded, and private to the privacy session.
-    assert meta["demos_from"] == {"data": "gold train (data/gold/train.jsonl)", "sensitivity": "private"}
+    assert meta["demos_from"] == {"data": "gold train (tasks/ad_signs/gold/train.jsonl)", "sensitivity": "private"}
     assert meta["endpoint"]["api_base"] == "local"
     assert program_demo_source(program).sensitivity is Sensitivity.PRIVATE
-    assert program.demos_from.data == "gold train (data/gold/train.jsonl)"
+    assert program.demos_from.data == "gold train (tasks/ad_signs/gold/train.jsonl)"
     from tests.conftest import ad_task
 
     assert default_compiled(ad_task(), "data_to_label", LMSpec()) == path
@@ -236,7 +236,7 @@ def test_the_committed_compiled_program_loads_and_beat_zero_shot_on_dev():
 def test_the_committed_generator_records_no_demos_and_a_relative_labeller():
     meta = read_metadata(compiled_path("label_to_data", "local/x"))["clinsynth"]
     assert meta["demos_from"] == {"data": "none", "sensitivity": "public"} and meta["demos"] == 0
-    assert meta["labeler"] == "compiled/data_to_label.local.json"
+    assert meta["labeler"] == "tasks/ad_signs/compiled/data_to_label.local.json"
 
 
 def test_a_malformed_demos_from_record_is_an_error(tmp_path: Path):
@@ -291,9 +291,9 @@ def test_compile_step_writes_demos_from_and_endpoint_and_the_cli_prints_the_tabl
     # Keyed by model and endpoint, in the task's compiled folder.
     assert result.out == task.compiled_dir / "data_to_label.dummy@127.0.0.1_80.json"
     meta = read_metadata(result.out)["clinsynth"]
-    assert meta["demos_from"] == {"data": "gold train (data/gold/train.jsonl)", "sensitivity": "private"}
+    assert meta["demos_from"] == {"data": "gold train (tasks/ad_signs/gold/train.jsonl)", "sensitivity": "private"}
     assert meta["endpoint"] == {"model": "openai/dummy", "api_base": "http://127.0.0.1"}
-    assert meta["train"] == {"path": "data/gold/train.jsonl", "n": 670} and meta["dev"]["n"] == 2
+    assert meta["train"] == {"path": "tasks/ad_signs/gold/train.jsonl", "n": 670} and meta["dev"]["n"] == 2
     assert meta["dev_before"]["n"] == 2 and meta["dev_after"]["failed"] == 0 and meta["k"] == 4
     for key in ("program", "optimizer", "lm", "seed", "trials", "candidates", "compile_seconds", "created_at"):
         assert key in meta
@@ -321,7 +321,7 @@ def test_a_compile_with_no_demos_records_none(tmp_path: Path):
 def test_a_remote_unapproved_prompt_model_is_refused_before_any_lm_is_built(tmp_path: Path, no_lm, capsys):
     task = load_task(write_task(tmp_path / "task"))
     remote = replace(task, lms={**task.lms, "prompt_model": LMSpec("openai/gpt-4o-mini")})
-    with pytest.raises(PrivacyError, match=r"\(role prompt_model\): gold train\+dev \(data/gold/train.jsonl"):
+    with pytest.raises(PrivacyError, match=r"\(role prompt_model\): gold train\+dev \(tasks/ad_signs/gold/train.jsonl"):
         compile_program(remote, CompileConfig(dev_limit=2))
     assert not task.compiled_dir.exists() or not any(task.compiled_dir.iterdir())
     # The same through the CLI: an error on stderr and exit status 2.

@@ -21,8 +21,8 @@ from clinsynth.llm.session import Content, DemoSource, check_privacy, is_local, 
 from clinsynth.paths import PROJECT_ROOT
 from tests.conftest import ad_taxonomy, chat_reply, write_task
 
-COMPILED_LABELLER = PROJECT_ROOT / "compiled" / "data_to_label.local.json"
-GOLD_DEV = PROJECT_ROOT / "data" / "gold" / "dev.jsonl"
+COMPILED_LABELLER = PROJECT_ROOT / "tasks" / "ad_signs" / "compiled" / "data_to_label.local.json"
+GOLD_DEV = PROJECT_ROOT / "tasks" / "ad_signs" / "gold" / "dev.jsonl"
 ANSWER = json.dumps({"categories": ["COGNITIVE_IMPAIRMENT"]})
 
 

@@ -22,8 +22,7 @@ def _find_root() -> Path:
 
 
 PROJECT_ROOT = _find_root()
-DATA_DIR = PROJECT_ROOT / "data"
-COMPILED_DIR = PROJECT_ROOT / "compiled"
+COMPILED_DIR = PROJECT_ROOT / "tasks" / "ad_signs" / "compiled"
 OUTPUT_DIR = Path(os.environ.get("CLINSYNTH_OUTPUT_DIR", PROJECT_ROOT / "outputs"))
 CACHE_DIR = Path(os.environ.get("CLINSYNTH_CACHE_DIR", PROJECT_ROOT / ".cache"))
 # The assembled GGUF is 1.1 GB: keep it out of the checkout, shared by every clone.

@@ -34,7 +34,7 @@ SUBSET_SEED = 0  # one fixed shuffle, so smaller caps are subsets of larger ones
 ROUND_TRIP_FILTER = "round_trip"
 
 
-SILVER_MIN_CONFIDENCE = 0.5  # the labeller over-labels below it (data/silver/README.md)
+SILVER_MIN_CONFIDENCE = 0.5  # the labeller over-labels below it (tasks/ad_signs/data/README.md)
 
 
 @dataclass(frozen=True)

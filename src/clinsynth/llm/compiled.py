@@ -75,7 +75,7 @@ def distinct_api_base(lm_name: str, api_base: str | None) -> str | None:
 
 
 def compiled_path(program: str, lm_name: str, directory: Path = COMPILED_DIR, api_base: str | None = None) -> Path:
-    """``<directory>/<program>.<lm>[@<host>_<port>].json``, e.g. ``compiled/data_to_label.local.json``.
+    """``<directory>/<program>.<lm>[@<host>_<port>].json``, e.g. ``tasks/ad_signs/compiled/data_to_label.local.json``.
 
     The ``@<host>_<port>`` part is added only for a non-default ``api_base`` (see the module docstring).
     """

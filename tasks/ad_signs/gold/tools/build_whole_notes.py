@@ -5,8 +5,8 @@ two independent passes ``pass_a.jsonl`` / ``pass_b.jsonl`` and ``adjudication.js
 label of each sentence the passes disagree on, with the reason). Sentences already in
 test.jsonl keep their test labels. Run from the project root:
 
-    python data/gold/tools/build_whole_notes.py data/gold data/gold/work/whole_notes
-    python data/gold/tools/build_whole_notes.py tasks/sdoh/gold tasks/sdoh/annotation/whole_notes
+    python tasks/ad_signs/gold/tools/build_whole_notes.py tasks/ad_signs/gold tasks/ad_signs/gold/work/whole_notes
+    python tasks/ad_signs/gold/tools/build_whole_notes.py tasks/sdoh/gold tasks/sdoh/annotation/whole_notes
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """Build the gold splits from the annotation passes: adjudicate, measure agreement, split by note.
 
-Inputs (``data/gold/work/``): ``candidates.jsonl`` (selection), ``labels/A*.jsonl`` (first
+Inputs (``tasks/ad_signs/gold/work/``): ``candidates.jsonl`` (selection), ``labels/A*.jsonl`` (first
 pass, every sentence), ``labels/B*.jsonl`` (independent second pass on a subset),
 ``adjudication.jsonl`` (final labels and the rule applied, for every disagreement).
-Outputs: ``data/gold/{train,dev,test}.jsonl``, ``data/gold/agreement.json`` and
-``data/gold/stats.json``.
+Outputs: ``tasks/ad_signs/gold/{train,dev,test}.jsonl``, ``tasks/ad_signs/gold/agreement.json`` and
+``tasks/ad_signs/gold/stats.json``.
 
-Run from the project root: ``python data/gold/tools/build_gold.py``.
+Run from the project root: ``python tasks/ad_signs/gold/tools/build_gold.py``.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from clinsynth.data.gold import SPLITS, load_gold
 from clinsynth.data.records import Record, write_records
 from clinsynth.data.task import BUNDLED_TASK, load_task
 
-WORK = Path("data/gold/work")
-GOLD = Path("data/gold")
+WORK = Path("tasks/ad_signs/gold/work")
+GOLD = Path("tasks/ad_signs/gold")
 SPLIT_SHARES = {"train": 0.6, "dev": 0.2, "test": 0.2}
 SEED = 2023
 
@@ -157,12 +157,12 @@ CARD_INTRO = """# Gold set: AD signs in MTSamples sentences
 
 Expert-style annotations of real, de-identified clinical sentences from the project's public
 corpus (MTSamples, CC0; see `data/corpus/README.md`), labelled with the 9-category taxonomy
-of `data/taxonomy/ad_signs.yaml` (guideline: `data/taxonomy/ad-signs-guideline.md`). It
+of `tasks/ad_signs/taxonomy.yaml` (guideline: `tasks/ad_signs/guideline.md`). It
 stands in for the expert-annotated EHR sentences of Li, Wang & Yu (2023) and anchors prompt
 compilation (dev) and every measurement (test).
 
 **Sensitivity: private.** The text is public, but the code treats gold as it would a
-hospital's annotated EHR: records carry `"source": "gold"`, files under `data/gold/` are
+hospital's annotated EHR: records carry `"source": "gold"`, files under `tasks/ad_signs/gold/` are
 private, and the privacy gate refuses to send them to a remote LLM unless that endpoint is
 approved in `clinsynth.toml` (see the project README).
 
@@ -170,13 +170,13 @@ Files: `train.jsonl`, `dev.jsonl`, `test.jsonl` (record schema: `id`, `text`, `l
 `source: gold`, `note_id`, `split`; `labels: []` = NONE), `agreement.json`, `stats.json`;
 `work/` holds the selection, every annotation pass, and the adjudications. Sentence ids are
 those of `clinsynth.data.corpus` (`mts-<note>-s<index>`), so every record can be traced back to
-its note. Rebuild with `python data/gold/tools/build_gold.py`; validate with
+its note. Rebuild with `python tasks/ad_signs/gold/tools/build_gold.py`; validate with
 `clinsynth.data.gold.load_gold()` (also run by the tests).
 """
 
 CARD_METHOD = """## How sentences were selected
 
-`data/gold/tools/select_candidates.py` draws candidates from the corpus (cue words only pick
+`tasks/ad_signs/gold/tools/select_candidates.py` draws candidates from the corpus (cue words only pick
 *which* sentences are read; they never decide a label):
 
 | stratum | sentences | what |

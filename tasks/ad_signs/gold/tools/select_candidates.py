@@ -14,7 +14,7 @@ label (every candidate is read and labelled by hand against the guideline). Stra
   sentence with a cue of any category or of daily living, safety and care (added in a
   second round: the first round found only 3 SAFETY_CONCERNS sentences).
 
-Run from the project root: ``python data/gold/tools/select_candidates.py``. The committed
+Run from the project root: ``python tasks/ad_signs/gold/tools/select_candidates.py``. The committed
 ``candidates.jsonl`` keeps the first round exactly as annotated: it was drawn before the
 corpus reader stopped stripping inline all-caps labels ("NEURO: Alert and oriented"), which
 left every sentence id the same but shifts which sentences the seeded draw picks, so the
@@ -32,7 +32,7 @@ from clinsynth.data.corpus import iter_sentences, note_sentences, read_notes
 from clinsynth.data.task import BUNDLED_TASK, load_task
 
 SEED = 13
-OUT = Path("data/gold/work/candidates.jsonl")
+OUT = Path("tasks/ad_signs/gold/work/candidates.jsonl")
 MAX_PER_NOTE = 18
 N_CUE, N_HARD, N_RANDOM = 470, 130, 130
 
