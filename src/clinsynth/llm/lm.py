@@ -29,7 +29,7 @@ from typing import Any
 from clinsynth.data.privacy import Endpoint
 from clinsynth.errors import LMSetupError
 from clinsynth.llm.adapters import make_adapter
-from clinsynth.llm.pricing import GGUF_NAME, LOCAL_MODEL, lm_name_for  # noqa: F401 - callers import the names from here
+from clinsynth.llm.pricing import GGUF_NAME, LOCAL_MODEL, lm_name_for
 from clinsynth.paths import MODEL_CACHE_DIR
 
 log = logging.getLogger(__name__)

@@ -371,7 +371,7 @@ def open_lm(
 
     ``options`` go to ``clinsynth.llm.lm.make_lm`` (temperature, timeout, adapter...). The
     returned handle remembers whether private content was cleared, so a program added
-    later can be checked with ``handle.admit``.
+    later can be checked with ``admit(handle, name, program)``.
     """
     endpoint, cleared = gate(spec, role, policy, data, programs, env_folders)
     handle = make_lm(spec.model, api_base=endpoint.api_base if spec.model != LOCAL_MODEL else None, **options)
