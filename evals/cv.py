@@ -189,6 +189,12 @@ class CrossValidation:
             self.parts[name] = load_part(name, self.taxonomy, self.sources)
         return self.parts[name]
 
+    def check_sources(self) -> None:
+        """Read every part the mixes name, so a missing or broken file stops the run before any training."""
+        for system in self.settings.mixes:
+            for part in parse_mix(system.partition("@")[0], (AGREE,)):
+                self.part("silver" if part == AGREE else part)
+
     # -- one fold ---------------------------------------------------------------------
 
     def fold_data(self, mix: str, seed: int, fold: int) -> tuple[list[Record], list[Record], list[Record]]:
@@ -336,6 +342,7 @@ def run(pool: Sequence[Record], taxonomy: Taxonomy, sources: MixSources, work_di
     """Every mix x seed x fold (reusing finished runs), hybrids with the rule list, baselines,
     scores and paired CIs vs gold and vs the rule list."""
     cv = CrossValidation(pool, taxonomy, sources, work_dir, settings, rules)
+    cv.check_sources()
     gold_sets = [list(r.labels) for r in pool]
     notes = [note_of(r) for r in pool]
     predictions: dict[str, list[list[list[str]]]] = {}

@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from clinsynth.evals.augmentation_report import html_table
 from clinsynth.evals.core import mean_sd_text
 
 from clinsynth.data.fileio import atomic_write_text
 from clinsynth.data.mixes import best_mix, bronze_cap, split_hybrid
 from clinsynth.data.taxonomy import Taxonomy
-from clinsynth.report import format_table
+from clinsynth.report import format_table, html_table
 
 REPORT = "augmentation"
 CATEGORY_PNG = "augmentation_per_category.png"

@@ -14,8 +14,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from clinsynth.evals.core import Result
-from clinsynth.evals.core import Task as EvalTask
+from clinsynth.evals.core import EvalSet, Result
 from clinsynth.programs.data_to_label import DataToLabel
 from clinsynth.programs.labellers import load_labeller
 from clinsynth.programs.scoring import score_labeller
@@ -32,10 +31,10 @@ from clinsynth.report import format_table
 ROLE = "labeler"
 
 
-def gold_task(split: str, taxonomy: Taxonomy, gold_dir: Path, limit: int | None = None) -> EvalTask:
+def gold_task(split: str, taxonomy: Taxonomy, gold_dir: Path, limit: int | None = None) -> EvalSet:
     """The first ``limit`` sentences of a gold split (all splits are read: they are checked against each other)."""
     records = load_gold(gold_dir, taxonomy)[split]
-    return EvalTask(name=f"gold-{split}", records=tuple(records[:limit] if limit else records))
+    return EvalSet(name=f"gold-{split}", records=tuple(records[:limit] if limit else records))
 
 
 def load_programs(taxonomy: Taxonomy, paths: dict[str, Path | None]) -> dict[str, DataToLabel]:
@@ -46,7 +45,7 @@ def load_programs(taxonomy: Taxonomy, paths: dict[str, Path | None]) -> dict[str
     return programs
 
 
-def program_result(name: str, task: EvalTask, program: DataToLabel, handle: LMHandle, threads: int = 1) -> Result:
+def program_result(name: str, task: EvalSet, program: DataToLabel, handle: LMHandle, threads: int = 1) -> Result:
     """Score ``program`` on the task's sentences (``programs.scoring.score_labeller``) as an eval Result."""
     run = score_labeller(program, task.records, handle, threads=threads, desc=name)
     return Result(

@@ -3,8 +3,7 @@
 Suites: ``labeler`` (data-to-label quality on gold, zero-shot vs compiled), ``bronze-quality``
 (filters, diversity, distance to gold, leakage), ``augmentation`` (alias ``cv``: what silver
 and bronze add to gold, by grouped cross-validation over gold train + dev with seeds and
-paired confidence intervals, then the default model on gold test), ``split`` (the same mixes
-on the single gold train/dev/test split), ``topup`` (what a bronze top-up added, paired).
+paired confidence intervals, then the default model on gold test), ``topup`` (what a bronze top-up added, paired).
 Reports go to the task's reports folder.
 
 Example: python -m evals.run augmentation --seeds 0,1,2
@@ -19,7 +18,7 @@ from pathlib import Path
 
 from clinsynth.evals.cv import DEFAULT_FOLDS
 
-from clinsynth.data.task import LMSpec, Task, load_task
+from clinsynth.data.task import LMSpec, load_task
 from clinsynth.errors import ClinsynthError
 from clinsynth.jobs.cliargs import add_budget_flags, add_task_flag, budget_from_args, interrupted
 
@@ -57,16 +56,6 @@ def build_parser(prog: str = "python -m evals.run") -> argparse.ArgumentParser:
     bq = add("bronze-quality", "bronze set: filter counts, diversity, distance to gold, leakage")
     bq.add_argument("--bronze", type=Path, default=None, help="bronze file (default: the task's)")
     bq.add_argument("--coverage-cosine", type=float, default=0.6, help="a gold sentence is covered at this cosine")
-    aug = add("split", "single split: SetFit on gold / +silver / +bronze mixes, seeds, baselines, on gold test")
-    aug.add_argument("--mixes", default=None, help="comma-separated mixes (default: all main, reference, ablation)")
-    aug.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
-    add_budget_flags(aug)
-    aug.add_argument("--train-limit", type=int, default=None, help="first N of each part of a mix (quick runs)")
-    aug.add_argument("--silver-min-confidence", type=float, default=0.5, help="for silver-confident")
-    aug.add_argument("--silver", type=Path, default=None, help="silver file (default: the task's)")
-    aug.add_argument("--bronze", type=Path, default=None, help="bronze file (default: the task's)")
-    aug.add_argument("--no-baselines", action="store_true", help="mixes only")
-    aug.add_argument("--work-dir", type=Path, default=None, help="where finished runs are kept (resume)")
     cv = add("augmentation", "grouped k-fold CV by note over gold train+dev: mixes x seeds, paired CIs vs gold, "
              "then gold test", aliases=("cv",))  # fmt: skip
     cv.add_argument("--mixes", default=None, help="comma-separated mixes, e.g. gold+bronze:25 (default: the task's "
@@ -128,13 +117,6 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
                 f"PHI {len(results['phi'])}; distinct-2 {results['overall']['distinct_2']}"
             )
             print(f"report: {out_dir / 'bronze.md'}")
-        elif args.suite == "split":
-            from clinsynth.evals import augmentation
-
-            from clinsynth.data.mixes import best_mix
-
-            summary = augmentation.run(augmentation_experiment(args, task), task.taxonomy, out_dir, command)
-            print(f"report: {out_dir / 'augmentation_split.md'} (best mix on dev: {best_mix(summary)})")
         elif args.suite in ("augmentation", "cv"):
             from clinsynth.evals import cv
 
@@ -163,28 +145,6 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return interrupted()
     return 0
-
-
-def augmentation_experiment(args: argparse.Namespace, task: Task):
-    """The experiment the CLI options describe (defaults: every mix, seeds 0-2, default budget)."""
-    from clinsynth.evals.augmentation import DEFAULT_MIXES, Experiment
-
-    from clinsynth.data.mixes import MixSources
-
-    sources = MixSources.for_task(
-        task, silver=args.silver, bronze=args.bronze, silver_min_confidence=args.silver_min_confidence
-    )
-    budget = budget_from_args(args)
-    return Experiment.for_task(
-        task,
-        mixes=tuple(m.strip() for m in args.mixes.split(",")) if args.mixes else DEFAULT_MIXES,
-        seeds=tuple(int(s) for s in args.seeds.split(",")),
-        budget=budget,
-        sources=sources,
-        train_limit=args.train_limit,
-        baselines=not args.no_baselines,
-        work_dir=args.work_dir,
-    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -202,11 +202,6 @@ def get_optimizer(name: str, program: str) -> Optimizer:
     return optimizer
 
 
-def optimize(name: str, problem: Problem) -> Any:
-    """Compile ``problem.student`` with the registered optimizer ``name``."""
-    return get_optimizer(name, problem.program).run(problem)
-
-
 def mipro(
     student: Any,
     train: list[dspy.Example],

@@ -7,7 +7,7 @@ import pytest
 from clinsynth.programs import compile as compile_cli
 from clinsynth.programs.compile_labeler import label_f1, label_f1_with_feedback, labeler_problem, stratified
 from clinsynth.programs.data_to_label import DataToLabel
-from clinsynth.programs.optimizers import OPTIMIZERS, get_optimizer, optimize, search_candidates
+from clinsynth.programs.optimizers import OPTIMIZERS, Problem, get_optimizer, search_candidates
 from clinsynth.programs.scoring import score_labeller
 from clinsynth.programs.steps.compile import CompileConfig, compile_program
 from dspy.utils import DummyLM
@@ -27,6 +27,11 @@ from clinsynth.llm.compiled import (
 from clinsynth.llm.lm import LMHandle
 from clinsynth.llm.session import program_demo_source
 from tests.conftest import ad_taxonomy, write_task
+
+
+def optimize(name: str, problem: Problem):
+    """Compile as the compile step does: the registry entry for the problem's program, run on it."""
+    return get_optimizer(name, problem.program).run(problem)
 
 
 def examples(pairs):

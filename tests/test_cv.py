@@ -162,3 +162,35 @@ def test_a_budget_variant_trains_with_its_budget_and_reuses_runs_keyed_by_that_b
     runner.run(f"gold@epochs={default_epochs}", 0, 0)
     assert runner.run("gold", 0, 0).mix == "gold"  # same budget as the line above: reused, not retrained
     assert seen == [("gold", 3), ("gold", default_epochs)]
+
+
+def test_cross_validation_decides_the_best_mix_on_micro_plus_macro():
+    from clinsynth.data.mixes import best_mix
+
+    cv_summary = {
+        "folds": 3,
+        "systems": [
+            {"system": "gold", "kind": "mix", "micro_f1": [0.70, 0.01], "macro_f1": [0.50, 0.02]},
+            {"system": "gold+bronze", "kind": "mix", "micro_f1": [0.69, 0.01], "macro_f1": [0.58, 0.02]},
+            {"system": "keyword lexicon", "kind": "baseline", "micro_f1": [0.9, 0.0], "macro_f1": [0.9, 0.0]},
+        ],
+    }
+    assert best_mix(cv_summary) == "gold+bronze"
+
+
+def test_a_missing_source_fails_before_any_training(tmp_path: Path, monkeypatch):
+    from clinsynth.data.taxonomy import load_taxonomy
+    from clinsynth.errors import DataError
+    from clinsynth.model.classifier import SignsClassifier
+
+    (tmp_path / "t.yaml").write_text(TWO_CATEGORY_YAML)
+    taxonomy = load_taxonomy(tmp_path / "t.yaml")
+    from tests.mini_data import write_gold
+
+    monkeypatch.setattr(SignsClassifier, "train", lambda *a, **k: pytest.fail("trained before checking data"))
+    gold_dir = write_gold(tmp_path / "gold")
+    sources = MixSources(gold_dir=gold_dir, silver=tmp_path / "none.jsonl", bronze=tmp_path / "none")
+    settings = cv.CVSettings(mixes=("gold", f"gold+{cv.AGREE}"), seeds=(0,), folds=3, baselines=False)
+    with pytest.raises(DataError, match="make silver") as err:
+        cv.run(_pool(), taxonomy, sources, tmp_path / "work", settings)
+    assert "none.jsonl" in str(err.value)

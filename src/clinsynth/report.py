@@ -1,9 +1,17 @@
-"""Readable results: plain-text/markdown tables (plots and HTML come with the eval suites)."""
+"""Readable results: plain-text/markdown and HTML tables (plots come with the eval suites)."""
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from pathlib import Path
+
+
+def html_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """The same table as HTML, every cell escaped."""
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

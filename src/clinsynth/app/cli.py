@@ -327,7 +327,7 @@ DELEGATED_HELP = {
     "label": "label sentences with the data-to-label program (silver)",
     "generate": "write bronze sentences per category (label-to-data)",
     "compile": "tune a program's prompt with a DSPy optimizer on gold",
-    "eval": "run an eval suite: labeler, bronze-quality, augmentation (cross-validated), split",
+    "eval": "run an eval suite: labeler, bronze-quality, augmentation (cross-validated), topup",
 }
 
 

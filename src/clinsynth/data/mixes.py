@@ -81,10 +81,8 @@ def split_hybrid(spec: str) -> tuple[str, bool]:
 
 
 def best_mix(summary: dict[str, Any]) -> str | None:
-    """The best mix of a report; dev or cross-validation decides, never test.
-
-    A cross-validation summary (``evals.cv``, it has ``folds``): the best mean of micro and
-    macro F1 out of fold. An augmentation summary: the best mean gold-dev micro F1.
+    """The best mix of a cross-validation summary (``evals.cv``): the best mean of micro and
+    macro F1 out of fold; cross-validation decides, never test.
     A hybrid (``MIX+rules``, the mix's student stacked with the rule list) is a candidate too.
     Systems trained with a changed budget (``mix@field=value``) compare recipes, not mixes,
     and are not candidates: the default model is trained with the default budget.
@@ -92,10 +90,7 @@ def best_mix(summary: dict[str, Any]) -> str | None:
     systems = [
         s for s in summary.get("systems", []) if s.get("kind") in ("mix", "hybrid") and "@" not in s["system"]
     ]
-    if "folds" in summary:
-        return max(systems, key=lambda s: s["micro_f1"][0] + s["macro_f1"][0])["system"] if systems else None
-    mixes = [s for s in systems if "dev_micro_f1" in s]
-    return max(mixes, key=lambda s: s["dev_micro_f1"][0])["system"] if mixes else None
+    return max(systems, key=lambda s: s["micro_f1"][0] + s["macro_f1"][0])["system"] if systems else None
 
 
 def parse_mix(spec: str, extra_parts: tuple[str, ...] = ()) -> tuple[str, ...]:

@@ -6,8 +6,7 @@ Labels are sets of category names; the empty set is NONE. Per-category F1 is und
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,28 +95,6 @@ def multilabel_scores(gold: LabelSets, predicted: LabelSets, taxonomy: Taxonomy)
         "exact_match": sum(set(g) == set(p) for g, p in zip(gold, predicted, strict=True)) / n if n else 0.0,
         "mean_set_f1": sum(set_f1(g, p) for g, p in zip(gold, predicted, strict=True)) / n if n else 0.0,
     }
-
-
-def bootstrap_ci(
-    gold: LabelSets,
-    predicted: LabelSets,
-    score: Callable[[LabelSets, LabelSets], float],
-    n_resamples: int = 1000,
-    alpha: float = 0.05,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval of ``score`` over sentences."""
-    _check_lengths(gold, predicted)
-    rng = random.Random(seed)
-    n = len(gold)
-    values = []
-    for _ in range(n_resamples):
-        idx = [rng.randrange(n) for _ in range(n)]
-        values.append(score([gold[i] for i in idx], [predicted[i] for i in idx]))
-    values.sort()
-    lo = values[int(alpha / 2 * n_resamples)]
-    hi = values[min(n_resamples - 1, int((1 - alpha / 2) * n_resamples))]
-    return lo, hi
 
 
 def _check_lengths(gold: LabelSets, predicted: LabelSets) -> None:

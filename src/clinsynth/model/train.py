@@ -1,9 +1,8 @@
 """The train step: SetFit on a named mix of the task's data, thresholds on gold dev, saved with a card.
 
 The default model (``task.model_dir``) is trained on the mix that scored best in the
-task's cross-validated augmentation report (else on gold *dev* in its single-split report;
-gold when there is neither); ``clinsynth predict``
-uses it and trains it on first use if it is missing.
+task's cross-validated augmentation report (gold without one); ``clinsynth predict`` uses it
+and trains it on first use if it is missing.
 """
 
 from __future__ import annotations
@@ -114,14 +113,10 @@ def _gold(sources: MixSources, taxonomy: Any) -> dict[str, list[Any]]:
 
 
 def default_mix(task: Task) -> str:
-    """The best mix by the task's cross-validated augmentation report, else by gold dev in its single-split
-    report, else gold."""
-    for name in ("augmentation.json", "augmentation_split.json"):
-        report = task.reports_dir / name
-        if report.exists():
-            mix = best_mix(json.loads(report.read_text(encoding="utf-8")))
-            if mix:
-                return mix
+    """The best mix by the task's cross-validated augmentation report, else gold."""
+    report = task.reports_dir / "augmentation.json"
+    if report.exists():
+        return best_mix(json.loads(report.read_text(encoding="utf-8"))) or FALLBACK_MIX
     return FALLBACK_MIX
 
 
