@@ -15,8 +15,9 @@ of a few points are noise. Here gold train + dev are pooled and split into ``k``
 Every mix's out-of-fold predictions cover the whole pool once per seed. Scores are the
 mean and spread over seeds; each mix is compared with gold by a paired bootstrap over notes
 (``scipy.stats.bootstrap``): the 95% interval of (mix - gold), seeds averaged inside.
-Finished runs are stored under ``<work-dir>/cv/`` keyed by mix, seed, fold, budget and
-data, so an interrupted experiment resumes.
+Finished runs are stored in the task's ``reports/cv-runs/`` (or ``--work-dir``) keyed by mix,
+seed, fold, budget and data, so an interrupted experiment resumes and a committed task folder
+reruns its report without training what it already holds.
 
 A system may change the training budget after ``@``: ``gold+bronze@epochs=12`` or
 ``gold@recipe=contrastive`` (``TrainingBudget`` fields, comma-separated), so recipes are
@@ -54,6 +55,7 @@ INNER_DEV = 0.2  # share of the training notes that picks epochs and thresholds
 HEADLINE = ("micro_f1", "macro_f1", "binary_f1")
 RULE_LIST = "rule list"  # the task's rules.yaml, the headline baseline
 BOOTSTRAP_RESAMPLES = 1000
+RUNS_FOLDER = "cv-runs"
 
 
 @dataclass
@@ -97,6 +99,12 @@ class CVSettings:
             except DataError as exc:
                 raise DataError(str(exc), path=task.config_path, field="experiment.mixes") from None
         return cls(**values)
+
+
+def runs_dir(task: Any) -> Path:
+    """Where a task keeps its finished fold runs: beside the report computed from them, so a
+    committed task folder carries them and a fresh clone's ``clinsynth run`` reuses them."""
+    return task.reports_dir / RUNS_FOLDER
 
 
 def note_of(record: Record) -> str:
@@ -179,10 +187,13 @@ class CrossValidation:
         self.names = list(taxonomy.names)
         self.sources = sources
         self.settings = settings
-        self.dir = Path(work_dir) / "cv"
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir = Path(work_dir)  # made when the first run is kept: a plan (--dry-run) writes nothing
         self.folds = note_folds(self.pool, settings.folds)
         self.parts: dict[str, list[Record]] = {}
+        # Runs still to train -> their training sentences (``plan``), and (seconds, sentences) of each
+        # run trained so far: the time left is the rest's sentences at the pace so far.
+        self.to_train: dict[tuple[str, int, int], int] = {}
+        self.trained: list[tuple[float, int]] = []
 
     def part(self, name: str) -> list[Record]:
         if name not in self.parts:
@@ -221,20 +232,67 @@ class CrossValidation:
             train.extend(r for r in records if r.note_id is None or r.note_id not in blocked)
         return train, dev, evaluation
 
-    def run(self, system: str, seed: int, fold: int) -> FoldRun:
+    def run_path(self, system: str, seed: int, fold: int) -> Path:
+        """Where the finished run is kept: its name holds a key of everything the run depends on."""
         mix, budget = split_system(system, self.settings.budget)
         train, dev, evaluation = self.fold_data(system, seed, fold)
         # The key holds the budget itself, so a system spelled differently but trained the
         # same way (e.g. ``gold@epochs=12`` while 12 is the default) reuses the same run.
         key = run_key(mix, seed, fold, budget.key(), [(r.text, r.labels) for r in train],
                       [r.id for r in dev], [r.id for r in evaluation], self.names)  # fmt: skip
-        path = self.dir / f"{mix}.seed{seed}.fold{fold}.{key}.json"
+        return self.dir / f"{mix}.seed{seed}.fold{fold}.{key}.json"
+
+    def is_done(self, system: str, seed: int, fold: int) -> bool:
+        # A silver-agree run's data depend on its gold student's run, which must exist to key it.
+        if AGREE in system and not self.is_done(*self._student(system), seed, fold):
+            return False
+        return self.run_path(system, seed, fold).exists()
+
+    def plan(self) -> tuple[int, int]:
+        """(runs to train, runs kept from earlier) of the whole experiment; what is left to train is
+        remembered for the time-left estimate of each finished run's line."""
+        pending = self.pending()
+        self.to_train = {(system, seed, fold): n for system, seed, fold, n in pending}
+        return len(pending), self.total_runs - len(pending)
+
+    @property
+    def total_runs(self) -> int:
+        return len(self.settings.mixes) * len(self.settings.seeds) * self.settings.folds
+
+    def pending(self) -> list[tuple[str, int, int, int]]:
+        """(system, seed, fold, training sentences) of every run not kept from earlier; nothing is trained.
+
+        A silver-agree run whose gold student is not trained yet counts all of silver (its upper bound).
+        """
+        out = []
+        for system in self.settings.mixes:
+            for seed in self.settings.seeds:
+                for fold in range(self.settings.folds):
+                    if self.is_done(system, seed, fold):
+                        continue
+                    if AGREE in system and not self.run_path(*self._student(system), seed, fold).exists():
+                        train, _, _ = self.fold_data(system.replace(AGREE, "silver"), seed, fold)
+                    else:
+                        train, _, _ = self.fold_data(system, seed, fold)
+                    out.append((system, seed, fold, len(train)))
+        return out
+
+    @staticmethod
+    def _student(system: str) -> tuple[str]:
+        """The gold system (same budget) whose decisions filter silver for a silver-agree system."""
+        return ("gold" + system[system.index("@"):] if "@" in system else "gold",)
+
+    def run(self, system: str, seed: int, fold: int) -> FoldRun:
+        mix, budget = split_system(system, self.settings.budget)
+        path = self.run_path(system, seed, fold)
         if path.exists():
             return FoldRun(**{**json.loads(path.read_text(encoding="utf-8")), "mix": system})
-        print(f"  {system} seed {seed} fold {fold}: training on {len(train)} sentences ...", flush=True)
+        train, dev, evaluation = self.fold_data(system, seed, fold)
+        name = f"{system} seed {seed} fold {fold}"
         classifier = SignsClassifier.train(
-            train, self.taxonomy, dev=dev, budget=budget, seed=seed, mix=mix, show_progress=False
-        )
+            train, self.taxonomy, dev=dev, budget=budget, seed=seed, mix=mix,
+            progress_label=f"{name}: training on {len(train)} sentences",
+        )  # fmt: skip
         silver_scores = None
         if mix == "gold" and self.sources.silver.exists():
             silver_scores = np.round(classifier.scores([r.text for r in self.part("silver")]), 4).tolist()
@@ -246,8 +304,21 @@ class CrossValidation:
             silver_scores=silver_scores, scores=np.round(scores, 5).tolist(), dev_ids=[r.id for r in dev],
             dev_scores=np.round(classifier.scores([r.text for r in dev]), 5).tolist(),
         )  # fmt: skip
+        self.dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(asdict(result)))
+        self.announce(name, result, evaluation)
         return result
+
+    def announce(self, name: str, run: FoldRun, evaluation: Sequence[Record]) -> None:
+        """A line per finished run: its score on the fold, and the time left for the runs still to train."""
+        self.trained.append((run.train_seconds, run.n_train))
+        self.to_train.pop((run.mix, run.seed, run.fold), None)
+        scores = multilabel_scores([r.labels for r in evaluation], run.predictions, self.taxonomy)
+        pace = sum(t for t, _ in self.trained) / max(1, sum(n for _, n in self.trained))
+        left = len(self.to_train)
+        eta = f"; {left} to train, about {pace * sum(self.to_train.values()) / 60:.0f} min left" if left else ""
+        print(f"  {name}: micro F1 {scores['micro_f1']:.3f}, macro F1 {scores['macro_f1']:.3f} on the fold "
+              f"({run.train_seconds:.0f} s){eta}", flush=True)  # fmt: skip
 
     # -- everything ---------------------------------------------------------------------
 
@@ -310,26 +381,37 @@ def paired_ci(
     Notes are resampled (sentences of a note are not independent). ``system`` and
     ``reference`` hold one prediction list per seed; each resample scores every seed on
     the same sentences and averages, so both seed noise and sample noise are in the interval.
+    Each seed's outcomes are summed per note once; a resample is then a weighted sum of
+    notes (``outcome_matrix``, ``headline_f1``), so a thousand resamples take a moment.
     """
     from scipy.stats import bootstrap
 
+    from clinsynth.model.metrics import headline_f1, outcome_matrix
+
+    names = list(taxonomy.names)
     note_ids = sorted(set(notes))
-    rows_of: dict[str, list[int]] = {n: [] for n in note_ids}
-    for i, n in enumerate(notes):
-        rows_of[n].append(i)
+    index = {n: i for i, n in enumerate(note_ids)}
+    by_note = np.zeros((len(note_ids), len(notes)))
+    by_note[[index[n] for n in notes], np.arange(len(notes))] = 1.0
 
-    def mean_scores(rows: list[int], runs: Sequence[Sequence[Sequence[str]]]) -> np.ndarray:
-        g = [list(gold[i]) for i in rows]
-        values = [multilabel_scores(g, [list(p[i]) for i in rows], taxonomy) for p in runs]
-        return np.asarray([statistics.fmean(v[m] for v in values) for m in HEADLINE])
+    def per_note(runs: Sequence[Sequence[Sequence[str]]]) -> list[np.ndarray]:
+        return [by_note @ outcome_matrix(gold, run, names) for run in runs]
 
-    def difference(sample: np.ndarray) -> np.ndarray:
-        rows = [i for n in sample for i in rows_of[note_ids[int(n)]]]
-        return mean_scores(rows, system) - mean_scores(rows, reference)
+    system_notes, reference_notes = per_note(system), per_note(reference)
+
+    def mean_scores(weights: np.ndarray, runs: list[np.ndarray]) -> np.ndarray:
+        return np.mean([headline_f1(weights @ r, len(names)) for r in runs], axis=0)
+
+    def difference(sample: np.ndarray, axis: int = -1) -> np.ndarray:
+        # ``sample``: note indices, one resample per row; weights count how often each note was drawn.
+        sample = np.atleast_2d(np.moveaxis(sample, axis, -1)).astype(np.int64)
+        weights = np.zeros((sample.shape[0], len(note_ids)))
+        np.add.at(weights, (np.arange(sample.shape[0])[:, None], sample), 1.0)
+        return mean_scores(weights, system_notes) - mean_scores(weights, reference_notes)
 
     everything = np.arange(len(note_ids))
-    observed = difference(everything)
-    result = bootstrap((everything,), difference, vectorized=False, n_resamples=BOOTSTRAP_RESAMPLES,
+    observed = difference(everything)[:, 0]
+    result = bootstrap((everything,), difference, vectorized=True, n_resamples=BOOTSTRAP_RESAMPLES,
                        method="percentile", random_state=seed)  # fmt: skip
     low, high = result.confidence_interval
     return {
@@ -343,6 +425,8 @@ def run(pool: Sequence[Record], taxonomy: Taxonomy, sources: MixSources, work_di
     scores and paired CIs vs gold and vs the rule list."""
     cv = CrossValidation(pool, taxonomy, sources, work_dir, settings, rules)
     cv.check_sources()
+    to_train, kept = cv.plan()
+    print(f"cross-validation: {to_train} runs to train, {kept} kept from earlier runs ({cv.dir})", flush=True)
     gold_sets = [list(r.labels) for r in pool]
     notes = [note_of(r) for r in pool]
     predictions: dict[str, list[list[list[str]]]] = {}
@@ -511,11 +595,24 @@ def cross_validate_task(task: Any, settings: CVSettings, out_dir: Path, command:
     gold = task.gold()
     pool = whole_notes(gold["train"] + gold["dev"], settings.pool_limit)
     summary = run(pool, task.taxonomy, sources or MixSources.for_task(task),
-                  work_dir or task.output_dir / "augmentation", settings, task.rules)  # fmt: skip
+                  work_dir or runs_dir(task), settings, task.rules)  # fmt: skip
     summary["test"] = gold_test(
         gold, task.taxonomy, model_dir or task.model_dir, task.rules, task.whole_notes(gold["test"])
     )
     return write_report(summary, task.taxonomy, out_dir, command), summary
+
+
+def plan_task(task: Any, settings: CVSettings, *, sources: MixSources | None = None,
+              work_dir: Path | None = None) -> tuple[list[tuple[str, int, int, int]], int]:  # fmt: skip
+    """The runs ``cross_validate_task`` would train (system, seed, fold, training sentences) and how
+    many it would keep from earlier; nothing is trained (``--dry-run``)."""
+    gold = task.gold()
+    pool = whole_notes(gold["train"] + gold["dev"], settings.pool_limit)
+    cv = CrossValidation(pool, task.taxonomy, sources or MixSources.for_task(task), work_dir or runs_dir(task),
+                         settings, task.rules)  # fmt: skip
+    cv.check_sources()
+    pending = cv.pending()
+    return pending, cv.total_runs - len(pending)
 
 
 def refresh_test_line(task: Any, out_dir: Path, model_dir: Path | None = None) -> Path:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from clinsynth.evals.core import mean_sd_text, mean_std
-from clinsynth.evals.cv import HEADLINE, CrossValidation, CVSettings, note_of, paired_ci, whole_notes
+from clinsynth.evals.cv import HEADLINE, CrossValidation, CVSettings, note_of, paired_ci, runs_dir, whole_notes
 from clinsynth.evals.cv_report import interval_text
 
 from clinsynth.data.fileio import atomic_write_text
@@ -34,7 +34,7 @@ def compare_bronze(task: Any, settings: CVSettings, topped_up: Path, out_dir: Pa
     pool = whole_notes(gold["train"] + gold["dev"], settings.pool_limit)
     names = list(task.taxonomy.names)
     gold_sets = [list(r.labels) for r in pool]
-    work = work_dir or task.output_dir / "augmentation"
+    work = work_dir or runs_dir(task)
     sides = {"base": MixSources.for_task(task), "topped-up": MixSources.for_task(task, bronze=topped_up)}
     predictions: dict[str, list[list[list[str]]]] = {}
     counts: dict[str, dict[str, int]] = {}

@@ -242,10 +242,14 @@ def test_a_compile_over_budget_stops_and_saves_nothing(task_dir: Path, server, c
 
 
 def test_a_main_job_dry_run_plans_each_lm_step_and_their_total_and_sends_nothing(
-    tmp_path: Path, server, no_lm, capsys
+    tmp_path: Path, server, no_lm, capsys, monkeypatch
 ):
     from clinsynth.app.cli import main
 
+    def no_embedding(*args, **kwargs):
+        raise AssertionError("a dry run embedded the corpus")
+
+    monkeypatch.setattr("clinsynth.model.embeddings.encode_cached", no_embedding)
     small = "[label]\nlimit = 4\npool = 300\n\n[generate]\nper_category = 1\n"
     task_dir = write_task(tmp_path / "task", extra=small)  # no compiled labeller: the job would compile one
     out_dir = tmp_path / "run"
@@ -263,9 +267,14 @@ def test_a_main_job_dry_run_plans_each_lm_step_and_their_total_and_sends_nothing
     for column in (2, 3, 4):  # calls, prompt and completion tokens add up
         assert int(table["total"][column]) == sum(int(table[s][column]) for s in ("compile", "label", "generate"))
     assert "--max-cost $100.0000 for the whole run: the estimate is within budget" in out
+    assert "random sample of 4 corpus sentences stands in for the relevance prefilter's pick" in out
+    assert "training: estimated once the data it trains on exist" in out  # silver and bronze come first
 
     assert main(["run", "--dry-run"]) == 0  # the bundled task: committed programs, silver and bronze
-    assert "this run sends nothing to an LM" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "this run sends nothing to an LM" in out
+    assert "experiment runs to train" in out and "then the default model on" in out
+    assert "time: at most about" in out
 
 
 def _table_rows(text: str, header: str) -> list[list[str]]:
@@ -278,3 +287,20 @@ def _table_rows(text: str, header: str) -> list[list[str]]:
             break
         rows.append([cell.strip() for cell in line.strip("|").split("|")])
     return rows
+
+
+def test_a_plan_times_the_embedded_model_reading_the_shared_prompt_prefix_once():
+    line = cost.PlanLine("label", calls=10, prompt_tokens=10 * 1000, completion_tokens=10 * 30,
+                         shared_prompt_tokens=900)  # fmt: skip
+    # The first call reads its 1,000 prompt tokens; each later one only its 100 after the shared prefix.
+    expected = (1000 + 9 * 100) / pricing.LOCAL_PROMPT_TOKENS_PER_S + 300 / pricing.LOCAL_COMPLETION_TOKENS_PER_S
+    assert line.local_seconds() == pytest.approx(expected)
+    local = cost.CostPlan("label", "local", "embedded", lines=[line])
+    assert local.seconds == pytest.approx(expected)
+    assert f"time: about {expected:.0f} s with the embedded model" in local.render()
+    remote = cost.CostPlan("label", MODEL, "https://api.example/v1", lines=[line])
+    assert remote.seconds is None and "time: not estimated: a remote endpoint" in remote.render()
+    system = {"role": "system", "content": "The same instructions for every call."}
+    prompts = [[system, {"role": "user", "content": f"Sentence: {text}"}] for text in ("Forgets names.", "Lost keys.")]
+    shared = cost.shared_prefix_tokens(MODEL, prompts)
+    assert 0 < shared < pricing.count_tokens(MODEL, prompts[0]) and cost.shared_prefix_tokens(MODEL, prompts[:1]) == 0

@@ -150,7 +150,7 @@ def test_a_budget_variant_trains_with_its_budget_and_reuses_runs_keyed_by_that_b
         def decide(self, scores, texts=None):
             return [[] for _ in scores]
 
-    def fake_train(train, taxonomy, dev, budget, seed, mix, show_progress):
+    def fake_train(train, taxonomy, dev, budget, seed, mix, **progress):
         seen.append((mix, budget.epochs))
         return Trained(len(train))
 
@@ -194,3 +194,55 @@ def test_a_missing_source_fails_before_any_training(tmp_path: Path, monkeypatch)
     with pytest.raises(DataError, match="make silver") as err:
         cv.run(_pool(), taxonomy, sources, tmp_path / "work", settings)
     assert "none.jsonl" in str(err.value)
+
+
+def test_the_paired_interval_is_around_the_observed_difference_of_the_scores():
+    from tests.conftest import ad_taxonomy
+
+    taxonomy = ad_taxonomy()
+    names = list(taxonomy.names)
+    rng = np.random.default_rng(1)
+    gold = [[n for n in names if rng.random() < 0.2] for _ in range(90)]
+    notes = [f"n{i // 3}" for i in range(90)]
+    better = [list(g) if rng.random() < 0.9 else [] for g in gold]  # right on ~90% of sentences
+    worse = [[names[0]] for _ in gold]
+    from clinsynth.model.metrics import multilabel_scores
+
+    ci = cv.paired_ci(gold, notes, [better], [worse], taxonomy)
+    for metric in cv.HEADLINE:
+        observed = multilabel_scores(gold, better, taxonomy)[metric] - multilabel_scores(gold, worse, taxonomy)[metric]
+        assert ci[metric]["diff"] == pytest.approx(observed)
+        assert ci[metric]["low"] <= observed <= ci[metric]["high"]
+    assert ci["micro_f1"]["low"] > 0 and ci["macro_f1"]["low"] > 0
+    same = cv.paired_ci(gold, notes, [better, worse], [better, worse], taxonomy)
+    assert all(same[m]["low"] == same[m]["high"] == 0 for m in cv.HEADLINE)
+
+
+def test_each_trained_run_prints_its_fold_score_and_the_time_left(tmp_path: Path, monkeypatch, capsys):
+    from clinsynth.data.taxonomy import load_taxonomy
+    from clinsynth.model.classifier import SignsClassifier
+
+    (tmp_path / "t.yaml").write_text(TWO_CATEGORY_YAML)
+    taxonomy = load_taxonomy(tmp_path / "t.yaml")
+
+    class Trained:
+        info = type("I", (), {"thresholds": {}, "train_seconds": 30.0, "epochs": []})()
+
+        def scores(self, texts):
+            return np.zeros((len(texts), 2))
+
+        def decide(self, scores, texts=None):
+            return [[] for _ in scores]
+
+    monkeypatch.setattr(SignsClassifier, "train", staticmethod(lambda *a, **k: Trained()))
+    sources = MixSources(gold_dir=tmp_path / "gold", silver=tmp_path / "none", bronze=tmp_path / "none")
+    runner = cv.CrossValidation(_pool(), taxonomy, sources, tmp_path / "work", cv.CVSettings(mixes=("gold",),
+                                seeds=(0,), folds=3))  # fmt: skip
+    assert runner.plan() == (3, 0) and [p[:3] for p in runner.pending()] == [("gold", 0, f) for f in range(3)]
+    assert not (tmp_path / "work").exists()  # planning writes nothing
+    runner.plan()
+    runner.run("gold", 0, 0)
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("gold seed 0 fold 0: micro F1 0.000, macro F1 0.000 on the fold (30 s)")
+    assert line.endswith("2 to train, about 1 min left")
+    assert runner.plan() == (2, 1)  # the finished run is kept

@@ -33,3 +33,23 @@ def test_mismatched_lengths_fail():
     taxonomy = ad_taxonomy()
     with pytest.raises(ValueError, match="2 gold label sets but 1"):
         multilabel_scores([[], []], [[]], taxonomy)
+
+
+def test_summed_outcomes_give_the_same_headline_scores_on_any_weighted_subset():
+    import numpy as np
+
+    from clinsynth.model.metrics import headline_f1, outcome_matrix
+
+    taxonomy = ad_taxonomy()
+    names = list(taxonomy.names)
+    rng = np.random.default_rng(0)
+    gold = [[n for n in names if rng.random() < 0.15] for _ in range(60)]
+    pred = [[n for n in names if rng.random() < 0.15] for _ in range(60)]
+    outcomes = outcome_matrix(gold, pred, names)
+    for weights in (np.ones(60), rng.integers(0, 3, size=60).astype(float)):
+        rows = [i for i, w in enumerate(weights) for _ in range(int(w))]
+        expected = multilabel_scores([gold[i] for i in rows], [pred[i] for i in rows], taxonomy)
+        micro, macro, binary = headline_f1(weights @ outcomes, len(names))
+        assert (micro, macro, binary) == pytest.approx(
+            (expected["micro_f1"], expected["macro_f1"], expected["binary_f1"])
+        )

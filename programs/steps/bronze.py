@@ -74,6 +74,7 @@ from clinsynth.llm.cost import (
     answer_tokens,
     planned_endpoint,
     prompt_messages,
+    shared_prefix_tokens,
     typical_sentence,
 )
 from clinsynth.llm.lm import LMHandle, default_adapter
@@ -380,20 +381,22 @@ def plan_bronze(task: Task, config: BronzeConfig = BronzeConfig(), out: Path | N
     ]
     todo = [r for r in requests if r.call_id not in done]
     predictor = generator.generate
-    prompt = sum(
-        count_tokens(model, prompt_messages(predictor, adapter, request_inputs(taxonomy, r, generator.n)))
-        for r in todo
-    )
+    prompts = [prompt_messages(predictor, adapter, request_inputs(taxonomy, r, generator.n)) for r in todo]
+    prompt = sum(count_tokens(model, messages) for messages in prompts)
     answer = answer_tokens(model, predictor, adapter, {"sentences": [typical_sentence()] * cfg.per_call})
     gen_max = int(predictor.config.get("max_tokens") or GENERATOR_MAX_TOKENS)
     plan = CostPlan("generate", model, endpoint, refused=refused, max_cost=cfg.map.limits.max_cost)
-    plan.lines.append(PlanLine("generation calls, round 1", len(todo), prompt, answer * len(todo), gen_max * len(todo)))
+    plan.lines.append(PlanLine("generation calls, round 1", len(todo), prompt, answer * len(todo), gen_max * len(todo),
+                               shared_prefix_tokens(model, prompts[:2])))  # fmt: skip
     if labeler is not None:
         n = len(todo) * cfg.per_call
         rt_prompt = count_tokens(model, prompt_messages(labeler.label, adapter, {"sentence": typical_sentence()}))
+        # What every round-trip prompt shares: the prompt up to where two different sentences part.
+        rt_prompts = [prompt_messages(labeler.label, adapter, {"sentence": text}) for text in ("x", "y")]
         rt_answer = answer_tokens(model, labeler.label, adapter, labeler.typical_answer())
         rt_max = int(labeler.label.config.get("max_tokens") or LABELER_MAX_TOKENS)
-        plan.lines.append(PlanLine("round trip (at most)", n, rt_prompt * n, rt_answer * n, rt_max * n))
+        plan.lines.append(PlanLine("round trip (at most)", n, rt_prompt * n, rt_answer * n, rt_max * n,
+                                   shared_prefix_tokens(model, rt_prompts)))  # fmt: skip
     first = plan.cost
     if first is not None and cfg.max_rounds > 1:
         plan.upper_bound = first * cfg.max_rounds

@@ -34,7 +34,14 @@ from clinsynth.jobs.resumable import MapSettings, check_resume_matches, resumabl
 from clinsynth.jobs.runner import Attempt
 from clinsynth.llm.adapters import make_adapter
 from clinsynth.llm.compiled import default_compiled
-from clinsynth.llm.cost import CostPlan, PlanLine, answer_tokens, planned_endpoint, prompt_messages
+from clinsynth.llm.cost import (
+    CostPlan,
+    PlanLine,
+    answer_tokens,
+    planned_endpoint,
+    prompt_messages,
+    shared_prefix_tokens,
+)
 from clinsynth.llm.lm import default_adapter
 from clinsynth.llm.meter import log_run
 from clinsynth.llm.pricing import count_tokens
@@ -139,8 +146,13 @@ def prefiltered_items(
     return selection.items, attributes
 
 
-def select_items(task: Task, config: LabelConfig) -> tuple[list[InputItem], dict[str, dict[str, Any]], Content]:
-    """What to label, per-item attributes (prefilter), and what the prompts will carry."""
+def select_items(task: Task, config: LabelConfig, planning: bool = False
+                 ) -> tuple[list[InputItem], dict[str, dict[str, Any]], Content]:  # fmt: skip
+    """What to label, per-item attributes (prefilter), and what the prompts will carry.
+
+    ``planning`` (a dry run): a seeded random sample of the pool stands in for the prefilter's
+    pick, which would embed the whole corpus; the prompts it plans are as long as the pick's.
+    """
     if config.input is not None:
         items = read_inputs(config.input)[: config.limit]
         sensitivity = input_sensitivity(items, config.sensitivity, config.input, task.gold_dir)
@@ -150,6 +162,8 @@ def select_items(task: Task, config: LabelConfig) -> tuple[list[InputItem], dict
     if config.prefilter:
         pool = corpus_items(task.corpus, exclude_notes=exclude)
         n = config.limit or len(pool)
+        if planning:
+            return random.Random(config.seed).sample(pool, min(n, len(pool))), {}, content
         items, attributes = prefiltered_items(pool, task.taxonomy, n, config.negatives, config.seed, config.pool)
         return items, attributes, content
     return corpus_items(task.corpus, limit=config.limit, exclude_notes=exclude), {}, content
@@ -172,11 +186,11 @@ class _Job:
         gate(self.spec, ROLE, task.privacy, [self.content], {self.program_label: self.program}, env_folders=[task.root])
 
 
-def _job(task: Task, config: LabelConfig) -> _Job:
+def _job(task: Task, config: LabelConfig, planning: bool = False) -> _Job:
     spec = config.lm or task.lm(ROLE)
     program_path = None if config.zero_shot else config.program or default_labeller_path(task, spec)
     program = load_labeller(task.taxonomy, program_path, samples=config.samples)
-    items, attributes, content = select_items(task, config)
+    items, attributes, content = select_items(task, config, planning)
     program_label = str(task.relative(program_path)) if program_path else "zero-shot DataToLabel"
     return _Job(spec, program_path, program, items, attributes, content, program_label)
 
@@ -192,12 +206,16 @@ def plan_labelling(task: Task, config: LabelConfig, out: Path | None = None) -> 
     rerun would) as the run's adapter formats it, and records whether the privacy gate
     would refuse the real run.
     """
-    job = _job(task, config)
+    job = _job(task, config, planning=True)
     endpoint, refused = planned_endpoint(job.spec, lambda: job.gate(task))
-    if out is not None:
+    sampled = config.input is None and config.prefilter
+    if out is not None and not sampled:
         check_resume_matches(out, {i.id: i.text for i in job.items}, _input_name(task, config))
     done = done_ids(out) if out is not None else set()
-    todo = [i for i in job.items if i.id not in done]
+    if sampled:  # which corpus sentences are done is known only after the prefilter: count them off
+        todo = job.items[: max(0, len(job.items) - len(done))]
+    else:
+        todo = [i for i in job.items if i.id not in done]
     adapter = make_adapter(default_adapter(job.spec.model))
     predictor = job.program.label
     model = job.spec.model
@@ -206,18 +224,25 @@ def plan_labelling(task: Task, config: LabelConfig, out: Path | None = None) -> 
     if job.program.demo_pool and job.program.knn_k:
         demos = job.program.demo_pool[: job.program.knn_k]
         plan.assumptions.append(f"kNN demos: {job.program.knn_k} per sentence, counted as the pool's first ones")
-    prompt = sum(count_tokens(model, prompt_messages(predictor, adapter, {"sentence": i.text}, demos)) for i in todo)
+    prompts = [prompt_messages(predictor, adapter, {"sentence": i.text}, demos) for i in todo]
+    prompt = sum(count_tokens(model, messages) for messages in prompts)
     answer = answer_tokens(model, predictor, adapter, job.program.typical_answer())
     max_tokens = int(predictor.config.get("max_tokens") or MAX_TOKENS)
     k = config.samples
     calls = len(todo) * k
     what = f"label {len(todo)} sentences" + (f" x {k} samples" if k > 1 else "")
-    plan.lines.append(PlanLine(what, calls, prompt * k, answer * calls, max_tokens * calls))
+    plan.lines.append(PlanLine(what, calls, prompt * k, answer * calls, max_tokens * calls,
+                               shared_prefix_tokens(model, prompts[:2])))  # fmt: skip
     plan.assumptions += [
         f"program: {job.program_label}; {len(predictor.demos)} demos in every prompt",
         f"completion: {answer} tokens an answer (one label, as the adapter asks it written)",
         "no retries and no DSPy cache hits (a retry costs another call; a cached answer nothing)",
     ]
+    if sampled:
+        plan.assumptions.append(
+            f"sentences: a random sample of {len(job.items)} corpus sentences stands in for the relevance "
+            "prefilter's pick (choosing needs the encoder; a dry run embeds nothing)"
+        )
     if done:
         plan.assumptions.append(f"{len(job.items) - len(todo)} sentences already in {out} are skipped")
     return plan

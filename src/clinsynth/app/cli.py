@@ -106,7 +106,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     out_dir = config.out_dir
     job = MainJob(task, config)
     if args.dry_run:
-        return print_plans(job.plan())
+        code = print_plans(job.plan())
+        print("\n".join(job.training_plan()))
+        return code
     try:
         result = job.run()
     except StepIncomplete as exc:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from clinsynth.data.mixes import MixSources, best_mix
 from clinsynth.data.task import LMSpec, Task
-from clinsynth.errors import ClinsynthError
+from clinsynth.errors import ClinsynthError, DataError
 from clinsynth.jobs.resumable import MapSettings
 from clinsynth.llm.pricing import dollars
 from clinsynth.model.classifier import TrainingBudget
@@ -32,6 +32,7 @@ from clinsynth.paths import PROJECT_ROOT
 from clinsynth.report import format_table
 
 if TYPE_CHECKING:  # the steps import heavy libraries: each is imported when its step runs
+    from clinsynth.evals.cv import CVSettings
     from clinsynth.llm.cost import CostPlan
     from clinsynth.programs.steps.bronze import BronzeConfig
     from clinsynth.programs.steps.compile import CompileConfig
@@ -176,12 +177,7 @@ class MainJob:
         from clinsynth.evals.cv_report import ci_text
 
         cfg = self.config
-        if cfg.quick:
-            settings = cv.CVSettings.for_task(self.task, seeds=(cfg.seed,), budget=self.budget, **QUICK_EXPERIMENT)
-            work_dir = cfg.out_dir / "augmentation"
-        else:  # finished runs are shared with `python -m evals.run augmentation`
-            settings = cv.CVSettings.for_task(self.task, seeds=cfg.seeds, budget=self.budget)
-            work_dir = None
+        settings, work_dir = self.experiment_settings()
         changed = cfg.budget.changes() if cfg.budget else {}
         flags = "".join(f" --{field.replace('_', '-')} {value}" for field, value in changed.items())
         command = "clinsynth run" + (" --quick" if cfg.quick else "") + f" --task {_shown(self.task.root)}{flags}"
@@ -194,6 +190,17 @@ class MainJob:
         self.result.best_mix = best_mix(summary) or "gold"
         self.result.report = report
         return f"{len(summary['systems'])} systems; {self.result.best_mix} chosen; report {self.task.relative(report)}"
+
+    def experiment_settings(self) -> tuple[CVSettings, Path | None]:
+        """The experiment's settings and where its finished runs are kept (None: the task's, shared
+        with ``python -m evals.run augmentation`` and committed with the task)."""
+        from clinsynth.evals import cv
+
+        cfg = self.config
+        if cfg.quick:
+            settings = cv.CVSettings.for_task(self.task, seeds=(cfg.seed,), budget=self.budget, **QUICK_EXPERIMENT)
+            return settings, cfg.out_dir / cv.RUNS_FOLDER
+        return cv.CVSettings.for_task(self.task, seeds=cfg.seeds, budget=self.budget), None
 
     def default_model(self) -> str:
         from clinsynth.model.classifier import SignsClassifier
@@ -253,6 +260,34 @@ class MainJob:
                     "demos lengthen every labelling prompt (see compile's 'after' line)"
                 )
         return plans + later
+
+    def training_plan(self) -> list[str]:
+        """What the run would train and about how long it takes on 2 CPU cores (``--dry-run``): lines
+        to print. Nothing is trained, embedded or written."""
+        from clinsynth.data.mixes import load_mix, split_hybrid
+        from clinsynth.evals.cv import plan_task
+        from clinsynth.llm.cost import duration_words
+        from clinsynth.model.train import default_mix
+
+        settings, work_dir = self.experiment_settings()
+        try:
+            pending, kept = plan_task(self.task, settings, sources=self.sources, work_dir=work_dir)
+        except DataError as exc:  # silver or bronze this run would make first
+            return [f"training: estimated once the data it trains on exist ({exc})"]
+        budget = settings.budget
+        mix = "gold" if self.config.quick else default_mix(self.task)
+        models = [(mix, len(load_mix(split_hybrid(mix)[0], self.task.taxonomy, self.sources)))]
+        if mix != "gold":
+            models.append(("gold", len(load_mix("gold", self.task.taxonomy, self.sources))))
+        estimates = [budget.estimated_seconds(n) for n in [n for *_, n in pending] + [n for _, n in models]]
+        seconds = None if None in estimates else sum(e for e in estimates if e is not None)
+        trained = ", ".join(f"{m} ({n} sentences)" for m, n in models)
+        return [
+            f"training (SetFit, no LM): {len(pending)} experiment runs to train, {kept} kept from earlier runs; "
+            f"then the default model on {trained}, the mix the committed report chose (the run's own "
+            "cross-validation decides)",
+            f"time: {duration_words(seconds, 'training')}",
+        ]
 
     # -- each LM step's settings, for the run and its plan alike ----------------------
 

@@ -175,10 +175,18 @@ def print_plans(plans: list[Any]) -> int:
     if len(plans) > 1:
         costs = [plan.cost for plan in plans]
         total = None if None in costs else sum(costs)
-        rows = [[p.command, p.model, p.calls, p.prompt_tokens, p.completion_tokens, dollars(p.cost)] for p in plans]
+        times = [plan.seconds for plan in plans]
+        total_time = None if None in times else sum(t for t in times if t is not None)
+
+        def minutes(seconds: float | None) -> str:
+            return "-" if seconds is None else f"{seconds / 60:.0f} min"
+
+        rows = [[p.command, p.model, p.calls, p.prompt_tokens, p.completion_tokens, dollars(p.cost), minutes(t)]
+                for p, t in zip(plans, times, strict=True)]  # fmt: skip
         rows.append(["total", "", sum(p.calls for p in plans), sum(p.prompt_tokens for p in plans),
-                     sum(p.completion_tokens for p in plans), dollars(total)])  # fmt: skip
-        print(format_table(["step", "model", "calls", "prompt tokens", "completion tokens (est.)", "cost"], rows))
+                     sum(p.completion_tokens for p in plans), dollars(total), minutes(total_time)])  # fmt: skip
+        headers = ["step", "model", "calls", "prompt tokens", "completion tokens (est.)", "cost", "time (est.)"]
+        print(format_table(headers, rows))
         max_cost = plans[0].max_cost
         if max_cost is not None and total is not None:
             print(f"--max-cost ${max_cost:.4f} for the whole run: the estimate is "

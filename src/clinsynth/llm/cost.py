@@ -16,17 +16,51 @@ starts no server and sends nothing.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from clinsynth.data.task import LMSpec
 from clinsynth.errors import PrivacyError
-from clinsynth.llm.pricing import LOCAL_MODEL, count_text_tokens, dollars, price_per_token, price_source, usage_cost
+from clinsynth.llm.pricing import (
+    LOCAL_COMPLETION_TOKENS_PER_S,
+    LOCAL_MODEL,
+    LOCAL_PROMPT_TOKENS_PER_S,
+    count_text_tokens,
+    dollars,
+    is_local_model,
+    price_per_token,
+    price_source,
+    usage_cost,
+)
 
 # Words in a typical generated sentence: the mean of LabelToData's length constraints
 # (under 8, 10-20 and 20-35 words).
 TYPICAL_SENTENCE_WORDS = 16
+
+
+def duration_words(seconds: float | None, what: str = "lm") -> str:
+    """A dry run's time estimate in words, for the embedded LM's calls (``lm``) or SetFit ``training``."""
+    if seconds is None:
+        if what == "training":
+            return "not estimated (measured only for end-to-end training of the bundled encoder)"
+        return "not estimated: a remote endpoint sets its own pace (--threads sends calls in parallel)"
+    amount = f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min" if seconds >= 90 else (
+        f"{seconds:.0f} s")  # fmt: skip
+    if what == "training":
+        return f"at most about {amount} on 2 CPU cores (every epoch run; early stopping often ends sooner)"
+    pace = f"{LOCAL_PROMPT_TOKENS_PER_S:.0f} prompt and {LOCAL_COMPLETION_TOKENS_PER_S:.0f} completion tokens/s"
+    return f"about {amount} with the embedded model on 2 CPU cores ({pace}, the shared prompt prefix read once)"
+
+
+def shared_prefix_tokens(model: str, prompts: list[list[dict]]) -> int:
+    """Tokens at the start of every prompt (the same instructions and demos), counted on their text."""
+    texts = ["\n".join(str(m.get("content", "")) for m in messages) for messages in prompts]
+    if len(texts) < 2:
+        return 0
+    shared = os.path.commonprefix(texts)
+    return count_text_tokens(model, shared) if shared else 0
 
 
 def planned_endpoint(spec: LMSpec, privacy_gate: Callable[[], Any]) -> tuple[str, str | None]:
@@ -83,6 +117,14 @@ class PlanLine:
     prompt_tokens: int
     completion_tokens: int
     max_completion_tokens: int = 0  # calls x max_tokens: the most completions can take
+    # Tokens every call's prompt starts with (instructions, demos): the embedded server keeps
+    # that prefix from the call before, so only the first call reads it.
+    shared_prompt_tokens: int = 0
+
+    def local_seconds(self) -> float:
+        """How long the embedded model takes for this part, at its measured speed on 2 cores."""
+        read = self.prompt_tokens - self.shared_prompt_tokens * max(0, self.calls - 1)
+        return max(0, read) / LOCAL_PROMPT_TOKENS_PER_S + self.completion_tokens / LOCAL_COMPLETION_TOKENS_PER_S
 
     def cost(self, price: tuple[float, float] | None) -> float | None:
         return usage_cost(price, self.prompt_tokens, self.completion_tokens)
@@ -122,6 +164,13 @@ class CostPlan:
         return usage_cost(self.price, self.prompt_tokens, self.completion_tokens)
 
     @property
+    def seconds(self) -> float | None:
+        """Estimated time with the embedded model; None for another model (its endpoint sets the pace)."""
+        if not is_local_model(self.model):
+            return None
+        return sum(line.local_seconds() for line in self.lines)
+
+    @property
     def worst_cost(self) -> float | None:
         """Dollars if every completion ran to max_tokens (what ``--max-cost`` reserves per call)."""
         return usage_cost(self.price, self.prompt_tokens, sum(line.max_completion_tokens for line in self.lines))
@@ -159,6 +208,7 @@ class CostPlan:
         if self.calls:
             per_call = self.prompt_tokens / self.calls
             out.append(f"prompt tokens per call: {per_call:.0f} (counted with litellm.token_counter)")
+        out.append(f"time: {duration_words(self.seconds)}")
         if self.worst_cost is not None and self.cost:
             out.append(f"if every answer ran to max_tokens: {dollars(self.worst_cost)}")
         if self.upper_bound is not None:

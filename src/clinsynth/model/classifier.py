@@ -96,8 +96,19 @@ class TrainingBudget:
         set, so runs cached before it existed stay valid."""
         return {k: v for k, v in asdict(self).items() if not (k in _LATER_FIELDS and v == _LATER_FIELDS[k])}
 
+    def estimated_seconds(self, sentences: int) -> float | None:
+        """About how long training on ``sentences`` takes on 2 CPU cores with the bundled encoder, every
+        epoch run (early stopping often ends sooner); None where not measured (contrastive, another encoder)."""
+        if self.recipe != "end-to-end" or self.encoder:
+            return None
+        return sentences * self.epochs * CPU_SECONDS_PER_SENTENCE_EPOCH
+
 
 _LATER_FIELDS: dict[str, Any] = {"encoder": ""}
+# End-to-end training of all-MiniLM-L6-v2, batch 16, on 2 CPU cores, per-epoch dev scoring included:
+# 0.016-0.022 s in the AD and SDoH fold runs (tasks/*/reports/cv-runs/), 0.027 s for the AD
+# default model (`clinsynth train --mix gold+bronze+rules`: 378 s, 1,178 sentences, 12 epochs).
+CPU_SECONDS_PER_SENTENCE_EPOCH = 0.025
 
 
 @dataclass
@@ -198,8 +209,12 @@ class SignsClassifier:
         seed: int = 0,
         mix: str = "custom",
         show_progress: bool = True,
+        progress_label: str = "training",
     ) -> SignsClassifier:
-        """Fine-tune the encoder and fit the heads on ``train``; tune thresholds on ``dev``."""
+        """Fine-tune the encoder and fit the heads on ``train``; tune thresholds on ``dev``.
+
+        ``progress_label`` names the training's progress bar (one bar over every epoch, with an ETA).
+        """
         if not train:
             raise ClinsynthError("no training sentences")
         from transformers import set_seed
@@ -215,7 +230,7 @@ class SignsClassifier:
         curve: list[dict[str, Any]] = []
         if budget.recipe == "end-to-end":
             model = _base_model(budget, seed, differentiable=len(names) + 1)
-            curve = _fit_end_to_end(model, texts, matrix, dev, names, budget, seed, show_progress)
+            curve = _fit_end_to_end(model, texts, matrix, dev, names, budget, seed, show_progress, progress_label)
         else:
             model = _base_model(budget, seed)
             _fit_contrastive(model, texts, matrix, budget, seed, rng, show_progress)
@@ -371,6 +386,7 @@ def _fit_end_to_end(
     budget: TrainingBudget,
     seed: int,
     show_progress: bool,
+    progress_label: str,
 ) -> list[dict[str, Any]]:
     from clinsynth.model.finetune import fine_tune
 
@@ -398,6 +414,7 @@ def _fit_end_to_end(
         dev_score=dev_score,
         patience=budget.patience,
         show_progress=show_progress,
+        progress_label=progress_label,
     )
     return [asdict(e) for e in curve]
 

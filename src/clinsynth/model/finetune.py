@@ -77,6 +77,7 @@ def fine_tune(
     dev_score: Callable[[], float] | None = None,
     patience: int = 2,
     show_progress: bool = True,
+    progress_label: str = "training",
 ) -> list[EpochScore]:
     """Train ``model`` (a SetFitModel with a multitarget SetFitHead) in place; return the epoch curve.
 
@@ -87,7 +88,7 @@ def fine_tune(
     import torch
     from transformers import get_linear_schedule_with_warmup
 
-    from clinsynth.progress import progress
+    from clinsynth.progress import progress_bar
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -109,12 +110,16 @@ def fine_tune(
     )
     curve: list[EpochScore] = []
     best: tuple[float, int, dict[str, Any] | None] = (-math.inf, 0, None)
+    # One bar over every epoch's steps, so its ETA is for the whole training (an upper bound:
+    # early stopping may end it sooner).
+    bar = progress_bar(steps_per_epoch * epochs, progress_label, disable=not show_progress)
     for epoch in range(1, epochs + 1):
         body.train()
         head.train()
         total = 0.0
         batches = length_batches(lengths, batch_size, rng)
-        for rows in progress(batches, desc=f"epoch {epoch}/{epochs}", disable=not show_progress):
+        bar.set_postfix_str(f"epoch {epoch}/{epochs}" + (f", best dev {best[0]:.3f}" if curve and dev_score else ""))
+        for rows in batches:
             features = tokenizer(
                 [texts[i] for i in rows], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
             )
@@ -127,6 +132,7 @@ def fine_tune(
             optimizer.step()
             scheduler.step()
             total += loss.item() * len(rows)
+            bar.update(1)
         body.eval()
         head.eval()
         score = dev_score() if dev_score is not None else None
@@ -139,6 +145,7 @@ def fine_tune(
             best = (score, epoch, {"body": copy.deepcopy(body.state_dict()), "head": copy.deepcopy(head.state_dict())})
         elif epoch - best[1] >= patience:
             break
+    bar.close()
     if best[2] is not None and best[1] != curve[-1].epoch:
         body.load_state_dict(best[2]["body"])
         head.load_state_dict(best[2]["head"])

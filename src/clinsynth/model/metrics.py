@@ -97,6 +97,39 @@ def multilabel_scores(gold: LabelSets, predicted: LabelSets, taxonomy: Taxonomy)
     }
 
 
+def outcome_matrix(gold: LabelSets, predicted: LabelSets, names: Sequence[str]) -> np.ndarray:
+    """Per sentence, the 0/1 outcomes the headline F1s are summed from: true positive, false
+    positive and false negative per category, then the same three for binary (any vs NONE).
+
+    Summed over any subset of rows (with weights: a bootstrap resample), they give that
+    subset's micro, macro and binary F1 (``headline_f1``) without rescoring label sets.
+    """
+    _check_lengths(gold, predicted)
+    g = label_matrix(gold, names)[:, : len(names)].astype(bool)
+    p = label_matrix(predicted, names)[:, : len(names)].astype(bool)
+    gb, pb = g.any(axis=1, keepdims=True), p.any(axis=1, keepdims=True)
+    parts = [g & p, p & ~g, g & ~p, gb & pb, pb & ~gb, gb & ~pb]
+    return np.concatenate(parts, axis=1).astype(np.float64).reshape(len(gold), 3 * len(names) + 3)
+
+
+def headline_f1(counts: np.ndarray, n_categories: int) -> np.ndarray:
+    """Micro, macro and binary F1 (``multilabel_scores``' definitions) from summed outcomes:
+    ``counts`` is ``(..., 3 * n_categories + 3)``; the result is ``(3, ...)``."""
+    c = n_categories
+    tp, fp, fn = counts[..., :c], counts[..., c : 2 * c], counts[..., 2 * c : 3 * c]
+
+    def f1(t: np.ndarray, f_p: np.ndarray, f_n: np.ndarray) -> np.ndarray:
+        denominator = 2 * t + f_p + f_n
+        return np.divide(2 * t, denominator, out=np.zeros_like(t), where=denominator > 0)
+
+    micro = f1(tp.sum(-1), fp.sum(-1), fn.sum(-1))
+    present = (tp + fn) > 0  # macro averages over the categories present in gold
+    macro = np.divide((f1(tp, fp, fn) * present).sum(-1), present.sum(-1),
+                      out=np.zeros_like(micro), where=present.sum(-1) > 0)  # fmt: skip
+    binary = f1(counts[..., 3 * c], counts[..., 3 * c + 1], counts[..., 3 * c + 2])
+    return np.stack([micro, macro, binary])
+
+
 def _check_lengths(gold: LabelSets, predicted: LabelSets) -> None:
     if len(gold) != len(predicted):
         raise ValueError(f"{len(gold)} gold label sets but {len(predicted)} predictions")
