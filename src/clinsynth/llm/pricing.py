@@ -15,8 +15,8 @@ GGUF_NAME = "qwen2.5-coder-1.5b-instruct-q4_k_m"
 LOCAL_PRICE = (0.0, 0.0)
 # The embedded model's speed on 2 CPU cores (``python benchmarks/local_lm_speed.py``,
 # benchmarks/results.md): what a dry run's time estimate for it is made of.
-LOCAL_PROMPT_TOKENS_PER_S = 95.0
-LOCAL_COMPLETION_TOKENS_PER_S = 33.0
+LOCAL_PROMPT_TOKENS_PER_S = 73.0
+LOCAL_COMPLETION_TOKENS_PER_S = 11.0
 
 
 def lm_name_for(model: str) -> str:
