@@ -76,7 +76,7 @@ def task(tmp_path: Path, monkeypatch):
     write_records(root / "data" / "bronze.jsonl", bronze)
     (root / "rules.yaml").write_text(RULES)
 
-    def fake_train(train, taxonomy, dev, budget, seed, mix, show_progress):
+    def fake_train(train, taxonomy, dev, budget, seed, mix, **progress):
         return _Trained(any(r.source == "bronze" for r in train))
 
     monkeypatch.setattr(SignsClassifier, "train", staticmethod(fake_train))
@@ -188,7 +188,7 @@ def test_a_top_up_is_measured_against_the_task_bronze_on_the_same_folds(task, tm
         def predict(self, texts):
             return [[c for c in _keyword_rule(t) if c in self.categories] for t in texts]
 
-    def fake_train(train, taxonomy, dev, budget, seed, mix, show_progress):
+    def fake_train(train, taxonomy, dev, budget, seed, mix, **progress):
         return Learned({c for r in train if r.source == "bronze" for c in r.labels})
 
     monkeypatch.setattr(SignsClassifier, "train", staticmethod(fake_train))
