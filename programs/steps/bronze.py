@@ -276,10 +276,7 @@ def generate_bronze(
     written is kept; rerun to resume).
     """
     taxonomy = task.taxonomy
-    config.validate(taxonomy)
-    cfg = config.resolved()
-    out = Path(out if out is not None else task.bronze)
-    spec = cfg.lm or task.lm(ROLE)
+    cfg, out, spec = _settings(task, config, out)
     generator, generator_path, labeler, labeler_path = _load_programs(task, cfg, spec, generator, labeler)
     gold = gold_texts(task.gold_dir)
     if not gold:
@@ -319,6 +316,13 @@ def generate_bronze(
             result.labeler_program = task.relative(labeler_path) if labeler_path else _describe(labeler)
         _write_outputs(result, out, cfg, task)
     return result
+
+
+def _settings(task: Task, config: BronzeConfig, out: Path | None) -> tuple[BronzeConfig, Path, LMSpec]:
+    """The checked, resolved config, the output file and the generator LM a run (or its plan) uses."""
+    config.validate(task.taxonomy)
+    cfg = config.resolved()
+    return cfg, Path(out if out is not None else task.bronze), cfg.lm or task.lm(ROLE)
 
 
 def _load_programs(
@@ -361,10 +365,7 @@ def plan_bronze(task: Task, config: BronzeConfig = BronzeConfig(), out: Path | N
     plans at most round 1's calls, which gives the upper bound.
     """
     taxonomy = task.taxonomy
-    config.validate(taxonomy)
-    cfg = config.resolved()
-    out = Path(out if out is not None else task.bronze)
-    spec = cfg.lm or task.lm(ROLE)
+    cfg, out, spec = _settings(task, config, out)
     generator, generator_path, labeler, labeler_path = _load_programs(task, cfg, spec, None, None)
     programs = _declared(task, generator, generator_path, labeler, labeler_path)
     endpoint, refused = planned_endpoint(
