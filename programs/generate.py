@@ -66,7 +66,8 @@ DEFAULTS = BronzeConfig()
 
 
 # Flags of BronzeConfig settings: unset, they take the task's [generate] value, else BronzeConfig's.
-SETTINGS = ("per_category", "per_call", "overgenerate", "max_rounds", "round_trip", "near_duplicate", "seed")
+SETTINGS = ("per_category", "per_call", "overgenerate", "max_rounds", "round_trip", "near_duplicate", "seed",
+            "shorthand_share")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -131,6 +132,9 @@ def build_parser(prog: str = "python -m programs.generate") -> argparse.Argument
     p.add_argument("--zero-shot", action="store_true", help="ignore compiled programs")
     p.add_argument("--taxonomy", type=Path, default=None, help="taxonomy YAML (default: the task's)")
     p.add_argument("--seed", type=int, default=None, help="seed of the call plans (recorded in provenance)")
+    p.add_argument("--shorthand-share", type=float, default=None,
+                   help="chance that a category's call asks for one of its shorthand forms (taxonomy "
+                   "generation.shorthand); 1 for a top-up that must cover note shorthand")
     add_map_flags(p, "call and per round trip")
     add_cost_flags(p)
     return p

@@ -134,8 +134,12 @@ def _aspect(taxonomy: Taxonomy, name: str, rng: random.Random) -> str | None:
     return rng.choice(aspects) if aspects else None
 
 
-def plan_call(taxonomy: Taxonomy, target: str, index: int, seed: int) -> GenerationRequest:
-    """The request for call ``index`` of ``target``: deterministic in (seed, target, index)."""
+def plan_call(taxonomy: Taxonomy, target: str, index: int, seed: int,
+              shorthand_share: float = SHORTHAND_SHARE) -> GenerationRequest:  # fmt: skip
+    """The request for call ``index`` of ``target``: deterministic in (seed, target, index).
+
+    ``shorthand_share``: the chance that a call for a category is asked to use one of its
+    shorthand forms (1.0 for a top-up that must cover how notes abbreviate)."""
     rng = random.Random(f"{seed}:{target}:{index}")
     note_type = rng.choice(sorted(NOTE_SECTIONS))
     attributes: dict[str, Any] = {
@@ -175,8 +179,9 @@ def plan_call(taxonomy: Taxonomy, target: str, index: int, seed: int) -> Generat
     attributes["reporter"] = rng.choice(reporters)
     # Drawn last, so the draws above (and plans of calls already made) are unchanged.
     attributes["form"] = rng.choice(FORMS)
-    shorthand = taxonomy.category(labels[0]).generation.shorthand if len(labels) == 1 else ()
-    if shorthand and rng.random() < SHORTHAND_SHARE:
+    # The target's own shorthand, also when it is stated with a companion ("per daughter, ...").
+    shorthand = taxonomy.category(target).generation.shorthand if target in taxonomy.names else ()
+    if shorthand and rng.random() < shorthand_share:
         attributes["shorthand"] = rng.choice(shorthand)
     return GenerationRequest(call_id=f"{target}:{seed}:{index}", target=target, labels=labels, attributes=attributes)
 

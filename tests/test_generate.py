@@ -244,6 +244,9 @@ def test_the_parser_is_reusable_without_main():
     assert cfg.resolved().negatives == 7 and cfg.resolved().multi_label == 1
     assert cfg.max_rounds == 10 and cfg.per_call == BronzeConfig().per_call
     assert gen_cli.config_from_args(parser.parse_args(["--max-rounds", "2"]), bundled).max_rounds == 2
+    assert gen_cli.config_from_args(parser.parse_args(["--shorthand-share", "1"]), bundled).shorthand_share == 1.0
+    with pytest.raises(ClinsynthError, match="shorthand_share"):
+        BronzeConfig(shorthand_share=1.5).validate(bundled.taxonomy)
     assert all(a.help for a in parser._actions), "every flag has help"
     assert "the task's [generate] value, else 3" in parser.format_help().replace("\n", " ").replace("  ", " ")
 

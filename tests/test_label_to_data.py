@@ -118,3 +118,19 @@ def test_plans_state_the_subject_rule_and_steer_forms_and_shorthand(taxonomy):
     assert f"'{with_shorthand.attributes['shorthand']}'" in inputs["target"]
     assert SUBJECT_RULE in inputs["target"]
     assert with_shorthand.attributes["form"] in inputs["constraints"]
+
+
+def test_a_top_up_can_ask_every_call_for_shorthand_including_a_companion_category(taxonomy):
+    always = [plan_call(taxonomy, "REQUIRING_ASSISTANCE", i, seed=0, shorthand_share=1.0) for i in range(10)]
+    assert all(p.attributes["shorthand"] in taxonomy.category("REQUIRING_ASSISTANCE").generation.shorthand
+               for p in always)  # fmt: skip
+    # NOTICE_BY_OTHERS is always written with a companion category: its own shorthand still applies.
+    reported = [plan_call(taxonomy, "NOTICE_BY_OTHERS", i, seed=0, shorthand_share=1.0) for i in range(10)]
+    assert all(len(p.labels) == 2 for p in reported)
+    assert all(p.attributes["shorthand"] in taxonomy.category("NOTICE_BY_OTHERS").generation.shorthand
+               for p in reported)  # fmt: skip
+    never = [plan_call(taxonomy, "REQUIRING_ASSISTANCE", i, seed=0, shorthand_share=0.0) for i in range(10)]
+    assert not any("shorthand" in p.attributes for p in never)
+    # The share changes only the shorthand draw: every other attribute of a plan stays.
+    strip = lambda p: {k: v for k, v in p.attributes.items() if k != "shorthand"}  # noqa: E731
+    assert [strip(p) for p in always] == [strip(p) for p in never]

@@ -37,6 +37,7 @@ from clinsynth.programs.label_to_data import MAX_TOKENS as GENERATOR_MAX_TOKENS
 from clinsynth.programs.label_to_data import (
     MULTI_TARGET,
     NONE_TARGET,
+    SHORTHAND_SHARE,
     GenerationRequest,
     LabelToData,
     call_rollout,
@@ -105,6 +106,7 @@ class BronzeConfig:
     leak_cosine: float = bf.LEAK_COSINE  # cosine to a gold sentence at or above: dropped
     leak_ngram: int = bf.LEAK_NGRAM  # a shared n-gram of this length with gold: dropped
     seed: int = 0  # plans calls (target, style constraints) deterministically
+    shorthand_share: float = SHORTHAND_SHARE  # chance a category's call asks for one of its shorthand forms
     categories: tuple[str, ...] | None = None  # a subset of the taxonomy's categories; None: all
     # Extra kept sentences for some categories on top of per_category (top-up mode: the
     # categories weakest on dev, ``weakest_categories``); earlier calls are reused.
@@ -151,6 +153,8 @@ class BronzeConfig:
         for name, cosine in (("near_duplicate", self.near_duplicate), ("leak_cosine", self.leak_cosine)):
             if not 0 < cosine <= 1:
                 raise ClinsynthError(f"{name} must be a cosine in (0, 1], got {cosine}")
+        if not 0 <= self.shorthand_share <= 1:
+            raise ClinsynthError(f"shorthand_share must be in [0, 1], got {self.shorthand_share}")
         if self.leak_ngram < 1:
             raise ClinsynthError(f"leak_ngram must be at least 1, got {self.leak_ngram}")
         quotas(taxonomy, self)  # unknown categories
@@ -376,7 +380,7 @@ def plan_bronze(task: Task, config: BronzeConfig = BronzeConfig(), out: Path | N
     calls_path = side_path(out, "calls.jsonl")
     done = {obj["id"] for _, obj in iter_jsonl(calls_path)} if calls_path.exists() else set()
     requests = [
-        plan_call(taxonomy, target, index, cfg.seed)
+        plan_call(taxonomy, target, index, cfg.seed, cfg.shorthand_share)
         for target, quota in quotas(taxonomy, cfg).items()
         for index in range(cfg.calls_for(quota))
     ]
@@ -685,7 +689,7 @@ class _BronzeRun:
                     continue
                 n_calls = self.cfg.calls_for(missing)
                 for index in range(planned[target], planned[target] + n_calls):
-                    request = plan_call(self.taxonomy, target, index, self.cfg.seed)
+                    request = plan_call(self.taxonomy, target, index, self.cfg.seed, self.cfg.shorthand_share)
                     requests.append(request)
                     order.append(request.call_id)
                 planned[target] += n_calls

@@ -68,7 +68,7 @@ _SECTIONS = {"lm", "privacy", "examples", "label", "generate", "experiment"}
 _SILVER_KEYS = {"limit", "pool", "negatives", "prefilter", "samples", "seed"}
 _BRONZE_KEYS = {
     "per_category", "negatives", "multi_label", "per_call", "overgenerate", "max_rounds", "round_trip",
-    "near_duplicate", "leak_cosine", "leak_ngram", "seed",
+    "near_duplicate", "leak_cosine", "leak_ngram", "seed", "shorthand_share",
 }  # fmt: skip
 
 
