@@ -3,7 +3,8 @@
 Suites: ``labeler`` (data-to-label quality on gold, zero-shot vs compiled), ``bronze-quality``
 (filters, diversity, distance to gold, leakage), ``augmentation`` (alias ``cv``: what silver
 and bronze add to gold, by grouped cross-validation over gold train + dev with seeds and
-paired confidence intervals, then the default model on gold test), ``topup`` (what a bronze top-up added, paired).
+paired confidence intervals, then the default model on gold test), ``topup`` (what a bronze top-up added, paired),
+``combiners`` (ways to combine the rule list with the student, on the experiment's finished runs).
 Reports go to the task's reports folder.
 
 Example: python -m evals.run augmentation --seeds 0,1,2
@@ -74,6 +75,10 @@ def build_parser(prog: str = "python -m evals.run") -> argparse.ArgumentParser:
     top.add_argument("--folds", type=int, default=None,
                      help=f"folds by note (default: the task's, else {DEFAULT_FOLDS})")  # fmt: skip
     top.add_argument("--work-dir", type=Path, default=None, help="where finished runs are kept (default: the task's)")
+    comb = add("combiners", "ways to combine the rule list with the student, scored on the experiment's finished "
+               "fold runs (nothing is trained)")  # fmt: skip
+    comb.add_argument("--seeds", default=None, help="comma-separated training seeds (default: the task's, else 0,1,2)")
+    comb.add_argument("--work-dir", type=Path, default=None, help="where finished runs are kept (default: the task's)")
     return parser
 
 
@@ -138,6 +143,14 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
             )
             report, _ = topup.compare_bronze(task, settings, args.bronze, Path(out_dir), command,
                                              work_dir=args.work_dir)  # fmt: skip
+            print(f"report: {report}")
+        elif args.suite == "combiners":
+            from clinsynth.evals import combiners, cv
+
+            settings = cv.CVSettings.for_task(
+                task, seeds=tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None
+            )
+            report, _ = combiners.write(task, settings, Path(out_dir), command, work_dir=args.work_dir)
             print(f"report: {report}")
     except ClinsynthError as exc:
         print(f"error: {exc}", file=sys.stderr)

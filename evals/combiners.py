@@ -1,0 +1,259 @@
+"""Ways to combine the rule list with the student, compared on the experiment's finished fold runs.
+
+The hybrid in every report (``clinsynth.model.hybrid.RuleStack``: a rule hit, or the student
+above one threshold fitted on the fold's inner dev) is one way to stack the student's scores
+with the rule hits. This suite scores it beside the other ways the field uses, on the same
+folds, seeds and students, with paired CIs against the rule list and against the hybrid:
+
+- ``student``: the student alone at its own tuned thresholds;
+- ``rules or student`` (the hybrid): fitted on the inner dev;
+- ``rules or student, per-category thresholds``: one threshold per category, fitted on the
+  other folds' out-of-fold scores of the same seed (five times the inner dev's sentences);
+- ``rule veto``: the student may also overrule a rule hit, ``(hit and score >= lo) or
+  score >= hi``, both thresholds fitted on the inner dev;
+- ``calibrated stack per category``: a logistic regression per category on
+  ``[logit(score), rule hit, their product]``, fitted out of fold (the other folds of the
+  same seed), positive at probability 0.5.
+
+Nothing is trained: every run must already be in the task's ``reports/cv-runs/`` (run
+``python -m evals.run cv`` first). Fitting uses no fold's own labels; gold test is not read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from clinsynth.evals.core import mean_sd_text, mean_std
+from clinsynth.evals.cv import (
+    HEADLINE,
+    RULE_LIST,
+    CrossValidation,
+    CVSettings,
+    FoldRun,
+    note_of,
+    paired_ci,
+    runs_dir,
+    whole_notes,
+)
+from clinsynth.evals.cv_report import interval_text
+
+from clinsynth.data.fileio import atomic_write_text
+from clinsynth.data.mixes import MixSources
+from clinsynth.data.records import Record
+from clinsynth.errors import DataError
+from clinsynth.model.hybrid import THRESHOLD_GRID, RuleStack
+from clinsynth.model.metrics import label_matrix, micro_macro_f1, multilabel_scores
+from clinsynth.report import format_table
+
+REPORT = "combiners"
+HYBRID = "rules or student"
+LOGIT_CLIP = 1e-4
+
+
+@dataclass
+class FoldView:
+    """What a combiner may look at for one fold: held-out data only, never the fold's labels."""
+
+    scores: np.ndarray  # the fold's sentences x categories (the student's scores)
+    hits: np.ndarray  # the fold's rule hits, 0/1
+    thresholds: np.ndarray  # the student's own per-category thresholds (tuned on the inner dev)
+    dev_scores: np.ndarray  # the inner dev's scores, hits and gold labels
+    dev_hits: np.ndarray
+    dev_gold: np.ndarray
+    other_scores: np.ndarray  # the other folds' out-of-fold scores, hits and gold labels (same seed)
+    other_hits: np.ndarray
+    other_gold: np.ndarray
+
+
+Combiner = Callable[[FoldView, Sequence[str]], np.ndarray]  # -> 0/1 decisions for the fold
+
+
+def student_alone(view: FoldView, names: Sequence[str]) -> np.ndarray:
+    return view.scores >= view.thresholds
+
+
+def rules_or_student(view: FoldView, names: Sequence[str]) -> np.ndarray:
+    stack = RuleStack.fit(names, view.dev_scores, view.dev_hits, view.dev_gold)
+    return stack.decide(names, view.scores, view.hits)
+
+
+def _f1(decided: np.ndarray, gold: np.ndarray) -> float:
+    tp = int((decided & gold).sum())
+    wrong = int((decided != gold).sum())
+    return 2 * tp / max(1, 2 * tp + wrong)
+
+
+def per_category_thresholds(view: FoldView, names: Sequence[str]) -> np.ndarray:
+    hits, gold, scores = view.other_hits > 0, view.other_gold, view.other_scores
+
+    def best(j: int) -> float:
+        # Ties go to the higher threshold, as in RuleStack: the student adds as little as it can.
+        return max(THRESHOLD_GRID, key=lambda t: (round(_f1(hits[:, j] | (scores[:, j] >= t), gold[:, j]), 9), t))
+
+    chosen = [best(j) for j in range(len(names))]
+    return (view.hits > 0) | (view.scores >= np.asarray(chosen))
+
+
+def rule_veto(view: FoldView, names: Sequence[str]) -> np.ndarray:
+    hits = view.dev_hits > 0
+    pairs = [(lo, hi) for lo in (0.0, *THRESHOLD_GRID) for hi in (*THRESHOLD_GRID, 1.01) if hi >= lo]
+
+    def score(pair: tuple[float, float]) -> tuple[float, float, float]:
+        lo, hi = pair
+        decided = (hits & (view.dev_scores >= lo)) | (view.dev_scores >= hi)
+        return round(micro_macro_f1(decided, view.dev_gold), 9), -lo, hi  # ties: the weakest veto
+
+    lo, hi = max(pairs, key=score)
+    return ((view.hits > 0) & (view.scores >= lo)) | (view.scores >= hi)
+
+
+def _stack_features(scores: np.ndarray, hits: np.ndarray) -> np.ndarray:
+    clipped = np.clip(scores, LOGIT_CLIP, 1 - LOGIT_CLIP)
+    logit = np.log(clipped / (1 - clipped))
+    return np.stack([logit, hits, logit * hits], axis=-1)
+
+
+def calibrated_stack(view: FoldView, names: Sequence[str]) -> np.ndarray:
+    from sklearn.linear_model import LogisticRegression
+
+    train = _stack_features(view.other_scores, view.other_hits)
+    test = _stack_features(view.scores, view.hits)
+    out = np.zeros(view.scores.shape, dtype=bool)
+    for j in range(len(names)):
+        gold = view.other_gold[:, j]
+        if gold.all() or not gold.any():  # one class only: nothing to calibrate, follow it
+            out[:, j] = bool(gold.any())
+            continue
+        model = LogisticRegression().fit(train[:, j], gold)
+        out[:, j] = model.predict_proba(test[:, j])[:, 1] >= 0.5
+    return out
+
+
+COMBINERS: dict[str, Combiner] = {
+    "student": student_alone,
+    HYBRID: rules_or_student,
+    f"{HYBRID}, per-category thresholds": per_category_thresholds,
+    "rule veto": rule_veto,
+    "calibrated stack per category": calibrated_stack,
+}
+
+
+def fold_views(cv: CrossValidation, runs: Sequence[FoldRun]) -> list[tuple[FoldRun, FoldView]]:
+    """Each fold's view: its scores and hits, its inner dev, and the other folds' out-of-fold data."""
+    assert cv.rules is not None
+    names = cv.names
+    by_id = {r.id: r for r in cv.pool}
+
+    def hits(records: Sequence[Record]) -> np.ndarray:
+        return cv.rules.hit_matrix([r.text for r in records], names)
+
+    def gold(records: Sequence[Record]) -> np.ndarray:
+        return label_matrix([r.labels for r in records], names)[:, : len(names)].astype(bool)
+
+    folds = []
+    for run in runs:
+        if run.scores is None or run.dev_scores is None or run.dev_ids is None:
+            raise DataError(f"run {run.mix} seed {run.seed} fold {run.fold} has no scores; rerun the experiment")
+        folds.append(([by_id[i] for i in run.ids], [by_id[i] for i in run.dev_ids]))
+    views = []
+    for k, run in enumerate(runs):
+        records, dev = folds[k]
+        others = [j for j in range(len(runs)) if j != k]
+        other_records = [r for j in others for r in folds[j][0]]
+        views.append((run, FoldView(
+            scores=np.asarray(run.scores), hits=hits(records),
+            thresholds=np.asarray([run.thresholds[n] for n in names]),
+            dev_scores=np.asarray(run.dev_scores), dev_hits=hits(dev), dev_gold=gold(dev),
+            other_scores=np.concatenate([np.asarray(runs[j].scores) for j in others]),
+            other_hits=hits(other_records), other_gold=gold(other_records),
+        )))  # fmt: skip
+    return views
+
+
+def finished_runs(cv: CrossValidation, mix: str, seed: int) -> list[FoldRun]:
+    missing = [fold for fold in range(cv.settings.folds) if not cv.is_done(mix, seed, fold)]
+    if missing:
+        raise DataError(f"{mix} seed {seed}: folds {missing} have no finished run in {cv.dir}; "
+                        "run the experiment first (python -m evals.run cv)")  # fmt: skip
+    return [cv.run(mix, seed, fold) for fold in range(cv.settings.folds)]
+
+
+def compare(task: Any, settings: CVSettings, *, work_dir: Path | None = None) -> dict[str, Any]:
+    """Every combiner x the experiment's mixes x seeds, scored out of fold, with paired CIs."""
+    if task.rules is None:
+        raise DataError(f"task {task.name} has no rule list (rules.yaml): nothing to combine")
+    gold_records = task.gold()
+    pool = whole_notes(gold_records["train"] + gold_records["dev"], settings.pool_limit)
+    cv = CrossValidation(pool, task.taxonomy, MixSources.for_task(task), work_dir or runs_dir(task), settings,
+                         task.rules)  # fmt: skip
+    names = cv.names
+    position = {r.id: i for i, r in enumerate(pool)}
+    gold_sets = [list(r.labels) for r in pool]
+    notes = [note_of(r) for r in pool]
+    rule_list = [task.rules.predict([r.text for r in pool])]
+    systems = []
+    for mix in settings.mixes:
+        per_combiner: dict[str, list[list[list[str]]]] = {name: [] for name in COMBINERS}
+        for seed in settings.seeds:
+            views = fold_views(cv, finished_runs(cv, mix, seed))
+            for name, combine in COMBINERS.items():
+                labels: list[list[str]] = [[] for _ in pool]
+                for run, view in views:
+                    for sentence_id, row in zip(run.ids, combine(view, names), strict=True):
+                        labels[position[sentence_id]] = [n for n, on in zip(names, row, strict=True) if on]
+                per_combiner[name].append(labels)
+        for name, per_seed in per_combiner.items():
+            scores = [multilabel_scores(gold_sets, p, task.taxonomy) for p in per_seed]
+            row: dict[str, Any] = {"mix": mix, "combiner": name}
+            row.update({m: mean_std([s[m] for s in scores]) for m in HEADLINE})
+            row["vs_rules"] = paired_ci(gold_sets, notes, per_seed, rule_list, task.taxonomy)
+            if name != HYBRID:
+                row["vs_hybrid"] = paired_ci(gold_sets, notes, per_seed, per_combiner[HYBRID], task.taxonomy)
+            systems.append(row)
+    rules_scores = multilabel_scores(gold_sets, rule_list[0], task.taxonomy)
+    return {"task": task.name, "n": len(pool), "notes": len(set(notes)), "folds": settings.folds,
+            "seeds": list(settings.seeds), "systems": systems,
+            "rule_list": {m: rules_scores[m] for m in HEADLINE}}  # fmt: skip
+
+
+def render(summary: dict[str, Any], command: str) -> str:
+    headers = ["student mix", "combiner", "micro F1", "macro F1", "Δ micro vs rule list", "Δ macro vs rule list",
+               f"Δ micro vs {HYBRID}", f"Δ macro vs {HYBRID}"]  # fmt: skip
+    rows = [[r["mix"], r["combiner"], mean_sd_text(r["micro_f1"]), mean_sd_text(r["macro_f1"]),
+             *(interval_text(r["vs_rules"][m]) for m in ("micro_f1", "macro_f1")),
+             *(interval_text(r.get("vs_hybrid", {}).get(m)) for m in ("micro_f1", "macro_f1"))]
+            for r in summary["systems"]]  # fmt: skip
+    rules = summary["rule_list"]
+    rows.append(["-", RULE_LIST, f"{rules['micro_f1']:.3f}", f"{rules['macro_f1']:.3f}", "-", "-", "-", "-"])
+    best = max(summary["systems"], key=lambda r: (r["micro_f1"][0] + r["macro_f1"][0]) / 2)
+    lines = [
+        "# Combining the rule list with the student (cross-validated)",
+        "",
+        f"Command: `{command}`. The experiment's finished fold runs ({summary['n']} gold train + dev sentences, "
+        f"{summary['notes']} notes, {summary['folds']} folds by note, seeds {', '.join(map(str, summary['seeds']))}); "
+        "nothing is trained. Each combiner is fitted on held-out data only (the fold's inner dev, or the other "
+        "folds' out-of-fold scores of the same seed) and decides the fold. Mean ± sd over seeds; Δ: paired "
+        "bootstrap 95% interval over notes. How each combiner works: the docstring of `evals/combiners.py`.",
+        "",
+        format_table(headers, rows),
+        "",
+        f"Best by mean of micro and macro F1: `{best['mix']}` with `{best['combiner']}` "
+        f"(micro {best['micro_f1'][0]:.3f}, macro {best['macro_f1'][0]:.3f}).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write(task: Any, settings: CVSettings, out_dir: Path, command: str, *,
+          work_dir: Path | None = None) -> tuple[Path, dict[str, Any]]:  # fmt: skip
+    summary = compare(task, settings, work_dir=work_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / f"{REPORT}.json", json.dumps(summary, indent=2))
+    path = out_dir / f"{REPORT}.md"
+    atomic_write_text(path, render(summary, command))
+    return path, summary

@@ -1,0 +1,81 @@
+"""Ways to combine the rule list with the student: each fits on held-out data only, and the
+hybrid of the reports is reproduced from the committed fold runs."""
+
+import json
+
+import numpy as np
+import pytest
+from clinsynth.evals import combiners
+from clinsynth.evals.cv import CVSettings
+
+from clinsynth.data.task import load_task
+from clinsynth.errors import DataError
+from clinsynth.paths import PROJECT_ROOT as REPO
+
+NAMES = ("A", "B")
+
+
+def view(rng: np.random.Generator, n: int = 200) -> combiners.FoldView:
+    """Category A: the rule fires on every positive and on false positives the student scores low.
+    Category B: the rule never fires; the student separates at 0.5."""
+
+    def part(m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        gold = rng.random((m, 2)) < 0.3
+        hits = np.zeros((m, 2))
+        hits[:, 0] = gold[:, 0] | (rng.random(m) < 0.3)
+        scores = np.where(gold, rng.uniform(0.55, 0.95, (m, 2)), rng.uniform(0.05, 0.45, (m, 2)))
+        return scores, hits, gold
+
+    fold, dev, other = part(n), part(n), part(2 * n)
+    return combiners.FoldView(
+        scores=fold[0], hits=fold[1], thresholds=np.array([0.5, 0.5]),
+        dev_scores=dev[0], dev_hits=dev[1], dev_gold=dev[2],
+        other_scores=other[0], other_hits=other[1], other_gold=other[2],
+    ), fold[2]  # fmt: skip
+
+
+def f1(decided: np.ndarray, gold: np.ndarray) -> float:
+    tp = (decided & gold).sum()
+    return 2 * tp / ((decided != gold).sum() + 2 * tp)
+
+
+def test_stacks_that_may_overrule_a_rule_drop_its_false_positives_and_the_or_hybrid_cannot():
+    v, gold = view(np.random.default_rng(0))
+    hybrid = combiners.rules_or_student(v, NAMES)
+    assert (hybrid[:, 0] >= (v.hits[:, 0] > 0)).all()  # the hybrid keeps every rule hit
+    assert f1(hybrid, gold) < 0.85
+    for combine in (combiners.rule_veto, combiners.calibrated_stack):
+        assert f1(combine(v, NAMES), gold) == pytest.approx(1.0)
+    assert f1(combiners.student_alone(v, NAMES), gold) == pytest.approx(1.0)
+
+
+def test_per_category_thresholds_come_from_the_other_folds_not_the_fold():
+    v, gold = view(np.random.default_rng(1))
+    decided = combiners.per_category_thresholds(v, NAMES)
+    # Category B has no rule: the threshold learnt on the other folds separates the fold too.
+    assert f1(decided[:, 1:], gold[:, 1:]) == pytest.approx(1.0)
+    flipped = combiners.FoldView(**{**v.__dict__, "other_gold": ~v.other_gold})  # other folds' labels inverted
+    assert not np.array_equal(combiners.per_category_thresholds(flipped, NAMES), decided)
+
+
+def test_the_hybrid_of_the_report_is_reproduced_from_the_committed_runs():
+    task = load_task(REPO / "tasks" / "sdoh")
+    settings = CVSettings.for_task(task)
+    summary = combiners.compare(task, settings)
+    report = json.loads((task.reports_dir / "augmentation.json").read_text())
+    reported = {r["system"]: r for r in report["systems"]}
+    for mix in settings.mixes:
+        row = next(r for r in summary["systems"] if r["mix"] == mix and r["combiner"] == combiners.HYBRID)
+        for metric in ("micro_f1", "macro_f1"):
+            assert row[metric][0] == pytest.approx(reported[f"{mix}+rules"][metric][0], abs=1e-9)
+        assert row["vs_rules"]["micro_f1"] == pytest.approx(reported[f"{mix}+rules"]["vs_rules"]["micro_f1"])
+    assert {r["combiner"] for r in summary["systems"]} == set(combiners.COMBINERS)
+
+
+def test_a_missing_run_is_named_and_nothing_is_trained(tmp_path, monkeypatch):
+    from clinsynth.model.classifier import SignsClassifier
+
+    monkeypatch.setattr(SignsClassifier, "train", lambda *a, **k: pytest.fail("trained"))
+    task = load_task(REPO / "tasks" / "sdoh")
+    with pytest.raises(DataError, match="gold seed 0: folds \\[0, 1, 2\\] have no finished run"):
+        combiners.compare(task, CVSettings.for_task(task), work_dir=tmp_path)
