@@ -42,6 +42,23 @@ def test_leakage_by_cosine_or_shared_eight_gram():
     assert kept[0].info["nearest_gold_cosine"] < 0.95
 
 
+def test_a_sentence_that_repeats_its_request_is_an_echo():
+    request = ("Each sentence documents packs per day or pack-years, written with the shorthand '1 ppd' "
+               "(category TOBACCO). About the patient only: never a relative's or anyone else's status.")  # fmt: skip
+    cands = [
+        cand(1, "Smokes 1 ppd x 20 yrs.", target="TOBACCO"),
+        cand(2, "The patient smokes cigarettes, with the shorthand '1 ppd'.", target="TOBACCO"),
+        cand(3, "Pt reports packs per day or pack-years of smoking.", target="TOBACCO"),
+        cand(4, "Never a relative's or anyone else's status: she smokes.", target="TOBACCO"),
+        cand(5, "Pt reports packs per day or pack-years of smoking.", target="OTHER"),  # another call's request
+    ]
+    kept, dropped = bf.echo_filter(cands, {"TOBACCO:0:0": request, "OTHER:0:0": "Each note documents fever."})
+    assert [c.id for c in kept] == ["c1", "c5"]
+    assert [d.filter for d in dropped] == [bf.ECHO] * 3
+    assert dropped[0].detail == "says 'shorthand'"
+    assert dropped[1].detail == "repeats its request: 'packs per day or pack'"
+
+
 def test_phi_filter_names_what_it_found():
     kept, dropped = bf.phi_filter([cand(1, "Seen by Dr. Smith on 01/02/2020."), cand(2, "Fever resolved.")])
     assert [c.id for c in kept] == ["c2"]

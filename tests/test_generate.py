@@ -50,7 +50,9 @@ class ScriptedLM:
             elif "FEVER:" in target:
                 sentences = [f"Fever spiked {w} times overnight.", "Seen by Dr. Smith for fever.", GOLD[0]]
             else:
-                sentences = [f"Coughing fits {w} in the mornings.", f"Mild {w} rash on both arms."]
+                # The third repeats its request instead of writing a note.
+                sentences = [f"Coughing fits {w} in the mornings.", f"Mild {w} rash on both arms.",
+                             f"Each sentence documents cough {w} (category COUGH)."]  # fmt: skip
             return 200, chat_reply(json.dumps({"sentences": sentences}))
         self.label_requests += 1
         # The sentence is the line after its marker (DSPy's chat adapter adds format notes below it).
@@ -109,6 +111,7 @@ def test_generates_filters_and_counts_every_drop(tmp_path: Path, mini_taxonomy_p
     assert fever["kept"] == 3 and fever["generated"] == 9
     assert fever[bf.PHI] == 3 and fever[bf.LEAKAGE] == 1 and fever[bf.EXACT_DUPLICATE] == 2
     assert cough["kept"] == 3 and cough[bf.ROUND_TRIP] == 3  # the rash sentences
+    assert cough[bf.ECHO] == 3 and cough["generated"] == 9  # dropped before the round trip costs a call
     assert none["kept"] == 2 and none[bf.ROUND_TRIP] == 2  # "Cough resolved" is not NONE for the labeller
     for counts in result.counts.values():
         dropped = sum(counts[f] for f in (*bf.FILTERS, bf.OVER_QUOTA))
@@ -130,7 +133,7 @@ def test_generates_filters_and_counts_every_drop(tmp_path: Path, mini_taxonomy_p
     assert report["counts"]["FEVER"][bf.PHI] == 3 and report["kept_by_label"]["FEVER"] == 3
     assert report["config"]["attempts"] == 3 and report["lm"] == "openai/fake" and report["task"] == "test_task"
     dropped = [json.loads(line) for line in (out.parent / "bronze.jsonl.dropped.jsonl").open()]
-    assert {d["filter"] for d in dropped} == {bf.PHI, bf.LEAKAGE, bf.EXACT_DUPLICATE, bf.ROUND_TRIP}
+    assert {d["filter"] for d in dropped} == {bf.PHI, bf.LEAKAGE, bf.EXACT_DUPLICATE, bf.ECHO, bf.ROUND_TRIP}
     # the labels each sentence was written for travel with it (the no-round-trip ablation uses them)
     assert all((d["labels"] == []) == (d["target"] == "NONE") for d in dropped)
     assert {tuple(d["labels"]) for d in dropped if d["target"] == "FEVER"} == {("FEVER",)}

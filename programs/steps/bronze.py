@@ -572,6 +572,7 @@ class _BronzeRun:
 
         survivors = apply(bf.phi_filter(candidates))
         survivors = apply(bf.exact_dedup(survivors))
+        survivors = apply(bf.echo_filter(survivors, self._request_texts(calls, order)))
         audit = bf.audit_leakage(survivors, self.gold, self.embed, cfg.leak_cosine, cfg.leak_ngram)
         survivors = apply(bf.leakage_filter(survivors, audit))
         survivors = apply(bf.near_dedup(survivors, self.embed, cfg.near_duplicate))
@@ -615,6 +616,17 @@ class _BronzeRun:
             key=lambda p: -p["cosine"],
         )[:10]
         return BronzeResult(kept_records, dropped, counts, pairs)
+
+    def _request_texts(self, calls: dict[str, dict[str, Any]], order: list[str]) -> dict[str, str]:
+        """Call id -> the target and constraints text the call sent, rebuilt from its plan."""
+        out = {}
+        for call_id in order:
+            call = calls.get(call_id)
+            if call is not None:
+                request = GenerationRequest(call_id, call["target"], tuple(call["labels"]), call["attributes"])
+                inputs = request_inputs(self.taxonomy, request, self.cfg.per_call)
+                out[call_id] = f"{inputs['target']}\n{inputs['constraints']}"
+        return out
 
     def _within_quota(
         self, survivors: list[bf.Candidate], calls: dict[str, dict[str, Any]]

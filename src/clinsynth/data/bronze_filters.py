@@ -1,7 +1,7 @@
 """Quality filters for generated (bronze) sentences, each one counted.
 
 Order (cheap first, the LM round trip last, so only survivors cost LM time): PHI scan,
-exact duplicates, leakage against gold, near duplicates, the guideline's subject rule
+exact duplicates, echoes of the call's own request, leakage against gold, near duplicates, the guideline's subject rule
 (with the task's rule list: a positive label whose every cue is about someone else), then
 the round trip (in ``programs.generate``). Every filter returns the
 kept candidates and the dropped ones with a reason, so the report can count them per target.
@@ -9,7 +9,8 @@ kept candidates and the dropped ones with a reason, so the report can count them
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,13 +23,14 @@ Embed = Callable[[Sequence[str]], np.ndarray]  # texts -> L2-normalised rows
 
 PHI = "phi"
 EXACT_DUPLICATE = "exact_duplicate"
+ECHO = "echo"
 LEAKAGE = "leakage"
 NEAR_DUPLICATE = "near_duplicate"
 SUBJECT = "subject"
 ROUND_TRIP = "round_trip"
 ROUND_TRIP_FAILED = "round_trip_failed"
 OVER_QUOTA = "over_quota"
-FILTERS = (PHI, EXACT_DUPLICATE, LEAKAGE, NEAR_DUPLICATE, SUBJECT, ROUND_TRIP, ROUND_TRIP_FAILED)
+FILTERS = (PHI, EXACT_DUPLICATE, ECHO, LEAKAGE, NEAR_DUPLICATE, SUBJECT, ROUND_TRIP, ROUND_TRIP_FAILED)
 # The scope that makes a cue someone else's (clinsynth.data.rules): the guideline's subject rule.
 SUBJECT_SCOPES = ("other_person",)
 
@@ -36,6 +38,10 @@ SUBJECT_SCOPES = ("other_person",)
 NEAR_DUPLICATE_COSINE = 0.9  # same label set, cosine at or above: a near duplicate
 LEAK_COSINE = 0.95  # cosine to a gold sentence at or above: a leak
 LEAK_NGRAM = 8  # a shared word n-gram of this length with gold: a leak
+ECHO_NGRAM = 5  # a shared word n-gram of this length with the call's own request: an echo
+# Words of the request's scaffolding that a clinical sentence does not use: a sentence with
+# one talks about the request ("... written with the shorthand 'EtOH'").
+ECHO_WORDS = ("shorthand", "category", "categories", "each sentence")
 
 
 @dataclass
@@ -77,6 +83,25 @@ def exact_dedup(candidates: Sequence[Candidate]) -> tuple[list[Candidate], list[
             dropped.append(Dropped(c, EXACT_DUPLICATE, f"same as {seen[key]}"))
         else:
             seen[key] = c.id
+            kept.append(c)
+    return kept, dropped
+
+
+def echo_filter(candidates: Sequence[Candidate], requests: Mapping[str, str],
+                ngram: int = ECHO_NGRAM) -> tuple[list[Candidate], list[Dropped]]:  # fmt: skip
+    """Drop a sentence that repeats its request instead of writing a note: a run of ``ngram``
+    words of its call's request text (``requests``: call id -> target and constraints; a
+    small model copies the definition or the focus), or a word of the request's scaffolding."""
+    kept, dropped = [], []
+    grams = {call_id: ngrams(tokens(text), ngram) for call_id, text in requests.items()}
+    for c in candidates:
+        lowered = c.text.lower()
+        word = next((w for w in ECHO_WORDS if re.search(rf"\b{w}\b", lowered)), None)
+        common = ngrams(tokens(c.text), ngram) & grams.get(c.call_id, set())
+        if word or common:
+            why = f"says '{word}'" if word else f"repeats its request: '{' '.join(sorted(common)[0])}'"
+            dropped.append(Dropped(c, ECHO, why))
+        else:
             kept.append(c)
     return kept, dropped
 
