@@ -37,16 +37,20 @@ def compare_bronze(task: Any, settings: CVSettings, topped_up: Path, out_dir: Pa
     work = work_dir or runs_dir(task)
     sides = {"base": MixSources.for_task(task), "topped-up": MixSources.for_task(task, bronze=topped_up)}
     predictions: dict[str, list[list[list[str]]]] = {}
+    hybrids: dict[str, list[list[list[str]]]] = {}  # MIX+rules: the system a user gets when CV picks it
     counts: dict[str, dict[str, int]] = {}
     for side, sources in sides.items():
-        cv = CrossValidation(pool, task.taxonomy, sources, work, settings)
+        cv = CrossValidation(pool, task.taxonomy, sources, work, settings, task.rules)
         bronze = cv.part("bronze")
         # Counted by generation target: a top-up raises these; labels can hold more categories.
         counts[side] = {n: sum(bronze_target(r) == n for r in bronze) for n in names}
         counts[side]["all"] = len(bronze)
         for seed in settings.seeds:
             print(f"{side} bronze ({sources.bronze}): {MIX} seed {seed}", flush=True)
-            predictions.setdefault(side, []).append(cv.out_of_fold(MIX, seed)[0])
+            predicted, runs = cv.out_of_fold(MIX, seed)
+            predictions.setdefault(side, []).append(predicted)
+            if cv.rules is not None:
+                hybrids.setdefault(side, []).append(cv.hybrid_out_of_fold(runs))
     scores = {side: [multilabel_scores(gold_sets, p, task.taxonomy) for p in runs] for side, runs in
               predictions.items()}  # fmt: skip
     summary: dict[str, Any] = {
@@ -65,11 +69,31 @@ def compare_bronze(task: Any, settings: CVSettings, topped_up: Path, out_dir: Pa
                              task.taxonomy),  # fmt: skip
         "targeted": [c for c in names if counts["topped-up"][c] > counts["base"][c]],
     }
+    if hybrids:
+        hybrid_scores = {side: [multilabel_scores(gold_sets, p, task.taxonomy) for p in runs] for side, runs in
+                         hybrids.items()}  # fmt: skip
+        summary["hybrid"] = {
+            "headline": {side: {m: mean_std([s[m] for s in runs]) for m in HEADLINE}
+                         for side, runs in hybrid_scores.items()},
+            "vs_base": paired_ci(gold_sets, [note_of(r) for r in pool], hybrids["topped-up"], hybrids["base"],
+                                 task.taxonomy),
+        }  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / f"{REPORT}.json", json.dumps(summary, indent=2))
     md = out_dir / f"{REPORT}.md"
     atomic_write_text(md, render(summary, names, command))
     return md, summary
+
+
+def _hybrid_lines(summary: dict[str, Any]) -> list[str]:
+    """The same comparison for ``MIX+rules``: each side's students stacked with the task's rule list."""
+    hybrid = summary.get("hybrid")
+    if not hybrid:
+        return []
+    rows = [[side, *(mean_sd_text(hybrid["headline"][side][m]) for m in HEADLINE)] for side in hybrid["headline"]]
+    rows.append(["topped-up - base", *(interval_text(hybrid["vs_base"][m]) for m in HEADLINE)])
+    return [f"With the rule list (`{summary['mix']}+rules`, the hybrid of the task's report; same runs):", "",
+            format_table(["bronze", "micro F1", "macro F1", "binary F1"], rows), ""]  # fmt: skip
 
 
 def render(summary: dict[str, Any], names: list[str], command: str) -> str:
@@ -98,6 +122,7 @@ def render(summary: dict[str, Any], names: list[str], command: str) -> str:
         "",
         format_table(["bronze", "sentences", "micro F1", "macro F1", "binary F1"], rows),
         "",
+        *_hybrid_lines(summary),
         "## Per category (out-of-fold F1, mean ± sd over seeds)",
         "",
         format_table(["category", "bronze written for it: base", "topped-up", "F1 base", "F1 topped-up", "Δ"],

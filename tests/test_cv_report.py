@@ -205,6 +205,9 @@ def test_a_top_up_is_measured_against_the_task_bronze_on_the_same_folds(task, tm
     assert summary["per_category"]["base"]["FEVER"] == summary["per_category"]["topped-up"]["FEVER"]
     md = md_path.read_text()
     assert "COUGH (targeted)" in md and "topped-up - base" in md and "python -m evals.run topup" in md
+    # The task has a rule list: the same runs are also compared as the hybrid a user would get.
+    assert set(summary["hybrid"]["headline"]) == {"base", "topped-up"} and "gold+bronze+rules" in md
+    assert summary["hybrid"]["vs_base"]["micro_f1"]["diff"] >= 0
 
 
 def test_systems_with_several_budget_fields_survive_the_comma_separated_list():
