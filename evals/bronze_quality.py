@@ -24,6 +24,7 @@ from clinsynth.data.phi import scan
 from clinsynth.data.records import Record, now_iso, read_records
 from clinsynth.data.taxonomy import NONE_LABEL, Taxonomy
 from clinsynth.data.textstats import distinct_n, tokens
+from clinsynth.llm.compiled import project_relative
 from clinsynth.report import format_table
 
 DEFAULT_BRONZE = Path("tasks/ad_signs/data/bronze.jsonl")
@@ -110,7 +111,7 @@ def run(
         "suite": "bronze-quality",
         "command": command,
         "created_at": now_iso(),
-        "bronze": str(bronze_path),
+        "bronze": project_relative(bronze_path),  # a report must not carry this machine's layout
         "n_bronze": len(bronze),
         "n_gold": len(gold),
         "lms": sorted({r.provenance.lm for r in bronze if r.provenance}),
