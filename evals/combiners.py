@@ -143,34 +143,41 @@ COMBINERS: dict[str, Combiner] = {
 }
 
 
-def fold_views(cv: CrossValidation, runs: Sequence[FoldRun]) -> list[tuple[FoldRun, FoldView]]:
+@dataclass
+class Pool:
+    """The pool's rule hits and gold labels, computed once; rows in pool order."""
+
+    names: tuple[str, ...]
+    position: dict[str, int]  # sentence id -> row
+    hits: np.ndarray  # sentences x categories, 0/1
+    gold: np.ndarray  # sentences x categories, bool
+
+    @classmethod
+    def of(cls, records: Sequence[Record], names: Sequence[str], rules: Any) -> Pool:
+        return cls(tuple(names), {r.id: i for i, r in enumerate(records)},
+                   rules.hit_matrix([r.text for r in records], names),
+                   label_matrix([r.labels for r in records], names)[:, : len(names)].astype(bool))  # fmt: skip
+
+    def rows(self, ids: Sequence[str]) -> list[int]:
+        return [self.position[i] for i in ids]
+
+
+def fold_views(pool: Pool, runs: Sequence[FoldRun]) -> list[tuple[FoldRun, FoldView]]:
     """Each fold's view: its scores and hits, its inner dev, and the other folds' out-of-fold data."""
-    assert cv.rules is not None
-    names = cv.names
-    by_id = {r.id: r for r in cv.pool}
-
-    def hits(records: Sequence[Record]) -> np.ndarray:
-        return cv.rules.hit_matrix([r.text for r in records], names)
-
-    def gold(records: Sequence[Record]) -> np.ndarray:
-        return label_matrix([r.labels for r in records], names)[:, : len(names)].astype(bool)
-
-    folds = []
     for run in runs:
         if run.scores is None or run.dev_scores is None or run.dev_ids is None:
             raise DataError(f"run {run.mix} seed {run.seed} fold {run.fold} has no scores; rerun the experiment")
-        folds.append(([by_id[i] for i in run.ids], [by_id[i] for i in run.dev_ids]))
     views = []
     for k, run in enumerate(runs):
-        records, dev = folds[k]
         others = [j for j in range(len(runs)) if j != k]
-        other_records = [r for j in others for r in folds[j][0]]
+        rows, dev = pool.rows(run.ids), pool.rows(run.dev_ids)
+        other = [row for j in others for row in pool.rows(runs[j].ids)]
         views.append((run, FoldView(
-            scores=np.asarray(run.scores), hits=hits(records),
-            thresholds=np.asarray([run.thresholds[n] for n in names]),
-            dev_scores=np.asarray(run.dev_scores), dev_hits=hits(dev), dev_gold=gold(dev),
+            scores=np.asarray(run.scores), hits=pool.hits[rows],
+            thresholds=np.asarray([run.thresholds[n] for n in pool.names]),
+            dev_scores=np.asarray(run.dev_scores), dev_hits=pool.hits[dev], dev_gold=pool.gold[dev],
             other_scores=np.concatenate([np.asarray(runs[j].scores) for j in others]),
-            other_hits=hits(other_records), other_gold=gold(other_records),
+            other_hits=pool.hits[other], other_gold=pool.gold[other],
         )))  # fmt: skip
     return views
 
@@ -192,7 +199,7 @@ def compare(task: Any, settings: CVSettings, *, work_dir: Path | None = None) ->
     cv = CrossValidation(pool, task.taxonomy, MixSources.for_task(task), work_dir or runs_dir(task), settings,
                          task.rules)  # fmt: skip
     names = cv.names
-    position = {r.id: i for i, r in enumerate(pool)}
+    matrices = Pool.of(pool, names, task.rules)
     gold_sets = [list(r.labels) for r in pool]
     notes = [note_of(r) for r in pool]
     rule_list = [task.rules.predict([r.text for r in pool])]
@@ -200,12 +207,12 @@ def compare(task: Any, settings: CVSettings, *, work_dir: Path | None = None) ->
     for mix in settings.mixes:
         per_combiner: dict[str, list[list[list[str]]]] = {name: [] for name in COMBINERS}
         for seed in settings.seeds:
-            views = fold_views(cv, finished_runs(cv, mix, seed))
+            views = fold_views(matrices, finished_runs(cv, mix, seed))
             for name, combine in COMBINERS.items():
                 labels: list[list[str]] = [[] for _ in pool]
                 for run, view in views:
                     for sentence_id, row in zip(run.ids, combine(view, names), strict=True):
-                        labels[position[sentence_id]] = [n for n, on in zip(names, row, strict=True) if on]
+                        labels[matrices.position[sentence_id]] = [n for n, on in zip(names, row, strict=True) if on]
                 per_combiner[name].append(labels)
         for name, per_seed in per_combiner.items():
             scores = [multilabel_scores(gold_sets, p, task.taxonomy) for p in per_seed]
