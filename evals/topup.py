@@ -51,8 +51,19 @@ def compare_bronze(task: Any, settings: CVSettings, topped_up: Path, out_dir: Pa
             predictions.setdefault(side, []).append(predicted)
             if cv.rules is not None:
                 hybrids.setdefault(side, []).append(cv.hybrid_out_of_fold(runs))
-    scores = {side: [multilabel_scores(gold_sets, p, task.taxonomy) for p in runs] for side, runs in
-              predictions.items()}  # fmt: skip
+    notes = [note_of(r) for r in pool]
+
+    def scored(per_side: dict[str, list[list[list[str]]]]) -> dict[str, list[dict[str, Any]]]:
+        return {side: [multilabel_scores(gold_sets, p, task.taxonomy) for p in runs] for side, runs in
+                per_side.items()}  # fmt: skip
+
+    def headline(scores: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, tuple[float, float]]]:
+        return {side: {m: mean_std([s[m] for s in runs]) for m in HEADLINE} for side, runs in scores.items()}
+
+    def vs_base(per_side: dict[str, list[list[list[str]]]]) -> dict[str, dict[str, float]]:
+        return paired_ci(gold_sets, notes, per_side["topped-up"], per_side["base"], task.taxonomy)
+
+    scores = scored(predictions)
     summary: dict[str, Any] = {
         "mix": MIX,
         "bronze": {side: task.relative(src.bronze) for side, src in sides.items()},
@@ -60,24 +71,16 @@ def compare_bronze(task: Any, settings: CVSettings, topped_up: Path, out_dir: Pa
         "folds": settings.folds,
         "seeds": list(settings.seeds),
         "bronze_counts": counts,
-        "headline": {side: {m: mean_std([s[m] for s in runs]) for m in HEADLINE} for side, runs in scores.items()},
+        "headline": headline(scores),
         "per_category": {
             side: {c: mean_std([s["per_category"][c]["f1"] or 0.0 for s in runs]) for c in names}
             for side, runs in scores.items()
         },
-        "vs_base": paired_ci(gold_sets, [note_of(r) for r in pool], predictions["topped-up"], predictions["base"],
-                             task.taxonomy),  # fmt: skip
+        "vs_base": vs_base(predictions),
         "targeted": [c for c in names if counts["topped-up"][c] > counts["base"][c]],
     }
     if hybrids:
-        hybrid_scores = {side: [multilabel_scores(gold_sets, p, task.taxonomy) for p in runs] for side, runs in
-                         hybrids.items()}  # fmt: skip
-        summary["hybrid"] = {
-            "headline": {side: {m: mean_std([s[m] for s in runs]) for m in HEADLINE}
-                         for side, runs in hybrid_scores.items()},
-            "vs_base": paired_ci(gold_sets, [note_of(r) for r in pool], hybrids["topped-up"], hybrids["base"],
-                                 task.taxonomy),
-        }  # fmt: skip
+        summary["hybrid"] = {"headline": headline(scored(hybrids)), "vs_base": vs_base(hybrids)}
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / f"{REPORT}.json", json.dumps(summary, indent=2))
     md = out_dir / f"{REPORT}.md"
