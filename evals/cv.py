@@ -10,7 +10,11 @@ of a few points are noise. Here gold train + dev are pooled and split into ``k``
   of the inner dev are left out (they would leak the evaluation notes);
 - ``gold+silver-agree`` keeps the silver sentences whose LLM labels the gold-trained
   student of the same fold and seed agrees with (its out-of-sample decision on them), so a
-  weak labeller's noise is filtered by a model that never saw silver.
+  weak labeller's noise is filtered by a model that never saw silver;
+- ``gold+silver-ws`` relabels silver by weak supervision (``clinsynth.model.weak_labels``):
+  the rule list, the LLM's labels and that same gold-trained student vote, a label model
+  weighs them, and its positives (plus as many negatives, both counted over all of silver)
+  join the training part, less the sentences of held-out notes.
 
 Every mix's out-of-fold predictions cover the whole pool once per seed. Scores are the
 mean and spread over seeds; each mix is compared with gold by a paired bootstrap over notes
@@ -48,6 +52,8 @@ from clinsynth.model.classifier import SignsClassifier, TrainingBudget
 from clinsynth.model.metrics import multilabel_scores
 
 AGREE = "silver-agree"
+WEAK = "silver-ws"
+FOLD_BUILT = (AGREE, WEAK)  # silver parts built per fold from the fold's gold student
 DEFAULT_MIXES = ("gold", "gold+bronze", f"gold+{AGREE}")
 DEFAULT_FOLDS = 3  # 936 AD sentences: 3 folds keep ~60 notes and every category in each fold
 DEFAULT_SEEDS = (0, 1, 2)
@@ -95,7 +101,7 @@ class CVSettings:
         values = {**task.experiment_settings, **{k: v for k, v in overrides.items() if v is not None}}
         for mix in values.get("mixes", ()):
             try:
-                parse_mix(split_system(mix, TrainingBudget())[0], (AGREE,))
+                parse_mix(split_system(mix, TrainingBudget())[0], FOLD_BUILT)
             except DataError as exc:
                 raise DataError(str(exc), path=task.config_path, field="experiment.mixes") from None
         return cls(**values)
@@ -190,6 +196,7 @@ class CrossValidation:
         self.dir = Path(work_dir)  # made when the first run is kept: a plan (--dry-run) writes nothing
         self.folds = note_folds(self.pool, settings.folds)
         self.parts: dict[str, list[Record]] = {}
+        self.silver_hits: np.ndarray | None = None
         # Runs still to train -> their training sentences (``plan``), and (seconds, sentences) of each
         # run trained so far: the time left is the rest's sentences at the pace so far.
         self.to_train: dict[tuple[str, int, int], int] = {}
@@ -203,8 +210,8 @@ class CrossValidation:
     def check_sources(self) -> None:
         """Read every part the mixes name, so a missing or broken file stops the run before any training."""
         for system in self.settings.mixes:
-            for part in parse_mix(system.partition("@")[0], (AGREE,)):
-                self.part("silver" if part == AGREE else part)
+            for part in parse_mix(system.partition("@")[0], FOLD_BUILT):
+                self.part("silver" if part in FOLD_BUILT else part)
 
     # -- one fold ---------------------------------------------------------------------
 
@@ -216,17 +223,20 @@ class CrossValidation:
         rest = [r for i, r in enumerate(self.pool) if i not in held]
         gold_train, dev = inner_split(rest, INNER_DEV, seed=fold)
         blocked = {note_of(r) for r in evaluation} | {note_of(r) for r in dev}
-        parts = parse_mix(mix, (AGREE,))
+        parts = parse_mix(mix, FOLD_BUILT)
         train = list(gold_train) if "gold" in parts else []
         for part in parts:
             if part == "gold":
                 continue
-            if part == AGREE:
+            if part in FOLD_BUILT:
                 # The student is trained with the same budget as the system it filters for.
                 student = self.run("gold" + (f"@{variant}" if variant else ""), seed, fold)
                 assert student.silver_scores is not None
                 scores = np.asarray(student.silver_scores)
-                records = agreeing_silver(self.part("silver"), scores, student.thresholds, self.names)
+                if part == AGREE:
+                    records = agreeing_silver(self.part("silver"), scores, student.thresholds, self.names)
+                else:
+                    records = self.weak_silver(scores, student.thresholds, gold_train, seed)
             else:
                 records = self.part(part)
             train.extend(r for r in records if r.note_id is None or r.note_id not in blocked)
@@ -243,8 +253,8 @@ class CrossValidation:
         return self.dir / f"{mix}.seed{seed}.fold{fold}.{key}.json"
 
     def is_done(self, system: str, seed: int, fold: int) -> bool:
-        # A silver-agree run's data depend on its gold student's run, which must exist to key it.
-        if AGREE in system and not self.is_done(*self._student(system), seed, fold):
+        # A silver-agree or silver-ws run's data depend on its gold student's run, which must exist to key it.
+        if any(p in system for p in FOLD_BUILT) and not self.is_done(*self._student(system), seed, fold):
             return False
         return self.run_path(system, seed, fold).exists()
 
@@ -262,7 +272,7 @@ class CrossValidation:
     def pending(self) -> list[tuple[str, int, int, int]]:
         """(system, seed, fold, training sentences) of every run not kept from earlier; nothing is trained.
 
-        A silver-agree run whose gold student is not trained yet counts all of silver (its upper bound).
+        A silver-agree or silver-ws run whose gold student is not trained yet counts all of silver (its upper bound).
         """
         out = []
         for system in self.settings.mixes:
@@ -270,8 +280,9 @@ class CrossValidation:
                 for fold in range(self.settings.folds):
                     if self.is_done(system, seed, fold):
                         continue
-                    if AGREE in system and not self.run_path(*self._student(system), seed, fold).exists():
-                        train, _, _ = self.fold_data(system.replace(AGREE, "silver"), seed, fold)
+                    fold_built = [p for p in FOLD_BUILT if p in system]
+                    if fold_built and not self.run_path(*self._student(system), seed, fold).exists():
+                        train, _, _ = self.fold_data(system.replace(fold_built[0], "silver"), seed, fold)
                     else:
                         train, _, _ = self.fold_data(system, seed, fold)
                     out.append((system, seed, fold, len(train)))
@@ -279,8 +290,27 @@ class CrossValidation:
 
     @staticmethod
     def _student(system: str) -> tuple[str]:
-        """The gold system (same budget) whose decisions filter silver for a silver-agree system."""
+        """The gold system (same budget) whose decisions filter or label silver for a fold-built part."""
         return ("gold" + system[system.index("@"):] if "@" in system else "gold",)
+
+    def weak_silver(self, student_scores: np.ndarray, thresholds: dict[str, float], gold_train: Sequence[Record],
+                    seed: int) -> list[Record]:  # fmt: skip
+        """Silver relabelled by the label model over the rule list, the LLM and the fold's gold student."""
+        from clinsynth.model.metrics import label_matrix
+        from clinsynth.model.weak_labels import combine_votes, weakly_labelled
+
+        silver = self.part("silver")
+        cut = np.asarray([thresholds[n] for n in self.names])
+        sources = {"LLM": label_matrix([r.labels for r in silver], self.names)[:, : len(self.names)],
+                   "gold student": (student_scores >= cut).astype(int)}  # fmt: skip
+        if self.rules is None:  # a label model needs at least three voters
+            raise DataError(f"{WEAK} needs the task's rule list (rules.yaml) as its third labelling function")
+        if self.silver_hits is None:  # the rule list's votes do not change between folds
+            self.silver_hits = self.rules.hit_matrix([r.text for r in silver], self.names).astype(int)
+        sources = {RULE_LIST: self.silver_hits, **sources}
+        balance = label_matrix([r.labels for r in gold_train], self.names)[:, : len(self.names)].mean(axis=0)
+        weak = combine_votes(np.stack(list(sources.values()), axis=1), list(sources), self.names, balance, seed)
+        return weakly_labelled(silver, weak, self.names, seed)
 
     def run(self, system: str, seed: int, fold: int) -> FoldRun:
         mix, budget = split_system(system, self.settings.budget)

@@ -60,7 +60,8 @@ def build_parser(prog: str = "python -m evals.run") -> argparse.ArgumentParser:
     cv = add("augmentation", "grouped k-fold CV by note over gold train+dev: mixes x seeds, paired CIs vs gold, "
              "then gold test", aliases=("cv",))  # fmt: skip
     cv.add_argument("--mixes", default=None, help="comma-separated mixes, e.g. gold+bronze:25 (default: the task's "
-                    "[experiment] mixes, else gold, +bronze, +silver-agree)")  # fmt: skip
+                    "[experiment] mixes, else gold, +bronze, +silver-agree; +silver-ws: silver relabelled by weak "
+                    "supervision)")  # fmt: skip
     cv.add_argument("--seeds", default=None, help="comma-separated training seeds (default: the task's, else 0,1,2)")
     cv.add_argument("--folds", type=int, default=None,
                     help=f"folds by note (default: the task's, else {DEFAULT_FOLDS})")  # fmt: skip

@@ -246,3 +246,57 @@ def test_each_trained_run_prints_its_fold_score_and_the_time_left(tmp_path: Path
     assert line.startswith("gold seed 0 fold 0: micro F1 0.000, macro F1 0.000 on the fold (30 s)")
     assert line.endswith("2 to train, about 1 min left")
     assert runner.plan() == (2, 1)  # the finished run is kept
+
+
+def test_weakly_supervised_silver_is_relabelled_by_the_votes_of_the_llm_and_the_folds_gold_student(
+    tmp_path: Path, monkeypatch
+):
+    from clinsynth.data.taxonomy import load_taxonomy
+    from clinsynth.model.classifier import SignsClassifier
+
+    (tmp_path / "t.yaml").write_text(TWO_CATEGORY_YAML)
+    taxonomy = load_taxonomy(tmp_path / "t.yaml")
+    from clinsynth.data.rules import load_rules
+    from clinsynth.errors import DataError
+
+    # The LLM says FEVER for every silver sentence; the gold student and the rule list (a "febrile"
+    # cue) agree only for notes 0, 4, 8...
+    silver = [Record(f"mts-{n}-s9", f"silver of note {n}" + (" febrile" if n % 4 == 0 else ""), ["FEVER"], "silver",
+                     note_id=f"mts-{n}") for n in range(40)]  # fmt: skip
+    (tmp_path / "rules.yaml").write_text("categories:\n  FEVER:\n    cues: ['\\bfebrile\\b']\n")
+    rules = load_rules(tmp_path / "rules.yaml", taxonomy.names)
+    write_records(tmp_path / "silver.jsonl", silver)
+    trained = []
+
+    class Student:
+        info = type("I", (), {"thresholds": {"FEVER": 0.5, "COUGH": 0.5}, "train_seconds": 0.0, "epochs": []})()
+
+        def scores(self, texts):
+            return np.asarray([[0.9 if t.endswith("febrile") else 0.1, 0.1] for t in texts])
+
+        def decide(self, scores, texts=None):
+            return [[] for _ in scores]
+
+    def fake_train(train, taxonomy, dev, budget, seed, mix, **progress):
+        trained.append(mix)
+        return Student()
+
+    monkeypatch.setattr(SignsClassifier, "train", staticmethod(fake_train))
+    sources = MixSources(gold_dir=tmp_path / "gold", silver=tmp_path / "silver.jsonl", bronze=tmp_path / "none")
+    without_rules = cv.CrossValidation(_pool(40, 1), taxonomy, sources, tmp_path / "work", cv.CVSettings(folds=4))
+    with pytest.raises(DataError, match="rules.yaml"):
+        without_rules.fold_data(f"gold+{cv.WEAK}", 0, 0)
+    runner = cv.CrossValidation(_pool(40, 1), taxonomy, sources, tmp_path / "work", cv.CVSettings(folds=4), rules)
+    train, dev, evaluation = runner.fold_data(f"gold+{cv.WEAK}", 0, 0)
+
+    assert trained == ["gold"]  # the fold's gold student, trained once
+    weak = [r for r in train if r.source == "silver"]
+    held = {r.note_id for r in evaluation} | {r.note_id for r in dev}
+    assert weak and all(r.note_id not in held for r in weak)
+    positive = [r for r in weak if r.labels]
+    # All three voters agree on notes 0, 4, 8...: those are FEVER; elsewhere two of three say no.
+    assert positive and all(int(r.note_id.split("-")[1]) % 4 == 0 and r.labels == ["FEVER"] for r in positive)
+    # Of all silver, 10 positives and 10 of the 30 negatives are kept; then the held-out notes' leave.
+    kept_positive = {f"mts-{n}" for n in range(0, 40, 4)} - held
+    assert {r.note_id for r in positive} == kept_positive
+    assert 0 < len(weak) - len(positive) <= 10

@@ -96,7 +96,7 @@ def best_mix(summary: dict[str, Any]) -> str | None:
 def parse_mix(spec: str, extra_parts: tuple[str, ...] = ()) -> tuple[str, ...]:
     """``"gold+bronze"`` -> ``("gold", "bronze")``; unknown or repeated parts are an error.
 
-    ``extra_parts`` are parts a caller builds itself (cross-validation's ``silver-agree``).
+    ``extra_parts`` are parts a caller builds itself (cross-validation's ``silver-agree`` and ``silver-ws``).
     """
     parts = tuple(p.strip() for p in spec.split("+") if p.strip())
     known = PARTS + extra_parts
