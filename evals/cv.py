@@ -591,11 +591,17 @@ def reference_of(system: str, available: Sequence[str] | dict[str, Any]) -> str 
 
     ``gold+bronze@epochs=12`` is compared with ``gold@epochs=12`` (what the data adds under
     that recipe) or, without it, with ``gold+bronze`` (what the recipe adds to that mix);
-    ``gold@epochs=12`` with ``gold``.
+    ``gold@epochs=12`` with ``gold``. A recipe's hybrid, ``gold+bronze@epochs=12+rules``, is
+    compared with the hybrids of the same kind: ``gold@epochs=12+rules``, else ``gold+bronze+rules``
+    (what the recipe adds once stacked with the rules).
     """
-    mix, _, variant = system.partition("@")
+    student, hybrid = split_hybrid(system)
+    mix, _, variant = student.partition("@")
     same_budget = f"gold@{variant}" if variant else "gold"
-    for candidate in (same_budget, mix, "gold"):
+    candidates = (same_budget, mix, "gold")
+    if hybrid and variant:
+        candidates = (same_budget + HYBRID_SUFFIX, mix + HYBRID_SUFFIX, "gold")
+    for candidate in candidates:
         if candidate in available and candidate != system:
             return candidate
     return None

@@ -125,6 +125,9 @@ def test_a_system_can_change_the_budget_and_is_compared_with_gold_trained_the_sa
     assert cv.reference_of("gold", available) is None
     assert cv.reference_of("gold+bronze@epochs=3", available) == "gold+bronze"  # what the recipe adds
     assert cv.reference_of("gold+silver@epochs=3", available) == "gold"
+    hybrids = {**available, "gold+rules": 1, "gold+bronze+rules": 1, "gold+bronze@epochs=12+rules": 1}
+    assert cv.reference_of("gold+bronze+rules", hybrids) == "gold"  # the main report: what everything adds
+    assert cv.reference_of("gold+bronze@epochs=12+rules", hybrids) == "gold+bronze+rules"
     # A recipe variant is never picked as the default model's mix.
     rows = [{"system": "gold", "kind": "mix", "micro_f1": [0.5, 0], "macro_f1": [0.4, 0]},
             {"system": "gold+bronze@epochs=12", "kind": "mix", "micro_f1": [0.9, 0], "macro_f1": [0.9, 0]}]  # fmt: skip
