@@ -43,7 +43,16 @@ import numpy as np
 from clinsynth.evals.core import mean_std, run_key
 
 from clinsynth.data.fileio import atomic_write_text
-from clinsynth.data.mixes import HYBRID_SUFFIX, MixSources, load_part, parse_mix, split_hybrid
+from clinsynth.data.mixes import (
+    FOLD_BUILT_PARTS,
+    HYBRID_SUFFIX,
+    SILVER_AGREE,
+    SILVER_WS,
+    MixSources,
+    load_part,
+    parse_mix,
+    split_hybrid,
+)
 from clinsynth.data.records import Record
 from clinsynth.data.rules import RuleSet
 from clinsynth.data.taxonomy import Taxonomy
@@ -51,9 +60,7 @@ from clinsynth.errors import DataError
 from clinsynth.model.classifier import SignsClassifier, TrainingBudget
 from clinsynth.model.metrics import multilabel_scores
 
-AGREE = "silver-agree"
-WEAK = "silver-ws"
-FOLD_BUILT = (AGREE, WEAK)  # silver parts built per fold from the fold's gold student
+AGREE, WEAK, FOLD_BUILT = SILVER_AGREE, SILVER_WS, FOLD_BUILT_PARTS  # built per fold from its gold student
 DEFAULT_MIXES = ("gold", "gold+bronze", f"gold+{AGREE}")
 DEFAULT_FOLDS = 3  # 936 AD sentences: 3 folds keep ~60 notes and every category in each fold
 DEFAULT_SEEDS = (0, 1, 2)
@@ -77,7 +84,7 @@ class FoldRun:
     n_train: int
     train_seconds: float
     epochs: list[dict[str, Any]] = field(default_factory=list)
-    silver_scores: list[list[float]] | None = None  # gold runs: the student's scores on silver (for AGREE)
+    silver_scores: list[list[float]] | None = None  # gold runs: the student's scores on silver (FOLD_BUILT)
     # The student's scores on the fold and on the inner dev: what the hybrid (``clinsynth.model.hybrid``)
     # stacks with the rule hits, fitted on the inner dev and applied to the fold.
     scores: list[list[float]] | None = None

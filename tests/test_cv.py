@@ -179,6 +179,10 @@ def test_cross_validation_decides_the_best_mix_on_micro_plus_macro():
         ],
     }
     assert best_mix(cv_summary) == "gold+bronze"
+    # A system only cross-validation can build is measured, never the default model's mix.
+    cv_summary["systems"].append({"system": f"gold+{cv.WEAK}+rules", "kind": "hybrid", "micro_f1": [0.95, 0.0],
+                                  "macro_f1": [0.95, 0.0]})  # fmt: skip
+    assert best_mix(cv_summary) == "gold+bronze"
 
 
 def test_a_missing_source_fails_before_any_training(tmp_path: Path, monkeypatch):

@@ -29,6 +29,11 @@ from clinsynth.data.taxonomy import NONE_LABEL, Taxonomy
 from clinsynth.errors import DataError
 
 PARTS = ("gold", "silver", "silver-confident", "bronze", "bronze-unfiltered")
+# Parts cross-validation builds per fold from that fold's gold-trained student (``evals.cv``):
+# silver it agrees with, and silver relabelled by weak supervision. A saved model cannot be
+# trained on them, so they are never the default model's mix.
+SILVER_AGREE, SILVER_WS = "silver-agree", "silver-ws"
+FOLD_BUILT_PARTS = (SILVER_AGREE, SILVER_WS)
 CAPPED_BRONZE = "bronze:"  # + N: at most N bronze sentences per target
 SUBSET_SEED = 0  # one fixed shuffle, so smaller caps are subsets of larger ones
 ROUND_TRIP_FILTER = "round_trip"
@@ -85,11 +90,14 @@ def best_mix(summary: dict[str, Any]) -> str | None:
     macro F1 out of fold; cross-validation decides, never test.
     A hybrid (``MIX+rules``, the mix's student stacked with the rule list) is a candidate too.
     Systems trained with a changed budget (``mix@field=value``) compare recipes, not mixes,
-    and are not candidates: the default model is trained with the default budget.
+    and are not candidates: the default model is trained with the default budget. Nor are
+    systems with a part only cross-validation can build (``FOLD_BUILT_PARTS``).
     """
     systems = [
-        s for s in summary.get("systems", []) if s.get("kind") in ("mix", "hybrid") and "@" not in s["system"]
-    ]
+        s for s in summary.get("systems", [])
+        if s.get("kind") in ("mix", "hybrid") and "@" not in s["system"]
+        and not set(split_hybrid(s["system"])[0].split("+")) & set(FOLD_BUILT_PARTS)
+    ]  # fmt: skip
     return max(systems, key=lambda s: s["micro_f1"][0] + s["macro_f1"][0])["system"] if systems else None
 
 
