@@ -204,6 +204,7 @@ class CrossValidation:
         self.folds = note_folds(self.pool, settings.folds)
         self.parts: dict[str, list[Record]] = {}
         self.silver_hits: np.ndarray | None = None
+        self.built: dict[tuple[str, str, int, int], list[Record]] = {}  # fold-built parts (``fold_built``)
         # Runs still to train -> their training sentences (``plan``), and (seconds, sentences) of each
         # run trained so far: the time left is the rest's sentences at the pace so far.
         self.to_train: dict[tuple[str, int, int], int] = {}
@@ -236,14 +237,7 @@ class CrossValidation:
             if part == "gold":
                 continue
             if part in FOLD_BUILT:
-                # The student is trained with the same budget as the system it filters for.
-                student = self.run("gold" + (f"@{variant}" if variant else ""), seed, fold)
-                assert student.silver_scores is not None
-                scores = np.asarray(student.silver_scores)
-                if part == AGREE:
-                    records = agreeing_silver(self.part("silver"), scores, student.thresholds, self.names)
-                else:
-                    records = self.weak_silver(scores, student.thresholds, gold_train, seed)
+                records = self.fold_built(part, variant, seed, fold, gold_train)
             else:
                 records = self.part(part)
             train.extend(r for r in records if r.note_id is None or r.note_id not in blocked)
@@ -299,6 +293,21 @@ class CrossValidation:
     def _student(system: str) -> tuple[str]:
         """The gold system (same budget) whose decisions filter or label silver for a fold-built part."""
         return ("gold" + system[system.index("@"):] if "@" in system else "gold",)
+
+    def fold_built(self, part: str, variant: str, seed: int, fold: int, gold_train: Sequence[Record]) -> list[Record]:
+        """A fold-built silver part, made once per (part, budget, seed, fold): ``fold_data`` runs for
+        every run's key, plan and training, and a label model fit takes seconds."""
+        key = (part, variant, seed, fold)
+        if key not in self.built:
+            # The student is trained with the same budget as the system it filters for.
+            student = self.run("gold" + (f"@{variant}" if variant else ""), seed, fold)
+            assert student.silver_scores is not None
+            scores = np.asarray(student.silver_scores)
+            if part == AGREE:
+                self.built[key] = agreeing_silver(self.part("silver"), scores, student.thresholds, self.names)
+            else:
+                self.built[key] = self.weak_silver(scores, student.thresholds, gold_train, seed)
+        return self.built[key]
 
     def weak_silver(self, student_scores: np.ndarray, thresholds: dict[str, float], gold_train: Sequence[Record],
                     seed: int) -> list[Record]:  # fmt: skip

@@ -258,14 +258,13 @@ def test_each_trained_run_prints_its_fold_score_and_the_time_left(tmp_path: Path
 def test_weakly_supervised_silver_is_relabelled_by_the_votes_of_the_llm_and_the_folds_gold_student(
     tmp_path: Path, monkeypatch
 ):
+    from clinsynth.data.rules import load_rules
     from clinsynth.data.taxonomy import load_taxonomy
+    from clinsynth.errors import DataError
     from clinsynth.model.classifier import SignsClassifier
 
     (tmp_path / "t.yaml").write_text(TWO_CATEGORY_YAML)
     taxonomy = load_taxonomy(tmp_path / "t.yaml")
-    from clinsynth.data.rules import load_rules
-    from clinsynth.errors import DataError
-
     # The LLM says FEVER for every silver sentence; the gold student and the rule list (a "febrile"
     # cue) agree only for notes 0, 4, 8...
     silver = [Record(f"mts-{n}-s9", f"silver of note {n}" + (" febrile" if n % 4 == 0 else ""), ["FEVER"], "silver",
