@@ -550,7 +550,10 @@ def gold_test(gold: dict[str, list[Record]], taxonomy: Taxonomy, model_dir: Path
 
     ``whole_notes`` (every sentence of some whole test notes, ``clinsynth.data.gold.load_whole_notes``)
     are scored the same way under ``"whole_notes"``: what to expect on whole notes, where most
-    sentences are NONE, beside the test set enriched for categories."""
+    sentences are NONE, beside the test set enriched for categories. With a rule list, each set
+    also says how many of its errors a system must fix to be shown better (``evals.detectable``)."""
+    from clinsynth.evals.detectable import fixes_needed
+
     from clinsynth.data.textstats import normalise
     from clinsynth.model.baselines import KeywordLexicon, TfidfLogReg
     from clinsynth.model.classifier import SignsClassifier
@@ -593,7 +596,10 @@ def gold_test(gold: dict[str, list[Record]], taxonomy: Taxonomy, model_dir: Path
         none = sum(1 for t in truth if not t)
         words = (f"{note}, on {len(kept)} {what} ({len(set(notes))} notes, {none} of them NONE; "
                  f"{len(records) - len(kept)} sentences whose text is also in train or dev are left out).")  # fmt: skip
-        return {"note": words if default else note, "systems": rows}
+        out: dict[str, Any] = {"note": words if default else note, "systems": rows, "sentences": len(kept)}
+        if RULE_LIST in predicted:
+            out["detectable"] = fixes_needed(truth, notes, predicted[RULE_LIST], taxonomy)
+        return out
 
     out = scored(gold["test"], "gold test sentences")
     if whole_notes:

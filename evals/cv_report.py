@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from clinsynth.evals.core import mean_sd_text
+from clinsynth.evals.detectable import needed_words
 
 from clinsynth.data.fileio import atomic_write_text
 from clinsynth.data.mixes import best_mix, bronze_cap, split_hybrid
@@ -197,6 +198,13 @@ def test_rows(test: dict[str, Any]) -> list[list[Any]]:
             for r in test["systems"]]  # fmt: skip
 
 
+def detectable_lines(scored: dict[str, Any]) -> list[str]:
+    """The sentence on how large a win over the rule list the set can show (none without a rule list)."""
+    if "detectable" not in scored:
+        return []
+    return [needed_words(scored["detectable"], scored["sentences"]), ""]
+
+
 def markdown(summary: dict[str, Any], taxonomy: Taxonomy) -> str:
     budget = summary["budget"]
     lines = [
@@ -250,11 +258,11 @@ def markdown(summary: dict[str, Any], taxonomy: Taxonomy) -> str:
     test = summary.get("test")
     if test:
         lines += ["## Gold test (final line; no choice above looked at it)", "", test["note"], "",
-                  format_table(TEST_HEADERS, test_rows(test)), ""]  # fmt: skip
+                  format_table(TEST_HEADERS, test_rows(test)), "", *detectable_lines(test)]  # fmt: skip
         if test.get("whole_notes"):
             whole = test["whole_notes"]
             table = format_table(TEST_HEADERS, test_rows(whole))
-            lines += [f"### {WHOLE_NOTES_TITLE}", "", whole["note"], "", table, ""]
+            lines += [f"### {WHOLE_NOTES_TITLE}", "", whole["note"], "", table, "", *detectable_lines(whole)]
     return "\n".join(lines)
 
 
@@ -285,11 +293,13 @@ def html_page(summary: dict[str, Any], taxonomy: Taxonomy) -> str:
     test = summary.get("test")
     if test:
         parts.append(f"<h2>Gold test (final line)</h2><p>{html.escape(test['note'])}</p>"
-                     + html_table(TEST_HEADERS, test_rows(test)))  # fmt: skip
+                     + html_table(TEST_HEADERS, test_rows(test))
+                     + "".join(f"<p>{html.escape(line)}</p>" for line in detectable_lines(test)))  # fmt: skip
         if test.get("whole_notes"):
             whole = test["whole_notes"]
             parts.append(f"<h3>{WHOLE_NOTES_TITLE}</h3><p>{html.escape(whole['note'])}</p>"
-                         + html_table(TEST_HEADERS, test_rows(whole)))  # fmt: skip
+                         + html_table(TEST_HEADERS, test_rows(whole))
+                         + "".join(f"<p>{html.escape(line)}</p>" for line in detectable_lines(whole)))  # fmt: skip
     parts.append("</body></html>")
     return "\n".join(parts)
 
