@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 from clinsynth.evals.core import mean_std, run_key
+from clinsynth.evals.detectable import fixes_needed
 
 from clinsynth.data.fileio import atomic_write_text
 from clinsynth.data.mixes import (
@@ -504,9 +505,13 @@ def run(pool: Sequence[Record], taxonomy: Taxonomy, sources: MixSources, work_di
             row["vs_student"] = paired_ci(gold_sets, notes, predictions[row["system"]], predictions[student], taxonomy)
         if RULE_LIST in predictions and row["system"] != RULE_LIST:
             row["vs_rules"] = paired_ci(gold_sets, notes, predictions[row["system"]], predictions[RULE_LIST], taxonomy)
+    # How many of the rule list's errors a system must fix before these folds can show it better.
+    rule_list = predictions.get(RULE_LIST)
+    detectable = fixes_needed(gold_sets, notes, rule_list[0], taxonomy) if rule_list else None
     return {
         "n": len(pool),
         "notes": len(set(notes)),
+        "detectable": detectable,
         "folds": settings.folds,
         "seeds": list(settings.seeds),
         "budget": asdict(settings.budget),

@@ -165,6 +165,8 @@ def findings(summary: dict[str, Any]) -> list[str]:
             f"Best baseline: {best['system']}, micro F1 {best['micro_f1'][0]:.3f} against "
             f"{systems[chosen]['micro_f1'][0]:.3f} for `{chosen}`."
         )
+    if summary.get("detectable"):
+        out.append(needed_words(summary["detectable"], f"the {summary['n']} pooled sentences (out of fold)"))
     return out
 
 
@@ -202,7 +204,7 @@ def detectable_lines(scored: dict[str, Any]) -> list[str]:
     """The sentence on how large a win over the rule list the set can show (none without a rule list)."""
     if "detectable" not in scored:
         return []
-    return [needed_words(scored["detectable"], scored["sentences"]), ""]
+    return [needed_words(scored["detectable"], f"these {scored['sentences']} sentences"), ""]
 
 
 def markdown(summary: dict[str, Any], taxonomy: Taxonomy) -> str:

@@ -72,10 +72,10 @@ def fixes_needed(gold: Sequence[Sequence[str]], notes: Sequence[str], reference:
     return {"errors": len(errors), "needed": high}
 
 
-def needed_words(detectable: dict[str, Any], sentences: int) -> str:
-    """One sentence for a report."""
+def needed_words(detectable: dict[str, Any], where: str) -> str:
+    """One sentence for a report; ``where`` names the sentences ("these 95 sentences")."""
     errors, needed = detectable["errors"], detectable["needed"]
-    head = f"The rule list is wrong on {errors} (sentence, category) cells of these {sentences} sentences"
+    head = f"The rule list is wrong on {errors} (sentence, category) cells of {where}"
     if errors == 0:
         return head + ": no system can be shown better than it here."
     if needed is None:

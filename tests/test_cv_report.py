@@ -138,6 +138,7 @@ def test_the_report_has_every_mix_with_cis_the_learning_curve_findings_and_the_g
     test_section = md.split("## Gold test")[1].split(f"### {cv_report.WHOLE_NOTES_TITLE}")[0]
     assert "The rule list is wrong on 0 (sentence, category) cells" in test_section
     assert "no system can be shown better than it here" in test_section
+    assert "cells of the" in md and "pooled sentences (out of fold)" in md.split("## Every mix")[0]
     whole_section = md.split(f"### {cv_report.WHOLE_NOTES_TITLE}")[1]
     assert f"on {len(whole)} sentences of whole test notes" in whole_section and "of them NONE" in whole_section
     assert "rule list" in whole_section and "default model (gold+bronze)" in whole_section

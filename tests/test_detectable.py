@@ -45,7 +45,9 @@ def test_a_nearly_right_reference_on_a_small_set_cannot_be_beaten_visibly():
     gold, notes, reference = one_sentence_notes(30, 1)
     found = detectable.fixes_needed(gold, notes, reference, TAXONOMY)
     assert found == {"errors": 1, "needed": None}
-    assert "even fixing all of them" in detectable.needed_words(found, 30)
-    assert "no system can be shown better" in detectable.needed_words({"errors": 0, "needed": None}, 30)
-    assert "must fix at least 3 of them (30% of them)" in detectable.needed_words({"errors": 10, "needed": 3}, 30)
-    assert "be right on every cell" in detectable.needed_words({"errors": 4, "needed": 4}, 30)
+    words = detectable.needed_words(found, "these 30 sentences")
+    assert words.startswith("The rule list is wrong on 1 (sentence, category) cells of these 30 sentences")
+    assert "even fixing all of them" in words
+    for errors, needed, said in ((0, None, "no system can be shown better"), (4, 4, "be right on every cell"),
+                                 (10, 3, "must fix at least 3 of them (30% of them)")):  # fmt: skip
+        assert said in detectable.needed_words({"errors": errors, "needed": needed}, "these 30 sentences")
