@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from clinsynth.evals.core import paired_ci
 
 from clinsynth.data.taxonomy import Taxonomy
 
@@ -48,8 +49,6 @@ def with_fixes(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]
 def fixes_needed(gold: Sequence[Sequence[str]], notes: Sequence[str], reference: Sequence[Sequence[str]],
                  taxonomy: Taxonomy, seed: int = 0) -> dict[str, Any]:  # fmt: skip
     """``{"errors": n, "needed": k or None}`` for ``reference`` on these sentences (see the module doc)."""
-    from clinsynth.evals.cv import paired_ci
-
     names = list(taxonomy.names)
     errors = wrong_cells(gold, reference, names)
     rng = np.random.default_rng(seed)

@@ -1,7 +1,7 @@
 """How many of the rule list's errors a system must fix before a test set can show it better."""
 
 from clinsynth.evals import detectable
-from clinsynth.evals.cv import paired_ci
+from clinsynth.evals.core import paired_ci
 
 from clinsynth.data.taxonomy import Category, Taxonomy
 
