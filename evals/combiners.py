@@ -47,7 +47,7 @@ from clinsynth.data.mixes import MixSources
 from clinsynth.data.records import Record
 from clinsynth.errors import DataError
 from clinsynth.model.hybrid import THRESHOLD_GRID, RuleStack
-from clinsynth.model.metrics import label_matrix, micro_macro_f1, multilabel_scores
+from clinsynth.model.metrics import category_matrix, micro_macro_f1, multilabel_scores
 from clinsynth.report import format_table
 
 REPORT = "combiners"
@@ -156,7 +156,7 @@ class Pool:
     def of(cls, records: Sequence[Record], names: Sequence[str], rules: Any) -> Pool:
         return cls(tuple(names), {r.id: i for i, r in enumerate(records)},
                    rules.hit_matrix([r.text for r in records], names),
-                   label_matrix([r.labels for r in records], names)[:, : len(names)].astype(bool))  # fmt: skip
+                   category_matrix([r.labels for r in records], names).astype(bool))  # fmt: skip
 
     def rows(self, ids: Sequence[str]) -> list[int]:
         return [self.position[i] for i in ids]

@@ -311,19 +311,19 @@ class CrossValidation:
     def weak_silver(self, student_scores: np.ndarray, thresholds: dict[str, float], gold_train: Sequence[Record],
                     seed: int) -> list[Record]:  # fmt: skip
         """Silver relabelled by the label model over the rule list, the LLM and the fold's gold student."""
-        from clinsynth.model.metrics import label_matrix
+        from clinsynth.model.metrics import category_matrix
         from clinsynth.model.weak_labels import combine_votes, weakly_labelled
 
         silver = self.part("silver")
         cut = np.asarray([thresholds[n] for n in self.names])
-        sources = {"LLM": label_matrix([r.labels for r in silver], self.names)[:, : len(self.names)],
+        sources = {"LLM": category_matrix([r.labels for r in silver], self.names),
                    "gold student": (student_scores >= cut).astype(int)}  # fmt: skip
         if self.rules is None:  # a label model needs at least three voters
             raise DataError(f"{WEAK} needs the task's rule list (rules.yaml) as its third labelling function")
         if self.silver_hits is None:  # the rule list's votes do not change between folds
             self.silver_hits = self.rules.hit_matrix([r.text for r in silver], self.names).astype(int)
         sources = {RULE_LIST: self.silver_hits, **sources}
-        balance = label_matrix([r.labels for r in gold_train], self.names)[:, : len(self.names)].mean(axis=0)
+        balance = category_matrix([r.labels for r in gold_train], self.names).mean(axis=0)
         weak = combine_votes(np.stack(list(sources.values()), axis=1), list(sources), self.names, balance, seed)
         return weakly_labelled(silver, weak, self.names, seed)
 

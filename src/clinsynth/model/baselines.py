@@ -16,7 +16,7 @@ import numpy as np
 from clinsynth.data.records import Record
 from clinsynth.data.taxonomy import Taxonomy
 from clinsynth.model.classifier import tune_thresholds
-from clinsynth.model.metrics import label_matrix
+from clinsynth.model.metrics import category_matrix, label_matrix
 
 NEGATION_CUES = re.compile(r"\b(no|not|denies|denied|without|negative for|never|free of|absence of)\b", re.I)
 CLAUSE_BREAK = re.compile(r"[.;:]|\bbut\b", re.I)
@@ -91,7 +91,7 @@ class TfidfLogReg:
 
         self.vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True, lowercase=True)
         x = self.vectorizer.fit_transform([r.text for r in train])
-        y = label_matrix([r.labels for r in train], self.names)[:, : len(self.names)]
+        y = category_matrix([r.labels for r in train], self.names)
         # A category absent from train gets a constant "no" column instead of an error.
         self.model = OneVsRestClassifier(
             LogisticRegression(class_weight="balanced", max_iter=2000, C=4.0, random_state=self.seed)

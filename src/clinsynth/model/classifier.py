@@ -32,7 +32,7 @@ import numpy as np
 from clinsynth.data.records import Record, label_counts, now_iso
 from clinsynth.data.taxonomy import NONE_LABEL, Taxonomy
 from clinsynth.errors import ClinsynthError
-from clinsynth.model.metrics import label_matrix, micro_macro_f1
+from clinsynth.model.metrics import category_matrix, label_matrix, micro_macro_f1
 
 log = logging.getLogger(__name__)
 
@@ -393,7 +393,7 @@ def _fit_end_to_end(
     dev_score = None
     if dev:
         dev_texts = [r.text for r in dev]
-        dev_gold = label_matrix([r.labels for r in dev], names)[:, : len(names)]
+        dev_gold = category_matrix([r.labels for r in dev], names)
 
         def dev_score() -> float:
             scores = _probabilities(model, dev_texts)[:, : len(names)]

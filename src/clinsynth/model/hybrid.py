@@ -33,7 +33,7 @@ import numpy as np
 
 from clinsynth.data.records import Record
 from clinsynth.data.rules import RuleSet
-from clinsynth.model.metrics import label_matrix, micro_macro_f1
+from clinsynth.model.metrics import category_matrix, micro_macro_f1
 
 THRESHOLD_GRID = tuple(round(t, 2) for t in np.arange(0.3, 0.96, 0.05))
 MIN_RULE_HITS = 5
@@ -67,7 +67,7 @@ class RuleStack:
                      rules: RuleSet) -> RuleStack:  # fmt: skip
         """``fit`` on records the student did not train on, given its ``scores`` for them."""
         texts = [r.text for r in held_out]
-        gold = label_matrix([r.labels for r in held_out], names)[:, : len(names)]
+        gold = category_matrix([r.labels for r in held_out], names)
         return cls.fit(names, scores, rules.hit_matrix(texts, names), gold)
 
     def decide(self, names: Sequence[str], scores: np.ndarray, hits: np.ndarray) -> np.ndarray:

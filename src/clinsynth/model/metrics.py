@@ -105,8 +105,8 @@ def outcome_matrix(gold: LabelSets, predicted: LabelSets, names: Sequence[str]) 
     subset's micro, macro and binary F1 (``headline_f1``) without rescoring label sets.
     """
     _check_lengths(gold, predicted)
-    g = label_matrix(gold, names)[:, : len(names)].astype(bool)
-    p = label_matrix(predicted, names)[:, : len(names)].astype(bool)
+    g = category_matrix(gold, names).astype(bool)
+    p = category_matrix(predicted, names).astype(bool)
     gb, pb = g.any(axis=1, keepdims=True), p.any(axis=1, keepdims=True)
     parts = [g & p, p & ~g, g & ~p, gb & pb, pb & ~gb, gb & ~pb]
     return np.concatenate(parts, axis=1).astype(np.float64).reshape(len(gold), 3 * len(names) + 3)
@@ -139,6 +139,11 @@ def label_matrix(label_sets: Sequence[Sequence[str]], names: Sequence[str]) -> n
     """One row per sentence: 1 for each category it has, then a NONE column."""
     rows = [[int(n in set(labels)) for n in names] + [int(not labels)] for labels in label_sets]
     return np.asarray(rows, dtype=np.int64).reshape(len(rows), len(names) + 1)
+
+
+def category_matrix(label_sets: Sequence[Sequence[str]], names: Sequence[str]) -> np.ndarray:
+    """``label_matrix`` without its NONE column: one 0/1 column per category, as scores and rule hits have."""
+    return label_matrix(label_sets, names)[:, : len(names)]
 
 
 def micro_macro_f1(predicted: np.ndarray, gold: np.ndarray) -> float:
