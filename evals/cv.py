@@ -336,7 +336,7 @@ class CrossValidation:
         name = f"{system} seed {seed} fold {fold}"
         classifier = SignsClassifier.train(
             train, self.taxonomy, dev=dev, budget=budget, seed=seed, mix=mix,
-            progress_label=f"{name}: training on {len(train)} sentences",
+            progress_label=f"{name}: training on {len(train)} sentences", rules=self.rules,
         )  # fmt: skip
         silver_scores = None
         if mix == "gold" and self.sources.silver.exists():

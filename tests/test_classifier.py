@@ -101,7 +101,8 @@ def test_an_encoder_option_changes_the_run_key_only_when_set(tmp_path: Path):
     from clinsynth.model.classifier import TrainingBudget
 
     default = TrainingBudget()
-    assert default.key() == {k: v for k, v in asdict(default).items() if k != "encoder"}  # cached runs stay valid
+    later = ("encoder", "rule_misses")
+    assert default.key() == {k: v for k, v in asdict(default).items() if k not in later}  # cached runs stay valid
     (tmp_path / "enc").mkdir()
     (tmp_path / "enc" / "modules.json").write_text("[]")
     other = TrainingBudget(encoder=str(tmp_path / "enc"))
@@ -134,3 +135,39 @@ def test_a_hybrid_model_saves_its_stack_and_rule_list_and_loads_to_the_same_pred
     assert (tmp_path / "model" / RULES_FILE).read_text(encoding="utf-8").startswith("about: t")
     loaded = SignsClassifier.load(tmp_path / "model", taxonomy)
     assert loaded.predict(texts) == hybrid.predict(texts)
+
+
+def test_masked_cells_do_not_count_in_the_loss():
+    """Training on what the rule list misses: a cell the mask leaves out never moves the weights,
+    so flipping its target changes nothing, while flipping a kept target does."""
+    import torch
+
+    from clinsynth.model.classifier import TrainingBudget, _base_model
+    from clinsynth.model.finetune import fine_tune
+
+    texts = ["Febrile to 39 C.", "Dry cough for a week.", "Abdomen soft.", "Fever and cough.", "No complaints."]
+    matrix = np.asarray([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [0, 0, 1]])
+    mask = np.ones_like(matrix)
+    mask[[0, 3], 0] = 0  # the rule list labels FEVER in these two sentences
+
+    def head_after(targets: np.ndarray, with_mask: np.ndarray | None) -> torch.Tensor:
+        model = _base_model(TrainingBudget(), seed=0, differentiable=3)
+        fine_tune(model, texts, targets, epochs=1, batch_size=5, learning_rate=1e-4, head_learning_rate=1e-2,
+                  warmup=0.0, weight_cap=10.0, max_length=32, seed=0, show_progress=False,
+                  mask=with_mask)  # fmt: skip
+        return torch.cat([p.detach().flatten() for p in model.model_head.parameters()])
+
+    flipped = matrix.copy()
+    flipped[[0, 3], 0] = 0  # targets only in the masked cells differ
+    assert torch.allclose(head_after(matrix, mask), head_after(flipped, mask))
+    assert not torch.allclose(head_after(matrix, None), head_after(flipped, None))
+
+
+def test_rule_misses_needs_the_rule_list_and_leaves_earlier_run_keys_alone(trained):
+    from clinsynth.model.classifier import TrainingBudget
+
+    taxonomy, train, _ = trained
+    with pytest.raises(ClinsynthError, match="needs the task's rule list"):
+        SignsClassifier.train(train, taxonomy, budget=TrainingBudget(rule_misses=True), show_progress=False)
+    assert "rule_misses" not in TrainingBudget().key()  # runs cached before the field existed stay valid
+    assert TrainingBudget(rule_misses=True).key()["rule_misses"] is True

@@ -95,6 +95,11 @@ def test_positive_weights_are_capped_and_never_below_one():
     assert positive_weights(matrix, cap=10.0).tolist() == [10.0, 1.0, 10.0]
     assert positive_weights(matrix, cap=20.0).tolist() == pytest.approx([20.0, 1.0, 41 / 3])
     assert positive_weights(np.ones((4, 1)), cap=10.0).tolist() == [1.0]
+    # With a mask only the kept cells count: 1 positive and 2 negatives kept in the first column.
+    mask = np.ones_like(matrix)
+    mask[:, 0] = 0
+    mask[:3, 0] = 1
+    assert positive_weights(matrix, cap=10.0, mask=mask).tolist() == [2.0, 1.0, 10.0]
 
 
 def test_length_batches_cover_each_sentence_once_per_epoch():

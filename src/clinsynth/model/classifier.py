@@ -74,6 +74,10 @@ class TrainingBudget:
     warmup: float = 0.1  # share of all steps spent warming up the learning rate
     weight_cap: float = 10.0  # cap of a category's positive-class weight (negatives / positives)
     patience: int = 2
+    # Train a hybrid's student on what the rule list misses: a category's loss leaves out the
+    # sentences its rule fires on (the hybrid labels those by the rule), and epochs are chosen by
+    # the hybrid's dev score. Needs the task's rule list.
+    rule_misses: bool = False
     # contrastive
     max_steps: int = 40  # contrastive steps; pairs seen = max_steps * batch_size
     body_learning_rate: float = 2e-5
@@ -104,7 +108,7 @@ class TrainingBudget:
         return sentences * self.epochs * CPU_SECONDS_PER_SENTENCE_EPOCH
 
 
-_LATER_FIELDS: dict[str, Any] = {"encoder": ""}
+_LATER_FIELDS: dict[str, Any] = {"encoder": "", "rule_misses": False}
 # End-to-end training of all-MiniLM-L6-v2, batch 16, on 2 CPU cores, per-epoch dev scoring included:
 # 0.016-0.022 s in the AD and SDoH fold runs (tasks/*/reports/cv-runs/), 0.027 s for the AD
 # default model (`clinsynth train --mix gold+bronze+rules`: 378 s, 1,178 sentences, 12 epochs).
@@ -210,13 +214,18 @@ class SignsClassifier:
         mix: str = "custom",
         show_progress: bool = True,
         progress_label: str = "training",
+        rules: Any = None,
     ) -> SignsClassifier:
         """Fine-tune the encoder and fit the heads on ``train``; tune thresholds on ``dev``.
 
         ``progress_label`` names the training's progress bar (one bar over every epoch, with an ETA).
+        ``rules`` (a ``RuleSet``) is needed by ``budget.rule_misses``.
         """
         if not train:
             raise ClinsynthError("no training sentences")
+        if budget.rule_misses and (rules is None or budget.recipe != "end-to-end"):
+            raise ClinsynthError("rule_misses trains a hybrid's student end to end: it needs the task's rule list "
+                                 "(rules.yaml) and the end-to-end recipe")  # fmt: skip
         from transformers import set_seed
 
         names = list(taxonomy.names)
@@ -230,7 +239,8 @@ class SignsClassifier:
         curve: list[dict[str, Any]] = []
         if budget.recipe == "end-to-end":
             model = _base_model(budget, seed, differentiable=len(names) + 1)
-            curve = _fit_end_to_end(model, texts, matrix, dev, names, budget, seed, show_progress, progress_label)
+            curve = _fit_end_to_end(model, texts, matrix, dev, names, budget, seed, show_progress, progress_label,
+                                    rules if budget.rule_misses else None)  # fmt: skip
         else:
             model = _base_model(budget, seed)
             _fit_contrastive(model, texts, matrix, budget, seed, rng, show_progress)
@@ -387,17 +397,30 @@ def _fit_end_to_end(
     seed: int,
     show_progress: bool,
     progress_label: str,
+    rules: Any = None,
 ) -> list[dict[str, Any]]:
+    """``rules``: train on what the rule list misses (``TrainingBudget.rule_misses``)."""
     from clinsynth.model.finetune import fine_tune
+    from clinsynth.model.hybrid import RuleStack
 
+    mask = None
+    if rules is not None:
+        hits = rules.hit_matrix(texts, names) > 0
+        mask = np.ones_like(matrix)
+        mask[:, : len(names)] = ~hits
     dev_score = None
     if dev:
         dev_texts = [r.text for r in dev]
         dev_gold = category_matrix([r.labels for r in dev], names)
+        dev_hits = rules.hit_matrix(dev_texts, names) if rules is not None else None
 
         def dev_score() -> float:
             scores = _probabilities(model, dev_texts)[:, : len(names)]
-            return threshold_f1(scores, dev_gold, names)
+            if dev_hits is None:
+                return threshold_f1(scores, dev_gold, names)
+            # The student only matters beside the rules: score the hybrid, fitted on the same dev.
+            stack = RuleStack.fit(names, scores, dev_hits, dev_gold)
+            return micro_macro_f1(stack.decide(names, scores, dev_hits), dev_gold)
 
     curve = fine_tune(
         model,
@@ -415,6 +438,7 @@ def _fit_end_to_end(
         patience=budget.patience,
         show_progress=show_progress,
         progress_label=progress_label,
+        mask=mask,
     )
     return [asdict(e) for e in curve]
 

@@ -36,10 +36,12 @@ class EpochScore:
     dev_score: float | None
 
 
-def positive_weights(matrix: np.ndarray, cap: float) -> np.ndarray:
-    """Per column ``negatives / positives``, at least 1 and at most ``cap`` (absent columns: 1)."""
-    positives = matrix.sum(axis=0).astype(np.float64)
-    negatives = matrix.shape[0] - positives
+def positive_weights(matrix: np.ndarray, cap: float, mask: np.ndarray | None = None) -> np.ndarray:
+    """Per column ``negatives / positives``, at least 1 and at most ``cap`` (absent columns: 1);
+    with a 0/1 ``mask``, only the cells it keeps are counted."""
+    kept = np.ones_like(matrix) if mask is None else mask
+    positives = (matrix * kept).sum(axis=0).astype(np.float64)
+    negatives = kept.sum(axis=0) - positives
     weights = np.where(positives > 0, negatives / np.maximum(positives, 1), 1.0)
     return np.clip(weights, 1.0, cap).astype(np.float32)
 
@@ -78,12 +80,14 @@ def fine_tune(
     patience: int = 2,
     show_progress: bool = True,
     progress_label: str = "training",
+    mask: np.ndarray | None = None,
 ) -> list[EpochScore]:
     """Train ``model`` (a SetFitModel with a multitarget SetFitHead) in place; return the epoch curve.
 
     ``dev_score()`` scores the model as it is (higher is better); with it, the weights of
     the best epoch are restored at the end and training stops after ``patience`` epochs
-    without improvement.
+    without improvement. ``mask`` (0/1, the shape of ``matrix``): cells at 0 do not count in
+    the loss, e.g. the categories the task's rule list already labels in a sentence.
     """
     import torch
     from transformers import get_linear_schedule_with_warmup
@@ -96,7 +100,9 @@ def fine_tune(
     tokenizer = body.tokenizer
     lengths = [len(t) for t in texts]
     targets = torch.as_tensor(matrix, dtype=torch.float32)
-    criterion = torch.nn.BCEWithLogitsLoss(pos_weight=torch.as_tensor(positive_weights(matrix, weight_cap)))
+    kept = None if mask is None else torch.as_tensor(mask, dtype=torch.float32)
+    weights = torch.as_tensor(positive_weights(matrix, weight_cap, mask))
+    criterion = torch.nn.BCEWithLogitsLoss(pos_weight=weights, reduction="none")
     optimizer = torch.optim.AdamW(
         [
             {"params": body.parameters(), "lr": learning_rate},
@@ -125,7 +131,11 @@ def fine_tune(
             )
             embedding = body(dict(features))["sentence_embedding"]
             logits, _ = head(embedding)
-            loss = criterion(logits, targets[rows])
+            cell_losses = criterion(logits, targets[rows])
+            if kept is None:
+                loss = cell_losses.mean()
+            else:  # the mean over the cells that count
+                loss = (cell_losses * kept[rows]).sum() / kept[rows].sum().clamp(min=1.0)
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(list(body.parameters()) + list(head.parameters()), 1.0)

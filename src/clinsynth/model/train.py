@@ -93,6 +93,7 @@ def train(task: Task, config: TrainConfig, out: Path | None = None) -> TrainResu
         mix=config.mix,
         show_progress=config.show_progress,
         progress_label=f"training {config.mix} on {len(records)} sentences",
+        rules=task.rules,
     )
     if hybrid:
         classifier.stack_with_rules(task.rules, gold["dev"])
