@@ -75,8 +75,10 @@ class TrainingBudget:
     weight_cap: float = 10.0  # cap of a category's positive-class weight (negatives / positives)
     patience: int = 2
     # Train a hybrid's student on what the rule list misses: a category's loss leaves out the
-    # sentences its rule fires on (the hybrid labels those by the rule), and epochs are chosen by
-    # the hybrid's dev score. Needs the task's rule list.
+    # sentences its rule fires on (the hybrid labels those by the rule). Every epoch is trained:
+    # the hybrid's dev score sits at the rule list's from the first epoch (a fold's inner dev has
+    # a handful of rule misses), so early stopping on it ended SDoH runs after 3 epochs, untrained.
+    # Needs the task's rule list.
     rule_misses: bool = False
     # contrastive
     max_steps: int = 40  # contrastive steps; pairs seen = max_steps * batch_size
@@ -399,28 +401,21 @@ def _fit_end_to_end(
     progress_label: str,
     rules: Any = None,
 ) -> list[dict[str, Any]]:
-    """``rules``: train on what the rule list misses (``TrainingBudget.rule_misses``)."""
+    """``rules``: train on what the rule list misses, every epoch (``TrainingBudget.rule_misses``)."""
     from clinsynth.model.finetune import fine_tune
-    from clinsynth.model.hybrid import RuleStack
 
     mask = None
     if rules is not None:
-        hits = rules.hit_matrix(texts, names) > 0
         mask = np.ones_like(matrix)
-        mask[:, : len(names)] = ~hits
+        mask[:, : len(names)] = ~(rules.hit_matrix(texts, names) > 0)
     dev_score = None
-    if dev:
+    if dev and rules is None:
         dev_texts = [r.text for r in dev]
         dev_gold = category_matrix([r.labels for r in dev], names)
-        dev_hits = rules.hit_matrix(dev_texts, names) if rules is not None else None
 
         def dev_score() -> float:
             scores = _probabilities(model, dev_texts)[:, : len(names)]
-            if dev_hits is None:
-                return threshold_f1(scores, dev_gold, names)
-            # The student only matters beside the rules: score the hybrid, fitted on the same dev.
-            stack = RuleStack.fit(names, scores, dev_hits, dev_gold)
-            return micro_macro_f1(stack.decide(names, scores, dev_hits), dev_gold)
+            return threshold_f1(scores, dev_gold, names)
 
     curve = fine_tune(
         model,
