@@ -78,7 +78,10 @@ class TrainingBudget:
     # sentences its rule fires on (the hybrid labels those by the rule). Every epoch is trained:
     # the hybrid's dev score sits at the rule list's from the first epoch (a fold's inner dev has
     # a handful of rule misses), so early stopping on it ended SDoH runs after 3 epochs, untrained.
-    # Needs the task's rule list.
+    # Needs the task's rule list. Not the default: its hybrid was worse than the plain student's on
+    # AD (seed 0: micro -0.044, macro -0.035) and equal to the rule list on SDoH, 3 x 3
+    # (tasks/*/reports/rule-misses/): trained without the easy positives, the student is too unsure
+    # to add any beyond the rules at a precision the hybrid accepts.
     rule_misses: bool = False
     # contrastive
     max_steps: int = 40  # contrastive steps; pairs seen = max_steps * batch_size
