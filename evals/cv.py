@@ -504,8 +504,6 @@ def gold_test(gold: dict[str, list[Record]], taxonomy: Taxonomy, model_dir: Path
     are scored the same way under ``"whole_notes"``: what to expect on whole notes, where most
     sentences are NONE, beside the test set enriched for categories. With a rule list, each set
     also says how many of its errors a system must fix to be shown better (``evals.detectable``)."""
-    from clinsynth.evals.detectable import fixes_needed
-
     from clinsynth.data.textstats import normalise
     from clinsynth.model.baselines import KeywordLexicon, TfidfLogReg
     from clinsynth.model.classifier import SignsClassifier
