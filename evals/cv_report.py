@@ -200,11 +200,11 @@ def test_rows(test: dict[str, Any]) -> list[list[Any]]:
             for r in test["systems"]]  # fmt: skip
 
 
-def detectable_lines(scored: dict[str, Any]) -> list[str]:
+def detectable_sentences(scored: dict[str, Any]) -> list[str]:
     """The sentence on how large a win over the rule list the set can show (none without a rule list)."""
     if "detectable" not in scored:
         return []
-    return [needed_words(scored["detectable"], f"these {scored['sentences']} sentences"), ""]
+    return [needed_words(scored["detectable"], f"these {scored['sentences']} sentences")]
 
 
 def markdown(summary: dict[str, Any], taxonomy: Taxonomy) -> str:
@@ -260,11 +260,13 @@ def markdown(summary: dict[str, Any], taxonomy: Taxonomy) -> str:
     test = summary.get("test")
     if test:
         lines += ["## Gold test (final line; no choice above looked at it)", "", test["note"], "",
-                  format_table(TEST_HEADERS, test_rows(test)), "", *detectable_lines(test)]  # fmt: skip
+                  format_table(TEST_HEADERS, test_rows(test)), ""]  # fmt: skip
+        lines += [line for sentence in detectable_sentences(test) for line in (sentence, "")]
         if test.get("whole_notes"):
             whole = test["whole_notes"]
             table = format_table(TEST_HEADERS, test_rows(whole))
-            lines += [f"### {WHOLE_NOTES_TITLE}", "", whole["note"], "", table, "", *detectable_lines(whole)]
+            lines += [f"### {WHOLE_NOTES_TITLE}", "", whole["note"], "", table, ""]
+            lines += [line for sentence in detectable_sentences(whole) for line in (sentence, "")]
     return "\n".join(lines)
 
 
@@ -296,12 +298,12 @@ def html_page(summary: dict[str, Any], taxonomy: Taxonomy) -> str:
     if test:
         parts.append(f"<h2>Gold test (final line)</h2><p>{html.escape(test['note'])}</p>"
                      + html_table(TEST_HEADERS, test_rows(test))
-                     + "".join(f"<p>{html.escape(line)}</p>" for line in detectable_lines(test)))  # fmt: skip
+                     + "".join(f"<p>{html.escape(line)}</p>" for line in detectable_sentences(test)))  # fmt: skip
         if test.get("whole_notes"):
             whole = test["whole_notes"]
             parts.append(f"<h3>{WHOLE_NOTES_TITLE}</h3><p>{html.escape(whole['note'])}</p>"
                          + html_table(TEST_HEADERS, test_rows(whole))
-                         + "".join(f"<p>{html.escape(line)}</p>" for line in detectable_lines(whole)))  # fmt: skip
+                         + "".join(f"<p>{html.escape(line)}</p>" for line in detectable_sentences(whole)))  # fmt: skip
     parts.append("</body></html>")
     return "\n".join(parts)
 
