@@ -6,7 +6,9 @@ with the rule hits. This suite scores it beside the other ways the field uses, o
 folds, seeds and students, with paired CIs against the rule list and against the hybrid:
 
 - ``student``: the student alone at its own tuned thresholds;
-- ``rules or student`` (the hybrid): fitted on the inner dev;
+- ``rules or student`` (the hybrid): fitted on the inner dev, the student kept to the rule
+  list's scope (it adds no category the list calls negated, someone else's or hypothetical);
+- ``rules or student, scope ignored``: the same without that scope;
 - ``rules or student, per-category thresholds``: one threshold per category, fitted on the
   other folds' out-of-fold scores of the same seed (five times the inner dev's sentences);
 - ``rule veto``: the student may also overrule a rule hit, ``(hit and score >= lo) or
@@ -61,10 +63,12 @@ class FoldView:
 
     scores: np.ndarray  # the fold's sentences x categories (the student's scores)
     hits: np.ndarray  # the fold's rule hits, 0/1
+    out_of_scope: np.ndarray  # the fold's cells the rule list calls out of scope (RuleSet.out_of_scope)
     thresholds: np.ndarray  # the student's own per-category thresholds (tuned on the inner dev)
     dev_scores: np.ndarray  # the inner dev's scores, hits and gold labels
     dev_hits: np.ndarray
     dev_gold: np.ndarray
+    dev_out_of_scope: np.ndarray
     other_scores: np.ndarray  # the other folds' out-of-fold scores, hits and gold labels (same seed)
     other_hits: np.ndarray
     other_gold: np.ndarray
@@ -78,6 +82,11 @@ def student_alone(view: FoldView, names: Sequence[str]) -> np.ndarray:
 
 
 def rules_or_student(view: FoldView, names: Sequence[str]) -> np.ndarray:
+    stack = RuleStack.fit(names, view.dev_scores, view.dev_hits, view.dev_gold, view.dev_out_of_scope)
+    return stack.decide(names, view.scores, view.hits, view.out_of_scope)
+
+
+def rules_or_student_any_scope(view: FoldView, names: Sequence[str]) -> np.ndarray:
     stack = RuleStack.fit(names, view.dev_scores, view.dev_hits, view.dev_gold)
     return stack.decide(names, view.scores, view.hits)
 
@@ -137,6 +146,7 @@ def calibrated_stack(view: FoldView, names: Sequence[str]) -> np.ndarray:
 COMBINERS: dict[str, Combiner] = {
     "student": student_alone,
     HYBRID: rules_or_student,
+    f"{HYBRID}, scope ignored": rules_or_student_any_scope,
     f"{HYBRID}, per-category thresholds": per_category_thresholds,
     "rule veto": rule_veto,
     "calibrated stack per category": calibrated_stack,
@@ -151,12 +161,14 @@ class Pool:
     position: dict[str, int]  # sentence id -> row
     hits: np.ndarray  # sentences x categories, 0/1
     gold: np.ndarray  # sentences x categories, bool
+    out_of_scope: np.ndarray  # sentences x categories, bool
 
     @classmethod
     def of(cls, records: Sequence[Record], names: Sequence[str], rules: Any) -> Pool:
-        return cls(tuple(names), {r.id: i for i, r in enumerate(records)},
-                   rules.hit_matrix([r.text for r in records], names),
-                   category_matrix([r.labels for r in records], names).astype(bool))  # fmt: skip
+        texts = [r.text for r in records]
+        return cls(tuple(names), {r.id: i for i, r in enumerate(records)}, rules.hit_matrix(texts, names),
+                   category_matrix([r.labels for r in records], names).astype(bool),
+                   rules.out_of_scope_matrix(texts, names))  # fmt: skip
 
     def rows(self, ids: Sequence[str]) -> list[int]:
         return [self.position[i] for i in ids]
@@ -173,9 +185,10 @@ def fold_views(pool: Pool, runs: Sequence[FoldRun]) -> list[tuple[FoldRun, FoldV
         rows, dev = pool.rows(run.ids), pool.rows(run.dev_ids)
         other = [row for j in others for row in pool.rows(runs[j].ids)]
         views.append((run, FoldView(
-            scores=np.asarray(run.scores), hits=pool.hits[rows],
+            scores=np.asarray(run.scores), hits=pool.hits[rows], out_of_scope=pool.out_of_scope[rows],
             thresholds=np.asarray([run.thresholds[n] for n in pool.names]),
             dev_scores=np.asarray(run.dev_scores), dev_hits=pool.hits[dev], dev_gold=pool.gold[dev],
+            dev_out_of_scope=pool.out_of_scope[dev],
             other_scores=np.concatenate([np.asarray(runs[j].scores) for j in others]),
             other_hits=pool.hits[other], other_gold=pool.gold[other],
         )))  # fmt: skip

@@ -28,8 +28,8 @@ def view(rng: np.random.Generator, n: int = 200) -> combiners.FoldView:
 
     fold, dev, other = part(n), part(n), part(2 * n)
     return combiners.FoldView(
-        scores=fold[0], hits=fold[1], thresholds=np.array([0.5, 0.5]),
-        dev_scores=dev[0], dev_hits=dev[1], dev_gold=dev[2],
+        scores=fold[0], hits=fold[1], out_of_scope=np.zeros((n, 2), dtype=bool), thresholds=np.array([0.5, 0.5]),
+        dev_scores=dev[0], dev_hits=dev[1], dev_gold=dev[2], dev_out_of_scope=np.zeros((n, 2), dtype=bool),
         other_scores=other[0], other_hits=other[1], other_gold=other[2],
     ), fold[2]  # fmt: skip
 
@@ -47,6 +47,17 @@ def test_stacks_that_may_overrule_a_rule_drop_its_false_positives_and_the_or_hyb
     for combine in (combiners.rule_veto, combiners.calibrated_stack):
         assert f1(combine(v, NAMES), gold) == pytest.approx(1.0)
     assert f1(combiners.student_alone(v, NAMES), gold) == pytest.approx(1.0)
+
+
+def test_the_hybrid_keeps_the_student_to_the_rules_scope_and_the_unscoped_one_does_not():
+    v, gold = view(np.random.default_rng(2))
+    blocked = np.zeros_like(v.out_of_scope)
+    blocked[::2, 1] = True  # B out of scope on every other sentence of the fold
+    scoped = combiners.FoldView(**{**v.__dict__, "out_of_scope": blocked})
+    kept = combiners.rules_or_student(scoped, NAMES)
+    free = combiners.rules_or_student_any_scope(scoped, NAMES)
+    assert not kept[::2, 1].any() and free[::2, 1].any()
+    assert np.array_equal(kept[1::2], free[1::2])  # same fit (nothing out of scope on the dev)
 
 
 def test_per_category_thresholds_come_from_the_other_folds_not_the_fold():

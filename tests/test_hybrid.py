@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from clinsynth.model.hybrid import MIN_RULE_HITS, RuleStack
 from clinsynth.model.metrics import micro_macro_f1 as micro_macro
@@ -43,3 +44,23 @@ def test_a_rule_with_few_held_out_hits_is_kept_and_the_state_round_trips():
     assert again == stack
     decided = again.decide(["A", "B"], np.asarray([[0.0, 0.0], [0.99, 0.0]]), np.asarray([[0, 1], [0, 0]]))
     assert decided.tolist() == [[False, True], [True, False]]  # the rule alone, the student alone
+
+
+def test_a_stack_kept_to_the_rules_scope_adds_nothing_out_of_scope_and_keeps_rule_hits():
+    scores, hits, gold = held_out(seed=2)
+    out_of_scope = np.zeros_like(gold, dtype=bool)
+    out_of_scope[::3, 1] = True  # every third sentence is, say, about a relative for B
+    gold[::3, 1] = 0  # and the guideline does not label it
+    stack = RuleStack.fit(["A", "B"], scores, hits, gold, out_of_scope)
+    assert stack.respect_scope is True
+    confident = np.full((2, 2), 0.99)
+    blocked = np.asarray([[False, True], [False, False]])
+    decided = stack.decide(["A", "B"], confident, np.asarray([[0, 0], [0, 0]]), blocked)
+    assert decided.tolist() == [[True, False], [True, True]]
+    ruled = stack.decide(["A", "B"], np.zeros((1, 2)), np.asarray([[1, 0]]), np.asarray([[True, True]]))
+    assert ruled.tolist() == [[True, False]]  # a rule hit is the rule list's call, not the scope's
+    with pytest.raises(ValueError, match="out_of_scope"):
+        stack.decide(["A", "B"], confident, np.zeros((2, 2)))
+    assert RuleStack.from_state(stack.state()) == stack
+    older = {k: v for k, v in stack.state().items() if k != "respect_scope"}  # saved before the field
+    assert RuleStack.from_state(older).respect_scope is False

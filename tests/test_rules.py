@@ -57,6 +57,21 @@ def test_blocked_names_the_categories_only_someone_else_carries(tmp_path):
     assert rules.blocked("Her husband smokes. She smokes too.", "other_person") == []
 
 
+def test_out_of_scope_names_what_a_sentence_is_not_evidence_for(tmp_path):
+    rules = load_rules(write(tmp_path, RULES), NAMES)
+    # A relative's wording: TOBACCO's cue is blocked, MEMORY does not keep someone else's wording,
+    # LIVING_SITUATION does (a spouse one lives with is the patient's situation).
+    assert rules.out_of_scope("Her husband smokes.") == {"TOBACCO", "MEMORY"}
+    assert rules.out_of_scope("No memory loss.") == {"MEMORY"}  # negation counts at a cue only
+    assert rules.out_of_scope("If she becomes forgetful, call.") == set(NAMES)
+    assert rules.out_of_scope("He denies smoking but lives alone, forgetful.") == set()  # every cue labels
+    assert rules.out_of_scope("Mother is forgetful. He is forgetful.") == {"TOBACCO"}  # MEMORY fires
+    assert rules.out_of_scope("She is tired.") == set()
+    matrix = rules.out_of_scope_matrix(["No memory loss.", "ok"], ["MEMORY", "OTHER", "TOBACCO"])
+    assert matrix.tolist() == [[True, False, False], [False, False, False]]
+    assert rules.out_of_scope_matrix([], NAMES).shape == (0, 3)
+
+
 def test_hit_matrix_follows_the_given_column_order(tmp_path):
     rules = load_rules(write(tmp_path, RULES), NAMES)
     matrix = rules.hit_matrix(["smokes", "lives alone", "ok"], ["LIVING_SITUATION", "TOBACCO", "OTHER"])

@@ -40,6 +40,7 @@ from clinsynth.errors import DataError
 
 DEFAULT_CLAUSE_BREAK = r"[.;!?]|\bbut\b|\bhowever\b|\bthough\b"
 SCOPES = ("negation", "other_person", "hypothetical")
+_SENTENCE_SCOPES = ("other_person", "hypothetical")  # wording that takes a whole sentence out of a category's scope
 _CHOICES = ("keep", "drop")
 _TOP_KEYS = {"about", "scope", "categories"}
 _SCOPE_KEYS = {"clause_break", *SCOPES}
@@ -116,6 +117,23 @@ class RuleSet:
                 if label in column:
                     out[i, column[label]] = 1.0
         return out
+
+    def out_of_scope(self, sentence: str) -> set[str]:
+        """Categories the sentence is not evidence for, by the list's scope: a cue of the category is
+        present but every one is blocked (negated, someone else's, hypothetical), or the sentence
+        carries someone-else or hypothetical wording that the category does not keep. Negation
+        wording alone does not count: one sentence often denies one sign and states another."""
+        hits = self.explain(sentence)
+        firing = {h.category for h in hits if h.blocked_by is None}
+        out = {h.category for h in hits if h.blocked_by is not None}
+        worded = {s for s in _SENTENCE_SCOPES if any(p.search(sentence) for p in self.scope.get(s, ()))}
+        out.update(rule.name for rule in self.categories if worded - rule.keep)
+        return out - firing
+
+    def out_of_scope_matrix(self, texts: Sequence[str], names: Sequence[str]) -> np.ndarray:
+        """Rows: sentences; columns: ``names``; True where ``out_of_scope`` names the category."""
+        return np.asarray([[n in blocked for n in names] for blocked in map(self.out_of_scope, texts)],
+                          dtype=bool).reshape(len(texts), len(names))  # fmt: skip
 
     def blocked(self, sentence: str, scope: str) -> list[str]:
         """Categories whose every cue in the sentence is blocked by ``scope`` (e.g. a relative's use)."""
