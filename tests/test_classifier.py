@@ -125,7 +125,7 @@ def test_a_hybrid_model_saves_its_stack_and_rule_list_and_loads_to_the_same_pred
     rules_path.write_text("about: t\ncategories:\n  COUGH:\n    cues: ['\\bwheez\\w*']\n", encoding="utf-8")
     rules = load_rules(rules_path, taxonomy.names)
     hybrid.stack_with_rules(rules, records("dev"))
-    assert set(hybrid.info.hybrid) == {"threshold", "use_rule"} and hybrid.info.rules_sha256
+    assert set(hybrid.info.hybrid) == {"threshold", "use_rule", "respect_scope"} and hybrid.info.rules_sha256
     texts = ["Wheezing at night.", "Febrile to 39 C.", "Abdomen soft."]
     assert "COUGH" in hybrid.predict(texts)[0]
     with pytest.raises(ClinsynthError, match="pass the texts"):
