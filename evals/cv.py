@@ -44,6 +44,7 @@ from clinsynth.evals.core import HEADLINE, mean_std, paired_ci, run_key
 from clinsynth.evals.detectable import fixes_needed
 
 from clinsynth.data.fileio import atomic_write_text
+from clinsynth.data.gold import WHOLE_NOTES_FILES
 from clinsynth.data.mixes import (
     FOLD_BUILT_PARTS,
     HYBRID_SUFFIX,
@@ -517,8 +518,10 @@ def gold_test(gold: dict[str, list[Record]], taxonomy: Taxonomy, model_dir: Path
         info = model.info
         default = f"default model ({info.mix})"
         systems[default] = model.predict
+        whole_dev = any(Path(f).name == WHOLE_NOTES_FILES["dev"] for f in info.data_files)
+        where = "gold dev" + (" (the rule stack's on gold dev and the whole dev notes)" if whole_dev else "")
         note = (f"The default model ({Path(model_dir).name}/, trained {info.created_at} on `{info.mix}` with "
-                "thresholds on gold dev) and the baselines")  # fmt: skip
+                f"thresholds on {where}) and the baselines")  # fmt: skip
         reference = reference_model_dir(model_dir)
         if info.mix != "gold" and (reference / "clinsynth.json").exists():
             systems["gold-only model"] = SignsClassifier.load(reference, taxonomy).predict

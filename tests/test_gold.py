@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from clinsynth.data.corpus import iter_sentences, note_sentences, read_notes
-from clinsynth.data.gold import SPLITS, WHOLE_NOTES, held_out_notes, load_gold, load_whole_notes
+from clinsynth.data.gold import SPLITS, WHOLE_NOTES, WHOLE_NOTES_FILES, held_out_notes, load_gold, load_whole_notes
 from clinsynth.data.task import load_task
 from clinsynth.errors import DataError
 from tests.conftest import ad_task, ad_taxonomy
@@ -89,20 +89,23 @@ def test_data_card_reports_counts_and_kappa():
         assert name in card
 
 
+@pytest.mark.parametrize("split", ["test", "dev"])
 @pytest.mark.parametrize("task_dir", ["tasks/ad_signs", "tasks/sdoh"])
-def test_whole_test_notes_hold_every_sentence_of_their_notes_and_agree_with_test(task_dir: str):
+def test_whole_notes_hold_every_sentence_of_their_notes_and_agree_with_their_split(task_dir: str, split: str):
     task = load_task(Path(__file__).resolve().parents[1] / task_dir)
     gold = task.gold()
-    whole = task.whole_notes(gold["test"])
+    whole = task.whole_notes(gold[split], split)
     notes = {r.note_id for r in whole}
     assert len(notes) >= 5 and len(whole) >= 300
-    assert notes <= {r.note_id for r in gold["test"]}  # held out: never trained or tuned on
+    assert notes <= {r.note_id for r in gold[split]}  # held out: never trained on
+    assert {r.split for r in whole} == {split}
     corpus = {n.note_id: n for n in read_notes(task.corpus) if n.note_id in notes}
     for note_id in notes:  # every sentence, in the corpus reader's ids and text
         expected = [(s.id, s.text) for s in note_sentences(corpus[note_id])]
         assert [(r.id, r.text) for r in whole if r.note_id == note_id] == expected
     # Whole notes are mostly NONE, unlike the enriched test set, and say a model annotated them.
-    assert sum(1 for r in whole if not r.labels) / len(whole) > 0.7
+    none_share = sum(1 for r in whole if not r.labels) / len(whole)
+    assert none_share > 0.65 and none_share > sum(1 for r in gold[split] if not r.labels) / len(gold[split])
     assert {r.provenance.attributes["annotator_kind"] for r in whole} == {"model"}
 
 
@@ -121,3 +124,28 @@ def test_a_bad_whole_note_record_is_an_error_naming_file_line_and_field(tmp_path
     with pytest.raises(DataError) as err:
         load_whole_notes(gold_dir, ad_taxonomy(), load_gold(gold_dir, ad_taxonomy())["test"])
     assert f"{WHOLE_NOTES}:2: {where}" in str(err.value)
+
+
+def test_a_hybrid_fits_its_threshold_on_gold_dev_and_the_rest_of_the_whole_dev_notes():
+    task = ad_task()
+    dev = task.gold(("dev",))["dev"]
+    held_out = task.threshold_sentences(dev)
+    ids = [r.id for r in held_out]
+    assert len(ids) == len(set(ids)) and held_out[: len(dev)] == dev
+    whole = task.whole_notes(dev, "dev")
+    assert set(ids) == {r.id for r in dev} | {r.id for r in whole}
+    assert len(held_out) > len(dev) + 200  # the whole notes' other sentences, mostly NONE
+    dev_notes = {r.note_id for r in dev}
+    assert {r.note_id for r in held_out} == dev_notes  # nothing from train or test
+
+
+def test_whole_notes_of_a_split_are_checked_against_that_split(tmp_path: Path):
+    gold_dir = _write_gold(tmp_path, {"train": [{"id": "x0", "text": "x", "note_id": "n-train"}],
+                                      "dev": [{"id": "d1", "text": "y", "note_id": "n-dev"}]})  # fmt: skip
+    row = {"id": "d2", "text": "z", "note_id": "n-dev", "source": "gold", "split": "test", "labels": []}
+    (gold_dir / WHOLE_NOTES_FILES["dev"]).write_text(json.dumps(row) + "\n")
+    dev = load_gold(gold_dir, ad_taxonomy(), ("train", "dev"))["dev"]
+    with pytest.raises(DataError, match=f"{WHOLE_NOTES_FILES['dev']}:1: field 'note_id'.*not a gold dev note"):
+        load_whole_notes(gold_dir, ad_taxonomy(), dev, "dev")
+    (gold_dir / WHOLE_NOTES_FILES["dev"]).write_text(json.dumps({**row, "split": "dev"}) + "\n")
+    assert [r.id for r in load_whole_notes(gold_dir, ad_taxonomy(), dev, "dev")] == ["d2"]

@@ -52,9 +52,10 @@ def check_task(task: Any) -> CheckReport:
     gold = task.gold()
     sizes = ", ".join(f"{split} {len(records)}" for split, records in gold.items())
     add(("gold", f"{sizes} ({task.relative(task.gold_dir)})"))
-    whole = task.whole_notes(gold["test"])
-    if whole:
-        add(("whole test notes", f"{len(whole)} sentences of {len({r.note_id for r in whole})} notes"))
+    for split in ("dev", "test"):
+        whole = task.whole_notes(gold[split], split)
+        if whole:
+            add((f"whole {split} notes", f"{len(whole)} sentences of {len({r.note_id for r in whole})} notes"))
     if task.rules is not None:
         add(("rule list", task.relative(task.rules_path)))
     for name, path in (("silver", task.silver), ("bronze", task.bronze)):

@@ -15,9 +15,12 @@ from clinsynth.errors import DataError
 
 SPLITS = ("train", "dev", "test")
 SENSITIVITY = Sensitivity.PRIVATE
-# Every sentence of some whole test notes, not only those picked for annotation: the
-# natural distribution a user meets on whole notes (mostly NONE), reported beside test.
+# Every sentence of some whole notes, not only those picked for annotation: the natural
+# distribution a user meets on whole notes (mostly NONE). Test ones are reported beside
+# test; dev ones join gold dev where the hybrid's threshold is fitted, so it is chosen for
+# whole notes too and not only for the keyword-enriched dev set.
 WHOLE_NOTES = "whole_notes.jsonl"
+WHOLE_NOTES_FILES = {"test": WHOLE_NOTES, "dev": "whole_dev_notes.jsonl"}
 
 
 def split_path(split: str, gold_dir: Path | str) -> Path:
@@ -85,33 +88,36 @@ def held_out_notes(gold_dir: Path | str) -> set[str]:
     return notes
 
 
-def load_whole_notes(gold_dir: Path | str, taxonomy: Taxonomy, test: list[Record]) -> list[Record]:
-    """The whole-note test set (``WHOLE_NOTES``), or ``[]`` where the gold folder has none.
+def load_whole_notes(gold_dir: Path | str, taxonomy: Taxonomy, held_out: list[Record],
+                     split: str = "test") -> list[Record]:  # fmt: skip
+    """The whole notes of gold ``split`` (``WHOLE_NOTES_FILES``), or ``[]`` where the folder has none.
 
-    Checks, each a DataError naming file, line and field: valid gold records of split
-    ``test``, each in a note of gold test (so nothing in it was trained or tuned on), no id
-    twice, and a sentence also in ``test.jsonl`` carrying the same labels there and here.
+    ``held_out`` is that split's records. Checks, each a DataError naming file, line and field:
+    valid gold records of ``split``, each in a note of that split (so nothing in it was trained
+    on), no id twice, and a sentence also in the split's file carrying the same labels there.
     """
-    path = Path(gold_dir) / WHOLE_NOTES
+    if split not in WHOLE_NOTES_FILES:
+        raise ValueError(f"whole notes are kept for {', '.join(WHOLE_NOTES_FILES)}, not {split!r}")
+    path = Path(gold_dir) / WHOLE_NOTES_FILES[split]
     if not path.exists():
         return []
-    test_notes = {r.note_id for r in test}
-    test_labels = {r.id: sorted(r.labels) for r in test}
+    split_notes = {r.note_id for r in held_out}
+    split_labels = {r.id: sorted(r.labels) for r in held_out}
     seen: dict[str, int] = {}
     records = []
     for line_no, obj in iter_jsonl(path):
         rec = _gold_record(obj, path, line_no, taxonomy)
-        if rec.split != "test" or rec.note_id not in test_notes:
+        if rec.split != split or rec.note_id not in split_notes:
             raise DataError(
-                f"note {rec.note_id!r} (split {rec.split!r}) is not a gold test note: whole notes must be held out",
+                f"note {rec.note_id!r} (split {rec.split!r}) is not a gold {split} note: whole notes must be held out",
                 path=path, line=line_no, field="note_id",
             )  # fmt: skip
         if rec.id in seen:
             raise DataError(f"duplicate id {rec.id!r} (also line {seen[rec.id]})", path=path, line=line_no, field="id")
         seen[rec.id] = line_no
-        if rec.id in test_labels and sorted(rec.labels) != test_labels[rec.id]:
+        if rec.id in split_labels and sorted(rec.labels) != split_labels[rec.id]:
             raise DataError(
-                f"{sorted(rec.labels)} here but {test_labels[rec.id]} in test.jsonl", path=path, line=line_no,
+                f"{sorted(rec.labels)} here but {split_labels[rec.id]} in {split}.jsonl", path=path, line=line_no,
                 field="labels",
             )  # fmt: skip
         records.append(rec)

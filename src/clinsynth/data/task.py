@@ -146,13 +146,19 @@ class Task:
 
         return load_gold(self.gold_dir, self.taxonomy, splits or SPLITS)
 
-    def whole_notes(self, test: list[Any] | None = None) -> list[Any]:
-        """Every sentence of some whole gold test notes (``clinsynth.data.gold.load_whole_notes``); [] if none."""
+    def whole_notes(self, held_out: list[Any] | None = None, split: str = "test") -> list[Any]:
+        """Every sentence of some whole gold notes of ``split`` (``clinsynth.data.gold.load_whole_notes``),
+        given that split's records (read here when None); [] if the gold folder has none."""
         from clinsynth.data.gold import load_whole_notes
 
-        if test is None:
-            test = self.gold(("test",))["test"]
-        return load_whole_notes(self.gold_dir, self.taxonomy, test)
+        if held_out is None:
+            held_out = self.gold((split,))[split]
+        return load_whole_notes(self.gold_dir, self.taxonomy, held_out, split)
+
+    def threshold_sentences(self, dev: list[Any]) -> list[Any]:
+        """Where a hybrid's threshold is fitted: gold ``dev`` and every other sentence of the whole dev notes."""
+        ids = {r.id for r in dev}
+        return list(dev) + [r for r in self.whole_notes(dev, "dev") if r.id not in ids]
 
     @property
     def model_dir(self) -> Path:

@@ -1,4 +1,5 @@
-"""The train step: SetFit on a named mix of the task's data, thresholds on gold dev, saved with a card.
+"""The train step: SetFit on a named mix of the task's data, thresholds on gold dev (a hybrid's rule stack
+on gold dev and the whole dev notes), saved with a card.
 
 The default model (``task.model_dir``) is trained on the mix that scored best in the
 task's cross-validated augmentation report (gold without one); ``clinsynth predict`` uses it
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clinsynth.data.gold import WHOLE_NOTES_FILES
 from clinsynth.data.mixes import MixSources, best_mix, load_mix, parse_mix, rejected_path, split_hybrid
 from clinsynth.data.task import Task
 from clinsynth.errors import DataError
@@ -64,6 +66,7 @@ def mix_files(sources: MixSources, mix: str) -> list[Path]:
         files += [sources.bronze, rejected_path(sources.bronze)]
     if hybrid and sources.rules is not None:
         files.append(sources.rules)
+        files.append(sources.gold_dir / WHOLE_NOTES_FILES["dev"])  # its threshold is fitted there too
     return [f for f in files if f.exists()]
 
 
@@ -96,7 +99,7 @@ def train(task: Task, config: TrainConfig, out: Path | None = None) -> TrainResu
         rules=task.rules,
     )
     if hybrid:
-        classifier.stack_with_rules(task.rules, gold["dev"])
+        classifier.stack_with_rules(task.rules, task.threshold_sentences(gold["dev"]))
     info = classifier.info
     for split, target in (("dev", "dev_scores"), ("test", "test_scores")):
         split_records = gold[split]

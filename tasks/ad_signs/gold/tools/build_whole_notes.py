@@ -1,12 +1,18 @@
-"""Build a gold folder's whole_notes.jsonl: every sentence of some whole gold test notes.
+"""Build a gold folder's whole notes: every sentence of some whole gold test (or dev) notes.
 
-Inputs (in ``WORK``): ``to_annotate.jsonl`` (the notes' sentences not already in test.jsonl),
+Inputs (in ``WORK``): ``to_annotate.jsonl`` (the notes' sentences not already in the split's file),
 two independent passes ``pass_a.jsonl`` / ``pass_b.jsonl`` and ``adjudication.jsonl`` (the
-label of each sentence the passes disagree on, with the reason). Sentences already in
-test.jsonl keep their test labels. Run from the project root:
+label of each sentence the passes disagree on, with the reason). Sentences already in the
+split's file keep their labels there. The output is ``clinsynth.data.gold.WHOLE_NOTES_FILES[split]``.
+Run from the project root:
 
-    python tasks/ad_signs/gold/tools/build_whole_notes.py tasks/ad_signs/gold tasks/ad_signs/gold/work/whole_notes
-    python tasks/ad_signs/gold/tools/build_whole_notes.py tasks/sdoh/gold tasks/sdoh/annotation/whole_notes
+    python tasks/ad_signs/gold/tools/build_whole_notes.py GOLD_DIR WORK_DIR [dev]
+
+    GOLD_DIR           WORK_DIR (test notes; with ``dev``: the same folder's whole_dev_notes)
+    tasks/ad_signs/gold  tasks/ad_signs/gold/work/whole_notes
+    tasks/sdoh/gold      tasks/sdoh/annotation/whole_notes
+
+The dev notes are the five with the most gold dev sentences (ties: the first in dev.jsonl).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import sys
 from pathlib import Path
 
 from clinsynth.data.corpus import note_sentences, read_notes
+from clinsynth.data.gold import WHOLE_NOTES_FILES
 from clinsynth.paths import PROJECT_ROOT
 
 CORPUS = PROJECT_ROOT / "data" / "corpus" / "mtsamples.csv.gz"
@@ -32,8 +39,8 @@ def read(path: Path) -> dict[str, dict]:
     return {obj["id"]: obj for obj in map(json.loads, path.read_text(encoding="utf-8").splitlines())}
 
 
-def build(gold_dir: Path, work: Path) -> tuple[int, int, int]:
-    test = read(gold_dir / "test.jsonl")
+def build(gold_dir: Path, work: Path, split: str = "test") -> tuple[int, int, int]:
+    held_out = read(gold_dir / f"{split}.jsonl")
     sentences = read(work / "to_annotate.jsonl")
     a, b, adjudicated = read(work / "pass_a.jsonl"), read(work / "pass_b.jsonl"), read(work / "adjudication.jsonl")
     notes_wanted = list(dict.fromkeys(s["note_id"] for s in sentences.values()))
@@ -41,18 +48,18 @@ def build(gold_dir: Path, work: Path) -> tuple[int, int, int]:
     rows, agreed = [], 0
     for note_id in notes_wanted:
         for sentence in note_sentences(notes[note_id]):
-            if sentence.id in test:
-                labels = test[sentence.id]["labels"]
+            if sentence.id in held_out:
+                labels = held_out[sentence.id]["labels"]
             elif sorted(a[sentence.id]["labels"]) == sorted(b[sentence.id]["labels"]):
                 labels, agreed = a[sentence.id]["labels"], agreed + 1
             else:
                 labels = adjudicated[sentence.id]["labels"]
             rows.append({"id": sentence.id, "text": sentence.text, "labels": sorted(labels), "source": "gold",
-                         "note_id": note_id, "split": "test", "provenance": PROVENANCE})  # fmt: skip
-    (gold_dir / "whole_notes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+                         "note_id": note_id, "split": split, "provenance": PROVENANCE})  # fmt: skip
+    (gold_dir / WHOLE_NOTES_FILES[split]).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return len(rows), agreed, len(sentences) - agreed
 
 
 if __name__ == "__main__":
-    total, agreed, adjudicated = build(Path(sys.argv[1]), Path(sys.argv[2]))
+    total, agreed, adjudicated = build(Path(sys.argv[1]), Path(sys.argv[2]), *sys.argv[3:4])
     print(f"{total} sentences: {agreed} new ones agreed by both passes, {adjudicated} adjudicated")
