@@ -127,9 +127,11 @@ def test_a_bad_whole_note_record_is_an_error_naming_file_line_and_field(tmp_path
 
 
 def test_a_hybrid_fits_its_threshold_on_gold_dev_and_the_rest_of_the_whole_dev_notes():
+    from clinsynth.model.train import threshold_sentences
+
     task = ad_task()
     dev = task.gold(("dev",))["dev"]
-    held_out = task.threshold_sentences(dev)
+    held_out = threshold_sentences(task.gold_dir, task.taxonomy, dev)
     ids = [r.id for r in held_out]
     assert len(ids) == len(set(ids)) and held_out[: len(dev)] == dev
     whole = task.whole_notes(dev, "dev")

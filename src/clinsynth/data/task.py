@@ -155,11 +155,6 @@ class Task:
             held_out = self.gold((split,))[split]
         return load_whole_notes(self.gold_dir, self.taxonomy, held_out, split)
 
-    def threshold_sentences(self, dev: list[Any]) -> list[Any]:
-        """Where a hybrid's threshold is fitted: gold ``dev`` and every other sentence of the whole dev notes."""
-        ids = {r.id for r in dev}
-        return list(dev) + [r for r in self.whole_notes(dev, "dev") if r.id not in ids]
-
     @property
     def model_dir(self) -> Path:
         """The default model, trained by ``clinsynth run`` and used by ``clinsynth predict``."""

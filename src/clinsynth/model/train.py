@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clinsynth.data.gold import WHOLE_NOTES_FILES
+from clinsynth.data.gold import WHOLE_NOTES_FILES, load_whole_notes
 from clinsynth.data.mixes import MixSources, best_mix, load_mix, parse_mix, rejected_path, split_hybrid
 from clinsynth.data.task import Task
 from clinsynth.errors import DataError
@@ -70,6 +70,14 @@ def mix_files(sources: MixSources, mix: str) -> list[Path]:
     return [f for f in files if f.exists()]
 
 
+def threshold_sentences(gold_dir: Path, taxonomy: Any, dev: list[Any]) -> list[Any]:
+    """Where a hybrid's rule stack fits its threshold: gold ``dev`` and every other sentence of the
+    gold folder's whole dev notes, so the threshold suits whole notes (mostly NONE) and not only
+    the keyword-enriched dev set."""
+    ids = {r.id for r in dev}
+    return list(dev) + [r for r in load_whole_notes(gold_dir, taxonomy, dev, "dev") if r.id not in ids]
+
+
 def reference_model_dir(model_dir: Path) -> Path:
     """Where the gold-only model sits beside the default one (gold test compares the two)."""
     return Path(model_dir).parent / f"{Path(model_dir).name}-gold"
@@ -99,7 +107,7 @@ def train(task: Task, config: TrainConfig, out: Path | None = None) -> TrainResu
         rules=task.rules,
     )
     if hybrid:
-        classifier.stack_with_rules(task.rules, task.threshold_sentences(gold["dev"]))
+        classifier.stack_with_rules(task.rules, threshold_sentences(sources.gold_dir, taxonomy, gold["dev"]))
     info = classifier.info
     for split, target in (("dev", "dev_scores"), ("test", "test_scores")):
         split_records = gold[split]
