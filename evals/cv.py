@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -69,6 +70,7 @@ DEFAULT_SEEDS = (0, 1, 2)
 INNER_DEV = 0.2  # share of the training notes that picks epochs and thresholds
 RULE_LIST = "rule list"  # the task's rules.yaml, the headline baseline
 RUNS_FOLDER = "cv-runs"
+GOLD_SHARE_SEED = 1000  # + fold: the shuffle of a fold's gold training notes that a gold share keeps a prefix of
 
 
 @dataclass
@@ -101,6 +103,7 @@ class CVSettings:
     baselines: bool = True
     pool_limit: int | None = None  # whole notes, in pool order, up to about N sentences (quick runs)
     rules: bool = True  # with a task rule list: the rule-list baseline and each mix stacked with it (MIX+rules)
+    gold_share: float = 1.0  # the share of each fold's gold training notes that trains (a gold learning curve)
 
     @classmethod
     def for_task(cls, task: Any, **overrides: Any) -> CVSettings:
@@ -112,6 +115,17 @@ class CVSettings:
             except DataError as exc:
                 raise DataError(str(exc), path=task.config_path, field="experiment.mixes") from None
         return cls(**values)
+
+
+def share_of_notes(records: Sequence[Record], share: float, fold: int) -> list[Record]:
+    """The records of ``share`` of their notes (rounded), drawn by one fixed shuffle per fold, so a
+    smaller share's notes are inside a larger one's: the points of a gold learning curve."""
+    if not 0.0 < share <= 1.0:
+        raise DataError(f"gold share must be in (0, 1], got {share}")
+    notes = sorted({note_of(r) for r in records})
+    random.Random(GOLD_SHARE_SEED + fold).shuffle(notes)
+    kept = set(notes[: max(1, round(len(notes) * share))])
+    return [r for r in records if note_of(r) in kept]
 
 
 def runs_dir(task: Any) -> Path:
@@ -230,6 +244,8 @@ class CrossValidation:
         evaluation = [self.pool[i] for i in sorted(held)]
         rest = [r for i, r in enumerate(self.pool) if i not in held]
         gold_train, dev = inner_split(rest, INNER_DEV, seed=fold)
+        if self.settings.gold_share < 1.0:
+            gold_train = share_of_notes(gold_train, self.settings.gold_share, fold)
         blocked = {note_of(r) for r in evaluation} | {note_of(r) for r in dev}
         parts = parse_mix(mix, FOLD_BUILT)
         train = list(gold_train) if "gold" in parts else []

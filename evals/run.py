@@ -4,7 +4,8 @@ Suites: ``labeler`` (data-to-label quality on gold, zero-shot vs compiled), ``br
 (filters, diversity, distance to gold, leakage), ``augmentation`` (alias ``cv``: what silver
 and bronze add to gold, by grouped cross-validation over gold train + dev with seeds and
 paired confidence intervals, then the default model on gold test), ``topup`` (what a bronze top-up added, paired),
-``combiners`` (ways to combine the rule list with the student, on the experiment's finished runs).
+``combiners`` (ways to combine the rule list with the student, on the experiment's finished runs),
+``gold-curve`` (what more gold buys: the mixes with a share of the gold training notes and with all, paired).
 Reports go to the task's reports folder.
 
 Example: python -m evals.run augmentation --seeds 0,1,2
@@ -76,6 +77,13 @@ def build_parser(prog: str = "python -m evals.run") -> argparse.ArgumentParser:
     top.add_argument("--folds", type=int, default=None,
                      help=f"folds by note (default: the task's, else {DEFAULT_FOLDS})")  # fmt: skip
     top.add_argument("--work-dir", type=Path, default=None, help="where finished runs are kept (default: the task's)")
+    curve = add("gold-curve", "what more gold buys: the task's mixes cross-validated with --share of each fold's "
+                "gold training notes and with all of them, paired")  # fmt: skip
+    curve.add_argument("--share", type=float, default=None, help="share of each fold's gold training notes "
+                       "(default: 0.5)")  # fmt: skip
+    curve.add_argument("--mixes", default=None, help="comma-separated mixes (default: the task's)")
+    curve.add_argument("--seeds", default=None, help="comma-separated training seeds (default: the task's, else 0,1,2)")
+    curve.add_argument("--work-dir", type=Path, default=None, help="where finished runs are kept (default: the task's)")
     comb = add("combiners", "ways to combine the rule list with the student, scored on the experiment's finished "
                "fold runs (nothing is trained)")  # fmt: skip
     comb.add_argument("--seeds", default=None, help="comma-separated training seeds (default: the task's, else 0,1,2)")
@@ -144,6 +152,18 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
             )
             report, _ = topup.compare_bronze(task, settings, args.bronze, Path(out_dir), command,
                                              work_dir=args.work_dir)  # fmt: skip
+            print(f"report: {report}")
+        elif args.suite == "gold-curve":
+            from clinsynth.evals import cv, gold_curve
+
+            settings = cv.CVSettings.for_task(
+                task,
+                mixes=cv.parse_systems(args.mixes) if args.mixes else None,
+                seeds=tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None,
+            )
+            share = gold_curve.DEFAULT_SHARE if args.share is None else args.share
+            report, _ = gold_curve.compare_shares(task, settings, share, Path(out_dir), command,
+                                                  work_dir=args.work_dir)  # fmt: skip
             print(f"report: {report}")
         elif args.suite == "combiners":
             from clinsynth.evals import combiners, cv

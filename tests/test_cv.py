@@ -10,6 +10,7 @@ from clinsynth.evals import cv
 
 from clinsynth.data.mixes import MixSources
 from clinsynth.data.records import Record, write_records
+from clinsynth.errors import DataError
 from clinsynth.model.finetune import length_batches, positive_weights
 from tests.conftest import TWO_CATEGORY_YAML
 
@@ -40,6 +41,33 @@ def test_folds_cover_every_sentence_once_and_never_split_a_note():
 def test_inner_split_keeps_notes_whole():
     train, dev = cv.inner_split(_pool(), 0.2, seed=0)
     assert train and dev and not {r.note_id for r in train} & {r.note_id for r in dev}
+
+
+def test_a_gold_share_keeps_whole_notes_nested_and_changes_only_the_gold_training_side(tmp_path: Path):
+    from clinsynth.data.taxonomy import load_taxonomy
+
+    pool = _pool(n_notes=40)
+    half, quarter = cv.share_of_notes(pool, 0.5, fold=1), cv.share_of_notes(pool, 0.25, fold=1)
+    notes = {r.note_id for r in half}
+    assert len(notes) == 20 and len({r.note_id for r in quarter}) == 10
+    assert {r.note_id for r in quarter} <= notes  # one shuffle a fold: a smaller share sits inside a larger
+    assert all(r in half for r in pool if r.note_id in notes)  # whole notes
+    assert half == cv.share_of_notes(pool, 0.5, fold=1) and half != cv.share_of_notes(pool, 0.5, fold=2)
+    for bad in (0.0, 1.5):
+        with pytest.raises(DataError, match="gold share"):
+            cv.share_of_notes(pool, bad, fold=0)
+    (tmp_path / "t.yaml").write_text(TWO_CATEGORY_YAML)
+    taxonomy = load_taxonomy(tmp_path / "t.yaml")
+    sources = MixSources(gold_dir=tmp_path / "gold", silver=tmp_path / "none", bronze=tmp_path / "none")
+    full = cv.CrossValidation(pool, taxonomy, sources, tmp_path / "w", cv.CVSettings(folds=4))
+    shared = cv.CrossValidation(pool, taxonomy, sources, tmp_path / "w", cv.CVSettings(folds=4, gold_share=0.5))
+    for fold in range(4):
+        (train, dev, evaluation), (half_train, half_dev, half_evaluation) = (
+            full.fold_data("gold", 0, fold), shared.fold_data("gold", 0, fold))
+        assert (dev, evaluation) == (half_dev, half_evaluation)
+        assert set(r.id for r in half_train) < set(r.id for r in train)
+        assert len({r.note_id for r in half_train}) == round(len({r.note_id for r in train}) / 2)
+        assert shared.run_path("gold", 0, fold) != full.run_path("gold", 0, fold)  # its own cached run
 
 
 def test_silver_from_held_out_notes_never_reaches_training(tmp_path: Path):

@@ -219,3 +219,21 @@ def test_systems_with_several_budget_fields_survive_the_comma_separated_list():
     assert cv.parse_systems("gold, gold@epochs=6,encoder=/m/x ,gold+bronze") == (
         "gold", "gold@epochs=6,encoder=/m/x", "gold+bronze")  # fmt: skip
     assert cv.parse_systems("gold,gold+bronze:25") == ("gold", "gold+bronze:25")
+
+
+def test_the_gold_curve_pairs_a_share_of_the_gold_notes_with_all_of_them_on_the_same_folds(task, tmp_path):
+    from clinsynth.evals import gold_curve
+
+    settings = cv.CVSettings.for_task(task, mixes=("gold", "gold+bronze"))
+    md_path, summary = gold_curve.compare_shares(task, settings, 0.5, tmp_path / "out",
+                                                 "python -m evals.run gold-curve", work_dir=tmp_path / "w")  # fmt: skip
+    rows = {r["system"]: r for r in summary["systems"]}
+    assert set(rows) == {"gold", "gold+rules", "gold+bronze", "gold+bronze+rules"}
+    for row in rows.values():
+        assert row["train_sentences"]["share"] < row["train_sentences"]["all"]
+        # The fake learns from bronze only: on the same evaluation sentences, gold changes nothing.
+        assert row["all_vs_share"]["micro_f1"]["diff"] == 0.0
+    assert rows["gold+bronze"]["headline"]["all"]["micro_f1"][0] > rows["gold"]["headline"]["all"]["micro_f1"][0]
+    md = md_path.read_text()
+    assert "gold learning curve, 50% -> all" in md and "python -m evals.run gold-curve" in md
+    assert json.loads((tmp_path / "out" / "gold_curve.json").read_text())["share"] == 0.5
