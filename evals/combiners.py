@@ -165,10 +165,9 @@ class Pool:
 
     @classmethod
     def of(cls, records: Sequence[Record], names: Sequence[str], rules: Any) -> Pool:
-        texts = [r.text for r in records]
-        return cls(tuple(names), {r.id: i for i, r in enumerate(records)}, rules.hit_matrix(texts, names),
-                   category_matrix([r.labels for r in records], names).astype(bool),
-                   rules.out_of_scope_matrix(texts, names))  # fmt: skip
+        hits, out_of_scope = rules.scope_matrices([r.text for r in records], names)
+        return cls(tuple(names), {r.id: i for i, r in enumerate(records)}, hits,
+                   category_matrix([r.labels for r in records], names).astype(bool), out_of_scope)  # fmt: skip
 
     def rows(self, ids: Sequence[str]) -> list[int]:
         return [self.position[i] for i in ids]

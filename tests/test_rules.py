@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from clinsynth.data.rules import load_rules
@@ -67,9 +68,11 @@ def test_out_of_scope_names_what_a_sentence_is_not_evidence_for(tmp_path):
     assert rules.out_of_scope("He denies smoking but lives alone, forgetful.") == set()  # every cue labels
     assert rules.out_of_scope("Mother is forgetful. He is forgetful.") == {"TOBACCO"}  # MEMORY fires
     assert rules.out_of_scope("She is tired.") == set()
-    matrix = rules.out_of_scope_matrix(["No memory loss.", "ok"], ["MEMORY", "OTHER", "TOBACCO"])
-    assert matrix.tolist() == [[True, False, False], [False, False, False]]
-    assert rules.out_of_scope_matrix([], NAMES).shape == (0, 3)
+    texts = ["No memory loss.", "ok", "Smokes 1 ppd; if forgetful, call."]
+    hits, matrix = rules.scope_matrices(texts, ["MEMORY", "OTHER", "TOBACCO"])
+    assert matrix.tolist() == [[True, False, False], [False, False, False], [True, False, False]]
+    assert np.array_equal(hits, rules.hit_matrix(texts, ["MEMORY", "OTHER", "TOBACCO"]))  # one pass, same hits
+    assert [m.shape for m in rules.scope_matrices([], NAMES)] == [(0, 3), (0, 3)]
 
 
 def test_hit_matrix_follows_the_given_column_order(tmp_path):

@@ -123,17 +123,28 @@ class RuleSet:
         present but every one is blocked (negated, someone else's, hypothetical), or the sentence
         carries someone-else or hypothetical wording that the category does not keep. Negation
         wording alone does not count: one sentence often denies one sign and states another."""
-        hits = self.explain(sentence)
+        return self._out_of_scope(sentence, self.explain(sentence))
+
+    def _out_of_scope(self, sentence: str, hits: Sequence[RuleHit]) -> set[str]:
         firing = {h.category for h in hits if h.blocked_by is None}
         out = {h.category for h in hits if h.blocked_by is not None}
         worded = {s for s in _SENTENCE_SCOPES if any(p.search(sentence) for p in self.scope.get(s, ()))}
         out.update(rule.name for rule in self.categories if worded - rule.keep)
         return out - firing
 
-    def out_of_scope_matrix(self, texts: Sequence[str], names: Sequence[str]) -> np.ndarray:
-        """Rows: sentences; columns: ``names``; True where ``out_of_scope`` names the category."""
-        return np.asarray([[n in blocked for n in names] for blocked in map(self.out_of_scope, texts)],
-                          dtype=bool).reshape(len(texts), len(names))  # fmt: skip
+    def scope_matrices(self, texts: Sequence[str], names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(``hit_matrix``, out of scope) in one pass over the cues: rows sentences, columns ``names``;
+        the second is True where ``out_of_scope`` names the category."""
+        hits = np.zeros((len(texts), len(names)), dtype=np.float32)
+        blocked = np.zeros((len(texts), len(names)), dtype=bool)
+        column = {n: j for j, n in enumerate(names)}
+        for i, text in enumerate(texts):
+            found = self.explain(text)
+            for category in {h.category for h in found if h.blocked_by is None} & column.keys():
+                hits[i, column[category]] = 1.0
+            for category in self._out_of_scope(text, found) & column.keys():
+                blocked[i, column[category]] = True
+        return hits, blocked
 
     def blocked(self, sentence: str, scope: str) -> list[str]:
         """Categories whose every cue in the sentence is blocked by ``scope`` (e.g. a relative's use)."""

@@ -85,7 +85,8 @@ class RuleStack:
         """``fit`` on records the student did not train on, given its ``scores`` for them."""
         texts = [r.text for r in held_out]
         gold = category_matrix([r.labels for r in held_out], names)
-        return cls.fit(names, scores, rules.hit_matrix(texts, names), gold, rules.out_of_scope_matrix(texts, names))
+        hits, out_of_scope = rules.scope_matrices(texts, names)
+        return cls.fit(names, scores, hits, gold, out_of_scope)
 
     def decide(self, names: Sequence[str], scores: np.ndarray, hits: np.ndarray,
                out_of_scope: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
@@ -100,8 +101,11 @@ class RuleStack:
 
     def predict(self, names: Sequence[str], scores: np.ndarray, texts: Sequence[str],
                 rules: RuleSet) -> list[list[str]]:  # fmt: skip
-        blocked = rules.out_of_scope_matrix(texts, names) if self.respect_scope else None
-        decided = self.decide(names, scores, rules.hit_matrix(texts, names), blocked)
+        if self.respect_scope:
+            hits, blocked = rules.scope_matrices(texts, names)
+            decided = self.decide(names, scores, hits, blocked)
+        else:
+            decided = self.decide(names, scores, rules.hit_matrix(texts, names))
         return [[n for n, hit in zip(names, row, strict=True) if hit] for row in decided]
 
     def state(self) -> dict[str, Any]:
