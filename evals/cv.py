@@ -412,6 +412,15 @@ class CrossValidation:
             predicted.update(zip(run.ids, labels, strict=True))
         return [predicted[r.id] for r in self.pool]
 
+    def systems_out_of_fold(self, mix: str, seed: int) -> tuple[dict[str, list[list[str]]], list[FoldRun]]:
+        """The mix's out-of-fold predictions and, with a rule list, its hybrid's (``MIX+rules``, the
+        same students): what every suite scores per (mix, seed)."""
+        predicted, runs = self.out_of_fold(mix, seed)
+        systems = {mix: predicted}
+        if self.rules is not None:
+            systems[mix + HYBRID_SUFFIX] = self.hybrid_out_of_fold(runs)
+        return systems, runs
+
     def baselines(self) -> dict[str, list[list[str]]]:
         """Keyword lexicon and TF-IDF + LR, fold by fold on the gold parts (deterministic: one 'seed')."""
         from clinsynth.model.baselines import KeywordLexicon, TfidfLogReg
@@ -446,10 +455,9 @@ def run(pool: Sequence[Record], taxonomy: Taxonomy, sources: MixSources, work_di
     total = len(settings.mixes) * len(settings.seeds)
     for k, (mix, seed) in enumerate(((m, s) for m in settings.mixes for s in settings.seeds), 1):
         print(f"[{k}/{total}] {mix} seed {seed} ({settings.folds} folds)", flush=True)
-        oof, runs = cv.out_of_fold(mix, seed)
-        predictions.setdefault(mix, []).append(oof)
-        if cv.rules is not None:
-            predictions.setdefault(mix + HYBRID_SUFFIX, []).append(cv.hybrid_out_of_fold(runs))
+        found, runs = cv.systems_out_of_fold(mix, seed)
+        for system, predicted in found.items():
+            predictions.setdefault(system, []).append(predicted)
         if len(predictions[mix]) == len(settings.seeds):
             systems.append(_summary(mix, "mix", predictions[mix], gold_sets, taxonomy, runs))
             if cv.rules is not None:

@@ -46,10 +46,9 @@ def compare_shares(task: Any, settings: CVSettings, share: float, out_dir: Path,
         for mix in settings.mixes:
             for seed in settings.seeds:
                 print(f"gold {side_settings.gold_share:.0%}: {mix} seed {seed}", flush=True)
-                predicted, runs = cv.out_of_fold(mix, seed)
-                predictions[side].setdefault(mix, []).append(predicted)
-                if cv.rules is not None:
-                    predictions[side].setdefault(mix + HYBRID_SUFFIX, []).append(cv.hybrid_out_of_fold(runs))
+                found, runs = cv.systems_out_of_fold(mix, seed)
+                for system, predicted in found.items():
+                    predictions[side].setdefault(system, []).append(predicted)
                 n_train[side][mix] = round(sum(r.n_train for r in runs) / len(runs))
     systems = []
     for system in predictions["all"]:

@@ -19,7 +19,7 @@ from clinsynth.evals.cv import HEADLINE, CrossValidation, CVSettings, note_of, p
 from clinsynth.evals.cv_report import interval_text
 
 from clinsynth.data.fileio import atomic_write_text
-from clinsynth.data.mixes import MixSources, bronze_target
+from clinsynth.data.mixes import HYBRID_SUFFIX, MixSources, bronze_target
 from clinsynth.model.metrics import multilabel_scores
 from clinsynth.report import format_table
 
@@ -47,10 +47,10 @@ def compare_bronze(task: Any, settings: CVSettings, topped_up: Path, out_dir: Pa
         counts[side]["all"] = len(bronze)
         for seed in settings.seeds:
             print(f"{side} bronze ({sources.bronze}): {MIX} seed {seed}", flush=True)
-            predicted, runs = cv.out_of_fold(MIX, seed)
-            predictions.setdefault(side, []).append(predicted)
-            if cv.rules is not None:
-                hybrids.setdefault(side, []).append(cv.hybrid_out_of_fold(runs))
+            found, _ = cv.systems_out_of_fold(MIX, seed)
+            predictions.setdefault(side, []).append(found[MIX])
+            if MIX + HYBRID_SUFFIX in found:
+                hybrids.setdefault(side, []).append(found[MIX + HYBRID_SUFFIX])
     notes = [note_of(r) for r in pool]
 
     def scored(per_side: dict[str, list[list[list[str]]]]) -> dict[str, list[dict[str, Any]]]:
