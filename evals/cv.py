@@ -51,10 +51,12 @@ from clinsynth.data.mixes import (
     HYBRID_SUFFIX,
     SILVER_AGREE,
     SILVER_WS,
+    WHOLE_NOTES_PART,
     MixSources,
     load_part,
     parse_mix,
     split_hybrid,
+    whole_notes_part,
 )
 from clinsynth.data.records import Record
 from clinsynth.data.rules import RuleSet
@@ -226,7 +228,10 @@ class CrossValidation:
 
     def part(self, name: str) -> list[Record]:
         if name not in self.parts:
-            self.parts[name] = load_part(name, self.taxonomy, self.sources)
+            if name == WHOLE_NOTES_PART:  # the pool is gold train and dev: the whole notes of both can train
+                self.parts[name] = whole_notes_part(self.sources.gold_dir, self.taxonomy, ("train", "dev"))
+            else:
+                self.parts[name] = load_part(name, self.taxonomy, self.sources)
         return self.parts[name]
 
     def check_sources(self) -> None:

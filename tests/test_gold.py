@@ -151,3 +151,27 @@ def test_whole_notes_of_a_split_are_checked_against_that_split(tmp_path: Path):
         load_whole_notes(gold_dir, ad_taxonomy(), dev, "dev")
     (gold_dir / WHOLE_NOTES_FILES["dev"]).write_text(json.dumps({**row, "split": "dev"}) + "\n")
     assert [r.id for r in load_whole_notes(gold_dir, ad_taxonomy(), dev, "dev")] == ["d2"]
+
+
+def test_whole_training_notes_add_their_other_sentences_and_cross_validation_adds_the_dev_ones(tmp_path: Path):
+    from clinsynth.data.mixes import WHOLE_NOTES_PART, MixSources, load_mix, whole_notes_part
+
+    gold_dir = _write_gold(tmp_path, {"train": [{"id": "t1", "text": "Forgetful.", "note_id": "n-train",
+                                                  "labels": ["COGNITIVE_IMPAIRMENT"]}],
+                                      "dev": [{"id": "d1", "text": "y", "note_id": "n-dev"}]})  # fmt: skip
+    sources = MixSources(gold_dir=gold_dir, silver=tmp_path / "silver.jsonl", bronze=tmp_path / "bronze.jsonl")
+    with pytest.raises(DataError, match=f"{WHOLE_NOTES_FILES['train']}: no whole training notes here"):
+        load_mix(f"gold+{WHOLE_NOTES_PART}", ad_taxonomy(), sources)
+
+    def rows(split: str, note: str, ids: list[str]) -> str:
+        return "".join(json.dumps({"id": i, "text": f"sentence {i}", "note_id": note, "source": "gold",
+                                   "split": split, "labels": []}) + "\n" for i in ids)  # fmt: skip
+
+    # t1 is in train.jsonl already (with its own labels there, which the whole note must repeat)
+    (gold_dir / WHOLE_NOTES_FILES["train"]).write_text(
+        json.dumps({"id": "t1", "text": "Forgetful.", "note_id": "n-train", "source": "gold", "split": "train",
+                    "labels": ["COGNITIVE_IMPAIRMENT"]}) + "\n" + rows("train", "n-train", ["t2", "t3"]))  # fmt: skip
+    (gold_dir / WHOLE_NOTES_FILES["dev"]).write_text(rows("dev", "n-dev", ["d1", "d2"]))
+    mix = load_mix(f"gold+{WHOLE_NOTES_PART}", ad_taxonomy(), sources)
+    assert [r.id for r in mix] == ["t1", "t2", "t3"]  # a saved model never trains on the dev notes
+    assert [r.id for r in whole_notes_part(gold_dir, ad_taxonomy(), ("train", "dev"))] == ["t2", "t3", "d2"]

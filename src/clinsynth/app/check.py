@@ -52,7 +52,7 @@ def check_task(task: Any) -> CheckReport:
     gold = task.gold()
     sizes = ", ".join(f"{split} {len(records)}" for split, records in gold.items())
     add(("gold", f"{sizes} ({task.relative(task.gold_dir)})"))
-    for split in ("dev", "test"):
+    for split in ("train", "dev", "test"):
         whole = task.whole_notes(gold[split], split)
         if whole:
             add((f"whole {split} notes", f"{len(whole)} sentences of {len({r.note_id for r in whole})} notes"))

@@ -18,9 +18,11 @@ SENSITIVITY = Sensitivity.PRIVATE
 # Every sentence of some whole notes, not only those picked for annotation: the natural
 # distribution a user meets on whole notes (mostly NONE). Test ones are reported beside
 # test; dev ones join gold dev where the hybrid's threshold is fitted, so it is chosen for
-# whole notes too and not only for the keyword-enriched dev set.
+# whole notes too and not only for the keyword-enriched dev set; train ones are training
+# data (the ``whole-notes`` mix part): real sentences of the kind a student must learn to
+# leave alone (normal findings, plans, history of other illnesses).
 WHOLE_NOTES = "whole_notes.jsonl"
-WHOLE_NOTES_FILES = {"test": WHOLE_NOTES, "dev": "whole_dev_notes.jsonl"}
+WHOLE_NOTES_FILES = {"test": WHOLE_NOTES, "dev": "whole_dev_notes.jsonl", "train": "whole_train_notes.jsonl"}
 
 
 def split_path(split: str, gold_dir: Path | str) -> Path:
@@ -93,8 +95,8 @@ def load_whole_notes(gold_dir: Path | str, taxonomy: Taxonomy, held_out: list[Re
     """The whole notes of gold ``split`` (``WHOLE_NOTES_FILES``), or ``[]`` where the folder has none.
 
     ``held_out`` is that split's records. Checks, each a DataError naming file, line and field:
-    valid gold records of ``split``, each in a note of that split (so nothing in it was trained
-    on), no id twice, and a sentence also in the split's file carrying the same labels there.
+    valid gold records of ``split``, each in a note of that split (so held-out whole notes hold
+    nothing trained on), no id twice, and a sentence also in the split's file carrying the same labels there.
     """
     if split not in WHOLE_NOTES_FILES:
         raise ValueError(f"whole notes are kept for {', '.join(WHOLE_NOTES_FILES)}, not {split!r}")
@@ -109,7 +111,7 @@ def load_whole_notes(gold_dir: Path | str, taxonomy: Taxonomy, held_out: list[Re
         rec = _gold_record(obj, path, line_no, taxonomy)
         if rec.split != split or rec.note_id not in split_notes:
             raise DataError(
-                f"note {rec.note_id!r} (split {rec.split!r}) is not a gold {split} note: whole notes must be held out",
+                f"note {rec.note_id!r} (split {rec.split!r}) is not a gold {split} note: a split's whole notes are its own",
                 path=path, line=line_no, field="note_id",
             )  # fmt: skip
         if rec.id in seen:
@@ -122,3 +124,13 @@ def load_whole_notes(gold_dir: Path | str, taxonomy: Taxonomy, held_out: list[Re
             )  # fmt: skip
         records.append(rec)
     return records
+
+
+def whole_note_extras(gold_dir: Path | str, taxonomy: Taxonomy, gold: dict[str, list[Record]]) -> list[Record]:
+    """The sentences of the whole notes of each split in ``gold`` that its file does not hold
+    already (``load_whole_notes`` checks them): what whole notes add to those splits."""
+    extras: list[Record] = []
+    for split, records in gold.items():
+        ids = {r.id for r in records}
+        extras += [r for r in load_whole_notes(gold_dir, taxonomy, records, split) if r.id not in ids]
+    return extras

@@ -3,6 +3,10 @@
 Parts of a mix:
 
 - ``gold``: the expert-labelled gold train split;
+- ``whole-notes``: every other sentence of some whole gold training notes
+  (``whole_train_notes.jsonl``), labelled like gold: the natural distribution of notes, mostly
+  NONE, beside the picked sentences of ``gold`` (cross-validation, whose pool is gold train
+  and dev, also takes the whole dev notes' sentences of its training notes);
 - ``silver``: corpus sentences labelled by data-to-label;
 - ``silver-confident``: silver records whose label confidence is at least
   ``silver_min_confidence`` (the labeller over-labels at low confidence);
@@ -23,12 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clinsynth.data.gold import load_gold
+from clinsynth.data.gold import WHOLE_NOTES_FILES, load_gold, whole_note_extras
 from clinsynth.data.records import Record, iter_jsonl, read_records, side_path
 from clinsynth.data.taxonomy import NONE_LABEL, Taxonomy
 from clinsynth.errors import DataError
 
-PARTS = ("gold", "silver", "silver-confident", "bronze", "bronze-unfiltered")
+WHOLE_NOTES_PART = "whole-notes"
+PARTS = ("gold", WHOLE_NOTES_PART, "silver", "silver-confident", "bronze", "bronze-unfiltered")
 # Parts cross-validation builds per fold from that fold's gold-trained student (``evals.cv``):
 # silver it agrees with, and silver relabelled by weak supervision. A saved model cannot be
 # trained on them, so they are never the default model's mix.
@@ -135,6 +140,8 @@ def load_mix(spec: str, taxonomy: Taxonomy, sources: MixSources) -> list[Record]
 def load_part(part: str, taxonomy: Taxonomy, sources: MixSources) -> list[Record]:
     if part == "gold":
         return load_gold(sources.gold_dir, taxonomy, splits=("train",))["train"]
+    if part == WHOLE_NOTES_PART:
+        return whole_notes_part(sources.gold_dir, taxonomy, ("train",))
     if part in ("silver", "silver-confident"):
         records = _read(sources.silver, taxonomy, "silver")
         if part == "silver-confident":
@@ -148,6 +155,14 @@ def load_part(part: str, taxonomy: Taxonomy, sources: MixSources) -> list[Record
     if cap is not None:
         return capped_bronze(_read_bronze(sources.bronze, taxonomy), cap)
     raise DataError(f"unknown mix part {part!r}")
+
+
+def whole_notes_part(gold_dir: Path, taxonomy: Taxonomy, splits: tuple[str, ...]) -> list[Record]:
+    """The ``whole-notes`` part: the sentences the whole notes of gold ``splits`` add to those splits."""
+    path = Path(gold_dir) / WHOLE_NOTES_FILES["train"]
+    if not path.exists():  # the training ones must be there; dev ones only join them in cross-validation
+        raise DataError(f"no whole training notes here, so no {WHOLE_NOTES_PART!r} part", path=path)
+    return whole_note_extras(gold_dir, taxonomy, load_gold(gold_dir, taxonomy, splits=splits))
 
 
 def _read(path: Path, taxonomy: Taxonomy, what: str) -> list[Record]:

@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from clinsynth.data.gold import WHOLE_NOTES_FILES, load_whole_notes
-from clinsynth.data.mixes import MixSources, best_mix, load_mix, parse_mix, rejected_path, split_hybrid
+from clinsynth.data.mixes import (
+    WHOLE_NOTES_PART,
+    MixSources,
+    best_mix,
+    load_mix,
+    parse_mix,
+    rejected_path,
+    split_hybrid,
+)
 from clinsynth.data.task import Task
 from clinsynth.errors import DataError
 from clinsynth.fingerprint import file_sha256
@@ -59,6 +67,8 @@ def mix_files(sources: MixSources, mix: str) -> list[Path]:
     files = [sources.gold_dir / "train.jsonl", sources.gold_dir / "dev.jsonl"] if "gold" in parts else []
     if "gold" not in parts:
         files.append(sources.gold_dir / "dev.jsonl")
+    if WHOLE_NOTES_PART in parts:
+        files.append(sources.gold_dir / WHOLE_NOTES_FILES["train"])
     if any(p.startswith("silver") for p in parts):
         files.append(sources.silver)
     if any(p.startswith("bronze") for p in parts):

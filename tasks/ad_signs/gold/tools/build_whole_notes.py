@@ -1,4 +1,4 @@
-"""Build a gold folder's whole notes: every sentence of some whole gold test (or dev) notes.
+"""Build a gold folder's whole notes: every sentence of some whole gold test (dev, train) notes.
 
 Inputs (in ``WORK``): ``to_annotate.jsonl`` (the notes' sentences not already in the split's file),
 two independent passes ``pass_a.jsonl`` / ``pass_b.jsonl`` and ``adjudication.jsonl`` (the
@@ -6,13 +6,16 @@ label of each sentence the passes disagree on, with the reason). Sentences alrea
 split's file keep their labels there. The output is ``clinsynth.data.gold.WHOLE_NOTES_FILES[split]``.
 Run from the project root:
 
-    python tasks/ad_signs/gold/tools/build_whole_notes.py GOLD_DIR WORK_DIR [dev]
+    python tasks/ad_signs/gold/tools/build_whole_notes.py GOLD_DIR WORK_DIR [dev|train]
 
     GOLD_DIR           WORK_DIR (test notes; with ``dev``: the same folder's whole_dev_notes)
     tasks/ad_signs/gold  tasks/ad_signs/gold/work/whole_notes
     tasks/sdoh/gold      tasks/sdoh/annotation/whole_notes
 
-The dev notes are the five with the most gold dev sentences (ties: the first in dev.jsonl).
+The dev notes are the five with the most gold dev sentences (ties: the first in dev.jsonl);
+the AD train notes (``tasks/ad_signs/gold/work/whole_train_notes``, split ``train``) the eight
+with the most gold train sentences, each pass made by two annotators, one per half of the notes
+(``pass_a.batch1.jsonl`` + ``pass_a.batch2.jsonl`` = ``pass_a.jsonl``).
 """
 
 from __future__ import annotations
