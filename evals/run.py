@@ -5,7 +5,8 @@ Suites: ``labeler`` (data-to-label quality on gold, zero-shot vs compiled), ``br
 and bronze add to gold, by grouped cross-validation over gold train + dev with seeds and
 paired confidence intervals, then the default model on gold test), ``topup`` (what a bronze top-up added, paired),
 ``combiners`` (ways to combine the rule list with the student, on the experiment's finished runs),
-``gold-curve`` (what more gold buys: the mixes with a share of the gold training notes and with all, paired).
+``gold-curve`` (what more gold buys: the mixes with a share of the gold training notes and with all, paired),
+``compare`` (what one mix adds over another: both cross-validated, students and hybrids paired).
 Reports go to the task's reports folder.
 
 Example: python -m evals.run augmentation --seeds 0,1,2
@@ -84,8 +85,15 @@ def build_parser(prog: str = "python -m evals.run") -> argparse.ArgumentParser:
     curve.add_argument("--mixes", default=None, help="comma-separated mixes (default: the task's)")
     curve.add_argument("--seeds", default=None, help="comma-separated training seeds (default: the task's, else 0,1,2)")
     curve.add_argument("--work-dir", type=Path, default=None, help="where finished runs are kept (default: the task's)")
+    cmp = add("compare", "what one mix adds over another: both cross-validated on the same folds and seeds, "
+              "students and their hybrids with the rule list paired")  # fmt: skip
+    cmp.add_argument("--new", required=True, help="the mix to measure, e.g. gold+whole-notes+bronze")
+    cmp.add_argument("--base", required=True, help="the mix it is compared with, e.g. gold+bronze")
+    cmp.add_argument("--seeds", default=None, help="comma-separated training seeds (default: the task's, else 0,1,2)")
+    cmp.add_argument("--work-dir", type=Path, default=None, help="where finished runs are kept (default: the task's)")
     comb = add("combiners", "ways to combine the rule list with the student, scored on the experiment's finished "
                "fold runs (nothing is trained)")  # fmt: skip
+    comb.add_argument("--mixes", default=None, help="comma-separated mixes with finished runs (default: the task's)")
     comb.add_argument("--seeds", default=None, help="comma-separated training seeds (default: the task's, else 0,1,2)")
     comb.add_argument("--work-dir", type=Path, default=None, help="where finished runs are kept (default: the task's)")
     return parser
@@ -165,12 +173,23 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
             report, _ = gold_curve.compare_shares(task, settings, share, Path(out_dir), command,
                                                   work_dir=args.work_dir)  # fmt: skip
             print(f"report: {report}")
+        elif args.suite == "compare":
+            from clinsynth.evals import compare, cv
+
+            settings = cv.CVSettings.for_task(
+                task, mixes=(args.new, args.base),
+                seeds=tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None,
+            )  # fmt: skip
+            report, _ = compare.compare_mixes(task, settings, args.new, args.base, Path(out_dir), command,
+                                              work_dir=args.work_dir)  # fmt: skip
+            print(f"report: {report}")
         elif args.suite == "combiners":
             from clinsynth.evals import combiners, cv
 
             settings = cv.CVSettings.for_task(
-                task, seeds=tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None
-            )
+                task, mixes=cv.parse_systems(args.mixes) if args.mixes else None,
+                seeds=tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None,
+            )  # fmt: skip
             report, _ = combiners.write(task, settings, Path(out_dir), command, work_dir=args.work_dir)
             print(f"report: {report}")
     except ClinsynthError as exc:

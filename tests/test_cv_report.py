@@ -237,3 +237,20 @@ def test_the_gold_curve_pairs_a_share_of_the_gold_notes_with_all_of_them_on_the_
     md = md_path.read_text()
     assert "gold learning curve, 50% -> all" in md and "python -m evals.run gold-curve" in md
     assert json.loads((tmp_path / "out" / "gold_curve.json").read_text())["share"] == 0.5
+
+
+def test_two_mixes_are_compared_student_to_student_and_hybrid_to_hybrid_on_the_same_folds(task, tmp_path):
+    from clinsynth.evals import compare
+
+    settings = cv.CVSettings.for_task(task, mixes=("gold+bronze", "gold"))
+    md_path, summary = compare.compare_mixes(task, settings, "gold+bronze", "gold", tmp_path / "out",
+                                             "python -m evals.run compare", work_dir=tmp_path / "w")  # fmt: skip
+    pairs = {(p["new"], p["base"]): p for p in summary["pairs"]}
+    assert set(pairs) == {("gold+bronze", "gold"), ("gold+bronze+rules", "gold+rules")}
+    # The fake learns only from bronze: the student gains; the rule list already finds what it finds.
+    assert pairs[("gold+bronze", "gold")]["new_vs_base"]["micro_f1"]["low"] > 0
+    hybrid = pairs[("gold+bronze+rules", "gold+rules")]
+    assert hybrid["new_vs_base"]["micro_f1"]["diff"] >= 0
+    assert summary["train_sentences"]["gold+bronze"] > summary["train_sentences"]["gold"]
+    md = md_path.read_text()
+    assert "What `gold+bronze` adds over `gold`" in md and "new - base" in md and "python -m evals.run compare" in md

@@ -111,7 +111,7 @@ def load_whole_notes(gold_dir: Path | str, taxonomy: Taxonomy, held_out: list[Re
         rec = _gold_record(obj, path, line_no, taxonomy)
         if rec.split != split or rec.note_id not in split_notes:
             raise DataError(
-                f"note {rec.note_id!r} (split {rec.split!r}) is not a gold {split} note: a split's whole notes are its own",
+                f"note {rec.note_id!r} ({rec.split!r}) is not a gold {split} note: whole notes keep to their split",
                 path=path, line=line_no, field="note_id",
             )  # fmt: skip
         if rec.id in seen:
