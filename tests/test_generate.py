@@ -323,6 +323,20 @@ def test_top_up_writes_more_for_the_named_categories_and_keeps_the_rest(tmp_path
         config(top_up={"RASH": 1}).validate(task.taxonomy)
 
 
+def test_a_rerun_with_fewer_rounds_keeps_what_later_rounds_of_the_first_run_kept(tmp_path: Path, task: Task,
+                                                                                  fake_openai):
+    with fake_openai(ScriptedLM()) as server:
+        # Each scripted COUGH call keeps one sentence: its quota of 3 takes three rounds.
+        first = run(tmp_path, server, task, max_rounds=3)
+    assert first.rounds == 3 and first.kept_per_target()["COUGH"] == 3
+    again = ScriptedLM()
+    with fake_openai(again) as server:
+        second = run(tmp_path, server, task, max_rounds=1)
+    # The first run's calls replay its rounds without spending the rerun's one round.
+    assert again.generation_requests == 0
+    assert [r.id for r in second.kept] == [r.id for r in first.kept]
+
+
 def test_the_weakest_categories_come_from_out_of_fold_scores_else_from_dev(tmp_path: Path, task: Task):
     from clinsynth.programs.steps.bronze import weakest_categories
 

@@ -2,7 +2,9 @@
 
 For each target (every category, NONE hard negatives, multi-label pairs) the step plans
 calls of ``per_call`` sentences with sampled style constraints, until the target has its
-quota of *kept* sentences or ``max_rounds`` is reached. Candidates pass, in order: a PHI
+quota of *kept* sentences or ``max_rounds`` rounds have sent new calls (a call already in the
+calls file is reused and spends no round, so a rerun with fewer rounds, e.g. a top-up, keeps
+every sentence an earlier run kept). Candidates pass, in order: a PHI
 scan, exact and near-duplicate removal (MiniLM cosine), a leakage audit against every gold
 sentence of the task (cosine >= ``leak_cosine`` or a shared ``leak_ngram``-gram), and a
 round trip through the data-to-label program (``round_trip`` = drop | relabel | keep | off).
@@ -100,7 +102,7 @@ class BronzeConfig:
     multi_label: int | None = None  # kept two-category sentences; None: max(1, per_category // 5)
     per_call: int = 5  # sentences asked per LM call
     overgenerate: float = 2.0  # candidates planned per missing sentence
-    max_rounds: int = 3  # top-up rounds for targets short of their quota
+    max_rounds: int = 3  # rounds of new calls for targets short of their quota (reused calls spend none)
     round_trip: str = "drop"  # one of ROUND_TRIP_POLICIES
     near_duplicate: float = bf.NEAR_DUPLICATE_COSINE  # same label set, cosine at or above: dropped
     leak_cosine: float = bf.LEAK_COSINE  # cosine to a gold sentence at or above: dropped
@@ -692,7 +694,11 @@ class _BronzeRun:
         planned: dict[str, int] = dict.fromkeys(want, 0)
         order: list[str] = []
         result: BronzeResult | None = None
-        for round_no in range(1, self.cfg.max_rounds + 1):
+        round_no = rounds_with_new_calls = 0
+        # Calls already in the calls file replay the earlier run's rounds without spending this
+        # run's: a rerun with fewer rounds than the run that wrote the set must not drop the
+        # sentences of its later rounds (it would, silently, were every round counted).
+        while rounds_with_new_calls < self.cfg.max_rounds:
             have = Counter() if result is None else result.kept_per_target()
             requests = []
             for target, quota in want.items():
@@ -707,6 +713,9 @@ class _BronzeRun:
                 planned[target] += n_calls
             if not requests:
                 break
+            round_no += 1
+            made = self._calls()
+            rounds_with_new_calls += any(r.call_id not in made for r in requests)
             # Interleave targets so an interrupted run has a bit of every target.
             requests.sort(key=lambda r: int(r.call_id.rsplit(":", 1)[1]))
             self._generate(requests)
