@@ -695,6 +695,7 @@ class _BronzeRun:
         order: list[str] = []
         result: BronzeResult | None = None
         round_no = rounds_with_new_calls = 0
+        calls = self._calls()
         # Calls already in the calls file replay the earlier run's rounds without spending this
         # run's: a rerun with fewer rounds than the run that wrote the set must not drop the
         # sentences of its later rounds (it would, silently, were every round counted).
@@ -714,12 +715,12 @@ class _BronzeRun:
             if not requests:
                 break
             round_no += 1
-            made = self._calls()
-            rounds_with_new_calls += any(r.call_id not in made for r in requests)
+            rounds_with_new_calls += any(r.call_id not in calls for r in requests)
             # Interleave targets so an interrupted run has a bit of every target.
             requests.sort(key=lambda r: int(r.call_id.rsplit(":", 1)[1]))
             self._generate(requests)
-            result = self.filter(self._calls(), order)
+            calls = self._calls()
+            result = self.filter(calls, order)
             result.rounds = round_no
         if result is None:  # every quota is zero: nothing to generate
             result = self.filter({}, [])

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clinsynth.data.gold import WHOLE_NOTES_FILES, load_whole_notes
+from clinsynth.data.gold import WHOLE_NOTES_FILES, whole_note_extras
 from clinsynth.data.mixes import (
     WHOLE_NOTES_PART,
     MixSources,
@@ -84,8 +84,7 @@ def threshold_sentences(gold_dir: Path, taxonomy: Any, dev: list[Any]) -> list[A
     """Where a hybrid's rule stack fits its threshold: gold ``dev`` and every other sentence of the
     gold folder's whole dev notes, so the threshold suits whole notes (mostly NONE) and not only
     the keyword-enriched dev set."""
-    ids = {r.id for r in dev}
-    return list(dev) + [r for r in load_whole_notes(gold_dir, taxonomy, dev, "dev") if r.id not in ids]
+    return list(dev) + whole_note_extras(gold_dir, taxonomy, {"dev": dev})
 
 
 def reference_model_dir(model_dir: Path) -> Path:
