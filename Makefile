@@ -8,12 +8,14 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
+# --no-cache-dir: the embedded model's 22 parts and torch would otherwise sit twice on disk
+# (cache and venv); a fresh machine with little free disk ran out of space that way.
 # torch first: `torch==2.13.0` takes the CPU build on this machine; any other spec pulls CUDA wheels.
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[local,dev,scale]"
+	$(PY) -m pip install -q --no-cache-dir --upgrade pip
+	$(PY) -m pip install -q --no-cache-dir torch==2.13.0
+	$(PY) -m pip install -q --no-cache-dir -e ".[local,dev,scale]"
 	touch $(STAMP)
 
 run: setup
