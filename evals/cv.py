@@ -94,6 +94,13 @@ class FoldRun:
     scores: list[list[float]] | None = None
     dev_ids: list[str] | None = None
     dev_scores: list[list[float]] | None = None
+    # The student's scores on the sentences the whole notes of the pool add (``whole_note_extras``)
+    # in the fold's notes and in the inner dev's: with the pool's own sentences of those notes,
+    # the natural distribution of whole notes, scored out of fold (``evals.whole_view``).
+    whole_ids: list[str] | None = None
+    whole_scores: list[list[float]] | None = None
+    dev_whole_ids: list[str] | None = None
+    dev_whole_scores: list[list[float]] | None = None
 
 
 @dataclass
@@ -106,6 +113,9 @@ class CVSettings:
     pool_limit: int | None = None  # whole notes, in pool order, up to about N sentences (quick runs)
     rules: bool = True  # with a task rule list: the rule-list baseline and each mix stacked with it (MIX+rules)
     gold_share: float = 1.0  # the share of each fold's gold training notes that trains (a gold learning curve)
+    # Retrain a finished run that has no scores on the whole notes' extra sentences (runs are
+    # deterministic, so its predictions stay as they were) for the whole-note view.
+    whole_view: bool = False
 
     @classmethod
     def for_task(cls, task: Any, **overrides: Any) -> CVSettings:
@@ -225,6 +235,7 @@ class CrossValidation:
         # run trained so far: the time left is the rest's sentences at the pace so far.
         self.to_train: dict[tuple[str, int, int], int] = {}
         self.trained: list[tuple[float, int]] = []
+        self.whole_extras = pool_whole_extras(self.pool, taxonomy, sources.gold_dir)
 
     def part(self, name: str) -> list[Record]:
         if name not in self.parts:
@@ -352,8 +363,9 @@ class CrossValidation:
     def run(self, system: str, seed: int, fold: int) -> FoldRun:
         mix, budget = split_system(system, self.settings.budget)
         path = self.run_path(system, seed, fold)
-        if path.exists():
-            return FoldRun(**{**json.loads(path.read_text(encoding="utf-8")), "mix": system})
+        kept = FoldRun(**{**json.loads(path.read_text(encoding="utf-8")), "mix": system}) if path.exists() else None
+        if kept is not None and not (self.settings.whole_view and self.whole_extras and kept.whole_ids is None):
+            return kept
         train, dev, evaluation = self.fold_data(system, seed, fold)
         name = f"{system} seed {seed} fold {fold}"
         classifier = SignsClassifier.train(
@@ -371,10 +383,22 @@ class CrossValidation:
             silver_scores=silver_scores, scores=np.round(scores, 5).tolist(), dev_ids=[r.id for r in dev],
             dev_scores=np.round(classifier.scores([r.text for r in dev]), 5).tolist(),
         )  # fmt: skip
+        if self.whole_extras:
+            held, inner = self.fold_extras(evaluation), self.fold_extras(dev)
+            result.whole_ids, result.dev_whole_ids = [r.id for r in held], [r.id for r in inner]
+            result.whole_scores = np.round(classifier.scores([r.text for r in held]), 5).tolist()
+            result.dev_whole_scores = np.round(classifier.scores([r.text for r in inner]), 5).tolist()
+        if kept is not None and kept.predictions != result.predictions:
+            print(f"  {name}: retrained for its whole-note scores, and its predictions changed", flush=True)
         self.dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(asdict(result)))
         self.announce(name, result, evaluation)
         return result
+
+    def fold_extras(self, records: Sequence[Record]) -> list[Record]:
+        """The whole notes' extra sentences of the notes of ``records``."""
+        notes = {note_of(r) for r in records}
+        return [r for r in self.whole_extras if note_of(r) in notes]
 
     def announce(self, name: str, run: FoldRun, evaluation: Sequence[Record]) -> None:
         """A line per finished run: its score on the fold, and the time left for the runs still to train."""
@@ -497,6 +521,18 @@ def run(pool: Sequence[Record], taxonomy: Taxonomy, sources: MixSources, work_di
         "systems": systems,
         "seconds": round(time.monotonic() - started, 1),
     }
+
+
+def pool_whole_extras(pool: Sequence[Record], taxonomy: Taxonomy, gold_dir: Path) -> list[Record]:
+    """The sentences the whole gold train and dev notes add to the pool, in the pool's notes
+    (``clinsynth.data.gold.whole_note_extras``); ``[]`` where the gold folder keeps none."""
+    from clinsynth.data.gold import load_gold, whole_note_extras
+
+    if not any((Path(gold_dir) / WHOLE_NOTES_FILES[s]).exists() for s in ("train", "dev")):
+        return []
+    in_pool, notes = {r.id for r in pool}, {note_of(r) for r in pool}
+    extras = whole_note_extras(gold_dir, taxonomy, load_gold(gold_dir, taxonomy, splits=("train", "dev")))
+    return [r for r in extras if note_of(r) in notes and r.id not in in_pool]
 
 
 def whole_notes(records: Sequence[Record], limit: int | None) -> list[Record]:

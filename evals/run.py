@@ -96,6 +96,13 @@ def build_parser(prog: str = "python -m evals.run") -> argparse.ArgumentParser:
     comb.add_argument("--mixes", default=None, help="comma-separated mixes with finished runs (default: the task's)")
     comb.add_argument("--seeds", default=None, help="comma-separated training seeds (default: the task's, else 0,1,2)")
     comb.add_argument("--work-dir", type=Path, default=None, help="where finished runs are kept (default: the task's)")
+    whole = add("whole-view", "cross-validation scored on the pool's whole notes (every sentence, mostly NONE) "
+                "beside the enriched pool: students, hybrids and the rule list, paired CIs; a finished run without "
+                "whole-note scores is retrained for them")  # fmt: skip
+    whole.add_argument("--mixes", default=None, help="comma-separated mixes; with two or more, the first is paired "
+                       "with the second (default: the task's)")  # fmt: skip
+    whole.add_argument("--seeds", default=None, help="comma-separated training seeds (default: the task's, else 0,1,2)")
+    whole.add_argument("--work-dir", type=Path, default=None, help="where finished runs are kept (default: the task's)")
     return parser
 
 
@@ -182,6 +189,15 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
             )  # fmt: skip
             report, _ = compare.compare_mixes(task, settings, args.new, args.base, Path(out_dir), command,
                                               work_dir=args.work_dir)  # fmt: skip
+            print(f"report: {report}")
+        elif args.suite == "whole-view":
+            from clinsynth.evals import cv, whole_view
+
+            settings = cv.CVSettings.for_task(
+                task, mixes=cv.parse_systems(args.mixes) if args.mixes else None,
+                seeds=tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None,
+            )  # fmt: skip
+            report, _ = whole_view.whole_view(task, settings, Path(out_dir), command, work_dir=args.work_dir)
             print(f"report: {report}")
         elif args.suite == "combiners":
             from clinsynth.evals import combiners, cv

@@ -254,3 +254,57 @@ def test_two_mixes_are_compared_student_to_student_and_hybrid_to_hybrid_on_the_s
     assert summary["train_sentences"]["gold+bronze"] > summary["train_sentences"]["gold"]
     md = md_path.read_text()
     assert "What `gold+bronze` adds over `gold`" in md and "new - base" in md and "python -m evals.run compare" in md
+
+
+def test_whole_notes_are_scored_out_of_fold_and_a_finished_run_without_them_is_retrained_once(task, tmp_path,
+                                                                                              monkeypatch):
+    from clinsynth.evals import whole_view
+
+    from clinsynth.data.gold import WHOLE_NOTES_FILES
+    from clinsynth.model.classifier import SignsClassifier
+
+    settings = cv.CVSettings.for_task(task, mixes=("gold+bronze", "gold"))
+    work = tmp_path / "w"
+    cv.cross_validate_task(task, settings, tmp_path / "first", "python -m evals.run cv", work_dir=work)
+    before = {p.name: json.loads(p.read_text()) for p in work.glob("*.json")}
+    assert before and all(run["whole_ids"] is None for run in before.values())
+
+    # Whole notes arrive later: some train and dev notes with their other sentences, mostly NONE; the
+    # rule list knows "fever" but not "febrile", which the fake student learns from bronze.
+    def rows(split: str, extras: dict[str, list[tuple[str, list[str]]]]) -> str:
+        return "".join(json.dumps({"id": f"{note}-x{k}", "text": text, "labels": labels, "source": "gold",
+                                   "note_id": note, "split": split}) + "\n"
+                       for note, sentences in extras.items() for k, (text, labels) in enumerate(sentences))  # fmt: skip
+
+    (task.gold_dir / WHOLE_NOTES_FILES["train"]).write_text(rows("train", {
+        "n0": [("Febrile overnight again.", ["FEVER"]), ("Plan to recheck labs.", [])],
+        "n1": [("Lungs are clear.", [])], "n4": [("Febrile since Sunday.", ["FEVER"]), ("No edema.", [])],
+        "n9": [("Febrile, coughing less.", ["FEVER", "COUGH"])], "n17": [("Return in a week.", [])]}))  # fmt: skip
+    (task.gold_dir / WHOLE_NOTES_FILES["dev"]).write_text(rows("dev", {
+        "n2": [("Febrile on arrival.", ["FEVER"]), ("Return in one week.", [])],
+        "n6": [("No rash.", [])]}))  # fmt: skip
+    trained = []
+    train = SignsClassifier.train
+    monkeypatch.setattr(SignsClassifier, "train", staticmethod(lambda *a, **k: trained.append(1) or train(*a, **k)))
+
+    md_path, summary = whole_view.whole_view(task, settings, tmp_path / "out", "python -m evals.run whole-view",
+                                             work_dir=work)  # fmt: skip
+    assert len(trained) == len(before)  # every kept run retrained once, under the same name
+    after = {p.name: json.loads(p.read_text()) for p in work.glob("*.json")}
+    assert set(after) == set(before)
+    assert all(after[n]["predictions"] == before[n]["predictions"] for n in before)
+    held_out = sorted(i for run in after.values() if (run["mix"], run["seed"]) == ("gold", 0) for i in run["whole_ids"])
+    assert len(held_out) == 10 and len(set(held_out)) == 10  # each extra sentence out of fold once a seed
+
+    whole = summary["sets"]["whole notes"]
+    assert whole["sentences"] == 7 + 10 and whole["none"] > 0
+    rows_by = {r["system"]: r for r in whole["systems"]}
+    assert set(rows_by) >= {"rule list", "gold+bronze", "gold+bronze+rules",
+                            "gold+bronze+rules" + whole_view.FIT_WHOLE}  # fmt: skip
+    assert rows_by["gold+bronze"]["vs_rules"]["micro_f1"]["diff"] > 0  # "febrile" found beyond the rules
+    pairs = {p["new"]: p["ci"] for p in whole["pairs"]}
+    assert pairs["gold+bronze"]["micro_f1"]["diff"] > 0
+    whole_view.whole_view(task, settings, tmp_path / "out", "python -m evals.run whole-view", work_dir=work)
+    assert len(trained) == len(before)  # a second view trains nothing
+    md = md_path.read_text()
+    assert "## whole notes (17 sentences" in md and "fitted with whole dev notes" in md

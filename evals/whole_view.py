@@ -1,0 +1,193 @@
+"""Cross-validation on whole notes: the natural distribution a user meets, scored out of fold.
+
+The experiment's pool (gold train + dev) holds the sentences picked for annotation, enriched
+for categories by keywords. Some of its notes are also kept whole (``whole_train_notes.jsonl``,
+``whole_dev_notes.jsonl``): every sentence, mostly NONE. Each fold run scores the extra
+sentences of its held-out notes and of its inner dev's notes (``FoldRun.whole_ids``,
+``dev_whole_ids``; ``CVSettings.whole_view`` retrains a finished run that has none, with the
+same predictions), so every sentence of those whole notes gets an out-of-fold decision once a
+seed. This suite scores, on the enriched pool and on those whole notes:
+
+- the rule list;
+- each mix's student at its own thresholds;
+- ``MIX+rules``: the hybrid as every report fits it, on the fold's inner dev;
+- ``MIX+rules, fitted with whole dev notes``: the hybrid fitted on the inner dev together with
+  the whole-note sentences of its notes, as a saved model fits its threshold on gold dev and the
+  whole dev notes (``clinsynth.model.train``);
+
+with paired CIs (notes resampled, seeds averaged inside) against the rule list and, for two
+mixes, of the first against the second. Gold test is not read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from clinsynth.evals.core import mean_sd_text, mean_std
+from clinsynth.evals.cv import (
+    HEADLINE,
+    RULE_LIST,
+    CrossValidation,
+    CVSettings,
+    FoldRun,
+    note_of,
+    paired_ci,
+    runs_dir,
+    whole_notes,
+)
+from clinsynth.evals.cv_report import interval_text
+
+from clinsynth.data.fileio import atomic_write_text
+from clinsynth.data.mixes import HYBRID_SUFFIX, MixSources
+from clinsynth.data.records import Record
+from clinsynth.data.rules import RuleSet
+from clinsynth.errors import DataError
+from clinsynth.model.hybrid import RuleStack
+from clinsynth.model.metrics import multilabel_scores
+from clinsynth.report import format_table
+
+REPORT = "whole_view"
+FIT_WHOLE = ", fitted with whole dev notes"
+SETS = ("enriched pool", "whole notes")
+
+
+def fold_decisions(run: FoldRun, by_id: dict[str, Record], names: Sequence[str],
+                   rules: RuleSet) -> tuple[dict[str, dict[str, list[str]]], dict[str, float]]:  # fmt: skip
+    """One fold run's decisions on its pool and whole-note sentences, id -> labels per system
+    (student, hybrid, hybrid fitted with whole dev notes), and the two hybrids' thresholds."""
+    if run.scores is None or run.dev_scores is None or run.dev_ids is None or run.whole_ids is None:
+        raise DataError(f"run {run.mix} seed {run.seed} fold {run.fold} has no whole-note scores; "
+                        "rerun with CVSettings.whole_view")  # fmt: skip
+    ids = [*run.ids, *run.whole_ids]
+    scores = np.asarray([*run.scores, *(run.whole_scores or [])])
+    texts = [by_id[i].text for i in ids]
+    cut = np.asarray([run.thresholds[n] for n in names])
+    dev = [by_id[i] for i in run.dev_ids]
+    dev_whole = [by_id[i] for i in run.dev_whole_ids or []]
+    stacks = {
+        HYBRID_SUFFIX: RuleStack.fit_held_out(names, np.asarray(run.dev_scores), dev, rules),
+        HYBRID_SUFFIX + FIT_WHOLE: RuleStack.fit_held_out(
+            names, np.asarray([*run.dev_scores, *(run.dev_whole_scores or [])]), dev + dev_whole, rules),
+    }  # fmt: skip
+    student = [[n for n, hit in zip(names, row >= cut, strict=True) if hit] for row in scores]
+    out = {run.mix: dict(zip(ids, student, strict=True))}
+    for suffix, stack in stacks.items():
+        out[run.mix + suffix] = dict(zip(ids, stack.predict(names, scores, texts, rules), strict=True))
+    return out, {suffix: stack.threshold for suffix, stack in stacks.items()}
+
+
+def whole_view(task: Any, settings: CVSettings, out_dir: Path, command: str, *,
+               work_dir: Path | None = None) -> tuple[Path, dict[str, Any]]:  # fmt: skip
+    """Score every mix's students and hybrids on the pool and on its whole notes; write ``whole_view.{md,json}``."""
+    if task.rules is None:
+        raise DataError("the whole-note view compares with the task's rule list: add rules.yaml", path=task.root)
+    gold = task.gold()
+    pool = whole_notes(gold["train"] + gold["dev"], settings.pool_limit)
+    settings = dataclasses.replace(settings, whole_view=True)
+    cv = CrossValidation(pool, task.taxonomy, MixSources.for_task(task), work_dir or runs_dir(task), settings,
+                         task.rules)  # fmt: skip
+    if not cv.whole_extras:
+        raise DataError("no whole train or dev notes in this gold folder: nothing to view", path=task.gold_dir)
+    names = list(task.taxonomy.names)
+    whole_note_ids = {note_of(r) for r in cv.whole_extras}
+    sets = {SETS[0]: pool, SETS[1]: [r for r in pool if note_of(r) in whole_note_ids] + cv.whole_extras}
+    by_id = {r.id: r for r in pool + cv.whole_extras}
+    decided: dict[str, list[dict[str, list[str]]]] = {}  # system -> per seed, id -> labels
+    thresholds: dict[str, list[float]] = {}
+    for mix in settings.mixes:
+        for seed in settings.seeds:
+            print(f"{mix} seed {seed}", flush=True)
+            per_system: dict[str, dict[str, list[str]]] = {}
+            for fold in range(settings.folds):
+                found, fitted = fold_decisions(cv.run(mix, seed, fold), by_id, names, task.rules)
+                for system, labels in found.items():
+                    per_system.setdefault(system, {}).update(labels)
+                for suffix, t in fitted.items():
+                    thresholds.setdefault(mix + suffix, []).append(t)
+            for system, labels in per_system.items():
+                decided.setdefault(system, []).append(labels)
+    every = list(by_id.values())
+    decided[RULE_LIST] = [dict(zip(by_id, task.rules.predict([r.text for r in every]), strict=True))]
+    summary: dict[str, Any] = {
+        "mixes": list(settings.mixes), "folds": settings.folds, "seeds": list(settings.seeds),
+        "thresholds": {s: mean_std(t) for s, t in thresholds.items()}, "sets": {},
+    }  # fmt: skip
+    for set_name, records in sets.items():
+        summary["sets"][set_name] = score_set(records, decided, settings.mixes, task.taxonomy)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / f"{REPORT}.json", json.dumps(summary, indent=2))
+    md = out_dir / f"{REPORT}.md"
+    atomic_write_text(md, render(summary, command))
+    return md, summary
+
+
+def score_set(records: Sequence[Record], decided: dict[str, list[dict[str, list[str]]]], mixes: Sequence[str],
+              taxonomy: Any) -> dict[str, Any]:  # fmt: skip
+    """Each system's scores on ``records`` with paired CIs against the rule list, and the first mix's
+    systems against the second's."""
+    truth = [list(r.labels) for r in records]
+    notes = [note_of(r) for r in records]
+
+    def runs(system: str) -> list[list[list[str]]]:
+        return [[labels[r.id] for r in records] for labels in decided[system]]
+
+    rows = []
+    for system in decided:
+        scores = [multilabel_scores(truth, p, taxonomy) for p in runs(system)]
+        row: dict[str, Any] = {"system": system, **{m: mean_std([s[m] for s in scores]) for m in HEADLINE}}
+        if system != RULE_LIST:
+            row["vs_rules"] = paired_ci(truth, notes, runs(system), runs(RULE_LIST), taxonomy)
+        rows.append(row)
+    pairs = []
+    if len(mixes) >= 2:
+        new, base = mixes[0], mixes[1]
+        for suffix in ("", HYBRID_SUFFIX, HYBRID_SUFFIX + FIT_WHOLE):
+            ci = paired_ci(truth, notes, runs(new + suffix), runs(base + suffix), taxonomy)
+            pairs.append({"new": new + suffix, "base": base + suffix, "ci": ci})
+    none = sum(1 for t in truth if not t)
+    return {"sentences": len(records), "notes": len(set(notes)), "none": none, "systems": rows, "pairs": pairs}
+
+
+def render(summary: dict[str, Any], command: str) -> str:
+    lines = [
+        "# Cross-validation on whole notes",
+        "",
+        f"Command: `{command}`",
+        "",
+        " ".join([
+            f"{summary['folds']} folds by note, seeds {', '.join(map(str, summary['seeds']))};",
+            "every sentence scored out of fold once a seed.",
+            "*enriched pool*: gold train + dev, the sentences picked for annotation.",
+            "*whole notes*: every sentence of the pool's notes that are kept whole",
+            "(the gold folder's whole train and dev notes), mostly NONE, as a user's notes are.",
+            "`+rules` is the hybrid fitted on the fold's inner dev, as in every report;",
+            f"`+rules{FIT_WHOLE}` is fitted on the inner dev together with the whole-note sentences of its notes,",
+            "as a saved model is fitted on gold dev and the whole dev notes.",
+            "Scores are mean ± sd over seeds; Δ columns are paired bootstrap 95% intervals over notes,",
+            "seeds averaged inside.",
+        ]),
+        "",
+        "Hybrid thresholds over folds and seeds (mean ± sd): "
+        + "; ".join(f"`{s}` {mean_sd_text(t)}" for s, t in summary["thresholds"].items()) + ".",
+        "",
+    ]  # fmt: skip
+    for set_name, scored in summary["sets"].items():
+        lines += [f"## {set_name} ({scored['sentences']} sentences, {scored['notes']} notes, "
+                  f"{scored['none']} of them NONE)", ""]  # fmt: skip
+        rows = []
+        for row in scored["systems"]:
+            vs = row.get("vs_rules") or {}
+            rows.append([row["system"], *(mean_sd_text(row[m]) for m in HEADLINE),
+                         *(interval_text(vs.get(m)) for m in ("micro_f1", "macro_f1"))])  # fmt: skip
+        headers = ["system", "micro F1", "macro F1", "binary F1", "Δ micro vs rule list", "Δ macro vs rule list"]
+        lines += [format_table(headers, rows), ""]
+        if scored["pairs"]:
+            rows = [[f"`{p['new']}` - `{p['base']}`", *(interval_text(p["ci"][m]) for m in HEADLINE)]
+                    for p in scored["pairs"]]  # fmt: skip
+            lines += [format_table(["paired difference", "micro F1", "macro F1", "binary F1"], rows), ""]
+    return "\n".join(lines)
