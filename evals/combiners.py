@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from clinsynth.evals.core import mean_sd_text, mean_std
+from clinsynth.evals.core import headline_over_seeds, mean_sd_text
 from clinsynth.evals.cv import (
     HEADLINE,
     RULE_LIST,
@@ -229,7 +229,7 @@ def compare(task: Any, settings: CVSettings, *, work_dir: Path | None = None) ->
         for name, per_seed in per_combiner.items():
             scores = [multilabel_scores(gold_sets, p, task.taxonomy) for p in per_seed]
             row: dict[str, Any] = {"mix": mix, "combiner": name}
-            row.update({m: mean_std([s[m] for s in scores]) for m in HEADLINE})
+            row.update(headline_over_seeds(scores))
             row["vs_rules"] = paired_ci(gold_sets, notes, per_seed, rule_list, task.taxonomy)
             if name != HYBRID:
                 row["vs_hybrid"] = paired_ci(gold_sets, notes, per_seed, per_combiner[HYBRID], task.taxonomy)

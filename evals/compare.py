@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from clinsynth.evals.core import mean_sd_text, mean_std
+from clinsynth.evals.core import headline_over_seeds, mean_sd_text, per_category_over_seeds
 from clinsynth.evals.cv import HEADLINE, CrossValidation, CVSettings, note_of, paired_ci, runs_dir, whole_notes
 from clinsynth.evals.cv_report import interval_text
 
@@ -54,9 +54,8 @@ def compare_mixes(task: Any, settings: CVSettings, new: str, base: str, out_dir:
                   for s in (system_new, system_base)}  # fmt: skip
         rows.append({
             "new": system_new, "base": system_base,
-            "headline": {s: {m: mean_std([x[m] for x in scores[s]]) for m in HEADLINE} for s in scores},
-            "per_category": {s: {c: mean_std([x["per_category"][c]["f1"] or 0.0 for x in scores[s]]) for c in names}
-                             for s in scores},
+            "headline": {s: headline_over_seeds(scores[s]) for s in scores},
+            "per_category": {s: per_category_over_seeds(scores[s], names) for s in scores},
             "new_vs_base": paired_ci(gold_sets, notes, predictions[system_new], predictions[system_base],
                                      task.taxonomy),
         })  # fmt: skip

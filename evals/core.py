@@ -62,6 +62,16 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def headline_over_seeds(scores: Sequence[dict[str, Any]]) -> dict[str, tuple[float, float]]:
+    """Mean and sd over seeds of each headline metric, from one ``multilabel_scores`` result a seed."""
+    return {m: mean_std([s[m] for s in scores]) for m in HEADLINE}
+
+
+def per_category_over_seeds(scores: Sequence[dict[str, Any]], names: Sequence[str]) -> dict[str, tuple[float, float]]:
+    """Mean and sd over seeds of each category's F1 (an undefined F1 counts 0)."""
+    return {c: mean_std([s["per_category"][c]["f1"] or 0.0 for s in scores]) for c in names}
+
+
 def paired_ci(
     gold: Sequence[Sequence[str]],
     notes: Sequence[str],

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from clinsynth.evals.core import HEADLINE, mean_std, paired_ci, run_key
+from clinsynth.evals.core import HEADLINE, headline_over_seeds, paired_ci, per_category_over_seeds, run_key
 from clinsynth.evals.detectable import fixes_needed
 
 from clinsynth.data.fileio import atomic_write_text
@@ -651,9 +651,8 @@ def _summary(name: str, kind: str, per_seed: list[list[list[str]]], gold: list[l
              runs: list[FoldRun]) -> dict[str, Any]:  # fmt: skip
     scores = [multilabel_scores(gold, p, taxonomy) for p in per_seed]
     row: dict[str, Any] = {"system": name, "kind": kind, "runs": len(per_seed)}
-    for metric in HEADLINE:
-        row[metric] = mean_std([s[metric] for s in scores])
-    row["per_category"] = {c: mean_std([s["per_category"][c]["f1"] or 0.0 for s in scores]) for c in taxonomy.names}
+    row.update(headline_over_seeds(scores))
+    row["per_category"] = per_category_over_seeds(scores, taxonomy.names)
     if runs:
         row["n_train"] = round(statistics.fmean(r.n_train for r in runs))
         row["train_seconds"] = round(statistics.fmean(r.train_seconds for r in runs), 1)

@@ -16,8 +16,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from clinsynth.evals.core import mean_sd_text, mean_std
-from clinsynth.evals.cv import HEADLINE, CrossValidation, CVSettings, note_of, paired_ci, runs_dir, whole_notes
+from clinsynth.evals.core import headline_over_seeds, mean_sd_text
+from clinsynth.evals.cv import CrossValidation, CVSettings, note_of, paired_ci, runs_dir, whole_notes
 from clinsynth.evals.cv_report import interval_text
 
 from clinsynth.data.fileio import atomic_write_text
@@ -58,7 +58,7 @@ def compare_shares(task: Any, settings: CVSettings, share: float, out_dir: Path,
         systems.append({
             "system": system,
             "train_sentences": {side: n_train[side][mix] for side in sides},
-            "headline": {side: {m: mean_std([s[m] for s in scores[side]]) for m in HEADLINE} for side in sides},
+            "headline": {side: headline_over_seeds(scores[side]) for side in sides},
             "all_vs_share": paired_ci(gold_sets, notes, predictions["all"][system], predictions["share"][system],
                                       task.taxonomy),
         })  # fmt: skip

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from clinsynth.evals.core import mean_sd_text, mean_std
+from clinsynth.evals.core import headline_over_seeds, mean_sd_text, per_category_over_seeds
 from clinsynth.evals.cv import HEADLINE, CrossValidation, CVSettings, note_of, paired_ci, runs_dir, whole_notes
 from clinsynth.evals.cv_report import interval_text
 
@@ -58,7 +58,7 @@ def compare_bronze(task: Any, settings: CVSettings, topped_up: Path, out_dir: Pa
                 per_side.items()}  # fmt: skip
 
     def headline(scores: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, tuple[float, float]]]:
-        return {side: {m: mean_std([s[m] for s in runs]) for m in HEADLINE} for side, runs in scores.items()}
+        return {side: headline_over_seeds(runs) for side, runs in scores.items()}
 
     def vs_base(per_side: dict[str, list[list[list[str]]]]) -> dict[str, dict[str, float]]:
         return paired_ci(gold_sets, notes, per_side["topped-up"], per_side["base"], task.taxonomy)
@@ -72,10 +72,7 @@ def compare_bronze(task: Any, settings: CVSettings, topped_up: Path, out_dir: Pa
         "seeds": list(settings.seeds),
         "bronze_counts": counts,
         "headline": headline(scores),
-        "per_category": {
-            side: {c: mean_std([s["per_category"][c]["f1"] or 0.0 for s in runs]) for c in names}
-            for side, runs in scores.items()
-        },
+        "per_category": {side: per_category_over_seeds(runs, names) for side, runs in scores.items()},
         "vs_base": vs_base(predictions),
         "targeted": [c for c in names if counts["topped-up"][c] > counts["base"][c]],
     }

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from clinsynth.evals.core import mean_sd_text, mean_std
+from clinsynth.evals.core import headline_over_seeds, mean_sd_text, mean_std
 from clinsynth.evals.cv import (
     HEADLINE,
     RULE_LIST,
@@ -139,7 +139,7 @@ def score_set(records: Sequence[Record], decided: dict[str, list[dict[str, list[
     rows = []
     for system in decided:
         scores = [multilabel_scores(truth, p, taxonomy) for p in runs(system)]
-        row: dict[str, Any] = {"system": system, **{m: mean_std([s[m] for s in scores]) for m in HEADLINE}}
+        row: dict[str, Any] = {"system": system, **headline_over_seeds(scores)}
         if system != RULE_LIST:
             row["vs_rules"] = paired_ci(truth, notes, runs(system), runs(RULE_LIST), taxonomy)
         rows.append(row)
