@@ -15,8 +15,9 @@ seed. This suite scores, on the enriched pool and on those whole notes:
   the whole-note sentences of its notes, as a saved model fits its threshold on gold dev and the
   whole dev notes (``clinsynth.model.train``);
 
-with paired CIs (notes resampled, seeds averaged inside) against the rule list and, for two
-mixes, of the first against the second. Gold test is not read.
+with paired CIs (notes resampled, seeds averaged inside) against the rule list, of each hybrid
+fitted with the whole dev notes against the same hybrid without them and, for two mixes, of the
+first against the second. Gold test is not read.
 """
 
 from __future__ import annotations
@@ -143,12 +144,13 @@ def score_set(records: Sequence[Record], decided: dict[str, list[dict[str, list[
         if system != RULE_LIST:
             row["vs_rules"] = paired_ci(truth, notes, runs(system), runs(RULE_LIST), taxonomy)
         rows.append(row)
-    pairs = []
+    # What fitting the hybrid with the whole dev notes changes, per mix; then the first mix against the second.
+    compared = [(mix + HYBRID_SUFFIX + FIT_WHOLE, mix + HYBRID_SUFFIX) for mix in mixes]
     if len(mixes) >= 2:
-        new, base = mixes[0], mixes[1]
-        for suffix in ("", HYBRID_SUFFIX, HYBRID_SUFFIX + FIT_WHOLE):
-            ci = paired_ci(truth, notes, runs(new + suffix), runs(base + suffix), taxonomy)
-            pairs.append({"new": new + suffix, "base": base + suffix, "ci": ci})
+        suffixes = ("", HYBRID_SUFFIX, HYBRID_SUFFIX + FIT_WHOLE)
+        compared += [(mixes[0] + suffix, mixes[1] + suffix) for suffix in suffixes]
+    pairs = [{"new": new, "base": base, "ci": paired_ci(truth, notes, runs(new), runs(base), taxonomy)}
+             for new, base in compared]  # fmt: skip
     none = sum(1 for t in truth if not t)
     return {"sentences": len(records), "notes": len(set(notes)), "none": none, "systems": rows, "pairs": pairs}
 

@@ -302,8 +302,9 @@ def test_whole_notes_are_scored_out_of_fold_and_a_finished_run_without_them_is_r
     assert set(rows_by) >= {"rule list", "gold+bronze", "gold+bronze+rules",
                             "gold+bronze+rules" + whole_view.FIT_WHOLE}  # fmt: skip
     assert rows_by["gold+bronze"]["vs_rules"]["micro_f1"]["diff"] > 0  # "febrile" found beyond the rules
-    pairs = {p["new"]: p["ci"] for p in whole["pairs"]}
-    assert pairs["gold+bronze"]["micro_f1"]["diff"] > 0
+    pairs = {(p["new"], p["base"]): p["ci"] for p in whole["pairs"]}
+    assert pairs[("gold+bronze", "gold")]["micro_f1"]["diff"] > 0
+    assert ("gold+rules" + whole_view.FIT_WHOLE, "gold+rules") in pairs
     whole_view.whole_view(task, settings, tmp_path / "out", "python -m evals.run whole-view", work_dir=work)
     assert len(trained) == len(before)  # a second view trains nothing
     md = md_path.read_text()
