@@ -115,6 +115,8 @@ class CVSettings:
     gold_share: float = 1.0  # the share of each fold's gold training notes that trains (a gold learning curve)
     # Retrain a finished run that has no scores on the whole notes' extra sentences (runs are
     # deterministic, so its predictions stay as they were) for the whole-note view.
+    # With whole train or dev notes in the gold folder, the experiment's report scores its systems on
+    # them out of fold too, and the default mix is chosen on both (``clinsynth.data.mixes.best_mix``).
     whole_view: bool = False
 
     @classmethod
@@ -669,8 +671,13 @@ def cross_validate_task(task: Any, settings: CVSettings, out_dir: Path, command:
 
     gold = task.gold()
     pool = whole_notes(gold["train"] + gold["dev"], settings.pool_limit)
-    summary = run(pool, task.taxonomy, sources or MixSources.for_task(task),
-                  work_dir or runs_dir(task), settings, task.rules)  # fmt: skip
+    sources = sources or MixSources.for_task(task)
+    summary = run(pool, task.taxonomy, sources, work_dir or runs_dir(task), settings, task.rules)
+    if settings.whole_view and task.rules is not None:
+        from clinsynth.evals.whole_view import experiment_view
+
+        summary["whole_view"] = experiment_view(task, pool, settings, sources, work_dir or runs_dir(task),
+                                                [row["system"] for row in summary["systems"]])  # fmt: skip
     summary["test"] = gold_test(
         gold, task.taxonomy, model_dir or task.model_dir, task.rules, task.whole_notes(gold["test"])
     )

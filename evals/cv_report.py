@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from clinsynth.evals.core import mean_sd_text
+from clinsynth.evals.core import HEADLINE, mean_sd_text
 from clinsynth.evals.detectable import needed_words
 
 from clinsynth.data.fileio import atomic_write_text
@@ -133,7 +133,12 @@ def findings(summary: dict[str, Any]) -> list[str]:
     )
     chosen = best_mix(summary)
     if chosen:
-        out.append(f"Cross-validation chooses `{chosen}` (best mean of micro and macro F1): the default model's mix.")
+        basis = " on the enriched pool and on whole notes, averaged" if summary.get("whole_view") else ""
+        out.append(f"Cross-validation chooses `{chosen}` (best mean of micro and macro F1{basis}): the default "
+                   "model's mix.")  # fmt: skip
+        whole = {r["system"]: r for r in (summary.get("whole_view") or {}).get("systems", [])}
+        if "vs_rules" in whole.get(chosen, {}):
+            out.append(f"On whole notes (out of fold), {comparison(whole[chosen], 'vs_rules', 'the rule list')}")
     rare = rare_categories(summary)
     if chosen and chosen != "gold" and rare:
         gains = {c: systems[chosen]["per_category"][c][0] - gold["per_category"][c][0] for c in summary["support"]}
@@ -235,6 +240,22 @@ def markdown(summary: dict[str, Any], taxonomy: Taxonomy) -> str:
         format_table(HEADERS, headline_rows(summary)),
         "",
     ]
+    whole = summary.get("whole_view")
+    if whole:
+        rows = [[r["system"], *(mean_sd_text(r[m]) for m in HEADLINE),
+                 *(interval_text(r.get("vs_rules", {}).get(m)) for m in ("micro_f1", "macro_f1"))]
+                for r in whole["systems"]]  # fmt: skip
+        lines += [
+            "## Whole notes (out of fold)",
+            "",
+            f"Every sentence of the pool's notes kept whole ({whole['sentences']} sentences, {whole['notes']} notes, "
+            f"{whole['none']} of them NONE), not only those picked for annotation, scored by the same fold runs "
+            "(`evals.whole_view`): what to expect on a user's notes. The default mix is chosen on both sets.",
+            "",
+            format_table(["system", "micro F1", "macro F1", "binary F1", "Δ micro vs rule list",
+                          "Δ macro vs rule list"], rows),  # fmt: skip
+            "",
+        ]
     if curve_points(summary):
         lines += [
             "## Bronze learning curve",

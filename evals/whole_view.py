@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,44 +83,72 @@ def fold_decisions(run: FoldRun, by_id: dict[str, Record], names: Sequence[str],
     return out, {suffix: stack.threshold for suffix, stack in stacks.items()}
 
 
-def whole_view(task: Any, settings: CVSettings, out_dir: Path, command: str, *,
-               work_dir: Path | None = None) -> tuple[Path, dict[str, Any]]:  # fmt: skip
-    """Score every mix's students and hybrids on the pool and on its whole notes; write ``whole_view.{md,json}``."""
+@dataclass
+class View:
+    """Out-of-fold decisions of every mix's systems and of the rule list on the pool and its whole notes."""
+
+    sets: dict[str, list[Record]]  # SETS -> records
+    decided: dict[str, list[dict[str, list[str]]]]  # system -> per seed, id -> labels
+    thresholds: dict[str, list[float]]  # hybrid -> its threshold per seed and fold
+
+
+def decide_view(task: Any, pool: list[Record], settings: CVSettings, sources: MixSources, work_dir: Path) -> View:
+    """Every (mix, seed, fold) run's decisions on the pool and on its whole notes; a finished run without
+    whole-note scores is retrained for them."""
     if task.rules is None:
         raise DataError("the whole-note view compares with the task's rule list: add rules.yaml", path=task.root)
-    gold = task.gold()
-    pool = whole_notes(gold["train"] + gold["dev"], settings.pool_limit)
     settings = dataclasses.replace(settings, whole_view=True)
-    cv = CrossValidation(pool, task.taxonomy, MixSources.for_task(task), work_dir or runs_dir(task), settings,
-                         task.rules)  # fmt: skip
+    cv = CrossValidation(pool, task.taxonomy, sources, work_dir, settings, task.rules)
     if not cv.whole_extras:
         raise DataError("no whole train or dev notes in this gold folder: nothing to view", path=task.gold_dir)
     names = list(task.taxonomy.names)
     whole_note_ids = {note_of(r) for r in cv.whole_extras}
-    sets = {SETS[0]: pool, SETS[1]: [r for r in pool if note_of(r) in whole_note_ids] + cv.whole_extras}
-    by_id = {r.id: r for r in pool + cv.whole_extras}
-    decided: dict[str, list[dict[str, list[str]]]] = {}  # system -> per seed, id -> labels
-    thresholds: dict[str, list[float]] = {}
+    sets = {SETS[0]: list(pool), SETS[1]: [r for r in pool if note_of(r) in whole_note_ids] + cv.whole_extras}
+    by_id = {r.id: r for r in [*pool, *cv.whole_extras]}
+    view = View(sets, {}, {})
     for mix in settings.mixes:
         for seed in settings.seeds:
-            print(f"{mix} seed {seed}", flush=True)
+            print(f"whole notes: {mix} seed {seed}", flush=True)
             per_system: dict[str, dict[str, list[str]]] = {}
             for fold in range(settings.folds):
                 found, fitted = fold_decisions(cv.run(mix, seed, fold), by_id, names, task.rules)
                 for system, labels in found.items():
                     per_system.setdefault(system, {}).update(labels)
                 for suffix, t in fitted.items():
-                    thresholds.setdefault(mix + suffix, []).append(t)
+                    view.thresholds.setdefault(mix + suffix, []).append(t)
             for system, labels in per_system.items():
-                decided.setdefault(system, []).append(labels)
-    every = list(by_id.values())
-    decided[RULE_LIST] = [dict(zip(by_id, task.rules.predict([r.text for r in every]), strict=True))]
+                view.decided.setdefault(system, []).append(labels)
+    view.decided[RULE_LIST] = [dict(zip(by_id, task.rules.predict([r.text for r in by_id.values()]), strict=True))]
+    return view
+
+
+def experiment_view(task: Any, pool: list[Record], settings: CVSettings, sources: MixSources, work_dir: Path,
+                    systems: Sequence[str]) -> dict[str, Any]:  # fmt: skip
+    """The experiment report's whole-note line: ``systems`` (the report's mixes and hybrids) and the rule
+    list scored on the pool's whole notes out of fold, with paired CIs against the rule list."""
+    view = decide_view(task, pool, settings, sources, work_dir)
+    decided = {s: view.decided[s] for s in [*systems, RULE_LIST] if s in view.decided}
+    return score_set(view.sets[SETS[1]], decided, [], task.taxonomy)
+
+
+def whole_view(task: Any, settings: CVSettings, out_dir: Path, command: str, *,
+               work_dir: Path | None = None) -> tuple[Path, dict[str, Any]]:  # fmt: skip
+    """Score every mix's students and hybrids on the pool and on its whole notes; write ``whole_view.{md,json}``."""
+    gold = task.gold()
+    pool = whole_notes(gold["train"] + gold["dev"], settings.pool_limit)
+    view = decide_view(task, pool, settings, MixSources.for_task(task), work_dir or runs_dir(task))
+    # What fitting the hybrid with the whole dev notes changes, per mix; then the first mix against the second.
+    mixes = settings.mixes
+    compared = [(mix + HYBRID_SUFFIX + FIT_WHOLE, mix + HYBRID_SUFFIX) for mix in mixes]
+    if len(mixes) >= 2:
+        suffixes = ("", HYBRID_SUFFIX, HYBRID_SUFFIX + FIT_WHOLE)
+        compared += [(mixes[0] + suffix, mixes[1] + suffix) for suffix in suffixes]
     summary: dict[str, Any] = {
-        "mixes": list(settings.mixes), "folds": settings.folds, "seeds": list(settings.seeds),
-        "thresholds": {s: mean_std(t) for s, t in thresholds.items()}, "sets": {},
+        "mixes": list(mixes), "folds": settings.folds, "seeds": list(settings.seeds),
+        "thresholds": {s: mean_std(t) for s, t in view.thresholds.items()},
+        "sets": {name: score_set(records, view.decided, compared, task.taxonomy)
+                 for name, records in view.sets.items()},
     }  # fmt: skip
-    for set_name, records in sets.items():
-        summary["sets"][set_name] = score_set(records, decided, settings.mixes, task.taxonomy)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / f"{REPORT}.json", json.dumps(summary, indent=2))
     md = out_dir / f"{REPORT}.md"
@@ -127,10 +156,10 @@ def whole_view(task: Any, settings: CVSettings, out_dir: Path, command: str, *,
     return md, summary
 
 
-def score_set(records: Sequence[Record], decided: dict[str, list[dict[str, list[str]]]], mixes: Sequence[str],
-              taxonomy: Any) -> dict[str, Any]:  # fmt: skip
-    """Each system's scores on ``records`` with paired CIs against the rule list, and the first mix's
-    systems against the second's."""
+def score_set(records: Sequence[Record], decided: dict[str, list[dict[str, list[str]]]],
+              compared: Sequence[tuple[str, str]], taxonomy: Any) -> dict[str, Any]:  # fmt: skip
+    """Each system's scores on ``records`` with paired CIs against the rule list, and each ``(new, base)``
+    pair of ``compared``."""
     truth = [list(r.labels) for r in records]
     notes = [note_of(r) for r in records]
 
@@ -144,11 +173,6 @@ def score_set(records: Sequence[Record], decided: dict[str, list[dict[str, list[
         if system != RULE_LIST:
             row["vs_rules"] = paired_ci(truth, notes, runs(system), runs(RULE_LIST), taxonomy)
         rows.append(row)
-    # What fitting the hybrid with the whole dev notes changes, per mix; then the first mix against the second.
-    compared = [(mix + HYBRID_SUFFIX + FIT_WHOLE, mix + HYBRID_SUFFIX) for mix in mixes]
-    if len(mixes) >= 2:
-        suffixes = ("", HYBRID_SUFFIX, HYBRID_SUFFIX + FIT_WHOLE)
-        compared += [(mixes[0] + suffix, mixes[1] + suffix) for suffix in suffixes]
     pairs = [{"new": new, "base": base, "ci": paired_ci(truth, notes, runs(new), runs(base), taxonomy)}
              for new, base in compared]  # fmt: skip
     none = sum(1 for t in truth if not t)

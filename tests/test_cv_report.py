@@ -163,7 +163,8 @@ def test_a_worse_mix_is_named_in_the_findings():
 
 def test_experiment_settings_are_checked_where_they_are_written(tmp_path):
     for bad, field in (('mixes = ["gold+platinum"]', "experiment.mixes"), ("seeds = 3", "experiment.seeds"),
-                       ("folds = 1", "experiment.folds"), ("repeats = 2", "experiment")):  # fmt: skip
+                       ("folds = 1", "experiment.folds"), ("repeats = 2", "experiment"),
+                       ('whole_view = "yes"', "experiment.whole_view")):  # fmt: skip
         root = write_task(tmp_path / field / bad[:5], extra=f"[experiment]\n{bad}\n")
         with pytest.raises(DataError) as info:
             cv.CVSettings.for_task(load_task(root))
@@ -309,3 +310,34 @@ def test_whole_notes_are_scored_out_of_fold_and_a_finished_run_without_them_is_r
     assert len(trained) == len(before)  # a second view trains nothing
     md = md_path.read_text()
     assert "## whole notes (17 sentences" in md and "fitted with whole dev notes" in md
+
+
+def test_with_the_whole_view_the_experiment_scores_whole_notes_and_chooses_on_both_sets(task, tmp_path):
+    from clinsynth.data.gold import WHOLE_NOTES_FILES
+
+    # Whole train notes full of "febrile" sentences the rule list misses and the bronze student finds.
+    (task.gold_dir / WHOLE_NOTES_FILES["train"]).write_text("".join(
+        json.dumps({"id": f"n{i}-x", "text": "Febrile again overnight.", "labels": ["FEVER"], "source": "gold",
+                    "note_id": f"n{i}", "split": "train"}) + "\n" for i in (0, 1, 4, 5, 8, 9)))  # fmt: skip
+    settings = cv.CVSettings.for_task(task, mixes=("gold", "gold+bronze"), whole_view=True)
+    md_path, summary = cv.cross_validate_task(task, settings, tmp_path / "out", "clinsynth run",
+                                              work_dir=tmp_path / "w")  # fmt: skip
+    whole = {r["system"]: r for r in summary["whole_view"]["systems"]}
+    assert set(whole) == {"gold", "gold+rules", "gold+bronze", "gold+bronze+rules", "rule list"}
+    assert summary["whole_view"]["sentences"] == 12  # 6 picked sentences and 6 more of their notes
+    assert whole["gold+bronze"]["vs_rules"]["micro_f1"]["diff"] > 0
+    md = md_path.read_text()
+    assert "## Whole notes (out of fold)" in md and "on the enriched pool and on whole notes, averaged" in md
+
+
+def test_the_whole_view_joins_the_choice_of_the_default_mix():
+    from clinsynth.data.mixes import best_mix
+
+    def row(system: str, micro: float, macro: float) -> dict:
+        return {"system": system, "kind": "hybrid", "micro_f1": [micro, 0.0], "macro_f1": [macro, 0.0]}
+
+    summary = {"systems": [row("gold+bronze+rules", 0.80, 0.74), row("gold+whole-notes+bronze+rules", 0.80, 0.73)]}
+    assert best_mix(summary) == "gold+bronze+rules"
+    summary["whole_view"] = {"systems": [row("gold+bronze+rules", 0.69, 0.68),
+                                         row("gold+whole-notes+bronze+rules", 0.71, 0.69)]}  # fmt: skip
+    assert best_mix(summary) == "gold+whole-notes+bronze+rules"

@@ -97,13 +97,26 @@ def best_mix(summary: dict[str, Any]) -> str | None:
     Systems trained with a changed budget (``mix@field=value``) compare recipes, not mixes,
     and are not candidates: the default model is trained with the default budget. Nor are
     systems with a part only cross-validation can build (``FOLD_BUILT_PARTS``).
+    With a whole-note view (``summary["whole_view"]``: the systems scored out of fold on every
+    sentence of the pool's whole notes, mostly NONE), a system's score is the mean of the two
+    sets' means: the enriched pool alone favours a student that adds positives, which whole notes
+    (what a user has) pay for in precision.
     """
+    whole = {s["system"]: s for s in (summary.get("whole_view") or {}).get("systems", [])}
+
+    def score(row: dict[str, Any]) -> float:
+        enriched = (row["micro_f1"][0] + row["macro_f1"][0]) / 2
+        if row["system"] not in whole:
+            return enriched
+        other = whole[row["system"]]
+        return (enriched + (other["micro_f1"][0] + other["macro_f1"][0]) / 2) / 2
+
     systems = [
         s for s in summary.get("systems", [])
         if s.get("kind") in ("mix", "hybrid") and "@" not in s["system"]
         and not set(split_hybrid(s["system"])[0].split("+")) & set(FOLD_BUILT_PARTS)
     ]  # fmt: skip
-    return max(systems, key=lambda s: s["micro_f1"][0] + s["macro_f1"][0])["system"] if systems else None
+    return max(systems, key=score)["system"] if systems else None
 
 
 def parse_mix(spec: str, extra_parts: tuple[str, ...] = ()) -> tuple[str, ...]:

@@ -36,6 +36,7 @@
     mixes = ["gold", "gold+bronze:25", "gold+bronze", "gold+silver-agree"]
     folds = 3
     seeds = [0, 1, 2]
+    whole_view = true                  # also score the pool's whole notes out of fold; they join the choice
 
 Every path resolves against the task folder, never the current directory. The bundled
 task (signs of Alzheimer's disease) is ``tasks/ad_signs``; ``--task DIR`` (or
@@ -206,9 +207,9 @@ def _experiment_settings(data: dict[str, Any], source: Path) -> dict[str, Any]:
     table = data.get("experiment") or {}
     if not isinstance(table, dict):
         raise DataError("must be a table", path=source, field="experiment")
-    extra = set(table) - {"mixes", "folds", "seeds"}
+    extra = set(table) - {"mixes", "folds", "seeds", "whole_view"}
     if extra:
-        raise DataError(f"unknown key(s) {sorted(extra)}; allowed: folds, mixes, seeds", path=source,
+        raise DataError(f"unknown key(s) {sorted(extra)}; allowed: folds, mixes, seeds, whole_view", path=source,
                         field="experiment")  # fmt: skip
     out: dict[str, Any] = {}
     if "mixes" in table:
@@ -222,6 +223,10 @@ def _experiment_settings(data: dict[str, Any], source: Path) -> dict[str, Any]:
         if not isinstance(table["folds"], int) or table["folds"] < 2:
             raise DataError("must be an integer >= 2", path=source, field="experiment.folds")
         out["folds"] = table["folds"]
+    if "whole_view" in table:
+        if not isinstance(table["whole_view"], bool):
+            raise DataError("must be true or false", path=source, field="experiment.whole_view")
+        out["whole_view"] = table["whole_view"]
     return out
 
 
