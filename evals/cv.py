@@ -661,29 +661,6 @@ def _summary(name: str, kind: str, per_seed: list[list[list[str]]], gold: list[l
     return row
 
 
-def cross_validate_task(task: Any, settings: CVSettings, out_dir: Path, command: str, *,
-                        sources: MixSources | None = None, work_dir: Path | None = None,
-                        model_dir: Path | None = None) -> tuple[Path, dict[str, Any]]:  # fmt: skip
-    """The task's cross-validated augmentation report: every run (reusing finished ones), the
-    gold-test line for its default model, ``augmentation.{md,html,json}`` under ``out_dir``;
-    returns the Markdown path and the summary."""
-    from clinsynth.evals.cv_report import write_report
-
-    gold = task.gold()
-    pool = whole_notes(gold["train"] + gold["dev"], settings.pool_limit)
-    sources = sources or MixSources.for_task(task)
-    summary = run(pool, task.taxonomy, sources, work_dir or runs_dir(task), settings, task.rules)
-    if settings.whole_view and task.rules is not None:
-        from clinsynth.evals.whole_view import experiment_view
-
-        summary["whole_view"] = experiment_view(task, pool, settings, sources, work_dir or runs_dir(task),
-                                                [row["system"] for row in summary["systems"]])  # fmt: skip
-    summary["test"] = gold_test(
-        gold, task.taxonomy, model_dir or task.model_dir, task.rules, task.whole_notes(gold["test"])
-    )
-    return write_report(summary, task.taxonomy, out_dir, command), summary
-
-
 def plan_task(task: Any, settings: CVSettings, *, sources: MixSources | None = None,
               work_dir: Path | None = None) -> tuple[list[tuple[str, int, int, int]], int]:  # fmt: skip
     """The runs ``cross_validate_task`` would train (system, seed, fold, training sentences) and how

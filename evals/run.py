@@ -147,7 +147,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
             )
             print(f"report: {out_dir / 'bronze.md'}")
         elif args.suite in ("augmentation", "cv"):
-            from clinsynth.evals import cv
+            from clinsynth.evals import cv, experiment
 
             settings = cv.CVSettings.for_task(
                 task,
@@ -157,7 +157,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
                 budget=budget_from_args(args),
                 baselines=not args.no_baselines,
             )
-            report, _ = cv.cross_validate_task(task, settings, Path(out_dir), command, work_dir=args.work_dir)
+            report, _ = experiment.cross_validate_task(task, settings, Path(out_dir), command, work_dir=args.work_dir)
             print(f"report: {report}")
         elif args.suite == "topup":
             from clinsynth.evals import cv, topup

@@ -39,6 +39,7 @@ from clinsynth.evals.cv import (
     FoldRun,
     note_of,
     paired_ci,
+    pool_whole_extras,
     runs_dir,
     whole_notes,
 )
@@ -123,9 +124,12 @@ def decide_view(task: Any, pool: list[Record], settings: CVSettings, sources: Mi
 
 
 def experiment_view(task: Any, pool: list[Record], settings: CVSettings, sources: MixSources, work_dir: Path,
-                    systems: Sequence[str]) -> dict[str, Any]:  # fmt: skip
+                    systems: Sequence[str]) -> dict[str, Any] | None:  # fmt: skip
     """The experiment report's whole-note line: ``systems`` (the report's mixes and hybrids) and the rule
-    list scored on the pool's whole notes out of fold, with paired CIs against the rule list."""
+    list scored on the pool's whole notes out of fold, with paired CIs against the rule list; None where
+    the pool holds fewer than two whole notes."""
+    if len({note_of(r) for r in pool_whole_extras(pool, task.taxonomy, sources.gold_dir)}) < 2:
+        return None  # a notes-resampled CI needs two notes (a quick run's small pool may hold fewer)
     view = decide_view(task, pool, settings, sources, work_dir)
     decided = {s: view.decided[s] for s in [*systems, RULE_LIST] if s in view.decided}
     return score_set(view.sets[SETS[1]], decided, [], task.taxonomy)

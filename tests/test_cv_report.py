@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from clinsynth.evals import cv, cv_report
+from clinsynth.evals import cv, cv_report, experiment
 
 from clinsynth.data.records import Provenance, Record, write_records
 from clinsynth.data.task import load_task
@@ -89,7 +89,7 @@ def test_the_report_has_every_mix_with_cis_the_learning_curve_findings_and_the_g
     assert settings.mixes == ("gold", "gold+bronze:1", "gold+bronze") and settings.folds == 2
     out = tmp_path / "report"
     command = "python -m evals.run augmentation"
-    md_path, _ = cv.cross_validate_task(task, settings, out, command, work_dir=tmp_path / "w")
+    md_path, _ = experiment.cross_validate_task(task, settings, out, command, work_dir=tmp_path / "w")
     assert md_path == out / "augmentation.md"
     for name in ("augmentation.html", "augmentation.json", cv_report.CATEGORY_PNG, cv_report.CURVE_PNG):
         assert (out / name).stat().st_size > 0, name
@@ -266,7 +266,7 @@ def test_whole_notes_are_scored_out_of_fold_and_a_finished_run_without_them_is_r
 
     settings = cv.CVSettings.for_task(task, mixes=("gold+bronze", "gold"))
     work = tmp_path / "w"
-    cv.cross_validate_task(task, settings, tmp_path / "first", "python -m evals.run cv", work_dir=work)
+    experiment.cross_validate_task(task, settings, tmp_path / "first", "python -m evals.run cv", work_dir=work)
     before = {p.name: json.loads(p.read_text()) for p in work.glob("*.json")}
     assert before and all(run["whole_ids"] is None for run in before.values())
 
@@ -320,7 +320,7 @@ def test_with_the_whole_view_the_experiment_scores_whole_notes_and_chooses_on_bo
         json.dumps({"id": f"n{i}-x", "text": "Febrile again overnight.", "labels": ["FEVER"], "source": "gold",
                     "note_id": f"n{i}", "split": "train"}) + "\n" for i in (0, 1, 4, 5, 8, 9)))  # fmt: skip
     settings = cv.CVSettings.for_task(task, mixes=("gold", "gold+bronze"), whole_view=True)
-    md_path, summary = cv.cross_validate_task(task, settings, tmp_path / "out", "clinsynth run",
+    md_path, summary = experiment.cross_validate_task(task, settings, tmp_path / "out", "clinsynth run",
                                               work_dir=tmp_path / "w")  # fmt: skip
     whole = {r["system"]: r for r in summary["whole_view"]["systems"]}
     assert set(whole) == {"gold", "gold+rules", "gold+bronze", "gold+bronze+rules", "rule list"}

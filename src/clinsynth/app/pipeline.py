@@ -172,7 +172,7 @@ class MainJob:
         return f"{self.task.relative(self.bronze_path)}: {len(result.kept)} records kept{used}"
 
     def experiment(self) -> str:
-        from clinsynth.evals import cv
+        from clinsynth.evals import experiment
         from clinsynth.evals.core import mean_sd_text
         from clinsynth.evals.cv_report import ci_text
 
@@ -181,7 +181,7 @@ class MainJob:
         changed = cfg.budget.changes() if cfg.budget else {}
         flags = "".join(f" --{field.replace('_', '-')} {value}" for field, value in changed.items())
         command = "clinsynth run" + (" --quick" if cfg.quick else "") + f" --task {_shown(self.task.root)}{flags}"
-        report, summary = cv.cross_validate_task(self.task, settings, self.report_dir, command,
+        report, summary = experiment.cross_validate_task(self.task, settings, self.report_dir, command,
                                                  sources=self.sources, work_dir=work_dir,
                                                  model_dir=self.model_dir)  # fmt: skip
         rows = [[s["system"], mean_sd_text(s["micro_f1"]), f"{s['macro_f1'][0]:.3f}", ci_text(s, "macro_f1")]

@@ -1,0 +1,35 @@
+"""The task's cross-validated augmentation experiment: every mix (``evals.cv``), its whole-note
+view where the task asks for it (``evals.whole_view``), and the report of both."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from clinsynth.evals.cv import CVSettings, gold_test, run, runs_dir, whole_notes
+from clinsynth.evals.whole_view import experiment_view
+
+from clinsynth.data.mixes import MixSources
+
+
+def cross_validate_task(task: Any, settings: CVSettings, out_dir: Path, command: str, *,
+                        sources: MixSources | None = None, work_dir: Path | None = None,
+                        model_dir: Path | None = None) -> tuple[Path, dict[str, Any]]:  # fmt: skip
+    """The task's cross-validated augmentation report: every run (reusing finished ones), the
+    gold-test line for its default model, ``augmentation.{md,html,json}`` under ``out_dir``;
+    returns the Markdown path and the summary."""
+    from clinsynth.evals.cv_report import write_report
+
+    gold = task.gold()
+    pool = whole_notes(gold["train"] + gold["dev"], settings.pool_limit)
+    sources = sources or MixSources.for_task(task)
+    summary = run(pool, task.taxonomy, sources, work_dir or runs_dir(task), settings, task.rules)
+    if settings.whole_view and task.rules is not None:
+        view = experiment_view(task, pool, settings, sources, work_dir or runs_dir(task),
+                               [row["system"] for row in summary["systems"]])  # fmt: skip
+        if view is not None:
+            summary["whole_view"] = view
+    summary["test"] = gold_test(
+        gold, task.taxonomy, model_dir or task.model_dir, task.rules, task.whole_notes(gold["test"])
+    )
+    return write_report(summary, task.taxonomy, out_dir, command), summary
