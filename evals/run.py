@@ -106,6 +106,18 @@ def build_parser(prog: str = "python -m evals.run") -> argparse.ArgumentParser:
     return parser
 
 
+def seeds_arg(args: argparse.Namespace) -> tuple[int, ...] | None:
+    """``--seeds 0,1,2`` as a tuple; None (the task's seeds) when not given."""
+    return tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None
+
+
+def mixes_arg(args: argparse.Namespace) -> tuple[str, ...] | None:
+    """``--mixes`` as systems (``evals.cv.parse_systems``); None (the task's mixes) when not given."""
+    from clinsynth.evals.cv import parse_systems
+
+    return parse_systems(args.mixes) if args.mixes else None
+
+
 def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     command = "python -m evals.run " + shlex.join(argv if argv is not None else sys.argv[1:])
     try:
@@ -151,8 +163,8 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
 
             settings = cv.CVSettings.for_task(
                 task,
-                mixes=cv.parse_systems(args.mixes) if args.mixes else None,
-                seeds=tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None,
+                mixes=mixes_arg(args),
+                seeds=seeds_arg(args),
                 folds=args.folds,
                 budget=budget_from_args(args),
                 baselines=not args.no_baselines,
@@ -162,20 +174,14 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         elif args.suite == "topup":
             from clinsynth.evals import cv, topup
 
-            settings = cv.CVSettings.for_task(
-                task, seeds=tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None, folds=args.folds
-            )
+            settings = cv.CVSettings.for_task(task, seeds=seeds_arg(args), folds=args.folds)
             report, _ = topup.compare_bronze(task, settings, args.bronze, Path(out_dir), command,
                                              work_dir=args.work_dir)  # fmt: skip
             print(f"report: {report}")
         elif args.suite == "gold-curve":
             from clinsynth.evals import cv, gold_curve
 
-            settings = cv.CVSettings.for_task(
-                task,
-                mixes=cv.parse_systems(args.mixes) if args.mixes else None,
-                seeds=tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None,
-            )
+            settings = cv.CVSettings.for_task(task, mixes=mixes_arg(args), seeds=seeds_arg(args))
             share = gold_curve.DEFAULT_SHARE if args.share is None else args.share
             report, _ = gold_curve.compare_shares(task, settings, share, Path(out_dir), command,
                                                   work_dir=args.work_dir)  # fmt: skip
@@ -183,29 +189,20 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         elif args.suite == "compare":
             from clinsynth.evals import compare, cv
 
-            settings = cv.CVSettings.for_task(
-                task, mixes=(args.new, args.base),
-                seeds=tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None,
-            )  # fmt: skip
+            settings = cv.CVSettings.for_task(task, mixes=(args.new, args.base), seeds=seeds_arg(args))
             report, _ = compare.compare_mixes(task, settings, args.new, args.base, Path(out_dir), command,
                                               work_dir=args.work_dir)  # fmt: skip
             print(f"report: {report}")
         elif args.suite == "whole-view":
             from clinsynth.evals import cv, whole_view
 
-            settings = cv.CVSettings.for_task(
-                task, mixes=cv.parse_systems(args.mixes) if args.mixes else None,
-                seeds=tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None,
-            )  # fmt: skip
+            settings = cv.CVSettings.for_task(task, mixes=mixes_arg(args), seeds=seeds_arg(args))
             report, _ = whole_view.whole_view(task, settings, Path(out_dir), command, work_dir=args.work_dir)
             print(f"report: {report}")
         elif args.suite == "combiners":
             from clinsynth.evals import combiners, cv
 
-            settings = cv.CVSettings.for_task(
-                task, mixes=cv.parse_systems(args.mixes) if args.mixes else None,
-                seeds=tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None,
-            )  # fmt: skip
+            settings = cv.CVSettings.for_task(task, mixes=mixes_arg(args), seeds=seeds_arg(args))
             report, _ = combiners.write(task, settings, Path(out_dir), command, work_dir=args.work_dir)
             print(f"report: {report}")
     except ClinsynthError as exc:
