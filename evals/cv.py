@@ -113,10 +113,10 @@ class CVSettings:
     pool_limit: int | None = None  # whole notes, in pool order, up to about N sentences (quick runs)
     rules: bool = True  # with a task rule list: the rule-list baseline and each mix stacked with it (MIX+rules)
     gold_share: float = 1.0  # the share of each fold's gold training notes that trains (a gold learning curve)
-    # Retrain a finished run that has no scores on the whole notes' extra sentences (runs are
-    # deterministic, so its predictions stay as they were) for the whole-note view.
-    # With whole train or dev notes in the gold folder, the experiment's report scores its systems on
-    # them out of fold too, and the default mix is chosen on both (``clinsynth.data.mixes.best_mix``).
+    # The whole-note view (``evals.whole_view``): the experiment's report also scores its systems on
+    # the pool's whole notes out of fold and chooses the default mix on both sets (``best_mix``); a
+    # finished run without whole-note scores is retrained for them (runs are deterministic, so its
+    # predictions stay as they were).
     whole_view: bool = False
 
     @classmethod

@@ -58,6 +58,14 @@ def comparison(row: dict[str, Any], against: str, other: str) -> str:
     return f"`{row['system']}` vs {other}: micro F1 {_ci_words(micro)}, macro F1 {_ci_words(macro)}."
 
 
+def vs_rules_table(systems: list[dict[str, Any]]) -> str:
+    """Each system's headline F1 (mean ± sd) and its paired CIs against the rule list (``vs_rules``)."""
+    rows = [[r["system"], *(mean_sd_text(r[m]) for m in HEADLINE),
+             *(interval_text(r.get("vs_rules", {}).get(m)) for m in ("micro_f1", "macro_f1"))] for r in systems]
+    headers = ["system", "micro F1", "macro F1", "binary F1", "Δ micro vs rule list", "Δ macro vs rule list"]
+    return format_table(headers, rows)
+
+
 def headline_rows(summary: dict[str, Any]) -> list[list[Any]]:
     return [
         [r["system"], mean_sd_text(r["micro_f1"]), mean_sd_text(r["macro_f1"]), mean_sd_text(r["binary_f1"]),
@@ -242,9 +250,6 @@ def markdown(summary: dict[str, Any], taxonomy: Taxonomy) -> str:
     ]
     whole = summary.get("whole_view")
     if whole:
-        rows = [[r["system"], *(mean_sd_text(r[m]) for m in HEADLINE),
-                 *(interval_text(r.get("vs_rules", {}).get(m)) for m in ("micro_f1", "macro_f1"))]
-                for r in whole["systems"]]  # fmt: skip
         lines += [
             "## Whole notes (out of fold)",
             "",
@@ -252,8 +257,7 @@ def markdown(summary: dict[str, Any], taxonomy: Taxonomy) -> str:
             f"{whole['none']} of them NONE), not only those picked for annotation, scored by the same fold runs "
             "(`evals.whole_view`): what to expect on a user's notes. The default mix is chosen on both sets.",
             "",
-            format_table(["system", "micro F1", "macro F1", "binary F1", "Δ micro vs rule list",
-                          "Δ macro vs rule list"], rows),  # fmt: skip
+            vs_rules_table(whole["systems"]),
             "",
         ]
     if curve_points(summary):

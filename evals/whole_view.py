@@ -39,11 +39,10 @@ from clinsynth.evals.cv import (
     FoldRun,
     note_of,
     paired_ci,
-    pool_whole_extras,
     runs_dir,
     whole_notes,
 )
-from clinsynth.evals.cv_report import interval_text
+from clinsynth.evals.cv_report import interval_text, vs_rules_table
 
 from clinsynth.data.fileio import atomic_write_text
 from clinsynth.data.mixes import HYBRID_SUFFIX, MixSources
@@ -93,15 +92,21 @@ class View:
     thresholds: dict[str, list[float]]  # hybrid -> its threshold per seed and fold
 
 
-def decide_view(task: Any, pool: list[Record], settings: CVSettings, sources: MixSources, work_dir: Path) -> View:
-    """Every (mix, seed, fold) run's decisions on the pool and on its whole notes; a finished run without
-    whole-note scores is retrained for them."""
+def view_cross_validation(task: Any, pool: list[Record], settings: CVSettings, sources: MixSources,
+                          work_dir: Path) -> CrossValidation:  # fmt: skip
+    """The cross-validation whose runs the view reads: a finished run without whole-note scores is
+    retrained for them (``CVSettings.whole_view``)."""
     if task.rules is None:
         raise DataError("the whole-note view compares with the task's rule list: add rules.yaml", path=task.root)
-    settings = dataclasses.replace(settings, whole_view=True)
-    cv = CrossValidation(pool, task.taxonomy, sources, work_dir, settings, task.rules)
+    return CrossValidation(pool, task.taxonomy, sources, work_dir, dataclasses.replace(settings, whole_view=True),
+                           task.rules)  # fmt: skip
+
+
+def decide_view(task: Any, cv: CrossValidation) -> View:
+    """Every (mix, seed, fold) run's decisions on the pool and on its whole notes."""
     if not cv.whole_extras:
         raise DataError("no whole train or dev notes in this gold folder: nothing to view", path=task.gold_dir)
+    settings, pool = cv.settings, cv.pool
     names = list(task.taxonomy.names)
     whole_note_ids = {note_of(r) for r in cv.whole_extras}
     sets = {SETS[0]: list(pool), SETS[1]: [r for r in pool if note_of(r) in whole_note_ids] + cv.whole_extras}
@@ -128,9 +133,10 @@ def experiment_view(task: Any, pool: list[Record], settings: CVSettings, sources
     """The experiment report's whole-note line: ``systems`` (the report's mixes and hybrids) and the rule
     list scored on the pool's whole notes out of fold, with paired CIs against the rule list; None where
     the pool holds fewer than two whole notes."""
-    if len({note_of(r) for r in pool_whole_extras(pool, task.taxonomy, sources.gold_dir)}) < 2:
+    cv = view_cross_validation(task, pool, settings, sources, work_dir)
+    if len({note_of(r) for r in cv.whole_extras}) < 2:
         return None  # a notes-resampled CI needs two notes (a quick run's small pool may hold fewer)
-    view = decide_view(task, pool, settings, sources, work_dir)
+    view = decide_view(task, cv)
     decided = {s: view.decided[s] for s in [*systems, RULE_LIST] if s in view.decided}
     return score_set(view.sets[SETS[1]], decided, [], task.taxonomy)
 
@@ -140,7 +146,8 @@ def whole_view(task: Any, settings: CVSettings, out_dir: Path, command: str, *,
     """Score every mix's students and hybrids on the pool and on its whole notes; write ``whole_view.{md,json}``."""
     gold = task.gold()
     pool = whole_notes(gold["train"] + gold["dev"], settings.pool_limit)
-    view = decide_view(task, pool, settings, MixSources.for_task(task), work_dir or runs_dir(task))
+    view = decide_view(task, view_cross_validation(task, pool, settings, MixSources.for_task(task),
+                                                   work_dir or runs_dir(task)))
     # What fitting the hybrid with the whole dev notes changes, per mix; then the first mix against the second.
     mixes = settings.mixes
     compared = [(mix + HYBRID_SUFFIX + FIT_WHOLE, mix + HYBRID_SUFFIX) for mix in mixes]
@@ -209,13 +216,7 @@ def render(summary: dict[str, Any], command: str) -> str:
     for set_name, scored in summary["sets"].items():
         lines += [f"## {set_name} ({scored['sentences']} sentences, {scored['notes']} notes, "
                   f"{scored['none']} of them NONE)", ""]  # fmt: skip
-        rows = []
-        for row in scored["systems"]:
-            vs = row.get("vs_rules") or {}
-            rows.append([row["system"], *(mean_sd_text(row[m]) for m in HEADLINE),
-                         *(interval_text(vs.get(m)) for m in ("micro_f1", "macro_f1"))])  # fmt: skip
-        headers = ["system", "micro F1", "macro F1", "binary F1", "Δ micro vs rule list", "Δ macro vs rule list"]
-        lines += [format_table(headers, rows), ""]
+        lines += [vs_rules_table(scored["systems"]), ""]
         if scored["pairs"]:
             rows = [[f"`{p['new']}` - `{p['base']}`", *(interval_text(p["ci"][m]) for m in HEADLINE)]
                     for p in scored["pairs"]]  # fmt: skip
