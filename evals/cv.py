@@ -130,6 +130,11 @@ class CVSettings:
                 raise DataError(str(exc), path=task.config_path, field="experiment.mixes") from None
         return cls(**values)
 
+    def without_whole_view(self) -> CVSettings:
+        """For a report that shows no whole-note view (top-up, gold curve, compare, combiners):
+        finished runs are reused as they are, not retrained for whole-note scores it would not read."""
+        return dataclasses.replace(self, whole_view=False)
+
 
 def share_of_notes(records: Sequence[Record], share: float, fold: int) -> list[Record]:
     """The records of ``share`` of their notes (rounded), drawn by one fixed shuffle per fold, so a

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -259,7 +260,7 @@ def test_two_mixes_are_compared_student_to_student_and_hybrid_to_hybrid_on_the_s
 
 def test_whole_notes_are_scored_out_of_fold_and_a_finished_run_without_them_is_retrained_once(task, tmp_path,
                                                                                               monkeypatch):
-    from clinsynth.evals import whole_view
+    from clinsynth.evals import combiners, compare, whole_view
 
     from clinsynth.data.gold import WHOLE_NOTES_FILES
     from clinsynth.model.classifier import SignsClassifier
@@ -287,6 +288,12 @@ def test_whole_notes_are_scored_out_of_fold_and_a_finished_run_without_them_is_r
     trained = []
     train = SignsClassifier.train
     monkeypatch.setattr(SignsClassifier, "train", staticmethod(lambda *a, **k: trained.append(1) or train(*a, **k)))
+
+    # Reports that show no whole-note view reuse the runs as they are, even for a task with the view.
+    with_view = dataclasses.replace(settings, whole_view=True)
+    combined = combiners.compare(task, with_view, work_dir=work)
+    compare.compare_mixes(task, with_view, "gold+bronze", "gold", tmp_path / "cmp", "cmd", work_dir=work)
+    assert combined["systems"] and trained == []
 
     md_path, summary = whole_view.whole_view(task, settings, tmp_path / "out", "python -m evals.run whole-view",
                                              work_dir=work)  # fmt: skip
