@@ -348,3 +348,7 @@ def test_the_whole_view_joins_the_choice_of_the_default_mix():
     summary["whole_view"] = {"systems": [row("gold+bronze+rules", 0.69, 0.68),
                                          row("gold+whole-notes+bronze+rules", 0.71, 0.69)]}  # fmt: skip
     assert best_mix(summary) == "gold+whole-notes+bronze+rules"
+    # A candidate the view lacks (its whole-note mean would be unknown) sends every candidate back to
+    # the enriched pool, so none is ranked on a measure the others are not.
+    summary["systems"].append(row("gold+rules", 0.79, 0.735))
+    assert best_mix(summary) == "gold+bronze+rules"

@@ -100,22 +100,24 @@ def best_mix(summary: dict[str, Any]) -> str | None:
     With a whole-note view (``summary["whole_view"]``: the systems scored out of fold on every
     sentence of the pool's whole notes, mostly NONE), a system's score is the mean of the two
     sets' means: the enriched pool alone favours a student that adds positives, which whole notes
-    (what a user has) pay for in precision.
+    (what a user has) pay for in precision. If the view lacks a candidate, every candidate is
+    ranked on the enriched pool alone, so no two are compared on different measures.
     """
-    whole = {s["system"]: s for s in (summary.get("whole_view") or {}).get("systems", [])}
-
-    def score(row: dict[str, Any]) -> float:
-        enriched = (row["micro_f1"][0] + row["macro_f1"][0]) / 2
-        if row["system"] not in whole:
-            return enriched
-        other = whole[row["system"]]
-        return (enriched + (other["micro_f1"][0] + other["macro_f1"][0]) / 2) / 2
-
     systems = [
         s for s in summary.get("systems", [])
         if s.get("kind") in ("mix", "hybrid") and "@" not in s["system"]
         and not set(split_hybrid(s["system"])[0].split("+")) & set(FOLD_BUILT_PARTS)
     ]  # fmt: skip
+    whole = {s["system"]: s for s in (summary.get("whole_view") or {}).get("systems", [])}
+    both_sets = bool(whole) and all(s["system"] in whole for s in systems)
+
+    def score(row: dict[str, Any]) -> float:
+        enriched = (row["micro_f1"][0] + row["macro_f1"][0]) / 2
+        if not both_sets:
+            return enriched
+        other = whole[row["system"]]
+        return (enriched + (other["micro_f1"][0] + other["macro_f1"][0]) / 2) / 2
+
     return max(systems, key=score)["system"] if systems else None
 
 
