@@ -352,3 +352,30 @@ def test_the_whole_view_joins_the_choice_of_the_default_mix():
     # the enriched pool, so none is ranked on a measure the others are not.
     summary["systems"].append(row("gold+rules", 0.79, 0.735))
     assert best_mix(summary) == "gold+bronze+rules"
+
+
+def test_a_saved_hybrid_fits_its_threshold_on_gold_dev_alone_as_each_fold_does(task, tmp_path, monkeypatch):
+    from clinsynth.data.gold import WHOLE_NOTES_FILES
+    from clinsynth.model import train as train_step
+    from clinsynth.model.classifier import SignsClassifier
+
+    dev = task.gold()["dev"]
+    note = dev[0].note_id
+    (task.gold_dir / WHOLE_NOTES_FILES["dev"]).write_text(json.dumps(
+        {"id": f"{note}-x", "text": "Return in a week.", "labels": [], "source": "gold", "note_id": note,
+         "split": "dev"}) + "\n")  # fmt: skip
+    assert task.whole_notes(dev, "dev")  # whole dev notes exist, and stay out of the fit
+    fitted_on: list[list[str]] = []
+
+    class Saved(_Trained):
+        def stack_with_rules(self, rules, held_out) -> None:
+            fitted_on.append([r.id for r in held_out])
+
+        def save(self, out) -> None:
+            pass
+
+    monkeypatch.setattr(SignsClassifier, "train", staticmethod(lambda *a, **k: Saved(True)))
+    result = train_step.train(task, train_step.TrainConfig(mix="gold+rules"), out=tmp_path / "m")
+    assert fitted_on == [[r.id for r in dev]]
+    assert not any(WHOLE_NOTES_FILES["dev"] in f for f in result.classifier.info.data_files)
+    assert any(f.endswith("rules.yaml") for f in result.classifier.info.data_files)

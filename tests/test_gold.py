@@ -126,21 +126,6 @@ def test_a_bad_whole_note_record_is_an_error_naming_file_line_and_field(tmp_path
     assert f"{WHOLE_NOTES}:2: {where}" in str(err.value)
 
 
-def test_a_hybrid_fits_its_threshold_on_gold_dev_and_the_rest_of_the_whole_dev_notes():
-    from clinsynth.model.train import threshold_sentences
-
-    task = ad_task()
-    dev = task.gold(("dev",))["dev"]
-    held_out = threshold_sentences(task.gold_dir, task.taxonomy, dev)
-    ids = [r.id for r in held_out]
-    assert len(ids) == len(set(ids)) and held_out[: len(dev)] == dev
-    whole = task.whole_notes(dev, "dev")
-    assert set(ids) == {r.id for r in dev} | {r.id for r in whole}
-    assert len(held_out) > len(dev) + 200  # the whole notes' other sentences, mostly NONE
-    dev_notes = {r.note_id for r in dev}
-    assert {r.note_id for r in held_out} == dev_notes  # nothing from train or test
-
-
 def test_whole_notes_of_a_split_are_checked_against_that_split(tmp_path: Path):
     gold_dir = _write_gold(tmp_path, {"train": [{"id": "x0", "text": "x", "note_id": "n-train"}],
                                       "dev": [{"id": "d1", "text": "y", "note_id": "n-dev"}]})  # fmt: skip
