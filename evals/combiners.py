@@ -204,7 +204,6 @@ def finished_runs(cv: CrossValidation, mix: str, seed: int) -> list[FoldRun]:
 
 def compare(task: Any, settings: CVSettings, *, work_dir: Path | None = None) -> dict[str, Any]:
     """Every combiner x the experiment's mixes x seeds, scored out of fold, with paired CIs."""
-    settings = settings.without_whole_view()  # nothing is trained here, not even for whole notes
     if task.rules is None:
         raise DataError(f"task {task.name} has no rule list (rules.yaml): nothing to combine")
     gold_records = task.gold()

@@ -29,7 +29,6 @@ REPORT = "compare"
 def compare_mixes(task: Any, settings: CVSettings, new: str, base: str, out_dir: Path, command: str, *,
                   work_dir: Path | None = None) -> tuple[Path, dict[str, Any]]:  # fmt: skip
     """Cross-validate ``new`` and ``base`` (students and hybrids); write ``compare.{md,json}``."""
-    settings = settings.without_whole_view()
     gold = task.gold()
     pool = whole_notes(gold["train"] + gold["dev"], settings.pool_limit)
     gold_sets = [list(r.labels) for r in pool]

@@ -113,10 +113,9 @@ class CVSettings:
     pool_limit: int | None = None  # whole notes, in pool order, up to about N sentences (quick runs)
     rules: bool = True  # with a task rule list: the rule-list baseline and each mix stacked with it (MIX+rules)
     gold_share: float = 1.0  # the share of each fold's gold training notes that trains (a gold learning curve)
-    # The whole-note view (``evals.whole_view``): the experiment's report also scores its systems on
-    # the pool's whole notes out of fold and chooses the default mix on both sets (``best_mix``); a
-    # finished run without whole-note scores is retrained for them (runs are deterministic, so its
-    # predictions stay as they were).
+    # The whole-note view (``evals.experiment``, ``evals.whole_view``): the experiment's report also
+    # scores its systems on the pool's whole notes out of fold and chooses the default mix on both
+    # sets (``best_mix``).
     whole_view: bool = False
 
     @classmethod
@@ -129,11 +128,6 @@ class CVSettings:
             except DataError as exc:
                 raise DataError(str(exc), path=task.config_path, field="experiment.mixes") from None
         return cls(**values)
-
-    def without_whole_view(self) -> CVSettings:
-        """For a report that shows no whole-note view (top-up, gold curve, compare, combiners):
-        finished runs are reused as they are, not retrained for whole-note scores it would not read."""
-        return dataclasses.replace(self, whole_view=False)
 
 
 def share_of_notes(records: Sequence[Record], share: float, fold: int) -> list[Record]:
@@ -367,11 +361,14 @@ class CrossValidation:
         weak = combine_votes(np.stack(list(sources.values()), axis=1), list(sources), self.names, balance, seed)
         return weakly_labelled(silver, weak, self.names, seed)
 
-    def run(self, system: str, seed: int, fold: int) -> FoldRun:
+    def run(self, system: str, seed: int, fold: int, *, whole_scores: bool = False) -> FoldRun:
+        """The (system, seed, fold) run, a finished one reused as it is; with ``whole_scores`` (the
+        whole-note view reads them) a finished run without whole-note scores is retrained for them
+        (runs are deterministic, so its predictions stay as they were)."""
         mix, budget = split_system(system, self.settings.budget)
         path = self.run_path(system, seed, fold)
         kept = FoldRun(**{**json.loads(path.read_text(encoding="utf-8")), "mix": system}) if path.exists() else None
-        if kept is not None and not (self.settings.whole_view and self.whole_extras and kept.whole_ids is None):
+        if kept is not None and not (whole_scores and self.whole_extras and kept.whole_ids is None):
             return kept
         train, dev, evaluation = self.fold_data(system, seed, fold)
         name = f"{system} seed {seed} fold {fold}"

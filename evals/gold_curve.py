@@ -33,7 +33,6 @@ def compare_shares(task: Any, settings: CVSettings, share: float, out_dir: Path,
                    work_dir: Path | None = None) -> tuple[Path, dict[str, Any]]:  # fmt: skip
     """Every mix of ``settings`` at ``share`` of the gold training notes and at all of them; writes
     ``gold_curve.{md,json}``."""
-    settings = settings.without_whole_view()
     gold = task.gold()
     pool = whole_notes(gold["train"] + gold["dev"], settings.pool_limit)
     gold_sets = [list(r.labels) for r in pool]

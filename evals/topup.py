@@ -30,7 +30,6 @@ MIX = "gold+bronze"
 def compare_bronze(task: Any, settings: CVSettings, topped_up: Path, out_dir: Path, command: str, *,
                    work_dir: Path | None = None) -> tuple[Path, dict[str, Any]]:  # fmt: skip
     """Cross-validate ``MIX`` with the task's bronze and with ``topped_up``; write ``topup.{md,json}``."""
-    settings = settings.without_whole_view()
     gold = task.gold()
     pool = whole_notes(gold["train"] + gold["dev"], settings.pool_limit)
     names = list(task.taxonomy.names)

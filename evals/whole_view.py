@@ -4,9 +4,10 @@ The experiment's pool (gold train + dev) holds the sentences picked for annotati
 for categories by keywords. Some of its notes are also kept whole (``whole_train_notes.jsonl``,
 ``whole_dev_notes.jsonl``): every sentence, mostly NONE. Each fold run scores the extra
 sentences of its held-out notes and of its inner dev's notes (``FoldRun.whole_ids``,
-``dev_whole_ids``; ``CVSettings.whole_view`` retrains a finished run that has none, with the
-same predictions), so every sentence of those whole notes gets an out-of-fold decision once a
-seed. This suite scores, on the enriched pool and on those whole notes:
+``dev_whole_ids``; the view retrains a finished run that has none, with the same
+predictions: ``CrossValidation.run(..., whole_scores=True)``), so every sentence of those
+whole notes gets an out-of-fold decision once a seed. This suite scores, on the enriched pool
+and on those whole notes:
 
 - the rule list;
 - each mix's student at its own thresholds;
@@ -22,7 +23,6 @@ first against the second. Gold test is not read.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -64,7 +64,7 @@ def fold_decisions(run: FoldRun, by_id: dict[str, Record], names: Sequence[str],
     (student, hybrid, hybrid fitted with whole dev notes), and the two hybrids' thresholds."""
     if run.scores is None or run.dev_scores is None or run.dev_ids is None or run.whole_ids is None:
         raise DataError(f"run {run.mix} seed {run.seed} fold {run.fold} has no whole-note scores; "
-                        "rerun with CVSettings.whole_view")  # fmt: skip
+                        "read it with CrossValidation.run(..., whole_scores=True)")  # fmt: skip
     ids = [*run.ids, *run.whole_ids]
     scores = np.asarray([*run.scores, *(run.whole_scores or [])])
     texts = [by_id[i].text for i in ids]
@@ -94,12 +94,11 @@ class View:
 
 def view_cross_validation(task: Any, pool: list[Record], settings: CVSettings, sources: MixSources,
                           work_dir: Path) -> CrossValidation:  # fmt: skip
-    """The cross-validation whose runs the view reads: a finished run without whole-note scores is
-    retrained for them (``CVSettings.whole_view``)."""
+    """The cross-validation whose runs the view reads (``decide_view`` retrains a finished run
+    without whole-note scores for them)."""
     if task.rules is None:
         raise DataError("the whole-note view compares with the task's rule list: add rules.yaml", path=task.root)
-    return CrossValidation(pool, task.taxonomy, sources, work_dir, dataclasses.replace(settings, whole_view=True),
-                           task.rules)  # fmt: skip
+    return CrossValidation(pool, task.taxonomy, sources, work_dir, settings, task.rules)
 
 
 def decide_view(task: Any, cv: CrossValidation) -> View:
@@ -117,7 +116,7 @@ def decide_view(task: Any, cv: CrossValidation) -> View:
             print(f"whole notes: {mix} seed {seed}", flush=True)
             per_system: dict[str, dict[str, list[str]]] = {}
             for fold in range(settings.folds):
-                found, fitted = fold_decisions(cv.run(mix, seed, fold), by_id, names, task.rules)
+                found, fitted = fold_decisions(cv.run(mix, seed, fold, whole_scores=True), by_id, names, task.rules)
                 for system, labels in found.items():
                     per_system.setdefault(system, {}).update(labels)
                 for suffix, t in fitted.items():
