@@ -363,12 +363,12 @@ class CrossValidation:
 
     def run(self, system: str, seed: int, fold: int, *, whole_scores: bool = False) -> FoldRun:
         """The (system, seed, fold) run, a finished one reused as it is; with ``whole_scores`` (the
-        whole-note view reads them) a finished run without whole-note scores is retrained for them
-        (runs are deterministic, so its predictions stay as they were)."""
+        whole-note view reads them) a finished run without scores for the whole notes the gold folder
+        holds now is retrained for them (runs are deterministic, so its predictions stay as they were)."""
         mix, budget = split_system(system, self.settings.budget)
         path = self.run_path(system, seed, fold)
         kept = FoldRun(**{**json.loads(path.read_text(encoding="utf-8")), "mix": system}) if path.exists() else None
-        if kept is not None and not (whole_scores and self.whole_extras and kept.whole_ids is None):
+        if kept is not None and not (whole_scores and self.lacks_whole_scores(kept, system, seed, fold)):
             return kept
         train, dev, evaluation = self.fold_data(system, seed, fold)
         name = f"{system} seed {seed} fold {fold}"
@@ -398,6 +398,18 @@ class CrossValidation:
         atomic_write_text(path, json.dumps(asdict(result)))
         self.announce(name, result, evaluation)
         return result
+
+    def lacks_whole_scores(self, run: FoldRun, system: str, seed: int, fold: int) -> bool:
+        """Whether a finished run misses whole-note scores: it has none, or they are of other
+        sentences than the whole notes of its held-out and inner dev notes now (whole notes were
+        added to the gold folder after it was trained; its own data and key need not change)."""
+        if not self.whole_extras:
+            return False
+        if run.whole_ids is None or run.dev_whole_ids is None:
+            return True
+        _, dev, evaluation = self.fold_data(system, seed, fold)
+        return (run.whole_ids != [r.id for r in self.fold_extras(evaluation)]
+                or run.dev_whole_ids != [r.id for r in self.fold_extras(dev)])  # fmt: skip
 
     def fold_extras(self, records: Sequence[Record]) -> list[Record]:
         """The whole notes' extra sentences of the notes of ``records``."""
@@ -564,8 +576,15 @@ def bronze_per_target(cv: CrossValidation) -> int:
     return max(counts.values(), default=0)
 
 
-def gold_test(gold: dict[str, list[Record]], taxonomy: Taxonomy, model_dir: Path,
-              rules: RuleSet | None = None, whole_notes: Sequence[Record] = ()) -> dict[str, Any]:  # fmt: skip
+def task_test_line(task: Any, gold: dict[str, list[Record]], model_dir: Path) -> dict[str, Any]:
+    """``gold_test`` of a task's model: its rule list, its whole test notes, and the sentences of its
+    whole train and dev notes among those a test sentence must not repeat."""
+    seen = [*task.whole_notes(gold["train"], "train"), *task.whole_notes(gold["dev"], "dev")]
+    return gold_test(gold, task.taxonomy, model_dir, task.rules, task.whole_notes(gold["test"]), seen)
+
+
+def gold_test(gold: dict[str, list[Record]], taxonomy: Taxonomy, model_dir: Path, rules: RuleSet | None = None,
+              whole_notes: Sequence[Record] = (), whole_seen: Sequence[Record] = ()) -> dict[str, Any]:  # fmt: skip
     """The report's final line on gold test: the default model beside the gold-only model (when
     trained, ``reference_model_dir``), the rule list, the keyword lexicon and TF-IDF + LR fitted
     on gold train; the default model's paired CIs (notes resampled) against the rule list and gold.
@@ -573,7 +592,9 @@ def gold_test(gold: dict[str, list[Record]], taxonomy: Taxonomy, model_dir: Path
     ``whole_notes`` (every sentence of some whole test notes, ``clinsynth.data.gold.load_whole_notes``)
     are scored the same way under ``"whole_notes"``: what to expect on whole notes, where most
     sentences are NONE, beside the test set enriched for categories. With a rule list, each set
-    also says how many of its errors a system must fix to be shown better (``evals.detectable``)."""
+    also says how many of its errors a system must fix to be shown better (``evals.detectable``).
+    A test sentence whose text is in gold train or dev, or in ``whole_seen`` (the whole train and dev
+    notes, which a model may train on), is left out."""
     from clinsynth.data.textstats import normalise
     from clinsynth.model.baselines import KeywordLexicon, TfidfLogReg
     from clinsynth.model.classifier import SignsClassifier
@@ -600,7 +621,7 @@ def gold_test(gold: dict[str, list[Record]], taxonomy: Taxonomy, model_dir: Path
     systems["tf-idf + LR (gold)"] = TfidfLogReg(taxonomy.names).fit(gold["train"], gold["dev"]).predict
     # A test sentence also in train or dev (boilerplate such as "Denied.") measures memory, not
     # generalisation: it is left out of the comparison.
-    seen = {normalise(r.text) for split in ("train", "dev") for r in gold[split]}
+    seen = {normalise(r.text) for r in [*gold["train"], *gold["dev"], *whole_seen]}
 
     def scored(records: Sequence[Record], what: str) -> dict[str, Any]:
         kept = [r for r in records if normalise(r.text) not in seen]
@@ -683,7 +704,5 @@ def refresh_test_line(task: Any, out_dir: Path, model_dir: Path | None = None) -
 
     summary = json.loads((Path(out_dir) / f"{REPORT}.json").read_text(encoding="utf-8"))
     gold = task.gold()
-    summary["test"] = gold_test(
-        gold, task.taxonomy, model_dir or task.model_dir, task.rules, task.whole_notes(gold["test"])
-    )
+    summary["test"] = task_test_line(task, gold, model_dir or task.model_dir)
     return write_report(summary, task.taxonomy, out_dir, summary["command"])

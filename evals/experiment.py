@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from clinsynth.evals.cv import CVSettings, gold_test, run, runs_dir, whole_notes
+from clinsynth.evals.cv import CVSettings, run, runs_dir, task_test_line, whole_notes
 from clinsynth.evals.whole_view import experiment_view
 
 from clinsynth.data.mixes import MixSources
@@ -29,7 +29,5 @@ def cross_validate_task(task: Any, settings: CVSettings, out_dir: Path, command:
                                [row["system"] for row in summary["systems"]])  # fmt: skip
         if view is not None:
             summary["whole_view"] = view
-    summary["test"] = gold_test(
-        gold, task.taxonomy, model_dir or task.model_dir, task.rules, task.whole_notes(gold["test"])
-    )
+    summary["test"] = task_test_line(task, gold, model_dir or task.model_dir)
     return write_report(summary, task.taxonomy, out_dir, command), summary

@@ -144,6 +144,15 @@ def test_the_report_has_every_mix_with_cis_the_learning_curve_findings_and_the_g
     assert f"on {len(whole)} sentences of whole test notes" in whole_section and "of them NONE" in whole_section
     assert "rule list" in whole_section and "default model (gold+bronze)" in whole_section
 
+    # A sentence of a whole train note can train a model, so a test sentence repeating it is left out too.
+    train_note = task.gold(("train",))["train"][0].note_id
+    write_records(task.gold_dir / "whole_train_notes.jsonl", [
+        Record(f"{train_note}-w0", "Plain sentence 0.", [], "gold", note_id=train_note, split="train")])  # fmt: skip
+    cv.refresh_test_line(task, out, model_dir)
+    whole_section = (out / "augmentation.md").read_text().split(f"### {cv_report.WHOLE_NOTES_TITLE}")[1]
+    assert f"on {len(whole) - 1} sentences of whole test notes" in whole_section
+    assert "1 sentences whose text is also in train or dev are left out" in whole_section
+
 
 def test_a_worse_mix_is_named_in_the_findings():
     ci = {"micro_f1": {"diff": -0.1, "low": -0.2, "high": -0.05}, "macro_f1": {"diff": 0.0, "low": -0.1, "high": 0.1}}
@@ -317,6 +326,22 @@ def test_whole_notes_are_scored_out_of_fold_and_a_finished_run_without_them_is_r
     assert len(trained) == len(before)  # a second view trains nothing
     md = md_path.read_text()
     assert "## whole notes (17 sentences" in md and "fitted with whole dev notes" in md
+
+    # A later round adds a whole train note: the runs keep their names (their own training data did
+    # not change), but those that hold the note out or in their inner dev miss its scores, so the view
+    # retrains them once more; a run that trains on the note scores none of its sentences.
+    with (task.gold_dir / WHOLE_NOTES_FILES["train"]).open("a") as f:
+        f.write(rows("train", {"n8": [("Febrile this morning.", ["FEVER"])]}))
+    _, summary = whole_view.whole_view(task, settings, tmp_path / "out", "cmd", work_dir=work)
+    latest = {p.name: json.loads(p.read_text()) for p in work.glob("*.json")}
+    assert set(latest) == set(before)
+    assert all(latest[n]["predictions"] == before[n]["predictions"] for n in before)
+    scoring_n8 = [n for n, run in latest.items() if "n8-x0" in run["whole_ids"] + run["dev_whole_ids"]]
+    assert sum("n8-x0" in run["whole_ids"] for run in latest.values()) == 2 * 2  # held out once per mix and seed
+    assert len(trained) == len(before) + len(scoring_n8) < 2 * len(before)
+    assert summary["sets"]["whole notes"]["sentences"] == 7 + 10 + 2  # n8: its picked sentence and the new one
+    whole_view.whole_view(task, settings, tmp_path / "out", "cmd", work_dir=work)
+    assert len(trained) == len(before) + len(scoring_n8)
 
 
 def test_with_the_whole_view_the_experiment_scores_whole_notes_and_chooses_on_both_sets(task, tmp_path):

@@ -15,7 +15,10 @@ Run from the project root:
 The dev notes are the five with the most gold dev sentences (ties: the first in dev.jsonl);
 the AD train notes (``tasks/ad_signs/gold/work/whole_train_notes``, split ``train``) the eight
 with the most gold train sentences, each pass made by two annotators, one per half of the notes
-(``pass_a.batch1.jsonl`` + ``pass_a.batch2.jsonl`` = ``pass_a.jsonl``).
+(``pass_a.batch1.jsonl`` + ``pass_a.batch2.jsonl`` = ``pass_a.jsonl``). Later rounds draw notes at
+random (``pick_whole_notes.py``): the SDoH train notes (``tasks/sdoh/annotation/whole_train_notes``)
+and a second round of AD train notes (``tasks/ad_signs/gold/work/whole_train_notes_random``). A
+round's notes replace their own rows in the output; the rows of other notes stay.
 """
 
 from __future__ import annotations
@@ -59,7 +62,10 @@ def build(gold_dir: Path, work: Path, split: str = "test") -> tuple[int, int, in
                 labels = adjudicated[sentence.id]["labels"]
             rows.append({"id": sentence.id, "text": sentence.text, "labels": sorted(labels), "source": "gold",
                          "note_id": note_id, "split": split, "provenance": PROVENANCE})  # fmt: skip
-    (gold_dir / WHOLE_NOTES_FILES[split]).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = gold_dir / WHOLE_NOTES_FILES[split]
+    # Notes another work folder built stay, ahead of these: whole notes are added in rounds.
+    kept = [r for r in read(out).values() if r["note_id"] not in notes_wanted] if out.exists() else []
+    out.write_text("".join(json.dumps(r) + "\n" for r in kept + rows), encoding="utf-8")
     return len(rows), agreed, len(sentences) - agreed
 
 
