@@ -579,7 +579,9 @@ def bronze_per_target(cv: CrossValidation) -> int:
 def task_test_line(task: Any, gold: dict[str, list[Record]], model_dir: Path) -> dict[str, Any]:
     """``gold_test`` of a task's model: its rule list, its whole test notes, and the sentences of its
     whole train and dev notes among those a test sentence must not repeat."""
-    seen = [*task.whole_notes(gold["train"], "train"), *task.whole_notes(gold["dev"], "dev")]
+    from clinsynth.data.gold import whole_note_extras
+
+    seen = whole_note_extras(task.gold_dir, task.taxonomy, {split: gold[split] for split in ("train", "dev")})
     return gold_test(gold, task.taxonomy, model_dir, task.rules, task.whole_notes(gold["test"]), seen)
 
 

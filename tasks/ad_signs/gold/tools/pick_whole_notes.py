@@ -22,26 +22,18 @@ import random
 import sys
 from pathlib import Path
 
+from build_whole_notes import CORPUS, read  # the sibling tool (this folder is on sys.path when run)
+
 from clinsynth.data.corpus import note_sentences, read_notes
 from clinsynth.data.gold import WHOLE_NOTES_FILES
-from clinsynth.paths import PROJECT_ROOT
-
-CORPUS = PROJECT_ROOT / "data" / "corpus" / "mtsamples.csv.gz"
-
-
-def note_ids(path: Path) -> list[str]:
-    """The note ids of a jsonl file, in first-seen order ([] where it does not exist)."""
-    if not path.exists():
-        return []
-    return list(dict.fromkeys(json.loads(line)["note_id"] for line in path.read_text(encoding="utf-8").splitlines()))
 
 
 def pick(gold_dir: Path, split: str, n: int, seed: int, batches: int, work: Path) -> list[str]:
-    split_file = gold_dir / f"{split}.jsonl"
-    in_split = {json.loads(line)["id"] for line in split_file.read_text(encoding="utf-8").splitlines()}
-    already_whole = set(note_ids(gold_dir / WHOLE_NOTES_FILES[split]))
+    in_split = read(gold_dir / f"{split}.jsonl")
+    whole_file = gold_dir / WHOLE_NOTES_FILES[split]
+    already_whole = {r["note_id"] for r in read(whole_file).values()} if whole_file.exists() else set()
     # Sorted before the draw, so the pick depends on the seed only, not on the file's order.
-    candidates = sorted(set(note_ids(split_file)) - already_whole)
+    candidates = sorted({r["note_id"] for r in in_split.values()} - already_whole)
     picked = sorted(random.Random(seed).sample(candidates, n))
     notes = {note.note_id: note for note in read_notes(CORPUS) if note.note_id in picked}
     per_note = [[{"id": s.id, "note_id": s.note_id, "section": s.section, "text": s.text}
