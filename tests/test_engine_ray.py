@@ -3,21 +3,25 @@ shard, per-record failures recorded as the local engine records them, and the pr
 starts.
 
 The cluster starts once for the module as the README's cluster recipe starts one, ``ray start --head``, and
-every run reaches it through ``--ray-address``. A cluster of its own process, rather than ``ray.init()`` in
-pytest's, also keeps Ray's teardown out of the test process: a driver that merely disconnects cannot take the
-session down with it. Skipped when the 'scale' extra (ray[data]) is not installed.
+every run reaches it through ``--ray-address``. Each run that opens a Ray session does so in a process of its
+own, as a user's command does: one ``ray.init`` and one ``ray.shutdown`` a process. Ray drivers run one
+after another inside pytest's process once took the whole test session down with no output; in a child a
+driver can only fail its own test, and its output is in the failure.
+Skipped when the 'scale' extra (ray[data]) is not installed.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,6 +66,17 @@ def ray_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             head.kill()
             head.wait()
+        _forget_head(port)
+
+
+def _forget_head(port: int) -> None:
+    """Remove the current-cluster file the head wrote, if it still names this head: ``ray stop`` would, but
+    it also stops every other Ray process on the machine."""
+    from ray._common.utils import get_ray_address_file
+
+    current = Path(get_ray_address_file(None))
+    if current.is_file() and current.read_text().strip().endswith(f":{port}"):
+        current.unlink()
 
 
 def _wait_for_head(head: subprocess.Popen, address: str, log: Path, timeout: float = 120.0) -> None:
@@ -101,6 +116,31 @@ def _predict(model: Path, src: Path, out: Path, *flags: str) -> int:
                  *flags])  # fmt: skip
 
 
+def _command(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m module args`` in a child process, from the project root, its output captured."""
+    from clinsynth.paths import PROJECT_ROOT
+
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+
+
+def _predict_in_child(model: Path, src: Path, out: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    return _command("clinsynth", "predict", "--input", str(src), "--out", str(out), "--model", str(model),
+                    "--backend", "torch", *flags)  # fmt: skip
+
+
+def _label_in_child(*args: str) -> subprocess.CompletedProcess[str]:
+    return _command("programs.label", *args)
+
+
+def _in_child(target: Callable[..., None], *args: Any) -> None:
+    """``target(*args)`` in a fresh interpreter (spawned, not forked: pytest's process holds threads)."""
+    child = multiprocessing.get_context("spawn").Process(target=target, args=args)
+    child.start()
+    child.join(timeout=600)
+    assert child.exitcode == 0, f"{target.__name__} in a child process ended with {child.exitcode}"
+
+
 def _rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -122,36 +162,59 @@ def local_predictions(model_dir: Path, corpus_input: Path, tmp_path_factory: pyt
 
 
 def test_predict_on_ray_matches_the_local_engine(model_dir, corpus_input, local_predictions, ray_address, tmp_path,
-                                                 capsys):  # fmt: skip
+                                                 ):  # fmt: skip
     out = tmp_path / "pred.jsonl"
-    code = _predict(model_dir, corpus_input, out, "--engine", "ray", "--ray-address", ray_address, "--shard-size",
-                    str(PREDICT_SHARD))  # fmt: skip
-    assert code == 0, capsys.readouterr().err
+    done = _predict_in_child(model_dir, corpus_input, out, "--engine", "ray", "--ray-address", ray_address,
+                             "--shard-size", str(PREDICT_SHARD))  # fmt: skip
+    assert done.returncode == 0, done.stderr
     assert len(_rows(out)) == N_SENTENCES
     _assert_same_predictions(local_predictions, out)
-    assert f"{N_SENTENCES} sentences" in capsys.readouterr().out
+    assert f"{N_SENTENCES} sentences" in done.stdout
     assert not (tmp_path / "pred.jsonl.shards").exists()  # merged, then removed
 
 
-def test_a_killed_predict_resumes_by_shard(model_dir, corpus_input, local_predictions, ray_address, tmp_path,
-                                           monkeypatch):  # fmt: skip
+class _Killed(BaseException):
+    """A kill between the last shard written and the merge."""
+
+
+def _predict_killed_before_merge(model_dir: Path, src: Path, out: Path, address: str) -> None:
+    """In a child: a Ray predict that dies after every shard is written, before the merge."""
     from clinsynth.jobs import ray_predict
     from clinsynth.jobs.engine_ray import RayEngine
 
+    def killed(*args: Any, **kwargs: Any) -> None:
+        raise _Killed
+
+    ray_predict.atomic_open = killed
+    try:
+        ray_predict.predict_with_ray(model_dir, src, out, RayEngine(address=address, shard_size=PREDICT_SHARD,
+                                                                    show_progress=False), backend="torch")  # fmt: skip
+    except _Killed:
+        return
+    raise AssertionError("the run reached its merge")
+
+
+def _predict_resumed(model_dir: Path, src: Path, out: Path, address: str, result: Path) -> None:
+    """In a child: the rerun, with the shards it sends to Ray and its summary written to ``result``."""
+    from clinsynth.jobs import ray_predict
+    from clinsynth.jobs.engine_ray import RayEngine
+
+    sent: list[int] = []
+    real_map = ray_predict.map_shards
+
+    def spy(engine: Any, payloads: Any, worker: Any, kwargs: Any) -> Any:
+        sent.extend(p["shard"] for p in payloads)
+        return real_map(engine, payloads, worker, kwargs)
+
+    ray_predict.map_shards = spy
+    engine = RayEngine(address=address, shard_size=PREDICT_SHARD, show_progress=False)
+    done = ray_predict.predict_with_ray(model_dir, src, out, engine, backend="torch")
+    result.write_text(json.dumps({"sent": sent, "sentences": done["sentences"]}))
+
+
+def test_a_killed_predict_resumes_by_shard(model_dir, corpus_input, local_predictions, ray_address, tmp_path):
     out = tmp_path / "pred.jsonl"
-    engine = RayEngine(address=ray_address, shard_size=PREDICT_SHARD, show_progress=False)
-
-    class Killed(BaseException):
-        pass
-
-    def killed_before_merge(*args, **kwargs):
-        raise Killed
-
-    # The first run dies after every shard is written, before the merge.
-    with monkeypatch.context() as patch:
-        patch.setattr(ray_predict, "atomic_open", killed_before_merge)
-        with pytest.raises(Killed):
-            ray_predict.predict_with_ray(model_dir, corpus_input, out, engine, backend="torch")
+    _in_child(_predict_killed_before_merge, model_dir, corpus_input, out, ray_address)
     shards = out.with_name("pred.jsonl.shards")
     assert not out.exists() and sorted(p.name for p in shards.glob("part-*.jsonl")) == [
         "part-00000.jsonl",
@@ -160,18 +223,12 @@ def test_a_killed_predict_resumes_by_shard(model_dir, corpus_input, local_predic
     # Lose shard 1, and leave a temporary file a kill mid-write would leave.
     (shards / "part-00001.jsonl").unlink()
     (shards / "part-00001.jsonl.999.dead.tmp").write_text('{"id": "torn')
-    sent: list[int] = []
-    real_map = ray_predict.map_shards
+    result = tmp_path / "resumed.json"
+    _in_child(_predict_resumed, model_dir, corpus_input, out, ray_address, result)
+    resumed = json.loads(result.read_text())
 
-    def spy(engine, payloads, worker, kwargs):
-        sent.extend(p["shard"] for p in payloads)
-        return real_map(engine, payloads, worker, kwargs)
-
-    monkeypatch.setattr(ray_predict, "map_shards", spy)
-    done = ray_predict.predict_with_ray(model_dir, corpus_input, out, engine, backend="torch")
-
-    assert sent == [1]  # the finished shard was not computed again
-    assert done["sentences"] == N_SENTENCES and not shards.exists()
+    assert resumed["sent"] == [1]  # the finished shard was not computed again
+    assert resumed["sentences"] == N_SENTENCES and not shards.exists()
     _assert_same_predictions(local_predictions, out)
 
 
@@ -203,7 +260,7 @@ def test_label_on_ray_records_per_record_failures_as_the_local_engine(task_dir, 
         return (200, answer("FLYING")) if sentence in bad else None  # out of taxonomy, every try
 
     src = write_input(tmp_path)
-    outputs, requests = {}, {}
+    outputs, requests, errors = {}, {}, {}
     with fake_openai(Script(fault)) as server:
         for engine in ("local", "ray"):
             sent = len(server.requests)
@@ -211,8 +268,12 @@ def test_label_on_ray_records_per_record_failures_as_the_local_engine(task_dir, 
             flags = ["--attempts", "2", "--no-parquet"]
             if engine == "ray":
                 flags += ["--engine", "ray", "--ray-address", ray_address, "--shard-size", "8", "--ray-workers", "2"]
-            code, _ = label(*label_args(task_dir, server.api_base, src, out, *flags))
-            assert code == 1, capsys.readouterr().err  # failures beyond --max-failures 0
+                done = _label_in_child(*label_args(task_dir, server.api_base, src, out, *flags))
+                code, errors[engine] = done.returncode, done.stderr
+            else:
+                code, _ = label(*label_args(task_dir, server.api_base, src, out, *flags))
+                errors[engine] = capsys.readouterr().err
+            assert code == 1, errors[engine]  # failures beyond --max-failures 0
             outputs[engine] = out
             requests[engine] = len(server.requests) - sent
     local, distributed = outputs["local"], outputs["ray"]
@@ -224,14 +285,14 @@ def test_label_on_ray_records_per_record_failures_as_the_local_engine(task_dir, 
         assert row["kind"] == "answer" and row["attempts"] == 2 and "error" in row and row["text"] in bad
     records = {r.id: r for r in read_records(distributed)}
     assert records[line_id(SENTENCES[0])].provenance.attributes["attempts"] == 1
-    assert "3 sentences failed" in capsys.readouterr().err
+    assert "3 sentences failed" in errors["ray"] and "3 sentences failed" in errors["local"]
     assert not distributed.with_name("silver.jsonl.shards").exists()
 
     # The endpoint recovers: a rerun labels only the failed records, with samples not tried before.
     with fake_openai(Script()) as server:
-        code, _ = label(*label_args(task_dir, server.api_base, src, distributed, "--no-parquet", "--engine", "ray",
-                                    "--ray-address", ray_address, "--shard-size", "8"))  # fmt: skip
-        assert code == 0
+        done = _label_in_child(*label_args(task_dir, server.api_base, src, distributed, "--no-parquet", "--engine",
+                                           "ray", "--ray-address", ray_address, "--shard-size", "8"))  # fmt: skip
+        assert done.returncode == 0, done.stderr
         assert len(server.requests) == len(bad) and all(r.get("temperature") for r in server.requests)
     assert sorted(unique_ids(distributed)) == sorted(line_id(s) for s in SENTENCES)
     assert not failures_path_for(distributed).exists()
@@ -262,8 +323,7 @@ def test_the_embedded_llm_is_refused_on_ray(task_dir, tmp_path, capsys):
     assert code == 2 and "--api-base" in capsys.readouterr().err
 
 
-def test_a_dead_endpoint_stops_a_ray_run_with_one_message_and_no_empty_files(task_dir, ray_address, tmp_path,
-                                                                              capsys):  # fmt: skip
+def test_a_dead_endpoint_stops_a_ray_run_with_one_message_and_no_empty_files(task_dir, ray_address, tmp_path):
     from clinsynth.llm.lm import free_loopback_port
 
     out = tmp_path / "silver.jsonl"
@@ -271,10 +331,10 @@ def test_a_dead_endpoint_stops_a_ray_run_with_one_message_and_no_empty_files(tas
     # Sentences no other test sent: the workers' DSPy cache (one for the module) must not answer them.
     src = tmp_path / "in.txt"
     src.write_text("".join(f"Sentence {i} for a dead endpoint.\n" for i in range(20)))
-    code, _ = label(*label_args(task_dir, dead, src, out, "--attempts", "1", "--engine", "ray",
-                              "--ray-address", ray_address, "--shard-size", "8"))  # fmt: skip
-    err = capsys.readouterr().err
-    assert code == 2 and "is not answering" in err and "Rerun to resume" in err
+    done = _label_in_child(*label_args(task_dir, dead, src, out, "--attempts", "1", "--engine", "ray",
+                                       "--ray-address", ray_address, "--shard-size", "8"))  # fmt: skip
+    err = done.stderr
+    assert done.returncode == 2 and "is not answering" in err and "Rerun to resume" in err, err
     assert f"failures in {failures_path_for(out)}" in err  # the run's files, not a worker's temporary ones
     assert not out.exists() and not out.with_name("silver.jsonl.shards").exists()
     failures = read_failures(failures_path_for(out))  # what was tried is recorded, as the local engine does
@@ -315,6 +375,22 @@ def test_a_cluster_that_asks_for_a_token_is_named_in_the_error(monkeypatch):
     with pytest.raises(ClinsynthError) as caught, ray_session(RayEngine(address="10.0.0.1:6379")):
         pass
     assert "RAY_AUTH_MODE" not in str(caught.value)  # only when the cluster asked for a token
+
+
+def test_a_run_without_an_address_starts_a_cluster_of_its_own(monkeypatch):
+    """Ray's default address first tries the cluster named in /tmp/ray/ray_current_cluster, a file any
+    ``ray start --head`` leaves behind once its head is gone: the run then waited on a dead address and failed."""
+    from clinsynth.jobs.engine_ray import RayEngine, ray_session
+
+    asked: list[str | None] = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda address=None, **kwargs: asked.append(address))
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    monkeypatch.setattr("clinsynth.jobs.engine_ray.check_reachable", lambda address: None)  # a head listens there
+    for engine in (RayEngine(), RayEngine(address="10.0.0.1:6379")):
+        with ray_session(engine):
+            pass
+    assert asked == ["local", "10.0.0.1:6379"]
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1:1", "ray://no-such-host.invalid:10001"])

@@ -165,19 +165,20 @@ def label_with_ray(task: Any, job: Any, config: Any, out: Path, result: Any) -> 
 
         partial: list[tuple[list[str], list[str]]] = []  # what a stopped worker had done
         usage: dict[str, dict[str, Any]] = {}  # the latest of each worker's running totals
-        for row in map_shards(engine, payloads, LabelShards, worker_kwargs):
-            records, failed = json.loads(column(row, "records")), json.loads(column(row, "failures"))
-            latest = json.loads(column(row, "usage"))
-            worker = column(row, "worker")
-            if latest is not None and latest["calls"] >= usage.get(worker, latest)["calls"]:
-                usage[worker] = latest
-            result.lm = column(row, "lm")
-            if column(row, "error"):
-                partial.append((records, failed))
-                kind = column(row, "kind")
-                stop = (_STOPS.get(kind) or EndpointError)(f"a Ray worker stopped the run: {column(row, 'error')}")
-                break  # leaving the dataset's iterator stops the other workers
-            store.write(column(row, "shard"), records, side={"failures.jsonl": failed})
+        with map_shards(engine, payloads, LabelShards, worker_kwargs) as rows:
+            for row in rows:
+                records, failed = json.loads(column(row, "records")), json.loads(column(row, "failures"))
+                latest = json.loads(column(row, "usage"))
+                worker = column(row, "worker")
+                if latest is not None and latest["calls"] >= usage.get(worker, latest)["calls"]:
+                    usage[worker] = latest
+                result.lm = column(row, "lm")
+                if column(row, "error"):
+                    partial.append((records, failed))
+                    kind = column(row, "kind")
+                    stop = (_STOPS.get(kind) or EndpointError)(f"a Ray worker stopped the run: {column(row, 'error')}")
+                    break  # leaving the context closes the stream: the other workers stop
+                store.write(column(row, "shard"), records, side={"failures.jsonl": failed})
 
         # Merge, in input order; the writer skips ids already in out (a merge a kill interrupted).
         failures = dict(earlier)

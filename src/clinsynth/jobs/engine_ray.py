@@ -97,8 +97,12 @@ def ray_session(engine: RayEngine) -> Iterator[Any]:
         options["include_dashboard"] = False
     if engine.address is not None:
         check_reachable(engine.address)
+    # No address means a cluster of the run's own: "local", not Ray's default, which first tries the
+    # cluster named in /tmp/ray/ray_current_cluster. Any `ray start --head` leaves that file behind
+    # once its head is gone (killed, rebooted), and the run then waits on a dead address and fails.
+    address = engine.address or "local"
     try:
-        ray.init(address=engine.address, **options)
+        ray.init(address=address, **options)
     except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError...: all mean no cluster
         where = engine.address or "a local cluster"
         hint = _AUTH_HINT if _refused_for_token(exc) else ""
@@ -216,20 +220,23 @@ class ShardStore:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+@contextmanager
 def map_shards(
     engine: RayEngine,
     payloads: Sequence[dict[str, Any]],
     worker: type,
     worker_kwargs: Callable[[int], dict[str, Any]],
-) -> Iterator[dict[str, Any]]:
+) -> Iterator[Iterator[dict[str, Any]]]:
     """Each payload (one shard: ``shard`` index + JSON-safe fields) through ``worker``, on Ray Data.
 
     ``worker`` is a callable class: built once per actor with ``worker_kwargs(pool size)``
     (the model is loaded there; the size lets a job split a budget among its workers), then
-    called on batches of one shard each. Yields each result row as its shard finishes (in
-    any order), so the caller can write it at once.
+    called on batches of one shard each. The context gives the result rows as their shards
+    finish (in any order), so the caller can write each at once; a caller may stop reading
+    early (a worker stopped the run), and leaving the context stops the rest.
     """
     if not payloads:
+        yield iter(())
         return
     with ray_session(engine) as ray:
         context = ray.data.DataContext.get_current()
@@ -245,12 +252,23 @@ def map_shards(
             compute=ray.data.ActorPoolStrategy(size=size),
             num_cpus=1,
         )
+        rows = iter(mapped.iter_rows())
         try:
-            yield from mapped.iter_rows()
-        except ClinsynthError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a worker crashed (RayTaskError...): one clear message
-            raise ClinsynthError(f"a Ray worker failed: {_last_line(exc)}") from exc
+            yield _worker_failures_named(rows)
+        finally:
+            # A stream left early keeps its executor, actors and prefetch threads until its iterator
+            # is closed (Ray Data's own advice); closed here, before ray.shutdown(), so none of them
+            # still calls into a session that is going away, which can take the driver down with it.
+            rows.close()
+
+
+def _worker_failures_named(rows: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    try:
+        yield from rows
+    except ClinsynthError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a worker crashed (RayTaskError...): one clear message
+        raise ClinsynthError(f"a Ray worker failed: {_last_line(exc)}") from exc
 
 
 def column(row: dict[str, Any], name: str) -> Any:

@@ -65,9 +65,10 @@ def predict_with_ray(
         store = ShardStore(out_path, key).open()
         payloads = [{"shard": k, "items": json.dumps(s)} for k, s in enumerate(shards) if not store.done(k)]
         worker = {"model_dir": str(model_dir), "backend": backend}
-        for row in map_shards(engine, payloads, PredictShards, lambda _size: worker):
-            meta = json.dumps({"backend": column(row, "backend")})
-            store.write(column(row, "shard"), json.loads(column(row, "rows")), side={"meta.json": [meta]})
+        with map_shards(engine, payloads, PredictShards, lambda _size: worker) as rows:
+            for row in rows:
+                meta = json.dumps({"backend": column(row, "backend")})
+                store.write(column(row, "shard"), json.loads(column(row, "rows")), side={"meta.json": [meta]})
         counts: Counter = Counter()
         backends = set()
         with atomic_open(out_path) as fh:  # in input order, whole or not at all, as the local engine writes
