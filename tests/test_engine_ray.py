@@ -4,9 +4,9 @@ starts.
 
 The cluster starts once for the module as the README's cluster recipe starts one, ``ray start --head``, and
 every run reaches it through ``--ray-address``. Each run that opens a Ray session does so in a process of its
-own, as a user's command does: one ``ray.init`` and one ``ray.shutdown`` a process. Ray drivers run one
-after another inside pytest's process once took the whole test session down with no output; in a child a
-driver can only fail its own test, and its output is in the failure.
+own, as a user's command does: one ``ray.init`` and one ``ray.shutdown`` a process. While every driver ran
+inside pytest's process, a CI session once died in this module with no output; in a child a driver can
+only fail its own test, and its output is in the failure.
 Skipped when the 'scale' extra (ray[data]) is not installed.
 """
 
@@ -28,7 +28,17 @@ import pytest
 from clinsynth.data.records import read_records
 from clinsynth.jobs.resumable import failures_path_for, read_failures
 from tests.conftest import FakeOpenAI, write_task
-from tests.test_faults import SENTENCES, Script, answer, label, label_args, line_id, unique_ids, write_input
+from tests.test_faults import (
+    SENTENCES,
+    Script,
+    answer,
+    label,
+    label_args,
+    line_id,
+    subprocess_env,
+    unique_ids,
+    write_input,
+)
 
 ray = pytest.importorskip("ray")
 
@@ -109,28 +119,36 @@ def corpus_input(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def _predict_args(model: Path, src: Path, out: Path, *flags: str) -> list[str]:
+    return ["predict", "--input", str(src), "--out", str(out), "--model", str(model), "--backend", "torch", *flags]
+
+
 def _predict(model: Path, src: Path, out: Path, *flags: str) -> int:
     from clinsynth.app.cli import main
 
-    return main(["predict", "--input", str(src), "--out", str(out), "--model", str(model), "--backend", "torch",
-                 *flags])  # fmt: skip
+    return main(_predict_args(model, src, out, *flags))
 
 
-def _command(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+def _command(module: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``python -m module args`` in a child process, from the project root, its output captured."""
     from clinsynth.paths import PROJECT_ROOT
 
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                          timeout=600)  # fmt: skip
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=PROJECT_ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
 
 
 def _predict_in_child(model: Path, src: Path, out: Path, *flags: str) -> subprocess.CompletedProcess[str]:
-    return _command("clinsynth", "predict", "--input", str(src), "--out", str(out), "--model", str(model),
-                    "--backend", "torch", *flags)  # fmt: skip
+    return _command("clinsynth", *_predict_args(model, src, out, *flags))
 
 
-def _label_in_child(*args: str) -> subprocess.CompletedProcess[str]:
-    return _command("programs.label", *args)
+def _label_in_child(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return _command("programs.label", *args, env=subprocess_env(tmp_path))
+
+
+def _engine(address: str) -> Any:
+    from clinsynth.jobs.engine_ray import RayEngine
+
+    return RayEngine(address=address, shard_size=PREDICT_SHARD, show_progress=False)
 
 
 def _in_child(target: Callable[..., None], *args: Any) -> None:
@@ -180,15 +198,13 @@ class _Killed(BaseException):
 def _predict_killed_before_merge(model_dir: Path, src: Path, out: Path, address: str) -> None:
     """In a child: a Ray predict that dies after every shard is written, before the merge."""
     from clinsynth.jobs import ray_predict
-    from clinsynth.jobs.engine_ray import RayEngine
 
     def killed(*args: Any, **kwargs: Any) -> None:
         raise _Killed
 
     ray_predict.atomic_open = killed
     try:
-        ray_predict.predict_with_ray(model_dir, src, out, RayEngine(address=address, shard_size=PREDICT_SHARD,
-                                                                    show_progress=False), backend="torch")  # fmt: skip
+        ray_predict.predict_with_ray(model_dir, src, out, _engine(address), backend="torch")
     except _Killed:
         return
     raise AssertionError("the run reached its merge")
@@ -197,7 +213,6 @@ def _predict_killed_before_merge(model_dir: Path, src: Path, out: Path, address:
 def _predict_resumed(model_dir: Path, src: Path, out: Path, address: str, result: Path) -> None:
     """In a child: the rerun, with the shards it sends to Ray and its summary written to ``result``."""
     from clinsynth.jobs import ray_predict
-    from clinsynth.jobs.engine_ray import RayEngine
 
     sent: list[int] = []
     real_map = ray_predict.map_shards
@@ -207,8 +222,7 @@ def _predict_resumed(model_dir: Path, src: Path, out: Path, address: str, result
         return real_map(engine, payloads, worker, kwargs)
 
     ray_predict.map_shards = spy
-    engine = RayEngine(address=address, shard_size=PREDICT_SHARD, show_progress=False)
-    done = ray_predict.predict_with_ray(model_dir, src, out, engine, backend="torch")
+    done = ray_predict.predict_with_ray(model_dir, src, out, _engine(address), backend="torch")
     result.write_text(json.dumps({"sent": sent, "sentences": done["sentences"]}))
 
 
@@ -268,7 +282,7 @@ def test_label_on_ray_records_per_record_failures_as_the_local_engine(task_dir, 
             flags = ["--attempts", "2", "--no-parquet"]
             if engine == "ray":
                 flags += ["--engine", "ray", "--ray-address", ray_address, "--shard-size", "8", "--ray-workers", "2"]
-                done = _label_in_child(*label_args(task_dir, server.api_base, src, out, *flags))
+                done = _label_in_child(tmp_path, *label_args(task_dir, server.api_base, src, out, *flags))
                 code, errors[engine] = done.returncode, done.stderr
             else:
                 code, _ = label(*label_args(task_dir, server.api_base, src, out, *flags))
@@ -290,8 +304,9 @@ def test_label_on_ray_records_per_record_failures_as_the_local_engine(task_dir, 
 
     # The endpoint recovers: a rerun labels only the failed records, with samples not tried before.
     with fake_openai(Script()) as server:
-        done = _label_in_child(*label_args(task_dir, server.api_base, src, distributed, "--no-parquet", "--engine",
-                                           "ray", "--ray-address", ray_address, "--shard-size", "8"))  # fmt: skip
+        args = label_args(task_dir, server.api_base, src, distributed, "--no-parquet", "--engine", "ray",
+                          "--ray-address", ray_address, "--shard-size", "8")  # fmt: skip
+        done = _label_in_child(tmp_path, *args)
         assert done.returncode == 0, done.stderr
         assert len(server.requests) == len(bad) and all(r.get("temperature") for r in server.requests)
     assert sorted(unique_ids(distributed)) == sorted(line_id(s) for s in SENTENCES)
@@ -331,7 +346,7 @@ def test_a_dead_endpoint_stops_a_ray_run_with_one_message_and_no_empty_files(tas
     # Sentences no other test sent: the workers' DSPy cache (one for the module) must not answer them.
     src = tmp_path / "in.txt"
     src.write_text("".join(f"Sentence {i} for a dead endpoint.\n" for i in range(20)))
-    done = _label_in_child(*label_args(task_dir, dead, src, out, "--attempts", "1", "--engine", "ray",
+    done = _label_in_child(tmp_path, *label_args(task_dir, dead, src, out, "--attempts", "1", "--engine", "ray",
                                        "--ray-address", ray_address, "--shard-size", "8"))  # fmt: skip
     err = done.stderr
     assert done.returncode == 2 and "is not answering" in err and "Rerun to resume" in err, err

@@ -373,7 +373,7 @@ def test_an_over_long_line_reaches_the_endpoint_clipped_with_a_warning(task_dir:
 # ---------------------------------------------------------------- kill -9 and concurrent writers
 
 
-def _subprocess_env(tmp_path: Path) -> dict[str, str]:
+def subprocess_env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "DSPY_CACHEDIR": str(tmp_path / "dspy-cache")}  # no answers from another run's cache
 
 
@@ -410,7 +410,7 @@ def test_kill_9_keeps_the_failures_file_and_a_rerun_resumes(task_dir: Path, tmp_
     assert label(*args, "--limit", "3")[0] == 1  # L1 fails, L2 and L3 are labelled
     assert list(read_failures(failures_path_for(out))) == ["L1"]
 
-    proc = subprocess.Popen([sys.executable, "-m", "programs.label", *args], cwd=ROOT, env=_subprocess_env(tmp_path),
+    proc = subprocess.Popen([sys.executable, "-m", "programs.label", *args], cwd=ROOT, env=subprocess_env(tmp_path),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         _wait_for_lines(out, 6, proc)
@@ -440,7 +440,7 @@ def test_a_second_label_run_on_the_same_out_is_stopped_by_the_lock(task_dir: Pat
     server = serve(script)
     args = label_args(task_dir, server.api_base, src, out)
 
-    first = subprocess.Popen([sys.executable, "-m", "programs.label", *args], cwd=ROOT, env=_subprocess_env(tmp_path),
+    first = subprocess.Popen([sys.executable, "-m", "programs.label", *args], cwd=ROOT, env=subprocess_env(tmp_path),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         _wait_for_request(script, held)

@@ -256,9 +256,9 @@ def map_shards(
         try:
             yield _worker_failures_named(rows)
         finally:
-            # A stream left early keeps its executor, actors and prefetch threads until its iterator
-            # is closed (Ray Data's own advice); closed here, before ray.shutdown(), so none of them
-            # still calls into a session that is going away, which can take the driver down with it.
+            # Ray Data stops a stream left early (a worker stopped the run) when its iterator is
+            # closed, and otherwise leaves that to garbage collection (its docs advise close()):
+            # closed here, so its executor and actors stop while the session is still up.
             rows.close()
 
 
