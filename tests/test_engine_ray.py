@@ -418,3 +418,39 @@ def test_an_unreachable_ray_address_stops_the_run_fast_naming_it(task_dir, tmp_p
     err = capsys.readouterr().err
     assert code == 2 and seconds < 30 and f"could not reach Ray at {address}" in err
     assert server.requests == [] and not out.exists()
+
+
+class _FailsOnShardTwo:
+    """A worker that doubles its shard's number and crashes on shard 2."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
+        shard = int(batch["shard"][0])
+        if shard == 2:
+            raise ValueError("shard 2 is broken")
+        return {"shard": [shard], "double": [2 * shard], "workers": [self.workers]}
+
+
+def _map_until_the_crash(address: str, result: Path) -> None:
+    from clinsynth.errors import ClinsynthError
+    from clinsynth.jobs.engine_ray import map_shards
+
+    payloads = [{"shard": k} for k in range(6)]
+    seen: list[dict[str, Any]] = []
+    try:
+        with map_shards(_engine(address), payloads, _FailsOnShardTwo, lambda workers: {"workers": workers}) as rows:
+            seen.extend(rows)
+    except ClinsynthError as exc:
+        result.write_text(json.dumps({"error": str(exc), "rows": seen}))
+
+
+def test_a_crashed_worker_stops_the_run_with_its_error_and_the_driver_exits_cleanly(ray_address, tmp_path):
+    result = tmp_path / "result.json"
+    _in_child(_map_until_the_crash, ray_address, result)  # exit code 0: no fatal exit after leaving early
+    done = json.loads(result.read_text())
+    assert done["error"].startswith("a Ray worker failed") and "shard 2 is broken" in done["error"]
+    # Shards 0 and 1 go first (the test cluster has 2 CPUs), so one of them finishes before shard 2 starts.
+    assert done["rows"] and all(row["double"] == 2 * row["shard"] and row["shard"] != 2 for row in done["rows"])
+    assert {row["workers"] for row in done["rows"]} <= {1, 2}  # each actor was built with the pool's size

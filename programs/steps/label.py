@@ -67,7 +67,7 @@ class LabelConfig:
     lm: LMSpec | None = None  # None = the task's labeller
     map: MapSettings = MapSettings()
     parquet: bool = True  # also write <out>.parquet
-    ray: RayEngine | None = None  # None: label in this process; else on Ray Data workers (programs.steps.ray_label)
+    ray: RayEngine | None = None  # None: label in this process; else on Ray actors (programs.steps.ray_label)
 
     @classmethod
     def for_silver(cls, task: Task, **overrides: Any) -> LabelConfig:

@@ -21,7 +21,7 @@ from clinsynth.jobs.engine_ray import RayEngine, ShardStore, column, map_shards,
 
 
 class LabelShards:
-    """A Ray Data worker: one LM session (through the privacy gate), then shards labelled by the resumable map."""
+    """A Ray actor: one LM session (through the privacy gate), then shards labelled by the resumable map."""
 
     def __init__(self, job: dict[str, Any]) -> None:
         from clinsynth.programs.steps.silver import ROLE

@@ -17,7 +17,7 @@ class PredictConfig:
     model: Path | None = None  # None: the task's default model (trained first if missing)
     notes: bool = False  # each input item is a whole note: split it into sentences
     backend: str = "auto"  # auto: the model's ONNX export when usable (clinsynth export-onnx), else torch
-    ray: RayEngine | None = None  # None: predict in this process; else on Ray Data workers (clinsynth.jobs.ray_predict)
+    ray: RayEngine | None = None  # None: predict in this process; else on Ray actors (clinsynth.jobs.ray_predict)
     trust_pickle: bool = False  # load a model folder holding pickles (unpickling runs code): --trust-pickle
 
 

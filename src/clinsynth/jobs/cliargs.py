@@ -198,9 +198,9 @@ def print_plans(plans: list[Any]) -> int:
 
 
 def add_engine_flags(p: argparse.ArgumentParser) -> None:
-    """Where the per-item work runs: this process, or Ray Data workers (``clinsynth.jobs.engine_ray``)."""
+    """Where the per-item work runs: this process, or Ray actors (``clinsynth.jobs.engine_ray``)."""
     p.add_argument("--engine", choices=ENGINES, default=ENGINES[0],
-                   help="local: this process; ray: Ray Data workers, output in shards merged in input order "
+                   help="local: this process; ray: Ray actors, output in shards merged in input order "
                    "(the 'scale' extra)")  # fmt: skip
     p.add_argument("--ray-address", default=ENGINE_DEFAULTS.address,
                    help="an existing Ray cluster (ray://HEAD:10001, or auto on a cluster node); "

@@ -1,14 +1,14 @@
-"""The Ray engine: a step's items as a Ray Data dataset, mapped by workers, written as shards.
+"""The Ray engine: a step's items in shards, mapped by a pool of Ray actors, written as shards.
 
 ``--engine ray`` on ``predict`` and ``label`` runs the same per-item work as the local
-engine, on Ray Data workers (``clinsynth.jobs.ray_predict`` and ``clinsynth.programs.steps.ray_label``
+engine, on Ray actors (``clinsynth.jobs.ray_predict`` and ``clinsynth.programs.steps.ray_label``
 hold the two jobs):
 
 1. the driver reads the input and cuts it into fixed-size shards in input order (shard
    ``k`` holds items ``k*N .. k*N+N-1``), so a rerun of the same command maps the same
    items to the same shard;
-2. the shards still to do become a dataset (one row a shard) that ``map_batches`` sends
-   to a pool of actors, each of which loads its model (or opens its LM) once;
+2. the shards still to do go to a pool of actors (Ray's ``ActorPool``), each of which loads its
+   model (or opens its LM) once and then takes one shard after another;
 3. each finished shard comes back to the driver, which writes it to
    ``<out>.shards/part-NNNNN.jsonl`` at once, atomically (temporary file + rename);
 4. when every shard is done, the driver merges them in input order into ``<out>`` and
@@ -39,6 +39,7 @@ from clinsynth.data.fileio import atomic_write_text
 from clinsynth.data.records import side_path
 from clinsynth.errors import ClinsynthError
 from clinsynth.fingerprint import parts_sha256
+from clinsynth.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class RayEngine:
     address: str | None = None  # an existing cluster (ray://head:10001, auto); None: a local one for this run
     workers: int | None = None  # actors; None: one per CPU of the cluster, at most one per shard
     shard_size: int | None = None  # items per shard; None: the job's SHARD_SIZE
-    show_progress: bool = True  # Ray Data's progress bars
+    show_progress: bool = True  # a progress bar over shards (and the workers' logs)
 
     def shard_size_for(self, job: str) -> int:
         size = self.shard_size or SHARD_SIZE[job]
@@ -70,10 +71,9 @@ class RayEngine:
 
 
 def require_ray() -> Any:
-    """``ray`` with Ray Data, imported on first use, or a clear error naming the extra."""
+    """``ray``, imported on first use, or a clear error naming the extra."""
     try:
         import ray
-        import ray.data  # noqa: F401 - the extra's other half
     except ImportError as exc:
         raise ClinsynthError(_EXTRA_HINT) from exc
     return ray
@@ -227,39 +227,52 @@ def map_shards(
     worker: type,
     worker_kwargs: Callable[[int], dict[str, Any]],
 ) -> Iterator[Iterator[dict[str, Any]]]:
-    """Each payload (one shard: ``shard`` index + JSON-safe fields) through ``worker``, on Ray Data.
+    """Each payload (one shard: ``shard`` index + JSON-safe fields) through ``worker``, on Ray actors.
 
     ``worker`` is a callable class: built once per actor with ``worker_kwargs(pool size)``
     (the model is loaded there; the size lets a job split a budget among its workers), then
-    called on batches of one shard each. The context gives the result rows as their shards
-    finish (in any order), so the caller can write each at once; a caller may stop reading
-    early (a worker stopped the run), and leaving the context stops the rest.
+    called on batches of one shard each (a dict of columns, as Ray Data's ``map_batches``
+    passes them). The context gives the result rows as their shards finish (in any order),
+    so the caller can write each at once; a caller may stop reading early (a worker stopped
+    the run), and leaving the context stops the rest.
+
+    The pool is Ray core's ``ActorPool``, driven from the caller's thread. Ray Data's streaming
+    iterator, used before, runs its pipeline in background threads of the driver that are
+    signalled but not joined when a stream is left early; one of them reached Ray after
+    ``ray.shutdown`` and Ray ended the whole process (exit 1, "The core worker has already been
+    shutdown"), before the run could say why it stopped. Here nothing touches Ray once the
+    context is left.
     """
     if not payloads:
         yield iter(())
         return
     with ray_session(engine) as ray:
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = engine.show_progress
-        context.print_on_execution_start = engine.show_progress
+        from ray.util import ActorPool
+
         cpus = int(ray.cluster_resources().get("CPU", 1)) or 1
         size = max(1, min(engine.workers or cpus, len(payloads)))
-        dataset = ray.data.from_items(list(payloads), override_num_blocks=len(payloads))
-        mapped = dataset.map_batches(
-            worker,
-            fn_constructor_kwargs=worker_kwargs(size),
-            batch_size=1,  # one shard a call: a shard is written whole or not at all
-            compute=ray.data.ActorPoolStrategy(size=size),
-            num_cpus=1,
-        )
-        rows = iter(mapped.iter_rows())
+        # No restarts: a worker that dies fails the run with its error instead of redoing shards.
+        actor = ray.remote(num_cpus=1, max_restarts=0)(worker)
+        actors = [actor.remote(**worker_kwargs(size)) for _ in range(size)]
+        pool = ActorPool(actors)
+        batches = ({name: [value] for name, value in payload.items()} for payload in payloads)
+        results = pool.map_unordered(lambda a, batch: a.__call__.remote(batch), batches)
+        bar = progress_bar(len(payloads), "shards", disable=not engine.show_progress)
         try:
-            yield _worker_failures_named(rows)
+            yield _worker_failures_named(_rows(results, bar))
         finally:
-            # Ray Data stops a stream left early (a worker stopped the run) when its iterator is
-            # closed, and otherwise leaves that to garbage collection (its docs advise close()):
-            # closed here, so its executor and actors stop while the session is still up.
-            rows.close()
+            bar.close()
+            for handle in actors:  # stops shards still running when the caller left early
+                ray.kill(handle)
+
+
+def _rows(results: Iterator[dict[str, list[Any]]], bar: Any) -> Iterator[dict[str, Any]]:
+    """The rows of each finished batch (a dict of equal-length columns)."""
+    for columns in results:
+        bar.update(1)
+        names = list(columns)
+        for values in zip(*(columns[name] for name in names), strict=True):
+            yield dict(zip(names, values, strict=True))
 
 
 def _worker_failures_named(rows: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:

@@ -20,7 +20,7 @@ from clinsynth.jobs.engine_ray import RayEngine, ShardStore, column, map_shards,
 
 
 class PredictShards:
-    """A Ray Data worker: the classifier loaded once, then whole shards scored as ``predict_file`` scores them."""
+    """A Ray actor: the classifier loaded once, then whole shards scored as ``predict_file`` scores them."""
 
     def __init__(self, model_dir: str, backend: str) -> None:
         from clinsynth.model.onnx_path import load_classifier
