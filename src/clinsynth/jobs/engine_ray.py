@@ -236,12 +236,12 @@ def map_shards(
     so the caller can write each at once; a caller may stop reading early (a worker stopped
     the run), and leaving the context stops the rest.
 
-    The pool is Ray core's ``ActorPool``, driven from the caller's thread. Ray Data's streaming
-    iterator, used before, runs its pipeline in background threads of the driver that are
-    signalled but not joined when a stream is left early; one of them reached Ray after
-    ``ray.shutdown`` and Ray ended the whole process (exit 1, "The core worker has already been
-    shutdown"), before the run could say why it stopped. Here nothing touches Ray once the
-    context is left.
+    The pool is Ray core's ``ActorPool``, driven from the caller's thread, so nothing of the run
+    touches Ray once the context is left. With Ray Data's streaming iterator, used before, a run
+    left early (a dead endpoint) was once ended by Ray from a driver thread other than the
+    caller's, after ``ray.shutdown`` (exit 1, "The core worker has already been shutdown"),
+    before it could say why it stopped; that iterator runs its pipeline in background threads
+    that closing it signals but does not join.
     """
     if not payloads:
         yield iter(())
