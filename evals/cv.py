@@ -641,7 +641,8 @@ def gold_test(gold: dict[str, list[Record]], taxonomy: Taxonomy, model_dir: Path
         none = sum(1 for t in truth if not t)
         words = (f"{note}, on {len(kept)} {what} ({len(set(notes))} notes, {none} of them NONE; "
                  f"{len(records) - len(kept)} sentences whose text is also in train or dev are left out).")  # fmt: skip
-        out: dict[str, Any] = {"note": words if default else note, "systems": rows, "sentences": len(kept)}
+        out: dict[str, Any] = {"note": words if default else note, "systems": rows, "sentences": len(kept),
+                               "default": default}  # the default model's system name; None: no model yet
         if RULE_LIST in predicted:
             out["detectable"] = fixes_needed(truth, notes, predicted[RULE_LIST], taxonomy)
         return out

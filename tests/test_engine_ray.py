@@ -426,11 +426,11 @@ class _FailsOnShardTwo:
     def __init__(self, workers: int) -> None:
         self.workers = workers
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
-        shard = int(batch["shard"][0])
+    def __call__(self, payload: dict[str, Any]) -> dict[str, Any]:
+        shard = payload["shard"]
         if shard == 2:
             raise ValueError("shard 2 is broken")
-        return {"shard": [shard], "double": [2 * shard], "workers": [self.workers]}
+        return {"shard": shard, "double": 2 * shard, "workers": self.workers}
 
 
 def _map_until_the_crash(address: str, result: Path) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from clinsynth.errors import BudgetExceeded, ClinsynthError
-from clinsynth.jobs.engine_ray import RayEngine, ShardStore, column, map_shards, run_key, shards_of
+from clinsynth.jobs.engine_ray import RayEngine, ShardStore, map_shards, run_key, shards_of
 
 
 class LabelShards:
@@ -36,9 +36,8 @@ class LabelShards:
             env_folders=job["env_folders"], timeout=settings.timeout, limits=settings.limits,
         )  # fmt: skip
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
-        results = [self._shard(int(k), json.loads(str(p))) for k, p in zip(batch["shard"], batch["items"], strict=True)]
-        return {name: [r[name] for r in results] for name in results[0]} if results else {}
+    def __call__(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return self._shard(payload["shard"], json.loads(payload["items"]))
 
     def _shard(self, shard: int, entries: list[dict[str, Any]]) -> dict[str, Any]:
         from clinsynth.programs.steps.silver import make_record
@@ -167,18 +166,18 @@ def label_with_ray(task: Any, job: Any, config: Any, out: Path, result: Any) -> 
         usage: dict[str, dict[str, Any]] = {}  # the latest of each worker's running totals
         with map_shards(engine, payloads, LabelShards, worker_kwargs) as rows:
             for row in rows:
-                records, failed = json.loads(column(row, "records")), json.loads(column(row, "failures"))
-                latest = json.loads(column(row, "usage"))
-                worker = column(row, "worker")
+                records, failed = json.loads(row["records"]), json.loads(row["failures"])
+                latest = json.loads(row["usage"])
+                worker = row["worker"]
                 if latest is not None and latest["calls"] >= usage.get(worker, latest)["calls"]:
                     usage[worker] = latest
-                result.lm = column(row, "lm")
-                if column(row, "error"):
+                result.lm = row["lm"]
+                if row["error"]:
                     partial.append((records, failed))
-                    kind = column(row, "kind")
-                    stop = (_STOPS.get(kind) or EndpointError)(f"a Ray worker stopped the run: {column(row, 'error')}")
+                    kind = row["kind"]
+                    stop = (_STOPS.get(kind) or EndpointError)(f"a Ray worker stopped the run: {row['error']}")
                     break  # leaving the context closes the stream: the other workers stop
-                store.write(column(row, "shard"), records, side={"failures.jsonl": failed})
+                store.write(row["shard"], records, side={"failures.jsonl": failed})
 
         # Merge, in input order; the writer skips ids already in out (a merge a kill interrupted).
         failures = dict(earlier)

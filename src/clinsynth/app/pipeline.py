@@ -231,10 +231,10 @@ class MainJob:
         report = refresh_test_line(self.task, self.report_dir, self.model_dir)
         test = json.loads(report.with_suffix(".json").read_text(encoding="utf-8"))["test"]
         scores = {row["system"]: row for row in test["systems"]}
-        default = next((row for name, row in scores.items() if name.startswith("default model")), None)
         words = f"{self.task.relative(report)} (and .html)"
-        if default is None:
+        if test["default"] is None:
             return words
+        default = scores[test["default"]]
         words += (f"; gold test ({test['sentences']} sentences): default model micro / macro F1 "
                   f"{default['micro_f1']:.3f} / {default['macro_f1']:.3f}")  # fmt: skip
         if RULE_LIST in scores:

@@ -231,8 +231,8 @@ def map_shards(
 
     ``worker`` is a callable class: built once per actor with ``worker_kwargs(pool size)``
     (the model is loaded there; the size lets a job split a budget among its workers), then
-    called on batches of one shard each (a dict of columns, as Ray Data's ``map_batches``
-    passes them). The context gives the result rows as their shards finish (in any order),
+    called on one payload at a time, returning that shard's result row (a shard is written
+    whole or not at all). The context gives the rows as their shards finish (in any order),
     so the caller can write each at once; a caller may stop reading early (a worker stopped
     the run), and leaving the context stops the rest.
 
@@ -255,36 +255,23 @@ def map_shards(
         actor = ray.remote(num_cpus=1, max_restarts=0)(worker)
         actors = [actor.remote(**worker_kwargs(size)) for _ in range(size)]
         pool = ActorPool(actors)
-        batches = ({name: [value] for name, value in payload.items()} for payload in payloads)
-        results = pool.map_unordered(lambda a, batch: a.__call__.remote(batch), batches)
+        rows = pool.map_unordered(lambda a, payload: a.__call__.remote(payload), payloads)
         bar = progress_bar(len(payloads), "shards", disable=not engine.show_progress)
         try:
-            yield _worker_failures_named(_rows(results, bar))
+            yield _worker_failures_named(rows, bar)
         finally:
             bar.close()
             for handle in actors:  # stops shards still running when the caller left early
                 ray.kill(handle)
 
 
-def _rows(results: Iterator[dict[str, list[Any]]], bar: Any) -> Iterator[dict[str, Any]]:
-    """The rows of each finished batch (a dict of equal-length columns)."""
-    for columns in results:
-        bar.update(1)
-        names = list(columns)
-        for values in zip(*(columns[name] for name in names), strict=True):
-            yield dict(zip(names, values, strict=True))
-
-
-def _worker_failures_named(rows: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+def _worker_failures_named(rows: Iterator[dict[str, Any]], bar: Any) -> Iterator[dict[str, Any]]:
     try:
-        yield from rows
+        for row in rows:
+            bar.update(1)
+            yield row
     except ClinsynthError:
         raise
     except Exception as exc:  # noqa: BLE001 - a worker crashed (RayTaskError...): one clear message
         raise ClinsynthError(f"a Ray worker failed: {_last_line(exc)}") from exc
 
-
-def column(row: dict[str, Any], name: str) -> Any:
-    """A result row's value as plain Python (Ray hands back numpy scalars and arrays)."""
-    value = row[name]
-    return value.item() if hasattr(value, "item") else value

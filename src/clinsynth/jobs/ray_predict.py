@@ -16,7 +16,7 @@ from typing import Any
 
 from clinsynth.data.fileio import atomic_open, output_lock
 from clinsynth.errors import ClinsynthError
-from clinsynth.jobs.engine_ray import RayEngine, ShardStore, column, map_shards, run_key, shards_of
+from clinsynth.jobs.engine_ray import RayEngine, ShardStore, map_shards, run_key, shards_of
 
 
 class PredictShards:
@@ -27,17 +27,13 @@ class PredictShards:
 
         self.classifier, self.backend = load_classifier(Path(model_dir), backend)
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
+    def __call__(self, payload: dict[str, Any]) -> dict[str, Any]:
         from clinsynth.model.predict import Sentence, predicted_rows
 
-        shards, rows = [], []
-        for shard, payload in zip(batch["shard"], batch["items"], strict=True):
-            sentences = [Sentence(**s) for s in json.loads(str(payload))]
-            # Shards start at multiples of BATCH, so these are the local engine's batches.
-            lines = [json.dumps(row, ensure_ascii=False) for row in predicted_rows(self.classifier, sentences)]
-            shards.append(int(shard))
-            rows.append(json.dumps(lines, ensure_ascii=False))
-        return {"shard": shards, "rows": rows, "backend": [self.backend] * len(shards)}
+        sentences = [Sentence(**s) for s in json.loads(payload["items"])]
+        # Shards start at multiples of BATCH, so these are the local engine's batches.
+        lines = [json.dumps(row, ensure_ascii=False) for row in predicted_rows(self.classifier, sentences)]
+        return {"shard": payload["shard"], "rows": json.dumps(lines, ensure_ascii=False), "backend": self.backend}
 
 
 def predict_with_ray(
@@ -67,8 +63,8 @@ def predict_with_ray(
         worker = {"model_dir": str(model_dir), "backend": backend}
         with map_shards(engine, payloads, PredictShards, lambda _size: worker) as rows:
             for row in rows:
-                meta = json.dumps({"backend": column(row, "backend")})
-                store.write(column(row, "shard"), json.loads(column(row, "rows")), side={"meta.json": [meta]})
+                meta = json.dumps({"backend": row["backend"]})
+                store.write(row["shard"], json.loads(row["rows"]), side={"meta.json": [meta]})
         counts: Counter = Counter()
         backends = set()
         with atomic_open(out_path) as fh:  # in input order, whole or not at all, as the local engine writes
