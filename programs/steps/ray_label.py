@@ -37,7 +37,7 @@ class LabelShards:
         )  # fmt: skip
 
     def __call__(self, payload: dict[str, Any]) -> dict[str, Any]:
-        return self._shard(payload["shard"], json.loads(payload["items"]))
+        return self._shard(payload["shard"], payload["items"])
 
     def _shard(self, shard: int, entries: list[dict[str, Any]]) -> dict[str, Any]:
         from clinsynth.programs.steps.silver import make_record
@@ -76,10 +76,10 @@ class LabelShards:
             failed = failures.read_text(encoding="utf-8").splitlines() if failures.exists() else []
         return {
             "shard": shard,
-            "records": json.dumps([line for line in records if line.strip()], ensure_ascii=False),
-            "failures": json.dumps(failed, ensure_ascii=False),
+            "records": [line for line in records if line.strip()],
+            "failures": failed,
             "worker": self.name,
-            "usage": json.dumps(handle.usage()),  # all this worker's calls so far (shards may overlap in time)
+            "usage": handle.usage(),  # all this worker's calls so far (shards may overlap in time)
             "lm": handle.name,
             "error": error,
             "kind": kind,
@@ -151,7 +151,7 @@ def label_with_ray(task: Any, job: Any, config: Any, out: Path, result: Any) -> 
                     {"item": asdict(i), "attributes": job.attributes.get(i.id, {}), "failure": earlier.get(i.id)}
                     for i in todo
                 ]
-                payloads.append({"shard": k, "items": json.dumps(entries, ensure_ascii=False)})
+                payloads.append({"shard": k, "items": entries})
         result.skipped = sum(1 for i in job.items if i.id in before)
 
         def worker_kwargs(workers: int) -> dict[str, Any]:
@@ -166,8 +166,8 @@ def label_with_ray(task: Any, job: Any, config: Any, out: Path, result: Any) -> 
         usage: dict[str, dict[str, Any]] = {}  # the latest of each worker's running totals
         with map_shards(engine, payloads, LabelShards, worker_kwargs) as rows:
             for row in rows:
-                records, failed = json.loads(row["records"]), json.loads(row["failures"])
-                latest = json.loads(row["usage"])
+                records, failed = row["records"], row["failures"]
+                latest = row["usage"]
                 worker = row["worker"]
                 if latest is not None and latest["calls"] >= usage.get(worker, latest)["calls"]:
                     usage[worker] = latest

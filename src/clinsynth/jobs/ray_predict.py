@@ -30,10 +30,10 @@ class PredictShards:
     def __call__(self, payload: dict[str, Any]) -> dict[str, Any]:
         from clinsynth.model.predict import Sentence, predicted_rows
 
-        sentences = [Sentence(**s) for s in json.loads(payload["items"])]
+        sentences = [Sentence(**s) for s in payload["items"]]
         # Shards start at multiples of BATCH, so these are the local engine's batches.
         lines = [json.dumps(row, ensure_ascii=False) for row in predicted_rows(self.classifier, sentences)]
-        return {"shard": payload["shard"], "rows": json.dumps(lines, ensure_ascii=False), "backend": self.backend}
+        return {"shard": payload["shard"], "rows": lines, "backend": self.backend}
 
 
 def predict_with_ray(
@@ -59,12 +59,12 @@ def predict_with_ray(
     )  # fmt: skip
     with output_lock(out_path):  # one run on these shards at a time
         store = ShardStore(out_path, key).open()
-        payloads = [{"shard": k, "items": json.dumps(s)} for k, s in enumerate(shards) if not store.done(k)]
+        payloads = [{"shard": k, "items": s} for k, s in enumerate(shards) if not store.done(k)]
         worker = {"model_dir": str(model_dir), "backend": backend}
         with map_shards(engine, payloads, PredictShards, lambda _size: worker) as rows:
             for row in rows:
                 meta = json.dumps({"backend": row["backend"]})
-                store.write(row["shard"], json.loads(row["rows"]), side={"meta.json": [meta]})
+                store.write(row["shard"], row["rows"], side={"meta.json": [meta]})
         counts: Counter = Counter()
         backends = set()
         with atomic_open(out_path) as fh:  # in input order, whole or not at all, as the local engine writes
