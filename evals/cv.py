@@ -700,12 +700,13 @@ def plan_task(task: Any, settings: CVSettings, *, sources: MixSources | None = N
     return pending, cv.total_runs - len(pending)
 
 
-def refresh_test_line(task: Any, out_dir: Path, model_dir: Path | None = None) -> Path:
+def refresh_test_line(task: Any, out_dir: Path, model_dir: Path | None = None) -> tuple[Path, dict[str, Any]]:
     """Rewrite the report under ``out_dir`` with the gold-test line of the model now in
-    ``model_dir`` (the main job trains the default model after cross-validation chose its mix)."""
+    ``model_dir`` (the main job trains the default model after cross-validation chose its mix).
+    Returns the report's path and its new test line (``gold_test``'s)."""
     from clinsynth.evals.cv_report import REPORT, write_report
 
     summary = json.loads((Path(out_dir) / f"{REPORT}.json").read_text(encoding="utf-8"))
     gold = task.gold()
     summary["test"] = task_test_line(task, gold, model_dir or task.model_dir)
-    return write_report(summary, task.taxonomy, out_dir, summary["command"])
+    return write_report(summary, task.taxonomy, out_dir, summary["command"]), summary["test"]

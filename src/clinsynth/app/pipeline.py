@@ -16,7 +16,6 @@ mixes over a few gold notes in two folds; everything goes under ``out_dir``.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -228,8 +227,7 @@ class MainJob:
     def report(self) -> str:
         from clinsynth.evals.cv import RULE_LIST, refresh_test_line
 
-        report = refresh_test_line(self.task, self.report_dir, self.model_dir)
-        test = json.loads(report.with_suffix(".json").read_text(encoding="utf-8"))["test"]
+        report, test = refresh_test_line(self.task, self.report_dir, self.model_dir)
         scores = {row["system"]: row for row in test["systems"]}
         words = f"{self.task.relative(report)} (and .html)"
         if test["default"] is None:
