@@ -307,12 +307,13 @@ class CrossValidation:
         """(system, seed, fold, training sentences) of every run not kept from earlier; nothing is trained.
 
         A silver-agree or silver-ws run whose gold student is not trained yet counts all of silver (its upper bound).
+        A finished run the experiment's whole-note view will retrain (``retrains_for_whole_notes``) counts too.
         """
         out = []
         for system in self.settings.mixes:
             for seed in self.settings.seeds:
                 for fold in range(self.settings.folds):
-                    if self.is_done(system, seed, fold):
+                    if self.is_done(system, seed, fold) and not self.retrains_for_whole_notes(system, seed, fold):
                         continue
                     fold_built = [p for p in FOLD_BUILT if p in system]
                     if fold_built and not self.run_path(*self._student(system), seed, fold).exists():
@@ -367,7 +368,7 @@ class CrossValidation:
         holds now is retrained for them (runs are deterministic, so its predictions stay as they were)."""
         mix, budget = split_system(system, self.settings.budget)
         path = self.run_path(system, seed, fold)
-        kept = FoldRun(**{**json.loads(path.read_text(encoding="utf-8")), "mix": system}) if path.exists() else None
+        kept = self.kept_run(system, seed, fold)
         if kept is not None and not (whole_scores and self.lacks_whole_scores(kept, system, seed, fold)):
             return kept
         train, dev, evaluation = self.fold_data(system, seed, fold)
@@ -398,6 +399,22 @@ class CrossValidation:
         atomic_write_text(path, json.dumps(asdict(result)))
         self.announce(name, result, evaluation)
         return result
+
+    def kept_run(self, system: str, seed: int, fold: int) -> FoldRun | None:
+        """The finished (system, seed, fold) run kept from earlier, or None."""
+        path = self.run_path(system, seed, fold)
+        if not path.exists():
+            return None
+        return FoldRun(**{**json.loads(path.read_text(encoding="utf-8")), "mix": system})
+
+    def retrains_for_whole_notes(self, system: str, seed: int, fold: int) -> bool:
+        """Whether the experiment's whole-note view (``settings.whole_view`` with a rule list) will
+        retrain this finished run because it lacks scores for the whole notes the gold folder holds now;
+        a plan counts such runs, so its run count and time left hold for the whole experiment."""
+        if not (self.settings.whole_view and self.rules is not None and self.whole_extras):
+            return False
+        kept = self.kept_run(system, seed, fold)
+        return kept is not None and self.lacks_whole_scores(kept, system, seed, fold)
 
     def lacks_whole_scores(self, run: FoldRun, system: str, seed: int, fold: int) -> bool:
         """Whether a finished run misses whole-note scores: it has none, or they are of other
@@ -491,7 +508,9 @@ def run(pool: Sequence[Record], taxonomy: Taxonomy, sources: MixSources, work_di
     cv = CrossValidation(pool, taxonomy, sources, work_dir, settings, rules)
     cv.check_sources()
     to_train, kept = cv.plan()
-    print(f"cross-validation: {to_train} runs to train, {kept} kept from earlier runs ({cv.dir})", flush=True)
+    retrain = sum(cv.run_path(system, seed, fold).exists() for system, seed, fold in cv.to_train)
+    again = f" ({retrain} of them finished runs retrained for the whole notes' scores)" if retrain else ""
+    print(f"cross-validation: {to_train} runs to train{again}, {kept} kept from earlier runs ({cv.dir})", flush=True)
     gold_sets = [list(r.labels) for r in pool]
     notes = [note_of(r) for r in pool]
     predictions: dict[str, list[list[list[str]]]] = {}

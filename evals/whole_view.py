@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +98,11 @@ def view_cross_validation(task: Any, pool: list[Record], settings: CVSettings, s
     without whole-note scores for them)."""
     if task.rules is None:
         raise DataError("the whole-note view compares with the task's rule list: add rules.yaml", path=task.root)
-    return CrossValidation(pool, task.taxonomy, sources, work_dir, settings, task.rules)
+    # The view reads whole-note scores: its plan counts the finished runs it retrains for them, so
+    # each retrained run's line gives the time left.
+    cv = CrossValidation(pool, task.taxonomy, sources, work_dir, replace(settings, whole_view=True), task.rules)
+    cv.plan()
+    return cv
 
 
 def decide_view(task: Any, cv: CrossValidation) -> View:

@@ -303,6 +303,9 @@ def test_whole_notes_are_scored_out_of_fold_and_a_finished_run_without_them_is_r
     combined = combiners.compare(task, with_view, work_dir=work)
     compare.compare_mixes(task, with_view, "gold+bronze", "gold", tmp_path / "cmp", "cmd", work_dir=work)
     assert combined["systems"] and trained == []
+    # A plan counts the runs the view will retrain; one without the view keeps them all.
+    assert cv.plan_task(task, settings, work_dir=work) == ([], len(before))
+    assert len(cv.plan_task(task, with_view, work_dir=work)[0]) == len(before)
 
     md_path, summary = whole_view.whole_view(task, settings, tmp_path / "out", "python -m evals.run whole-view",
                                              work_dir=work)  # fmt: skip
@@ -332,6 +335,7 @@ def test_whole_notes_are_scored_out_of_fold_and_a_finished_run_without_them_is_r
     # retrains them once more; a run that trains on the note scores none of its sentences.
     with (task.gold_dir / WHOLE_NOTES_FILES["train"]).open("a") as f:
         f.write(rows("train", {"n8": [("Febrile this morning.", ["FEVER"])]}))
+    planned, kept = cv.plan_task(task, with_view, work_dir=work)
     _, summary = whole_view.whole_view(task, settings, tmp_path / "out", "cmd", work_dir=work)
     latest = {p.name: json.loads(p.read_text()) for p in work.glob("*.json")}
     assert set(latest) == set(before)
@@ -339,6 +343,8 @@ def test_whole_notes_are_scored_out_of_fold_and_a_finished_run_without_them_is_r
     scoring_n8 = [n for n, run in latest.items() if "n8-x0" in run["whole_ids"] + run["dev_whole_ids"]]
     assert sum("n8-x0" in run["whole_ids"] for run in latest.values()) == 2 * 2  # held out once per mix and seed
     assert len(trained) == len(before) + len(scoring_n8) < 2 * len(before)
+    assert {(latest[n]["mix"], latest[n]["seed"], latest[n]["fold"]) for n in scoring_n8} == {p[:3] for p in planned}
+    assert (len(planned), kept) == (len(scoring_n8), len(before) - len(scoring_n8))
     assert summary["sets"]["whole notes"]["sentences"] == 7 + 10 + 2  # n8: its picked sentence and the new one
     whole_view.whole_view(task, settings, tmp_path / "out", "cmd", work_dir=work)
     assert len(trained) == len(before) + len(scoring_n8)
