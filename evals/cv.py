@@ -367,7 +367,6 @@ class CrossValidation:
         whole-note view reads them) a finished run without scores for the whole notes the gold folder
         holds now is retrained for them (runs are deterministic, so its predictions stay as they were)."""
         mix, budget = split_system(system, self.settings.budget)
-        path = self.run_path(system, seed, fold)
         kept = self.kept_run(system, seed, fold)
         if kept is not None and not (whole_scores and self.lacks_whole_scores(kept, system, seed, fold)):
             return kept
@@ -396,7 +395,7 @@ class CrossValidation:
         if kept is not None and kept.predictions != result.predictions:
             print(f"  {name}: retrained for its whole-note scores, and its predictions changed", flush=True)
         self.dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(asdict(result)))
+        atomic_write_text(self.run_path(system, seed, fold), json.dumps(asdict(result)))
         self.announce(name, result, evaluation)
         return result
 
