@@ -15,7 +15,13 @@ folds, seeds and students, with paired CIs against the rule list and against the
   score >= hi``, both thresholds fitted on the inner dev;
 - ``calibrated stack per category``: a logistic regression per category on
   ``[logit(score), rule hit, their product]``, fitted out of fold (the other folds of the
-  same seed), positive at probability 0.5.
+  same seed), positive at probability 0.5;
+- ``rules or student, threshold from the other folds``: the hybrid with its rule use fitted on
+  the inner dev as usual, and its one threshold on the other folds' out-of-fold scores of the
+  same seed (about five times the inner dev's sentences, scored by other students);
+- ``rules or student, seed ensemble`` (one row per mix, not per seed): the hybrid over the mean
+  of the seeds' scores. A fold's evaluation notes and inner dev do not depend on the seed, so
+  the seeds' students of a fold can be averaged on both and the stack fitted on the mean.
 
 Nothing is trained: every run must already be in the task's ``reports/cv-runs/`` (run
 ``python -m evals.run cv`` first). Fitting uses no fold's own labels; gold test is not read.
@@ -48,7 +54,7 @@ from clinsynth.data.fileio import atomic_write_text
 from clinsynth.data.mixes import MixSources
 from clinsynth.data.records import Record
 from clinsynth.errors import DataError
-from clinsynth.model.hybrid import THRESHOLD_GRID, RuleStack
+from clinsynth.model.hybrid import THRESHOLD_GRID, RuleStack, best_threshold
 from clinsynth.model.metrics import category_matrix, micro_macro_f1, multilabel_scores
 from clinsynth.report import format_table
 
@@ -72,6 +78,7 @@ class FoldView:
     other_scores: np.ndarray  # the other folds' out-of-fold scores, hits and gold labels (same seed)
     other_hits: np.ndarray
     other_gold: np.ndarray
+    other_out_of_scope: np.ndarray | None = None  # None: the other folds' sentences are all in scope
 
 
 Combiner = Callable[[FoldView, Sequence[str]], np.ndarray]  # -> 0/1 decisions for the fold
@@ -89,6 +96,13 @@ def rules_or_student(view: FoldView, names: Sequence[str]) -> np.ndarray:
 def rules_or_student_any_scope(view: FoldView, names: Sequence[str]) -> np.ndarray:
     stack = RuleStack.fit(names, view.dev_scores, view.dev_hits, view.dev_gold)
     return stack.decide(names, view.scores, view.hits)
+
+
+def threshold_from_other_folds(view: FoldView, names: Sequence[str]) -> np.ndarray:
+    stack = RuleStack.fit(names, view.dev_scores, view.dev_hits, view.dev_gold, view.dev_out_of_scope)
+    stack.threshold = best_threshold(names, view.other_scores, view.other_hits, view.other_gold, stack.use_rule,
+                                     view.other_out_of_scope)  # fmt: skip
+    return stack.decide(names, view.scores, view.hits, view.out_of_scope)
 
 
 def _f1(decided: np.ndarray, gold: np.ndarray) -> float:
@@ -150,7 +164,9 @@ COMBINERS: dict[str, Combiner] = {
     f"{HYBRID}, per-category thresholds": per_category_thresholds,
     "rule veto": rule_veto,
     "calibrated stack per category": calibrated_stack,
+    f"{HYBRID}, threshold from the other folds": threshold_from_other_folds,
 }
+SEED_ENSEMBLE = f"{HYBRID}, seed ensemble"
 
 
 @dataclass
@@ -189,9 +205,33 @@ def fold_views(pool: Pool, runs: Sequence[FoldRun]) -> list[tuple[FoldRun, FoldV
             dev_scores=np.asarray(run.dev_scores), dev_hits=pool.hits[dev], dev_gold=pool.gold[dev],
             dev_out_of_scope=pool.out_of_scope[dev],
             other_scores=np.concatenate([np.asarray(runs[j].scores) for j in others]),
-            other_hits=pool.hits[other], other_gold=pool.gold[other],
+            other_hits=pool.hits[other], other_gold=pool.gold[other], other_out_of_scope=pool.out_of_scope[other],
         )))  # fmt: skip
     return views
+
+
+def seed_mean_views(per_seed: Sequence[Sequence[tuple[FoldRun, FoldView]]]) -> list[tuple[FoldRun, FoldView]]:
+    """Each fold's view with the student's scores averaged over seeds (the seeds' folds and inner
+    devs are the same sentences: ``cv.note_folds`` and ``cv.inner_split`` do not depend on the seed)."""
+    merged = []
+    for fold_views_of_seeds in zip(*per_seed, strict=True):
+        run, first = fold_views_of_seeds[0]
+        for other_run, _ in fold_views_of_seeds[1:]:
+            if other_run.ids != run.ids or other_run.dev_ids != run.dev_ids:
+                raise DataError(f"{run.mix} fold {run.fold}: the seeds' runs hold different sentences; rerun them")
+        mean = {f: np.mean([getattr(v, f) for _, v in fold_views_of_seeds], axis=0)
+                for f in ("scores", "thresholds", "dev_scores", "other_scores")}  # fmt: skip
+        merged.append((run, FoldView(**{**first.__dict__, **mean})))
+    return merged
+
+
+def fold_labels(views: Sequence[tuple[FoldRun, FoldView]], combine: Combiner, pool: Pool, n: int) -> list[list[str]]:
+    """One combiner's label sets for the pool (pool order), each fold decided from its own view."""
+    labels: list[list[str]] = [[] for _ in range(n)]
+    for run, view in views:
+        for sentence_id, row in zip(run.ids, combine(view, pool.names), strict=True):
+            labels[pool.position[sentence_id]] = [name for name, on in zip(pool.names, row, strict=True) if on]
+    return labels
 
 
 def finished_runs(cv: CrossValidation, mix: str, seed: int) -> list[FoldRun]:
@@ -217,15 +257,13 @@ def compare(task: Any, settings: CVSettings, *, work_dir: Path | None = None) ->
     rule_list = [task.rules.predict([r.text for r in pool])]
     systems = []
     for mix in settings.mixes:
-        per_combiner: dict[str, list[list[list[str]]]] = {name: [] for name in COMBINERS}
-        for seed in settings.seeds:
-            views = fold_views(matrices, finished_runs(cv, mix, seed))
+        per_combiner: dict[str, list[list[list[str]]]] = {name: [] for name in (*COMBINERS, SEED_ENSEMBLE)}
+        seed_views = [fold_views(matrices, finished_runs(cv, mix, seed)) for seed in settings.seeds]
+        for views in seed_views:
             for name, combine in COMBINERS.items():
-                labels: list[list[str]] = [[] for _ in pool]
-                for run, view in views:
-                    for sentence_id, row in zip(run.ids, combine(view, names), strict=True):
-                        labels[matrices.position[sentence_id]] = [n for n, on in zip(names, row, strict=True) if on]
-                per_combiner[name].append(labels)
+                per_combiner[name].append(fold_labels(views, combine, matrices, len(pool)))
+        per_combiner[SEED_ENSEMBLE].append(fold_labels(seed_mean_views(seed_views), rules_or_student, matrices,
+                                                       len(pool)))  # fmt: skip
         for name, per_seed in per_combiner.items():
             scores = [multilabel_scores(gold_sets, p, task.taxonomy) for p in per_seed]
             row: dict[str, Any] = {"mix": mix, "combiner": name}
@@ -257,7 +295,8 @@ def render(summary: dict[str, Any], command: str) -> str:
         f"{summary['notes']} notes, {summary['folds']} folds by note, seeds {', '.join(map(str, summary['seeds']))}); "
         "nothing is trained. Each combiner is fitted on held-out data only (the fold's inner dev, or the other "
         "folds' out-of-fold scores of the same seed) and decides the fold. Mean ± sd over seeds; Δ: paired "
-        "bootstrap 95% interval over notes. How each combiner works: the docstring of `evals/combiners.py`.",
+        "bootstrap 95% interval over notes. The seed ensemble is one prediction set (the hybrid over the mean of "
+        "the seeds' scores), so its sd is 0. How each combiner works: the docstring of `evals/combiners.py`.",
         "",
         format_table(headers, rows),
         "",

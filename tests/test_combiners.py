@@ -69,6 +69,35 @@ def test_per_category_thresholds_come_from_the_other_folds_not_the_fold():
     assert not np.array_equal(combiners.per_category_thresholds(flipped, NAMES), decided)
 
 
+def test_the_threshold_from_the_other_folds_is_fitted_there_and_the_rule_use_on_the_inner_dev():
+    v, gold = view(np.random.default_rng(3))
+    assert f1(combiners.threshold_from_other_folds(v, NAMES), gold) == pytest.approx(
+        f1(combiners.rules_or_student(v, NAMES), gold), abs=0.05)
+    # Other folds whose students score every sentence 0.97 leave no threshold that adds anything,
+    # so the grid's top (0.95) is chosen there and B (no rule) gets no positive on the fold.
+    sure = combiners.FoldView(**{**v.__dict__, "other_scores": np.full_like(v.other_scores, 0.97),
+                                 "scores": np.minimum(v.scores, 0.9)})  # fmt: skip
+    assert not combiners.threshold_from_other_folds(sure, NAMES)[:, 1].any()
+    assert combiners.rules_or_student(sure, NAMES)[:, 1].any()  # the inner dev's threshold would add them
+
+
+def test_the_seed_ensemble_averages_the_seeds_scores_of_the_same_sentences():
+    from clinsynth.evals.cv import FoldRun
+
+    def run(seed: int, ids: list[str]) -> FoldRun:
+        return FoldRun(mix="m", seed=seed, fold=0, ids=ids, predictions=[], thresholds={}, n_train=0,
+                       train_seconds=0.0, dev_ids=["d"])  # fmt: skip
+
+    v, _ = view(np.random.default_rng(4))
+    low = combiners.FoldView(**{**v.__dict__, "scores": v.scores * 0.5})
+    ids = [str(i) for i in range(len(v.scores))]
+    [(_, merged)] = combiners.seed_mean_views([[(run(0, ids), v)], [(run(1, ids), low)]])
+    assert np.allclose(merged.scores, v.scores * 0.75)
+    assert np.array_equal(merged.hits, v.hits) and np.array_equal(merged.dev_gold, v.dev_gold)
+    with pytest.raises(DataError, match="different sentences"):
+        combiners.seed_mean_views([[(run(0, ids), v)], [(run(1, ids[::-1]), low)]])
+
+
 def test_the_hybrid_of_the_report_is_reproduced_from_the_committed_runs():
     task = load_task(REPO / "tasks" / "sdoh")
     settings = CVSettings.for_task(task)
@@ -80,7 +109,7 @@ def test_the_hybrid_of_the_report_is_reproduced_from_the_committed_runs():
         for metric in ("micro_f1", "macro_f1"):
             assert row[metric][0] == pytest.approx(reported[f"{mix}+rules"][metric][0], abs=1e-9)
         assert row["vs_rules"]["micro_f1"] == pytest.approx(reported[f"{mix}+rules"]["vs_rules"]["micro_f1"])
-    assert {r["combiner"] for r in summary["systems"]} == set(combiners.COMBINERS)
+    assert {r["combiner"] for r in summary["systems"]} == {*combiners.COMBINERS, combiners.SEED_ENSEMBLE}
 
 
 def test_a_missing_run_is_named_and_nothing_is_trained(tmp_path, monkeypatch):

@@ -49,6 +49,32 @@ MIN_RULE_HITS = 5
 MIN_RULE_PRECISION = 0.5
 
 
+def rule_use(names: Sequence[str], hits: np.ndarray, gold: np.ndarray) -> dict[str, bool]:
+    """Per category, whether its rule is kept: dropped when it fired at least ``MIN_RULE_HITS`` times
+    on the held-out sentences with precision under ``MIN_RULE_PRECISION``."""
+    fired, gold = hits > 0, gold.astype(bool)
+    use_rule = {}
+    for j, name in enumerate(names):
+        n_hits = int(fired[:, j].sum())
+        precision = float((fired[:, j] & gold[:, j]).sum()) / n_hits if n_hits else 1.0
+        use_rule[name] = not (n_hits >= MIN_RULE_HITS and precision < MIN_RULE_PRECISION)
+    return use_rule
+
+
+def best_threshold(names: Sequence[str], scores: np.ndarray, hits: np.ndarray, gold: np.ndarray,
+                   use_rule: dict[str, bool], out_of_scope: np.ndarray | None = None) -> float:  # fmt: skip
+    """The grid threshold with the best mean of micro and macro F1 of the stack on these sentences."""
+    fired = (hits > 0) & np.asarray([use_rule[n] for n in names])
+    allowed = np.ones_like(fired) if out_of_scope is None else ~out_of_scope
+    gold = gold.astype(bool)
+
+    # Ties go to the higher threshold: the student adds as little as the data allows.
+    def score(t: float) -> tuple[float, float]:
+        return round(micro_macro_f1(fired | ((scores >= t) & allowed), gold), 9), t
+
+    return float(max(THRESHOLD_GRID, key=score))
+
+
 @dataclass
 class RuleStack:
     """Rule hit or confident student: ``threshold`` for the student, ``use_rule`` per category,
@@ -63,21 +89,9 @@ class RuleStack:
             out_of_scope: np.ndarray | None = None) -> RuleStack:  # fmt: skip
         """``scores``, ``hits`` and ``out_of_scope``: held-out sentences x categories; ``gold``: their
         0/1 labels. Without ``out_of_scope`` the student is not kept to the rules' scope."""
-        gold = gold.astype(bool)
-        fired = hits > 0
-        use_rule = {}
-        for j, name in enumerate(names):
-            n_hits = int(fired[:, j].sum())
-            precision = float((fired[:, j] & gold[:, j]).sum()) / n_hits if n_hits else 1.0
-            use_rule[name] = not (n_hits >= MIN_RULE_HITS and precision < MIN_RULE_PRECISION)
-        mask = np.asarray([use_rule[n] for n in names])
-        allowed = np.ones_like(fired) if out_of_scope is None else ~out_of_scope
-        # Ties go to the higher threshold: the student adds as little as the data allows.
-        def score(t: float) -> tuple[float, float]:
-            return round(micro_macro_f1((fired & mask) | ((scores >= t) & allowed), gold), 9), t
-
-        best = max(THRESHOLD_GRID, key=score)
-        return cls(threshold=float(best), use_rule=use_rule, respect_scope=out_of_scope is not None)
+        use_rule = rule_use(names, hits, gold)
+        threshold = best_threshold(names, scores, hits, gold, use_rule, out_of_scope)
+        return cls(threshold=threshold, use_rule=use_rule, respect_scope=out_of_scope is not None)
 
     @classmethod
     def fit_held_out(cls, names: Sequence[str], scores: np.ndarray, held_out: Sequence[Record],
