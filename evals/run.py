@@ -6,7 +6,8 @@ and bronze add to gold, by grouped cross-validation over gold train + dev with s
 paired confidence intervals, then the default model on gold test), ``topup`` (what a bronze top-up added, paired),
 ``combiners`` (ways to combine the rule list with the student, on the experiment's finished runs),
 ``gold-curve`` (what more gold buys: the mixes with a share of the gold training notes and with all, paired),
-``compare`` (what one mix adds over another: both cross-validated, students and hybrids paired).
+``compare`` (what one mix adds over another: both cross-validated, students and hybrids paired),
+``final-seeds`` (the default model's gold test line over training seeds: how far one training moves).
 Reports go to the task's reports folder.
 
 Example: python -m evals.run augmentation --seeds 0,1,2
@@ -103,6 +104,11 @@ def build_parser(prog: str = "python -m evals.run") -> argparse.ArgumentParser:
                        "with the second (default: the task's)")  # fmt: skip
     whole.add_argument("--seeds", default=None, help="comma-separated training seeds (default: the task's, else 0,1,2)")
     whole.add_argument("--work-dir", type=Path, default=None, help="where finished runs are kept (default: the task's)")
+    final = add("final-seeds", "the default mix trained as the default model once per seed, each scored on gold "
+                "test and whole test notes beside the rule list (measures; chooses nothing)")  # fmt: skip
+    final.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
+    final.add_argument("--models-dir", type=Path, default=None,
+                       help="where the seeds' models go (default: outputs/<task>/final-seeds)")  # fmt: skip
     return parser
 
 
@@ -204,6 +210,12 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
 
             settings = cv.CVSettings.for_task(task, mixes=mixes_arg(args), seeds=seeds_arg(args))
             report, _ = combiners.write(task, settings, Path(out_dir), command, work_dir=args.work_dir)
+            print(f"report: {report}")
+        elif args.suite == "final-seeds":
+            from clinsynth.evals import final_seeds
+
+            report, _ = final_seeds.write(task, seeds_arg(args) or final_seeds.DEFAULT_SEEDS, Path(out_dir), command,
+                                          models_dir=args.models_dir)  # fmt: skip
             print(f"report: {report}")
     except ClinsynthError as exc:
         print(f"error: {exc}", file=sys.stderr)

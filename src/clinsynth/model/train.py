@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,20 @@ def mix_files(sources: MixSources, mix: str) -> list[Path]:
     if hybrid and sources.rules is not None:
         files.append(sources.rules)
     return [f for f in files if f.exists()]
+
+
+def trained_as(model_dir: Path, task: Task, config: TrainConfig) -> bool:
+    """Whether ``model_dir`` holds a model ``train(task, config)`` would make now: the same mix,
+    seed and budget, trained on files with the same hashes (its card's provenance)."""
+    meta = Path(model_dir) / "clinsynth.json"
+    if not meta.exists():
+        return False
+    info = json.loads(meta.read_text(encoding="utf-8"))
+    sources = config.sources or MixSources.for_task(task)
+    files = {task.relative(f): file_sha256(f) for f in mix_files(sources, config.mix)}
+    budget = json.loads(json.dumps(asdict(config.budget)))  # as the card holds it (tuples as lists)
+    return (info.get("mix"), info.get("seed"), info.get("budget"), info.get("data_files")) == (
+        config.mix, config.seed, budget, files)
 
 
 def reference_model_dir(model_dir: Path) -> Path:

@@ -1,0 +1,153 @@
+"""How much the default model's gold test line moves with its training seed.
+
+Cross-validation chooses the default mix on 3 folds x 3 seeds, but a user gets one model,
+trained once (seed 0) on all of gold train with its hybrid's threshold fitted on gold dev;
+the report's gold-test line is that one training's. This suite trains the same mix with
+other seeds, exactly as ``clinsynth run`` trains the default model (``clinsynth.model.train``),
+and scores each on gold test and the whole test notes beside the rule list, with the same
+leave-out of sentences a model may have trained on (``evals.cv.task_test_sets``) and paired
+bootstrap CIs over notes; the last row pools the seeds (averaged inside each resample).
+
+It measures; it chooses nothing. The default model stays the task's seed-0 model, and no
+seed is picked by its test line. Models go under ``outputs/<task>/final-seeds/seed<N>``; a
+model already trained the same way (same mix, seed, budget and data hashes: its card) is
+reused, the task's default model included, so a rerun trains nothing new.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from clinsynth.evals.core import HEADLINE
+from clinsynth.evals.cv import RULE_LIST, note_of, paired_ci, task_test_sets
+from clinsynth.evals.cv_report import interval_text
+
+from clinsynth.data.fileio import atomic_write_text
+from clinsynth.errors import DataError
+from clinsynth.model.classifier import SignsClassifier, TrainingBudget
+from clinsynth.model.metrics import multilabel_scores
+from clinsynth.model.train import TrainConfig, default_mix, train, trained_as
+from clinsynth.paths import PROJECT_ROOT
+from clinsynth.report import format_table
+
+REPORT = "final_seeds"
+DEFAULT_SEEDS = (0, 1, 2)
+SETS = {"test": "gold test", "whole_notes": "whole test notes"}
+
+
+def model_dir_for(task: Any, config: TrainConfig, models_dir: Path) -> Path:
+    """Where the seed's model is: the task's default model when it was trained this way, else its own folder."""
+    if trained_as(task.model_dir, task, config):
+        return task.model_dir
+    return models_dir / f"seed{config.seed}"
+
+
+def measure(task: Any, seeds: Sequence[int], models_dir: Path,
+            budget: TrainingBudget | None = None) -> dict[str, Any]:  # fmt: skip
+    """Train (or reuse) the default mix with each seed; score each and all on gold test and whole test notes."""
+    if task.rules is None:
+        raise DataError(f"task {task.name} has no rule list (rules.yaml) to compare with", path=task.config_path)
+    mix = default_mix(task)
+    gold = task.gold()
+    sets = {name: records for name, records in task_test_sets(task, gold).items() if records}
+    truth = {name: [list(r.labels) for r in records] for name, records in sets.items()}
+    notes = {name: [note_of(r) for r in records] for name, records in sets.items()}
+    rules = {name: task.rules.predict([r.text for r in records]) for name, records in sets.items()}
+    predicted: dict[str, list[list[list[str]]]] = {name: [] for name in sets}
+    rows = []
+    for seed in seeds:
+        config = TrainConfig(mix=mix, seed=seed, budget=budget or TrainingBudget())
+        model_dir = model_dir_for(task, config, models_dir)
+        reused = trained_as(model_dir, task, config)
+        if not reused:
+            print(f"seed {seed}: training {mix} into {model_dir}", flush=True)
+            train(task, config, out=model_dir)
+        model = SignsClassifier.load(model_dir, task.taxonomy)
+        row: dict[str, Any] = {"seed": seed, "model": _shown(model_dir), "reused": reused,
+                               "threshold": model.info.hybrid.get("threshold")}  # fmt: skip
+        for name, records in sets.items():
+            labels = model.predict([r.text for r in records])
+            predicted[name].append(labels)
+            row[name] = _scored(truth[name], notes[name], [labels], rules[name], task.taxonomy)
+        rows.append(row)
+        print(f"seed {seed}: gold test micro / macro F1 {row['test']['micro_f1']:.3f} / "
+              f"{row['test']['macro_f1']:.3f}", flush=True)  # fmt: skip
+    pooled = {name: _scored(truth[name], notes[name], predicted[name], rules[name], task.taxonomy) for name in sets}
+    rule_list = {name: {m: multilabel_scores(truth[name], rules[name], task.taxonomy)[m] for m in HEADLINE}
+                 for name in sets}  # fmt: skip
+    return {"task": task.name, "mix": mix, "seeds": list(seeds), "rows": rows, "pooled": pooled,
+            "rule_list": rule_list, "sentences": {name: len(records) for name, records in sets.items()},
+            "notes": {name: len(set(n)) for name, n in notes.items()}}  # fmt: skip
+
+
+def _scored(truth: list[list[str]], notes: list[str], per_seed: list[list[list[str]]], rules: list[list[str]],
+            taxonomy: Any) -> dict[str, Any]:  # fmt: skip
+    scores = [multilabel_scores(truth, labels, taxonomy) for labels in per_seed]
+    out: dict[str, Any] = {m: statistics.fmean(s[m] for s in scores) for m in HEADLINE}
+    if len(scores) > 1:
+        out["sd"] = {m: statistics.stdev(s[m] for s in scores) for m in HEADLINE}
+    out["vs_rules"] = paired_ci(truth, notes, per_seed, [rules], taxonomy)
+    return out
+
+
+def render(summary: dict[str, Any], command: str) -> str:
+    headers = ["seed", "model", "hybrid threshold (gold dev)"]
+    for name, words in SETS.items():
+        if name in summary["sentences"]:
+            headers += [f"{words}: micro / macro F1", *(f"{words}: Δ {m} vs rule list" for m in ("micro", "macro"))]
+
+    def cells(result: dict[str, Any]) -> list[str]:
+        sd = result.get("sd")
+        level = (f"{result['micro_f1']:.3f} ± {sd['micro_f1']:.3f} / {result['macro_f1']:.3f} ± {sd['macro_f1']:.3f}"
+                 if sd else f"{result['micro_f1']:.3f} / {result['macro_f1']:.3f}")  # fmt: skip
+        return [level, *(interval_text(result["vs_rules"][m]) for m in ("micro_f1", "macro_f1"))]
+
+    rows = []
+    for row in summary["rows"]:
+        model = row["model"] + (" (reused)" if row["reused"] else "")
+        rows.append([str(row["seed"]), model, f"{row['threshold']}",
+                     *(c for name in SETS if name in row for c in cells(row[name]))])  # fmt: skip
+    pooled = summary["pooled"]
+    rows.append(["all", "mean ± sd; Δ with the seeds averaged inside", "-",
+                 *(c for name in SETS if name in pooled for c in cells(pooled[name]))])  # fmt: skip
+    rules = summary["rule_list"]
+    rows.append(["-", RULE_LIST, "-", *(c for name in SETS if name in rules
+                                          for c in (f"{rules[name]['micro_f1']:.3f} / {rules[name]['macro_f1']:.3f}",
+                                                    "-", "-"))])  # fmt: skip
+    sizes = "; ".join(f"{SETS[name]} {n} sentences ({summary['notes'][name]} notes)"
+                      for name, n in summary["sentences"].items())  # fmt: skip
+    lines = [
+        f"# The default model's gold test line over training seeds ({summary['task']})",
+        "",
+        f"Command: `{command}`. The default mix `{summary['mix']}` (chosen by cross-validation) trained as "
+        f"`clinsynth run` trains the default model, once per seed, each with its hybrid's threshold fitted on gold "
+        f"dev; scored on {sizes}, without the sentences whose text a model may have trained on. Δ: paired "
+        "bootstrap 95% interval over notes. This measures how far one training's test line moves; it chooses "
+        "nothing: the default model stays the seed-0 one.",
+        "",
+        format_table(headers, rows),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write(task: Any, seeds: Sequence[int], out_dir: Path, command: str, *,
+          models_dir: Path | None = None) -> tuple[Path, dict[str, Any]]:  # fmt: skip
+    summary = measure(task, seeds, models_dir or task.model_dir.parent / "final-seeds")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / f"{REPORT}.json", json.dumps(summary, indent=2))
+    path = out_dir / f"{REPORT}.md"
+    atomic_write_text(path, render(summary, command))
+    return path, summary
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(path)
+

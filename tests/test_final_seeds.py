@@ -1,0 +1,90 @@
+"""The default model's test line over training seeds: each seed trained once as the default model
+is, a model trained the same way reused, every seed scored beside the rule list."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+from clinsynth.evals import final_seeds
+
+from clinsynth.data.mixes import MixSources
+from clinsynth.data.task import load_task
+from clinsynth.fingerprint import file_sha256
+from clinsynth.model.classifier import SignsClassifier
+from clinsynth.model.train import TrainConfig, mix_files, trained_as
+from tests.conftest import TWO_CATEGORY_YAML, write_task
+from tests.mini_data import write_gold
+
+RULES = "about: test\ncategories:\n  FEVER:\n    cues: ['\\bfever\\b']\n  COUGH:\n    cues: ['\\bcough']\n"
+
+
+@pytest.fixture
+def task(tmp_path: Path):
+    (tmp_path / "t.yaml").write_text(TWO_CATEGORY_YAML)
+    root = write_task(tmp_path / "task", taxonomy=tmp_path / "t.yaml", gold=write_gold(tmp_path / "gold"))
+    (root / "rules.yaml").write_text(RULES)
+    return load_task(root)
+
+
+def write_card(task, config: TrainConfig, out: Path) -> None:
+    """The provenance part of a saved model's card, as ``clinsynth.model.train.train`` writes it."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = {task.relative(f): file_sha256(f) for f in mix_files(MixSources.for_task(task), config.mix)}
+    card = {"mix": config.mix, "seed": config.seed, "budget": asdict(config.budget), "data_files": files}
+    (out / "clinsynth.json").write_text(json.dumps(card))
+
+
+def test_a_model_is_trained_as_a_config_says_only_with_its_mix_seed_budget_and_data(task, tmp_path):
+    config = TrainConfig(mix="gold", seed=1)
+    write_card(task, config, tmp_path / "m")
+    assert trained_as(tmp_path / "m", task, config)
+    assert not trained_as(tmp_path / "m", task, TrainConfig(mix="gold", seed=2))
+    assert not trained_as(tmp_path / "none", task, config)
+    with (task.gold_dir / "train.jsonl").open("a") as f:  # the gold changed since: retrain
+        f.write(json.dumps({"id": "new", "text": "Fever again.", "labels": ["FEVER"], "note_id": "n99"}) + "\n")
+    assert not trained_as(tmp_path / "m", task, config)
+
+
+class _Model:
+    """A saved model that labels as the rule list does; the seed-1 one also calls every fever a cough."""
+
+    def __init__(self, seed: int, rules) -> None:
+        self.seed, self.rules = seed, rules
+        self.info = type("Info", (), {"hybrid": {"threshold": 0.5 + seed / 10}})()
+
+    def predict(self, texts: list[str]) -> list[list[str]]:
+        found = self.rules.predict(texts)
+        return [sorted({*labels, "COUGH"}) if self.seed == 1 and "fever" in t else labels
+                for t, labels in zip(texts, found, strict=True)]  # fmt: skip
+
+
+def test_each_seed_is_trained_once_scored_beside_the_rule_list_and_reused_on_a_rerun(task, tmp_path, monkeypatch):
+    trained: list[int] = []
+
+    def fake_train(t, config, out):
+        trained.append(config.seed)
+        write_card(t, config, out)
+
+    monkeypatch.setattr(final_seeds, "train", fake_train)
+    monkeypatch.setattr(SignsClassifier, "load", staticmethod(
+        lambda path, taxonomy=None: _Model(json.loads((Path(path) / "clinsynth.json").read_text())["seed"],
+                                           task.rules)))  # fmt: skip
+    out = tmp_path / "report"
+    path, summary = final_seeds.write(task, (0, 1), out, "python -m evals.run final-seeds", models_dir=tmp_path / "m")
+    assert trained == [0, 1] and summary["mix"] == "gold"
+    rows = {r["seed"]: r for r in summary["rows"]}
+    assert rows[0]["test"]["vs_rules"]["micro_f1"]["diff"] == pytest.approx(0.0)  # seed 0 is the rule list
+    assert rows[1]["test"]["micro_f1"] < rows[0]["test"]["micro_f1"]  # seed 1's extra coughs are wrong
+    assert rows[1]["test"]["vs_rules"]["micro_f1"]["diff"] < 0
+    assert rows[1]["threshold"] == pytest.approx(0.6)
+    pooled = summary["pooled"]["test"]
+    assert pooled["micro_f1"] == pytest.approx((rows[0]["test"]["micro_f1"] + rows[1]["test"]["micro_f1"]) / 2)
+    assert pooled["sd"]["micro_f1"] > 0
+    md = path.read_text()
+    assert "| all " in md and "rule list" in md and "chooses nothing" in md
+    # A rerun trains nothing: both models are trained as the configs say.
+    _, again = final_seeds.write(task, (0, 1), out, "python -m evals.run final-seeds", models_dir=tmp_path / "m")
+    assert trained == [0, 1] and all(r["reused"] for r in again["rows"])
