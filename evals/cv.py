@@ -603,22 +603,12 @@ def task_test_line(task: Any, gold: dict[str, list[Record]], model_dir: Path) ->
     return gold_test(gold, task.taxonomy, model_dir, task.rules, task.whole_notes(gold["test"]), seen)
 
 
-def unseen(records: Sequence[Record], gold: dict[str, list[Record]], whole_seen: Sequence[Record] = ()) -> list[Record]:
-    """``records`` less those whose text is in gold train or dev or in ``whole_seen``: a test sentence
-    a model may have trained on (boilerplate such as "Denied.") measures memory, not generalisation."""
-    from clinsynth.data.textstats import normalise
-
-    seen = {normalise(r.text) for r in [*gold["train"], *gold["dev"], *whole_seen]}
-    return [r for r in records if normalise(r.text) not in seen]
-
-
 def task_test_sets(task: Any, gold: dict[str, list[Record]]) -> dict[str, list[Record]]:
-    """What a task's models are scored on after training: gold test and its whole test notes, each
-    without the sentences a model may have trained on (``unseen``), as ``task_test_line`` scores them."""
-    from clinsynth.data.gold import whole_note_extras
+    """A task's gold test and whole test notes without the sentences a model may have trained on
+    (``clinsynth.data.gold.held_out_test_sets``), as ``task_test_line`` scores them."""
+    from clinsynth.data.gold import held_out_test_sets
 
-    seen = whole_note_extras(task.gold_dir, task.taxonomy, {split: gold[split] for split in ("train", "dev")})
-    return {"test": unseen(gold["test"], gold, seen), "whole_notes": unseen(task.whole_notes(gold["test"]), gold, seen)}
+    return held_out_test_sets(task.gold_dir, task.taxonomy, gold)
 
 
 def gold_test(gold: dict[str, list[Record]], taxonomy: Taxonomy, model_dir: Path, rules: RuleSet | None = None,
@@ -633,6 +623,7 @@ def gold_test(gold: dict[str, list[Record]], taxonomy: Taxonomy, model_dir: Path
     also says how many of its errors a system must fix to be shown better (``evals.detectable``).
     A test sentence whose text is in gold train or dev, or in ``whole_seen`` (the whole train and dev
     notes, which a model may train on), is left out."""
+    from clinsynth.data.gold import unseen
     from clinsynth.model.baselines import KeywordLexicon, TfidfLogReg
     from clinsynth.model.classifier import SignsClassifier
     from clinsynth.model.train import reference_model_dir

@@ -75,6 +75,13 @@ def test_save_and_load_give_the_same_predictions_and_a_model_card(trained, tmp_p
     assert json.loads((tmp_path / "model" / "config_setfit.json").read_text())["labels"] == ["FEVER", "COUGH"]
     card = (tmp_path / "model" / "README.md").read_text()
     assert "FEVER" in card and "training mix" in card and "threshold" in card
+    from dataclasses import replace
+
+    from clinsynth.model.classifier import model_card
+
+    scored = replace(classifier.info, test_scores={"n": 5, "micro_f1": 0.5, "left_out": 2})
+    assert "2 test sentences whose text is also in gold train or dev" in model_card(scored)
+    assert "left out" not in model_card(replace(classifier.info, test_scores={"n": 5, "micro_f1": 0.5}))
     loaded = SignsClassifier.load(tmp_path / "model", taxonomy)
     assert np.allclose(loaded.scores(texts), classifier.scores(texts), atol=1e-5)
     assert loaded.predict(texts) == classifier.predict(texts)

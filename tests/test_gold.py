@@ -160,3 +160,26 @@ def test_whole_training_notes_add_their_other_sentences_and_cross_validation_add
     mix = load_mix(f"gold+{WHOLE_NOTES_PART}", ad_taxonomy(), sources)
     assert [r.id for r in mix] == ["t1", "t2", "t3"]  # a saved model never trains on the dev notes
     assert [r.id for r in whole_notes_part(gold_dir, ad_taxonomy(), ("train", "dev"))] == ["t2", "t3", "d2"]
+
+
+def test_test_sentences_a_model_may_have_trained_on_are_left_out_of_the_held_out_sets(tmp_path: Path):
+    from clinsynth.data.gold import held_out_test_sets
+
+    gold_dir = _write_gold(tmp_path, {
+        "train": [{"id": "t1", "text": "Denied.", "note_id": "n-train"}],
+        "dev": [{"id": "d1", "text": "dev text", "note_id": "n-dev"}],
+        "test": [{"id": "s1", "text": "denied. ", "note_id": "n-test"}, {"id": "s2", "text": "Forgetful.",
+                  "note_id": "n-test", "labels": ["COGNITIVE_IMPAIRMENT"]},
+                 {"id": "s3", "text": "Plain words.", "note_id": "n-test"}]})  # fmt: skip
+
+    def rows(split: str, note: str, texts: dict[str, str]) -> str:
+        return "".join(json.dumps({"id": i, "text": t, "note_id": note, "source": "gold", "split": split,
+                                   "labels": []}) + "\n" for i, t in texts.items())  # fmt: skip
+
+    (gold_dir / WHOLE_NOTES_FILES["train"]).write_text(
+        json.dumps({"id": "t1", "text": "Denied.", "note_id": "n-train", "source": "gold", "split": "train",
+                    "labels": []}) + "\n" + rows("train", "n-train", {"t2": "Plain words."}))  # fmt: skip
+    gold = load_gold(gold_dir, ad_taxonomy())
+    sets = held_out_test_sets(gold_dir, ad_taxonomy(), gold)
+    # s1 repeats a train sentence (case and spaces aside), s3 a sentence of a whole train note.
+    assert [r.id for r in sets["test"]] == ["s2"] and sets["whole_notes"] == []

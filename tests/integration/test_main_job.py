@@ -52,8 +52,10 @@ def test_quick_main_job_makes_silver_bronze_report_and_a_usable_model(tmp_path: 
     assert model.info.mix == best_mix(summary) and 0 <= model.info.test_scores["micro_f1"] <= 1
     assert f"| default model ({model.info.mix})" in md
     assert len(model.predict(["MMSE 24/30 today."])) == 1
-    # The summary quotes the report's gold-test line (repeats of train or dev left out), not the model card's.
+    # The summary quotes the report's gold-test line (repeats of train or dev left out); the card scores the same set.
     test_row = next(s for s in summary["test"]["systems"] if s["system"] == summary["test"]["default"])
+    assert model.info.test_scores["n"] == summary["test"]["sentences"]
+    assert model.info.test_scores["micro_f1"] == pytest.approx(test_row["micro_f1"])
     assert f"default model micro / macro F1 {test_row['micro_f1']:.3f} / {test_row['macro_f1']:.3f}" in out
     for step in ("programs", "silver", "bronze", "experiment", "default model", "report"):
         assert f"| {step}" in out, step

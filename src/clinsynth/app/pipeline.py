@@ -213,8 +213,7 @@ class MainJob:
         for text, labels in zip(examples, loaded.predict(examples) if examples else [], strict=True):
             print(f"      {labels or ['NONE']}  <- {text}")
         self.result.model_dir = self.model_dir
-        # Gold test is scored once, by the report step, without the test sentences that repeat train
-        # or dev; the model's own card scores every test sentence, so it is not quoted here.
+        # Gold test is quoted once, by the report step, beside the baselines and with paired CIs.
         words = (f"{self.task.relative(self.model_dir)} trained on {mix}: gold dev micro F1 "
                  f"{trained.classifier.info.dev_scores['micro_f1']:.3f}")  # fmt: skip
         if mix != "gold":

@@ -6,6 +6,7 @@ Gold is private: the code treats it as it would a hospital's annotated EHR sente
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from clinsynth.data.privacy import Sensitivity
@@ -134,3 +135,22 @@ def whole_note_extras(gold_dir: Path | str, taxonomy: Taxonomy, gold: dict[str, 
         ids = {r.id for r in records}
         extras += [r for r in load_whole_notes(gold_dir, taxonomy, records, split) if r.id not in ids]
     return extras
+
+
+def unseen(records: Sequence[Record], gold: dict[str, list[Record]], whole_seen: Sequence[Record] = ()) -> list[Record]:
+    """``records`` less those whose text is in gold train or dev or in ``whole_seen``: a test sentence
+    a model may have trained on (boilerplate such as "Denied.") measures memory, not generalisation."""
+    from clinsynth.data.textstats import normalise
+
+    seen = {normalise(r.text) for r in [*gold["train"], *gold["dev"], *whole_seen]}
+    return [r for r in records if normalise(r.text) not in seen]
+
+
+def held_out_test_sets(gold_dir: Path | str, taxonomy: Taxonomy,
+                       gold: dict[str, list[Record]]) -> dict[str, list[Record]]:  # fmt: skip
+    """What a model is scored on after training: gold test and the whole test notes, each without the
+    sentences whose text a model may have trained on (gold train and dev and their whole notes: ``unseen``)."""
+    seen = whole_note_extras(gold_dir, taxonomy, {split: gold[split] for split in ("train", "dev")})
+    whole = load_whole_notes(gold_dir, taxonomy, gold["test"], "test")
+    return {"test": unseen(gold["test"], gold, seen), "whole_notes": unseen(whole, gold, seen)}
+

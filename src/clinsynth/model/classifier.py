@@ -540,6 +540,8 @@ def model_card(info: ModelInfo) -> str:
                 ["metric", "value"],
                 [[k, scores[k]] for k in ("micro_f1", "macro_f1", "binary_f1", "multiclass_macro_f1") if k in scores],
             ),
+            *([f"\n{scores['left_out']} test sentences whose text is also in gold train or dev (or their whole "
+               "notes) are left out."] if scores.get("left_out") else []),
         ]
     lines += [
         "",
