@@ -597,18 +597,10 @@ def bronze_per_target(cv: CrossValidation) -> int:
 def task_test_line(task: Any, gold: dict[str, list[Record]], model_dir: Path) -> dict[str, Any]:
     """``gold_test`` of a task's model: its rule list, its whole test notes, and the sentences of its
     whole train and dev notes among those a test sentence must not repeat."""
-    from clinsynth.data.gold import whole_note_extras
+    from clinsynth.data.gold import trainable_whole_sentences
 
-    seen = whole_note_extras(task.gold_dir, task.taxonomy, {split: gold[split] for split in ("train", "dev")})
+    seen = trainable_whole_sentences(task.gold_dir, task.taxonomy, gold)
     return gold_test(gold, task.taxonomy, model_dir, task.rules, task.whole_notes(gold["test"]), seen)
-
-
-def task_test_sets(task: Any, gold: dict[str, list[Record]]) -> dict[str, list[Record]]:
-    """A task's gold test and whole test notes without the sentences a model may have trained on
-    (``clinsynth.data.gold.held_out_test_sets``), as ``task_test_line`` scores them."""
-    from clinsynth.data.gold import held_out_test_sets
-
-    return held_out_test_sets(task.gold_dir, task.taxonomy, gold)
 
 
 def gold_test(gold: dict[str, list[Record]], taxonomy: Taxonomy, model_dir: Path, rules: RuleSet | None = None,

@@ -5,7 +5,7 @@ trained once (seed 0) on all of gold train with its hybrid's threshold fitted on
 the report's gold-test line is that one training's. This suite trains the same mix with
 other seeds, exactly as ``clinsynth run`` trains the default model (``clinsynth.model.train``),
 and scores each on gold test and the whole test notes beside the rule list, with the same
-leave-out of sentences a model may have trained on (``evals.cv.task_test_sets``) and paired
+leave-out of sentences a model may have trained on (``clinsynth.data.gold.held_out_test_sets``) and paired
 bootstrap CIs over notes; the last row pools the seeds (averaged inside each resample).
 
 It measures; it chooses nothing. The default model stays the task's seed-0 model, and no
@@ -23,15 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from clinsynth.evals.core import HEADLINE
-from clinsynth.evals.cv import RULE_LIST, note_of, paired_ci, task_test_sets
+from clinsynth.evals.cv import RULE_LIST, note_of, paired_ci
 from clinsynth.evals.cv_report import interval_text
 
 from clinsynth.data.fileio import atomic_write_text
+from clinsynth.data.gold import held_out_test_sets
 from clinsynth.errors import DataError
 from clinsynth.model.classifier import SignsClassifier, TrainingBudget
 from clinsynth.model.metrics import multilabel_scores
 from clinsynth.model.train import TrainConfig, default_mix, train, trained_as
-from clinsynth.paths import PROJECT_ROOT
 from clinsynth.report import format_table
 
 REPORT = "final_seeds"
@@ -39,11 +39,13 @@ DEFAULT_SEEDS = (0, 1, 2)
 SETS = {"test": "gold test", "whole_notes": "whole test notes"}
 
 
-def model_dir_for(task: Any, config: TrainConfig, models_dir: Path) -> Path:
-    """Where the seed's model is: the task's default model when it was trained this way, else its own folder."""
+def model_dir_for(task: Any, config: TrainConfig, models_dir: Path) -> tuple[Path, bool]:
+    """Where the seed's model is, and whether a model trained this way is already there: the task's
+    default model when it was, else the seed's own folder."""
     if trained_as(task.model_dir, task, config):
-        return task.model_dir
-    return models_dir / f"seed{config.seed}"
+        return task.model_dir, True
+    own = models_dir / f"seed{config.seed}"
+    return own, trained_as(own, task, config)
 
 
 def measure(task: Any, seeds: Sequence[int], models_dir: Path,
@@ -53,7 +55,8 @@ def measure(task: Any, seeds: Sequence[int], models_dir: Path,
         raise DataError(f"task {task.name} has no rule list (rules.yaml) to compare with", path=task.config_path)
     mix = default_mix(task)
     gold = task.gold()
-    sets = {name: records for name, records in task_test_sets(task, gold).items() if records}
+    held_out = held_out_test_sets(task.gold_dir, task.taxonomy, gold)
+    sets = {name: records for name, records in held_out.items() if records}
     truth = {name: [list(r.labels) for r in records] for name, records in sets.items()}
     notes = {name: [note_of(r) for r in records] for name, records in sets.items()}
     rules = {name: task.rules.predict([r.text for r in records]) for name, records in sets.items()}
@@ -61,13 +64,12 @@ def measure(task: Any, seeds: Sequence[int], models_dir: Path,
     rows = []
     for seed in seeds:
         config = TrainConfig(mix=mix, seed=seed, budget=budget or TrainingBudget())
-        model_dir = model_dir_for(task, config, models_dir)
-        reused = trained_as(model_dir, task, config)
+        model_dir, reused = model_dir_for(task, config, models_dir)
         if not reused:
             print(f"seed {seed}: training {mix} into {model_dir}", flush=True)
             train(task, config, out=model_dir)
         model = SignsClassifier.load(model_dir, task.taxonomy)
-        row: dict[str, Any] = {"seed": seed, "model": _shown(model_dir), "reused": reused,
+        row: dict[str, Any] = {"seed": seed, "model": task.relative(model_dir), "reused": reused,
                                "threshold": model.info.hybrid.get("threshold")}  # fmt: skip
         for name, records in sets.items():
             labels = model.predict([r.text for r in records])
@@ -143,11 +145,4 @@ def write(task: Any, seeds: Sequence[int], out_dir: Path, command: str, *,
     path = out_dir / f"{REPORT}.md"
     atomic_write_text(path, render(summary, command))
     return path, summary
-
-
-def _shown(path: Path) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(PROJECT_ROOT))
-    except ValueError:
-        return str(path)
 

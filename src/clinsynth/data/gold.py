@@ -146,11 +146,18 @@ def unseen(records: Sequence[Record], gold: dict[str, list[Record]], whole_seen:
     return [r for r in records if normalise(r.text) not in seen]
 
 
+def trainable_whole_sentences(gold_dir: Path | str, taxonomy: Taxonomy,
+                              gold: dict[str, list[Record]]) -> list[Record]:  # fmt: skip
+    """The sentences the whole train and dev notes add to those splits: a model may train on them, so a
+    test sentence repeating one is left out (``unseen``)."""
+    return whole_note_extras(gold_dir, taxonomy, {split: gold[split] for split in ("train", "dev")})
+
+
 def held_out_test_sets(gold_dir: Path | str, taxonomy: Taxonomy,
                        gold: dict[str, list[Record]]) -> dict[str, list[Record]]:  # fmt: skip
     """What a model is scored on after training: gold test and the whole test notes, each without the
     sentences whose text a model may have trained on (gold train and dev and their whole notes: ``unseen``)."""
-    seen = whole_note_extras(gold_dir, taxonomy, {split: gold[split] for split in ("train", "dev")})
+    seen = trainable_whole_sentences(gold_dir, taxonomy, gold)
     whole = load_whole_notes(gold_dir, taxonomy, gold["test"], "test")
     return {"test": unseen(gold["test"], gold, seen), "whole_notes": unseen(whole, gold, seen)}
 
