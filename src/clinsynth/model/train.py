@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clinsynth.data.gold import WHOLE_NOTES_FILES, held_out_test_sets
+from clinsynth.data.gold import WHOLE_NOTES_FILES, trainable_whole_sentences, unseen
 from clinsynth.data.mixes import (
     WHOLE_NOTES_PART,
     MixSources,
@@ -128,7 +128,7 @@ def train(task: Task, config: TrainConfig, out: Path | None = None) -> TrainResu
         classifier.stack_with_rules(task.rules, gold["dev"])
     info = classifier.info
     # Gold test without the sentences whose text the model may have trained on, as the reports score it.
-    test = held_out_test_sets(sources.gold_dir, taxonomy, gold)["test"]
+    test = unseen(gold["test"], gold, trainable_whole_sentences(sources.gold_dir, taxonomy, gold))
     for records, target in ((gold["dev"], "dev_scores"), (test, "test_scores")):
         predicted = classifier.predict([r.text for r in records])
         setattr(info, target, multilabel_scores([r.labels for r in records], predicted, taxonomy))
