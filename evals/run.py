@@ -7,7 +7,9 @@ paired confidence intervals, then the default model on gold test), ``topup`` (wh
 ``combiners`` (ways to combine the rule list with the student, on the experiment's finished runs),
 ``gold-curve`` (what more gold buys: the mixes with a share of the gold training notes and with all, paired),
 ``compare`` (what one mix adds over another: both cross-validated, students and hybrids paired),
-``final-seeds`` (the default model's gold test line over training seeds: how far one training moves).
+``final-seeds`` (the default model's gold test line over training seeds: how far one training moves),
+``near-copies`` (the hybrid's cross-validated lead over the rule list without held-out sentences that have a
+near-copy in what their fold trained on).
 Reports go to the task's reports folder.
 
 Example: python -m evals.run augmentation --seeds 0,1,2
@@ -109,6 +111,14 @@ def build_parser(prog: str = "python -m evals.run") -> argparse.ArgumentParser:
     final.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
     final.add_argument("--models-dir", type=Path, default=None,
                        help="where the seeds' models go (default: outputs/<task>/final-seeds)")  # fmt: skip
+    near = add("near-copies", "the hybrid vs the rule list out of fold, on all sentences, on those "
+               "without a near-copy in what their fold trained on, and on the near-copies alone "
+               "(nothing is trained)")  # fmt: skip
+    near.add_argument("--mixes", default=None, help="comma-separated mixes with finished runs (default: the task's)")
+    near.add_argument("--seeds", default=None, help="comma-separated training seeds (default: the task's, else 0,1,2)")
+    near.add_argument("--cutoff", type=float, default=None, help="character n-gram cosine of a near-copy "
+                      "(default: evals.near_copies.CUTOFF)")  # fmt: skip
+    near.add_argument("--work-dir", type=Path, default=None, help="where finished runs are kept (default: the task's)")
     return parser
 
 
@@ -216,6 +226,13 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
 
             report, _ = final_seeds.write(task, seeds_arg(args) or final_seeds.DEFAULT_SEEDS, Path(out_dir), command,
                                           models_dir=args.models_dir)  # fmt: skip
+            print(f"report: {report}")
+        elif args.suite == "near-copies":
+            from clinsynth.evals import cv, near_copies
+
+            settings = cv.CVSettings.for_task(task, mixes=mixes_arg(args), seeds=seeds_arg(args))
+            cutoff = near_copies.CUTOFF if args.cutoff is None else args.cutoff
+            report, _ = near_copies.write(task, settings, Path(out_dir), command, cutoff, work_dir=args.work_dir)
             print(f"report: {report}")
     except ClinsynthError as exc:
         print(f"error: {exc}", file=sys.stderr)
