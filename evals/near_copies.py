@@ -83,7 +83,7 @@ def fold_near_copies(pool: Sequence[Record], fold_ids: Sequence[Sequence[str]], 
     return near
 
 
-def test_near_copies(task: Any, cutoff: float = CUTOFF) -> dict[str, int]:
+def gold_test_near_copies(task: Any, cutoff: float = CUTOFF) -> dict[str, int]:
     """Held-out gold test sentences (exact repeats already left out) with a near-copy in gold train,
     dev or their whole notes."""
     gold = task.gold()
@@ -143,7 +143,7 @@ def compare(task: Any, settings: CVSettings, cutoff: float = CUTOFF, *, work_dir
                                               for name, mask in zip(SUBSETS, masks, strict=True)}})  # fmt: skip
     return {"task": task.name, "n": len(pool), "notes": len(set(notes)), "folds": settings.folds,
             "seeds": list(settings.seeds), "cutoff": cutoff, "shared": len(shared), "mixes": mixes,
-            "gold_test": test_near_copies(task, cutoff)}  # fmt: skip
+            "gold_test": gold_test_near_copies(task, cutoff)}  # fmt: skip
 
 
 def render(summary: dict[str, Any], command: str) -> str:
