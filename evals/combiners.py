@@ -45,13 +45,11 @@ from clinsynth.evals.cv import (
     FoldRun,
     note_of,
     paired_ci,
-    runs_dir,
-    whole_notes,
+    task_cross_validation,
 )
 from clinsynth.evals.cv_report import interval_text
 
 from clinsynth.data.fileio import atomic_write_text
-from clinsynth.data.mixes import MixSources
 from clinsynth.data.records import Record
 from clinsynth.errors import DataError
 from clinsynth.model.hybrid import THRESHOLD_GRID, RuleStack, best_threshold
@@ -246,11 +244,8 @@ def compare(task: Any, settings: CVSettings, *, work_dir: Path | None = None) ->
     """Every combiner x the experiment's mixes x seeds, scored out of fold, with paired CIs."""
     if task.rules is None:
         raise DataError(f"task {task.name} has no rule list (rules.yaml): nothing to combine")
-    gold_records = task.gold()
-    pool = whole_notes(gold_records["train"] + gold_records["dev"], settings.pool_limit)
-    cv = CrossValidation(pool, task.taxonomy, MixSources.for_task(task), work_dir or runs_dir(task), settings,
-                         task.rules)  # fmt: skip
-    names = cv.names
+    cv = task_cross_validation(task, settings, work_dir=work_dir)
+    pool, names = cv.pool, cv.names
     matrices = Pool.of(pool, names, task.rules)
     gold_sets = [list(r.labels) for r in pool]
     notes = [note_of(r) for r in pool]

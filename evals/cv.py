@@ -702,14 +702,21 @@ def _summary(name: str, kind: str, per_seed: list[list[list[str]]], gold: list[l
     return row
 
 
+def task_cross_validation(task: Any, settings: CVSettings, *, sources: MixSources | None = None,
+                          work_dir: Path | None = None) -> CrossValidation:  # fmt: skip
+    """The task's experiment over its pool (gold train + dev, ``settings.pool_limit``), its runs kept in
+    ``work_dir`` (default: the task's ``reports/cv-runs/``); nothing is read or trained yet."""
+    gold = task.gold()
+    pool = whole_notes(gold["train"] + gold["dev"], settings.pool_limit)
+    return CrossValidation(pool, task.taxonomy, sources or MixSources.for_task(task), work_dir or runs_dir(task),
+                           settings, task.rules)  # fmt: skip
+
+
 def plan_task(task: Any, settings: CVSettings, *, sources: MixSources | None = None,
               work_dir: Path | None = None) -> tuple[list[tuple[str, int, int, int]], int]:  # fmt: skip
     """The runs ``cross_validate_task`` would train (system, seed, fold, training sentences) and how
     many it would keep from earlier; nothing is trained (``--dry-run``)."""
-    gold = task.gold()
-    pool = whole_notes(gold["train"] + gold["dev"], settings.pool_limit)
-    cv = CrossValidation(pool, task.taxonomy, sources or MixSources.for_task(task), work_dir or runs_dir(task),
-                         settings, task.rules)  # fmt: skip
+    cv = task_cross_validation(task, settings, sources=sources, work_dir=work_dir)
     cv.check_sources()
     pending = cv.pending()
     return pending, cv.total_runs - len(pending)

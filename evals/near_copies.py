@@ -28,12 +28,12 @@ from typing import Any
 import numpy as np
 from clinsynth.evals.combiners import Pool, finished_runs, fold_labels, fold_views, rules_or_student
 from clinsynth.evals.core import headline_over_seeds, mean_sd_text
-from clinsynth.evals.cv import RULE_LIST, CrossValidation, CVSettings, note_of, paired_ci, runs_dir, whole_notes
+from clinsynth.evals.cv import RULE_LIST, CVSettings, note_of, paired_ci, task_cross_validation
 from clinsynth.evals.cv_report import interval_text
 
 from clinsynth.data.fileio import atomic_write_text
-from clinsynth.data.gold import held_out_test_sets, trainable_whole_sentences
-from clinsynth.data.mixes import HYBRID_SUFFIX, MixSources
+from clinsynth.data.gold import trainable_whole_sentences, unseen
+from clinsynth.data.mixes import HYBRID_SUFFIX
 from clinsynth.data.records import Record
 from clinsynth.errors import DataError
 from clinsynth.model.metrics import multilabel_scores
@@ -87,9 +87,9 @@ def gold_test_near_copies(task: Any, cutoff: float = CUTOFF) -> dict[str, int]:
     """Held-out gold test sentences (exact repeats already left out) with a near-copy in gold train,
     dev or their whole notes."""
     gold = task.gold()
-    test = held_out_test_sets(task.gold_dir, task.taxonomy, gold)["test"]
-    trainable = [*gold["train"], *gold["dev"], *trainable_whole_sentences(task.gold_dir, task.taxonomy, gold)]
-    seen = [r.text for r in trainable]
+    whole_seen = trainable_whole_sentences(task.gold_dir, task.taxonomy, gold)
+    test = unseen(gold["test"], gold, whole_seen)
+    seen = [r.text for r in [*gold["train"], *gold["dev"], *whole_seen]]
     (sims,) = cosines([r.text for r in test], seen)
     near = sims.max(axis=1) >= cutoff if sims.shape[1] else np.zeros(len(test), dtype=bool)
     return {"sentences": len(test), "near_copies": int(near.sum()),
@@ -104,14 +104,14 @@ def subset_row(mask: np.ndarray, gold_sets: list[list[str]], notes: list[str], h
     def pick(labels: Sequence[Any]) -> list[Any]:
         return [labels[i] for i in rows]
 
-    gold, per_seed = pick(gold_sets), [pick(p) for p in hybrid]
-    row: dict[str, Any] = {"sentences": len(rows), "notes": len(set(pick(notes))),
-                           "labelled": sum(1 for g in gold if g)}  # fmt: skip
+    gold, per_seed, subset_notes, rules = pick(gold_sets), [pick(p) for p in hybrid], pick(notes), pick(rule_list)
+    n_notes = len(set(subset_notes))
+    row: dict[str, Any] = {"sentences": len(rows), "notes": n_notes, "labelled": sum(1 for g in gold if g)}
     row.update(headline_over_seeds([multilabel_scores(gold, p, taxonomy) for p in per_seed]))
-    rules = multilabel_scores(gold, pick(rule_list), taxonomy)
-    row["rule_list"] = {m: rules[m] for m in ("micro_f1", "macro_f1")}
-    row["vs_rules"] = paired_ci(gold, pick(notes), per_seed, [pick(rule_list)], taxonomy) if len(set(pick(notes))) > 1 \
-        else None  # fmt: skip
+    rule_scores = multilabel_scores(gold, rules, taxonomy)
+    row["rule_list"] = {m: rule_scores[m] for m in ("micro_f1", "macro_f1")}
+    # A notes-resampled interval needs two notes.
+    row["vs_rules"] = paired_ci(gold, subset_notes, per_seed, [rules], taxonomy) if n_notes > 1 else None
     return row
 
 
@@ -119,24 +119,24 @@ def compare(task: Any, settings: CVSettings, cutoff: float = CUTOFF, *, work_dir
     """Every mix's hybrid vs the rule list on all pool sentences, those without a near-copy, and the rest."""
     if task.rules is None:
         raise DataError(f"task {task.name} has no rule list (rules.yaml): nothing to compare with")
-    gold_records = task.gold()
-    pool = whole_notes(gold_records["train"] + gold_records["dev"], settings.pool_limit)
-    sources = MixSources.for_task(task)
-    cv = CrossValidation(pool, task.taxonomy, sources, work_dir or runs_dir(task), settings, task.rules)
-    shared = [r.text for r in cv.part("bronze")] if sources.bronze.exists() else []
+    cv = task_cross_validation(task, settings, work_dir=work_dir)
+    pool = cv.pool
+    shared = [r.text for r in cv.part("bronze")] if cv.sources.bronze.exists() else []
     matrices = Pool.of(pool, cv.names, task.rules)
     gold_sets = [list(r.labels) for r in pool]
     notes = [note_of(r) for r in pool]
     rule_list = task.rules.predict([r.text for r in pool])
-    near: np.ndarray | None = None
+    fold_ids: list[list[str]] | None = None
+    near = np.zeros(len(pool), dtype=bool)
     mixes = []
     for mix in settings.mixes:
         per_seed = [finished_runs(cv, mix, seed) for seed in settings.seeds]
-        fold_ids = [run.ids for run in per_seed[0]]
-        if any([run.ids for run in runs] != fold_ids for runs in per_seed[1:]):
-            raise DataError(f"{mix}: the seeds' runs hold different folds; rerun them")
-        if near is None:  # folds are dealt by note, the same for every mix and seed (``cv.note_folds``)
+        if fold_ids is None:  # folds are dealt by note, the same for every mix and seed (``cv.note_folds``)
+            fold_ids = [run.ids for run in per_seed[0]]
             near = fold_near_copies(pool, fold_ids, cv.whole_extras, shared, cutoff)
+        if any([run.ids for run in runs] != fold_ids for runs in per_seed):
+            raise DataError(f"{mix}: its runs hold other folds than the first mix's seed {settings.seeds[0]}; "
+                            "rerun them")  # fmt: skip
         hybrid = [fold_labels(fold_views(matrices, runs), rules_or_student, matrices, len(pool)) for runs in per_seed]
         masks = (np.ones(len(pool), dtype=bool), ~near, near)
         mixes.append({"mix": mix, "subsets": {name: subset_row(mask, gold_sets, notes, hybrid, rule_list, task.taxonomy)
