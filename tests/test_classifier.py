@@ -108,7 +108,7 @@ def test_an_encoder_option_changes_the_run_key_only_when_set(tmp_path: Path):
     from clinsynth.model.classifier import TrainingBudget
 
     default = TrainingBudget()
-    later = ("encoder", "rule_misses")
+    later = ("encoder", "rule_misses", "rule_hints")
     assert default.key() == {k: v for k, v in asdict(default).items() if k not in later}  # cached runs stay valid
     (tmp_path / "enc").mkdir()
     (tmp_path / "enc" / "modules.json").write_text("[]")
@@ -178,3 +178,43 @@ def test_rule_misses_needs_the_rule_list_and_leaves_earlier_run_keys_alone(train
         SignsClassifier.train(train, taxonomy, budget=TrainingBudget(rule_misses=True), show_progress=False)
     assert "rule_misses" not in TrainingBudget().key()  # runs cached before the field existed stay valid
     assert TrainingBudget(rule_misses=True).key()["rule_misses"] is True
+
+
+def test_a_rule_hints_student_reads_the_rule_lists_verdict_before_each_sentence(trained, tmp_path: Path):
+    from clinsynth.data.rules import load_rules
+    from clinsynth.model.classifier import RULES_FILE, TrainingBudget, hinted_texts
+    from tests.mini_data import records
+
+    taxonomy, train, _ = trained
+    rules_path = tmp_path / "rules.yaml"
+    rules_path.write_text("about: t\ncategories:\n  COUGH:\n    cues: ['\\bwheez\\w*']\n", encoding="utf-8")
+    rules = load_rules(rules_path, taxonomy.names)
+    texts = ["Wheezing at night.", "Abdomen soft."]
+    assert hinted_texts(texts, rules, taxonomy.names) == ["rules: cough. Wheezing at night.",
+                                                          "rules: none. Abdomen soft."]  # fmt: skip
+    assert hinted_texts(texts, None, taxonomy.names) == texts
+
+    with pytest.raises(ClinsynthError, match="needs the task's rule list"):
+        SignsClassifier.train(train, taxonomy, budget=TrainingBudget(rule_hints=True), show_progress=False)
+    with pytest.raises(ClinsynthError, match="not combined with rule_misses"):
+        SignsClassifier.train(train, taxonomy, budget=TrainingBudget(rule_hints=True, rule_misses=True),
+                              show_progress=False, rules=rules)  # fmt: skip
+    assert "rule_hints" not in TrainingBudget().key()  # runs cached before the field existed stay valid
+
+    budget = TrainingBudget(epochs=2, batch_size=8, learning_rate=2e-4, head_learning_rate=2e-2, rule_hints=True)
+    student = SignsClassifier.train(train, taxonomy, dev=records("dev"), budget=budget, show_progress=False,
+                                    rules=rules)  # fmt: skip
+    plain = SignsClassifier(student.model, student.info)  # the same weights without its rule list
+    with pytest.raises(ClinsynthError, match="needs its rules"):
+        plain.scores(texts)
+    # It scores the hinted sentences, not the bare ones.
+    from clinsynth.model.classifier import _probabilities
+
+    hinted = _probabilities(student.model, hinted_texts(texts, rules, taxonomy.names))[:, :2]
+    assert np.allclose(student.scores(texts), hinted, atol=1e-6)
+    assert not np.allclose(student.scores(texts), _probabilities(student.model, texts)[:, :2], atol=1e-6)
+    # Saved, it keeps its own copy of the list and scores the same.
+    student.save(tmp_path / "model")
+    assert (tmp_path / "model" / RULES_FILE).is_file()
+    loaded = SignsClassifier.load(tmp_path / "model", taxonomy)
+    assert np.allclose(loaded.scores(texts), student.scores(texts), atol=1e-5)

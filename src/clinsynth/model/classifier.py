@@ -83,6 +83,12 @@ class TrainingBudget:
     # (tasks/*/reports/rule-misses/): trained without the easy positives, the student is too unsure
     # to add any beyond the rules at a precision the hybrid accepts.
     rule_misses: bool = False
+    # Show the student the rule list's verdict: each sentence is read with the categories the list
+    # labels it with written before it (``hinted_texts``), in training and in scoring, so the student
+    # learns from gold where a rule hit is right and where its wording misleads it, and can add what
+    # the rules miss. The field's way of feeding a rule system's output to a learner as features.
+    # Needs the task's rule list.
+    rule_hints: bool = False
     # contrastive
     max_steps: int = 40  # contrastive steps; pairs seen = max_steps * batch_size
     body_learning_rate: float = 2e-5
@@ -113,7 +119,7 @@ class TrainingBudget:
         return sentences * self.epochs * CPU_SECONDS_PER_SENTENCE_EPOCH
 
 
-_LATER_FIELDS: dict[str, Any] = {"encoder": "", "rule_misses": False}
+_LATER_FIELDS: dict[str, Any] = {"encoder": "", "rule_misses": False, "rule_hints": False}
 # End-to-end training of all-MiniLM-L6-v2, batch 16, on 2 CPU cores, per-epoch dev scoring included:
 # 0.016-0.022 s in the AD and SDoH fold runs (tasks/*/reports/cv-runs/), 0.027 s for the AD
 # default model (`clinsynth train --mix gold+bronze+rules`: 378 s, 1,178 sentences, 12 epochs).
@@ -231,6 +237,9 @@ class SignsClassifier:
         if budget.rule_misses and (rules is None or budget.recipe != "end-to-end"):
             raise ClinsynthError("rule_misses trains a hybrid's student end to end: it needs the task's rule list "
                                  "(rules.yaml) and the end-to-end recipe")  # fmt: skip
+        if budget.rule_hints and (rules is None or budget.rule_misses):
+            raise ClinsynthError("rule_hints shows the student the rule list's hits: it needs the task's rule list "
+                                 "(rules.yaml), and is not combined with rule_misses")  # fmt: skip
         from transformers import set_seed
 
         names = list(taxonomy.names)
@@ -239,13 +248,14 @@ class SignsClassifier:
         rng = np.random.default_rng(seed)
         # SetFit draws pairs in a fixed order; shuffling the sentences makes the seed matter.
         order = rng.permutation(len(train))
-        texts = [train[i].text for i in order]
+        hints = rules if budget.rule_hints else None
+        texts = hinted_texts([train[i].text for i in order], hints, names)
         matrix = label_matrix([train[i].labels for i in order], names)
         curve: list[dict[str, Any]] = []
         if budget.recipe == "end-to-end":
             model = _base_model(budget, seed, differentiable=len(names) + 1)
             curve = _fit_end_to_end(model, texts, matrix, dev, names, budget, seed, show_progress, progress_label,
-                                    rules if budget.rule_misses else None)  # fmt: skip
+                                    rules if budget.rule_misses else None, hints)  # fmt: skip
         else:
             model = _base_model(budget, seed)
             _fit_contrastive(model, texts, matrix, budget, seed, rng, show_progress)
@@ -260,7 +270,7 @@ class SignsClassifier:
             train_sources=dict(Counter(r.source for r in train)),
             epochs=curve,
         )
-        classifier = cls(model, info)
+        classifier = cls(model, info, hints)
         if dev:
             dev_scores = classifier.scores([r.text for r in dev])
             info.thresholds = tune_thresholds(dev_scores, label_matrix([r.labels for r in dev], names), names)
@@ -273,6 +283,10 @@ class SignsClassifier:
         """Per-category probabilities, one row per text (the NONE column is left out)."""
         if not texts:
             return np.zeros((0, len(self.info.labels)), dtype=np.float32)
+        if self.info.budget.get("rule_hints"):
+            if self.rules is None:
+                raise ClinsynthError("this student reads the rule list's hits with each sentence: it needs its rules")
+            texts = hinted_texts(texts, self.rules, self.info.labels)
         return _probabilities(self.model, texts, batch_size)[:, : len(self.info.labels)]
 
     def decide(self, scores: np.ndarray, texts: Sequence[str] | None = None) -> list[list[str]]:
@@ -308,7 +322,7 @@ class SignsClassifier:
         from clinsynth.model.safe_head import save_head
 
         save_head(self.model.model_head, path)
-        if self.info.hybrid and self.rules is not None and self.rules.path is not None:
+        if needs_rules(self.info) and self.rules is not None and self.rules.path is not None:
             # The copy travels with the model, so later edits of the task's list do not change it.
             (path / RULES_FILE).write_bytes(Path(self.rules.path).read_bytes())
         (path / META_FILE).write_text(json.dumps(asdict(self.info), indent=2) + "\n", encoding="utf-8")
@@ -349,9 +363,26 @@ class SignsClassifier:
         return cls(model, info, saved_rules(path, info))
 
 
+def needs_rules(info: ModelInfo) -> bool:
+    """Whether the model reads the rule list: a hybrid decides with it, a ``rule_hints`` student scores with it."""
+    return bool(info.hybrid) or bool(info.budget.get("rule_hints"))
+
+
+def hinted_texts(texts: Sequence[str], rules: Any, names: Sequence[str]) -> list[str]:
+    """``texts`` as a ``rule_hints`` student reads them: the categories ``rules`` labels each with,
+    in words, before the sentence ("rules: alcohol, tobacco. ..."; "rules: none. ..."). Without
+    ``rules``, the texts as they are."""
+    if rules is None:
+        return list(texts)
+    words = [n.lower().replace("_", " ") for n in names]
+    hits = rules.hit_matrix(texts, names) > 0
+    return [f"rules: {', '.join(w for w, hit in zip(words, row, strict=True) if hit) or 'none'}. {text}"
+            for text, row in zip(texts, hits, strict=True)]  # fmt: skip
+
+
 def saved_rules(path: Path | str, info: ModelInfo) -> Any:
-    """A hybrid model's own copy of its rule list (None for a student alone)."""
-    if not info.hybrid:
+    """The model's own copy of its rule list, for a model that reads one (None otherwise)."""
+    if not needs_rules(info):
         return None
     from clinsynth.data.rules import load_rules
 
@@ -403,8 +434,10 @@ def _fit_end_to_end(
     show_progress: bool,
     progress_label: str,
     rules: Any = None,
+    hints: Any = None,
 ) -> list[dict[str, Any]]:
-    """``rules``: train on what the rule list misses, every epoch (``TrainingBudget.rule_misses``)."""
+    """``rules``: train on what the rule list misses, every epoch (``TrainingBudget.rule_misses``);
+    ``hints``: the rule list a ``rule_hints`` student reads dev with (``texts`` come hinted already)."""
     from clinsynth.model.finetune import fine_tune
 
     mask = None
@@ -413,7 +446,7 @@ def _fit_end_to_end(
         mask[:, : len(names)] = ~(rules.hit_matrix(texts, names) > 0)
     dev_score = None
     if dev and rules is None:
-        dev_texts = [r.text for r in dev]
+        dev_texts = hinted_texts([r.text for r in dev], hints, names)
         dev_gold = category_matrix([r.labels for r in dev], names)
 
         def dev_score() -> float:
