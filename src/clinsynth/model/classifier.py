@@ -87,7 +87,10 @@ class TrainingBudget:
     # labels it with written before it (``hinted_texts``), in training and in scoring, so the student
     # learns from gold where a rule hit is right and where its wording misleads it, and can add what
     # the rules miss. The field's way of feeding a rule system's output to a learner as features.
-    # Needs the task's rule list.
+    # Needs the task's rule list. Not the default: its hybrid was level with the plain hybrid on SDoH
+    # (3 x 3: micro +0.006 [-0.002, +0.014], macro +0.004 [-0.009, +0.019]) and worse on AD (seed 0:
+    # -0.022 [-0.048, +0.001] / -0.020 [-0.052, +0.007]) (tasks/*/reports/rule-hints/): told where
+    # the rules fire, the student leans on them and adds fewer of the misses the hybrid gains from.
     rule_hints: bool = False
     # contrastive
     max_steps: int = 40  # contrastive steps; pairs seen = max_steps * batch_size
