@@ -216,5 +216,8 @@ def test_a_rule_hints_student_reads_the_rule_lists_verdict_before_each_sentence(
     # Saved, it keeps its own copy of the list and scores the same.
     student.save(tmp_path / "model")
     assert (tmp_path / "model" / RULES_FILE).is_file()
+    from clinsynth.fingerprint import file_sha256
+
+    assert student.info.rules_sha256 == file_sha256(rules_path)  # the list it read, on its card
     loaded = SignsClassifier.load(tmp_path / "model", taxonomy)
     assert np.allclose(loaded.scores(texts), student.scores(texts), atol=1e-5)

@@ -37,7 +37,7 @@ from clinsynth.model.metrics import category_matrix, label_matrix, micro_macro_f
 log = logging.getLogger(__name__)
 
 META_FILE = "clinsynth.json"
-RULES_FILE = "rules.yaml"  # a hybrid model's copy of the rule list it was stacked with
+RULES_FILE = "rules.yaml"  # the copy of the rule list a model reads (a hybrid, a rule_hints student)
 THRESHOLD_GRID = tuple(round(t, 2) for t in np.arange(0.1, 0.91, 0.05))
 # With a handful of dev positives the best threshold is noise (2 positives chose 0.1 and
 # flooded test with false positives); such categories keep 0.5.
@@ -149,9 +149,9 @@ class ModelInfo:
     data_files: dict[str, str] = field(default_factory=dict)  # training/threshold files -> sha256
     epochs: list[dict[str, Any]] = field(default_factory=list)  # end-to-end: loss and dev score per epoch
     # A hybrid model: the per-category stack of student scores and rule hits (clinsynth.model.hybrid
-    # RuleStack state) and the sha256 of the rule list copied beside the model. Empty: the student alone.
+    # RuleStack state). Empty: the student alone.
     hybrid: dict[str, Any] = field(default_factory=dict)
-    rules_sha256: str = ""
+    rules_sha256: str = ""  # the rule list copied beside a model that reads one (``needs_rules``)
 
 
 def oversample_minority(
@@ -196,19 +196,24 @@ class SignsClassifier:
     def __init__(self, model: Any, info: ModelInfo, rules: Any = None) -> None:
         self.model = model
         self.info = info
-        self.rules = rules  # clinsynth.data.rules.RuleSet of a hybrid model
+        self.rules = rules  # clinsynth.data.rules.RuleSet of a model that reads one (``needs_rules``)
 
     def stack_with_rules(self, rules: Any, dev: Sequence[Record]) -> None:
         """Make this a hybrid: stack the student's dev scores with the rule list's hits
         (``clinsynth.model.hybrid``); ``dev`` must be sentences the student did not train on."""
-        from clinsynth.fingerprint import file_sha256
         from clinsynth.model.hybrid import RuleStack
 
         if not dev:
             raise ClinsynthError("stacking with rules needs held-out (dev) sentences")
         stack = RuleStack.fit_held_out(self.labels, self.scores([r.text for r in dev]), dev, rules)
-        self.rules = rules
         self.info.hybrid = stack.state()
+        self.read_rules(rules)
+
+    def read_rules(self, rules: Any) -> None:
+        """Keep ``rules`` as the list this model reads, its sha256 on the card (provenance)."""
+        from clinsynth.fingerprint import file_sha256
+
+        self.rules = rules
         self.info.rules_sha256 = file_sha256(rules.path) if rules.path else ""
 
     @property
@@ -233,7 +238,7 @@ class SignsClassifier:
         """Fine-tune the encoder and fit the heads on ``train``; tune thresholds on ``dev``.
 
         ``progress_label`` names the training's progress bar (one bar over every epoch, with an ETA).
-        ``rules`` (a ``RuleSet``) is needed by ``budget.rule_misses``.
+        ``rules`` (a ``RuleSet``) is needed by ``budget.rule_misses`` and ``budget.rule_hints``.
         """
         if not train:
             raise ClinsynthError("no training sentences")
@@ -273,7 +278,9 @@ class SignsClassifier:
             train_sources=dict(Counter(r.source for r in train)),
             epochs=curve,
         )
-        classifier = cls(model, info, hints)
+        classifier = cls(model, info)
+        if hints is not None:
+            classifier.read_rules(hints)
         if dev:
             dev_scores = classifier.scores([r.text for r in dev])
             info.thresholds = tune_thresholds(dev_scores, label_matrix([r.labels for r in dev], names), names)
