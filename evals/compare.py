@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from clinsynth.evals.core import headline_over_seeds, mean_sd_text, per_category_over_seeds
-from clinsynth.evals.cv import HEADLINE, CrossValidation, CVSettings, note_of, paired_ci, runs_dir, whole_notes
+from clinsynth.evals.cv import HEADLINE, CVSettings, note_of, paired_ci, task_cross_validation
 from clinsynth.evals.cv_report import interval_text
 
 from clinsynth.data.fileio import atomic_write_text
-from clinsynth.data.mixes import HYBRID_SUFFIX, MixSources
+from clinsynth.data.mixes import HYBRID_SUFFIX
 from clinsynth.model.metrics import multilabel_scores
 from clinsynth.report import format_table
 
@@ -29,13 +29,11 @@ REPORT = "compare"
 def compare_mixes(task: Any, settings: CVSettings, new: str, base: str, out_dir: Path, command: str, *,
                   work_dir: Path | None = None) -> tuple[Path, dict[str, Any]]:  # fmt: skip
     """Cross-validate ``new`` and ``base`` (students and hybrids); write ``compare.{md,json}``."""
-    gold = task.gold()
-    pool = whole_notes(gold["train"] + gold["dev"], settings.pool_limit)
+    cv = task_cross_validation(task, settings, work_dir=work_dir)
+    pool = cv.pool
     gold_sets = [list(r.labels) for r in pool]
     notes = [note_of(r) for r in pool]
     names = list(task.taxonomy.names)
-    cv = CrossValidation(pool, task.taxonomy, MixSources.for_task(task), work_dir or runs_dir(task), settings,
-                         task.rules)  # fmt: skip
     predictions: dict[str, list[list[list[str]]]] = {}
     n_train: dict[str, int] = {}
     for mix in (new, base):

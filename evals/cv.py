@@ -504,7 +504,12 @@ def run(pool: Sequence[Record], taxonomy: Taxonomy, sources: MixSources, work_di
         settings: CVSettings, rules: RuleSet | None = None) -> dict[str, Any]:  # fmt: skip
     """Every mix x seed x fold (reusing finished runs), hybrids with the rule list, baselines,
     scores and paired CIs vs gold and vs the rule list."""
-    cv = CrossValidation(pool, taxonomy, sources, work_dir, settings, rules)
+    return run_experiment(CrossValidation(pool, taxonomy, sources, work_dir, settings, rules))
+
+
+def run_experiment(cv: CrossValidation) -> dict[str, Any]:
+    """``run`` on an experiment already built (``task_cross_validation`` builds a task's)."""
+    pool, taxonomy, settings = cv.pool, cv.taxonomy, cv.settings
     cv.check_sources()
     to_train, kept = cv.plan()
     retrain = sum(cv.run_path(system, seed, fold).exists() for system, seed, fold in cv.to_train)

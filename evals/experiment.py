@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from clinsynth.evals.cv import CVSettings, run, runs_dir, task_test_line, whole_notes
+from clinsynth.evals.cv import CVSettings, run_experiment, task_cross_validation, task_test_line
 from clinsynth.evals.whole_view import experiment_view
 
 from clinsynth.data.mixes import MixSources
@@ -20,14 +20,11 @@ def cross_validate_task(task: Any, settings: CVSettings, out_dir: Path, command:
     returns the Markdown path and the summary."""
     from clinsynth.evals.cv_report import write_report
 
-    gold = task.gold()
-    pool = whole_notes(gold["train"] + gold["dev"], settings.pool_limit)
-    sources = sources or MixSources.for_task(task)
-    summary = run(pool, task.taxonomy, sources, work_dir or runs_dir(task), settings, task.rules)
+    cv = task_cross_validation(task, settings, sources=sources, work_dir=work_dir)
+    summary = run_experiment(cv)
     if settings.whole_view and task.rules is not None:
-        view = experiment_view(task, pool, settings, sources, work_dir or runs_dir(task),
-                               [row["system"] for row in summary["systems"]])  # fmt: skip
+        view = experiment_view(task, cv, [row["system"] for row in summary["systems"]])
         if view is not None:
             summary["whole_view"] = view
-    summary["test"] = task_test_line(task, gold, model_dir or task.model_dir)
+    summary["test"] = task_test_line(task, task.gold(), model_dir or task.model_dir)
     return write_report(summary, task.taxonomy, out_dir, command), summary

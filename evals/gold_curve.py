@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from clinsynth.evals.core import headline_over_seeds, mean_sd_text
-from clinsynth.evals.cv import CrossValidation, CVSettings, note_of, paired_ci, runs_dir, whole_notes
+from clinsynth.evals.cv import CVSettings, note_of, paired_ci, task_cross_validation
 from clinsynth.evals.cv_report import interval_text
 
 from clinsynth.data.fileio import atomic_write_text
-from clinsynth.data.mixes import HYBRID_SUFFIX, MixSources
+from clinsynth.data.mixes import HYBRID_SUFFIX
 from clinsynth.model.metrics import multilabel_scores
 from clinsynth.report import format_table
 
@@ -33,16 +33,16 @@ def compare_shares(task: Any, settings: CVSettings, share: float, out_dir: Path,
                    work_dir: Path | None = None) -> tuple[Path, dict[str, Any]]:  # fmt: skip
     """Every mix of ``settings`` at ``share`` of the gold training notes and at all of them; writes
     ``gold_curve.{md,json}``."""
-    gold = task.gold()
-    pool = whole_notes(gold["train"] + gold["dev"], settings.pool_limit)
+    sides = {side: dataclasses.replace(settings, gold_share=value) for side, value in (("share", share), ("all", 1.0))}
+    experiments = {side: task_cross_validation(task, side_settings, work_dir=work_dir)
+                   for side, side_settings in sides.items()}  # fmt: skip
+    pool = experiments["all"].pool  # the same pool on both sides: the share thins training parts only
     gold_sets = [list(r.labels) for r in pool]
     notes = [note_of(r) for r in pool]
-    sides = {side: dataclasses.replace(settings, gold_share=value) for side, value in (("share", share), ("all", 1.0))}
     predictions: dict[str, dict[str, list[list[list[str]]]]] = {side: {} for side in sides}
     n_train: dict[str, dict[str, int]] = {side: {} for side in sides}
     for side, side_settings in sides.items():
-        cv = CrossValidation(pool, task.taxonomy, MixSources.for_task(task), work_dir or runs_dir(task), side_settings,
-                             task.rules)  # fmt: skip
+        cv = experiments[side]
         for mix in settings.mixes:
             for seed in settings.seeds:
                 print(f"gold {side_settings.gold_share:.0%}: {mix} seed {seed}", flush=True)

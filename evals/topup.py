@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from clinsynth.evals.core import headline_over_seeds, mean_sd_text, per_category_over_seeds
-from clinsynth.evals.cv import HEADLINE, CrossValidation, CVSettings, note_of, paired_ci, runs_dir, whole_notes
+from clinsynth.evals.cv import HEADLINE, CVSettings, note_of, paired_ci, task_cross_validation
 from clinsynth.evals.cv_report import interval_text
 
 from clinsynth.data.fileio import atomic_write_text
@@ -30,17 +30,17 @@ MIX = "gold+bronze"
 def compare_bronze(task: Any, settings: CVSettings, topped_up: Path, out_dir: Path, command: str, *,
                    work_dir: Path | None = None) -> tuple[Path, dict[str, Any]]:  # fmt: skip
     """Cross-validate ``MIX`` with the task's bronze and with ``topped_up``; write ``topup.{md,json}``."""
-    gold = task.gold()
-    pool = whole_notes(gold["train"] + gold["dev"], settings.pool_limit)
+    sides = {"base": MixSources.for_task(task), "topped-up": MixSources.for_task(task, bronze=topped_up)}
+    experiments = {side: task_cross_validation(task, settings, sources=sources, work_dir=work_dir)
+                   for side, sources in sides.items()}  # fmt: skip
+    pool = experiments["base"].pool  # the same pool on both sides: only the bronze part differs
     names = list(task.taxonomy.names)
     gold_sets = [list(r.labels) for r in pool]
-    work = work_dir or runs_dir(task)
-    sides = {"base": MixSources.for_task(task), "topped-up": MixSources.for_task(task, bronze=topped_up)}
     predictions: dict[str, list[list[list[str]]]] = {}
     hybrids: dict[str, list[list[list[str]]]] = {}  # MIX+rules: the system a user gets when CV picks it
     counts: dict[str, dict[str, int]] = {}
     for side, sources in sides.items():
-        cv = CrossValidation(pool, task.taxonomy, sources, work, settings, task.rules)
+        cv = experiments[side]
         bronze = cv.part("bronze")
         # Counted by generation target: a top-up raises these; labels can hold more categories.
         counts[side] = {n: sum(bronze_target(r) == n for r in bronze) for n in names}

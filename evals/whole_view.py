@@ -39,8 +39,7 @@ from clinsynth.evals.cv import (
     FoldRun,
     note_of,
     paired_ci,
-    runs_dir,
-    whole_notes,
+    task_cross_validation,
 )
 from clinsynth.evals.cv_report import interval_text, vs_rules_table
 
@@ -92,15 +91,15 @@ class View:
     thresholds: dict[str, list[float]]  # hybrid -> its threshold per seed and fold
 
 
-def view_cross_validation(task: Any, pool: list[Record], settings: CVSettings, sources: MixSources,
-                          work_dir: Path) -> CrossValidation:  # fmt: skip
+def view_cross_validation(task: Any, settings: CVSettings, *, sources: MixSources | None = None,
+                          work_dir: Path | None = None) -> CrossValidation:  # fmt: skip
     """The cross-validation whose runs the view reads (``decide_view`` retrains a finished run
     without whole-note scores for them)."""
     if task.rules is None:
         raise DataError("the whole-note view compares with the task's rule list: add rules.yaml", path=task.root)
     # The view reads whole-note scores: its plan counts the finished runs it retrains for them, so
     # each retrained run's line gives the time left.
-    cv = CrossValidation(pool, task.taxonomy, sources, work_dir, replace(settings, whole_view=True), task.rules)
+    cv = task_cross_validation(task, replace(settings, whole_view=True), sources=sources, work_dir=work_dir)
     cv.plan()
     return cv
 
@@ -131,12 +130,11 @@ def decide_view(task: Any, cv: CrossValidation) -> View:
     return view
 
 
-def experiment_view(task: Any, pool: list[Record], settings: CVSettings, sources: MixSources, work_dir: Path,
-                    systems: Sequence[str]) -> dict[str, Any] | None:  # fmt: skip
+def experiment_view(task: Any, experiment: CrossValidation, systems: Sequence[str]) -> dict[str, Any] | None:
     """The experiment report's whole-note line: ``systems`` (the report's mixes and hybrids) and the rule
     list scored on the pool's whole notes out of fold, with paired CIs against the rule list; None where
     the pool holds fewer than two whole notes."""
-    cv = view_cross_validation(task, pool, settings, sources, work_dir)
+    cv = view_cross_validation(task, experiment.settings, sources=experiment.sources, work_dir=experiment.dir)
     if len({note_of(r) for r in cv.whole_extras}) < 2:
         return None  # a notes-resampled CI needs two notes (a quick run's small pool may hold fewer)
     view = decide_view(task, cv)
@@ -147,10 +145,7 @@ def experiment_view(task: Any, pool: list[Record], settings: CVSettings, sources
 def whole_view(task: Any, settings: CVSettings, out_dir: Path, command: str, *,
                work_dir: Path | None = None) -> tuple[Path, dict[str, Any]]:  # fmt: skip
     """Score every mix's students and hybrids on the pool and on its whole notes; write ``whole_view.{md,json}``."""
-    gold = task.gold()
-    pool = whole_notes(gold["train"] + gold["dev"], settings.pool_limit)
-    view = decide_view(task, view_cross_validation(task, pool, settings, MixSources.for_task(task),
-                                                   work_dir or runs_dir(task)))
+    view = decide_view(task, view_cross_validation(task, settings, work_dir=work_dir))
     # What fitting the hybrid with the whole dev notes changes, per mix; then the first mix against the second.
     mixes = settings.mixes
     compared = [(mix + HYBRID_SUFFIX + FIT_WHOLE, mix + HYBRID_SUFFIX) for mix in mixes]
