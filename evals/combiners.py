@@ -19,6 +19,9 @@ folds, seeds and students, with paired CIs against the rule list and against the
 - ``rules or student, threshold from the other folds``: the hybrid with its rule use fitted on
   the inner dev as usual, and its one threshold on the other folds' out-of-fold scores of the
   same seed (about five times the inner dev's sentences, scored by other students);
+- ``rules or student, student gated per category`` (inner dev / other folds): the hybrid, its
+  student kept off each category where, on those held-out sentences, its additions lowered the
+  category's F1 (a twin of the hybrid's ``use_rule``, for the student);
 - ``rules or student, seed ensemble`` (one row per mix, not per seed): the hybrid over the mean
   of the seeds' scores. A fold's evaluation notes and inner dev do not depend on the seed, so
   the seeds' students of a fold can be averaged on both and the stack fitted on the mean.
@@ -133,6 +136,34 @@ def rule_veto(view: FoldView, names: Sequence[str]) -> np.ndarray:
     return ((view.hits > 0) & (view.scores >= lo)) | (view.scores >= hi)
 
 
+def _student_helps(decided_with: np.ndarray, decided_without: np.ndarray, gold: np.ndarray) -> np.ndarray:
+    """Per category: the stack with the student's additions is at least as good (F1) as without them."""
+    return np.asarray([_f1(decided_with[:, j], gold[:, j]) >= _f1(decided_without[:, j], gold[:, j])
+                       for j in range(gold.shape[1])])  # fmt: skip
+
+
+def _gated(view: FoldView, names: Sequence[str], scores: np.ndarray, hits: np.ndarray, gold: np.ndarray,
+           out_of_scope: np.ndarray | None) -> np.ndarray:  # fmt: skip
+    """The hybrid, its student kept off each category where its additions lowered that category's F1
+    on the given held-out sentences (a student twin of ``use_rule``)."""
+    stack = RuleStack.fit(names, view.dev_scores, view.dev_hits, view.dev_gold, view.dev_out_of_scope)
+    rules_only = RuleStack(threshold=1.01, use_rule=stack.use_rule, respect_scope=False)
+    scope = out_of_scope if out_of_scope is not None else np.zeros(scores.shape, dtype=bool)
+    keep = _student_helps(stack.decide(names, scores, hits, scope), rules_only.decide(names, scores, hits),
+                          gold.astype(bool))  # fmt: skip
+    with_student = stack.decide(names, view.scores, view.hits, view.out_of_scope)
+    without = rules_only.decide(names, view.scores, view.hits)
+    return np.where(keep, with_student, without)
+
+
+def student_gated_on_dev(view: FoldView, names: Sequence[str]) -> np.ndarray:
+    return _gated(view, names, view.dev_scores, view.dev_hits, view.dev_gold, view.dev_out_of_scope)
+
+
+def student_gated_on_other_folds(view: FoldView, names: Sequence[str]) -> np.ndarray:
+    return _gated(view, names, view.other_scores, view.other_hits, view.other_gold, view.other_out_of_scope)
+
+
 def _stack_features(scores: np.ndarray, hits: np.ndarray) -> np.ndarray:
     clipped = np.clip(scores, LOGIT_CLIP, 1 - LOGIT_CLIP)
     logit = np.log(clipped / (1 - clipped))
@@ -163,6 +194,8 @@ COMBINERS: dict[str, Combiner] = {
     "rule veto": rule_veto,
     "calibrated stack per category": calibrated_stack,
     f"{HYBRID}, threshold from the other folds": threshold_from_other_folds,
+    f"{HYBRID}, student gated per category (inner dev)": student_gated_on_dev,
+    f"{HYBRID}, student gated per category (other folds)": student_gated_on_other_folds,
 }
 SEED_ENSEMBLE = f"{HYBRID}, seed ensemble"
 

@@ -81,6 +81,26 @@ def test_the_threshold_from_the_other_folds_is_fitted_there_and_the_rule_use_on_
     assert combiners.rules_or_student(sure, NAMES)[:, 1].any()  # the inner dev's threshold would add them
 
 
+def test_the_student_gate_keeps_the_student_off_a_category_only_where_its_additions_hurt_held_out_f1():
+    v, gold = view(np.random.default_rng(5))
+    hybrid = combiners.rules_or_student(v, NAMES)
+    # Held out, the student's additions help on B (the rule never fires there): both gates keep them.
+    assert np.array_equal(combiners.student_gated_on_dev(v, NAMES), hybrid)
+    assert np.array_equal(combiners.student_gated_on_other_folds(v, NAMES), hybrid)
+    assert hybrid[:, 1].any()
+    # On the other folds, B's positives made the sentences the student scores low, each found by a
+    # rule: there its additions are all wrong, so that gate drops them on B only (left with B's rule
+    # hits on the fold: none), and the inner-dev gate, which never sees them, does not.
+    other_gold, other_hits = v.other_gold.copy(), v.other_hits.copy()
+    other_gold[:, 1] = v.other_scores[:, 1] < 0.2
+    other_hits[:, 1] = other_gold[:, 1]
+    flipped = combiners.FoldView(**{**v.__dict__, "other_gold": other_gold, "other_hits": other_hits})
+    gated = combiners.student_gated_on_other_folds(flipped, NAMES)
+    assert not gated[:, 1].any()
+    assert np.array_equal(gated[:, 0], hybrid[:, 0])
+    assert np.array_equal(combiners.student_gated_on_dev(flipped, NAMES), hybrid)
+
+
 def test_the_seed_ensemble_averages_the_seeds_scores_of_the_same_sentences():
     from clinsynth.evals.cv import FoldRun
 
