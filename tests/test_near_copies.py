@@ -66,3 +66,25 @@ def test_the_command_writes_the_report_naming_itself(tmp_path):
     assert "Command: `python -m evals.run near-copies --task" in report
     assert "| gold+rules" in report and "without a near-copy" in report
     assert json.loads((tmp_path / "near_copies.json").read_text())["mixes"][0]["mix"] == "gold"
+
+
+def test_runs_of_another_mix_that_hold_other_folds_are_refused_not_scored_against_the_wrong_mask(tmp_path):
+    import shutil
+    from dataclasses import replace
+
+    from clinsynth.evals.cv import task_cross_validation
+
+    from clinsynth.errors import DataError
+
+    task = load_task(REPO / "tasks" / "sdoh")
+    work = tmp_path / "runs"
+    shutil.copytree(task.reports_dir / "cv-runs", work)
+    settings = replace(CVSettings.for_task(task), mixes=("gold", "gold+bronze"), seeds=(0,))
+    assert near_copies.compare(task, settings, work_dir=work)["mixes"][1]["mix"] == "gold+bronze"
+    # One gold+bronze run now holds its fold's sentences in another order than gold's runs.
+    path = task_cross_validation(task, settings, work_dir=work).run_path("gold+bronze", 0, 0)
+    run = json.loads(path.read_text())
+    run["ids"] = run["ids"][::-1]
+    path.write_text(json.dumps(run))
+    with pytest.raises(DataError, match=r"gold\+bronze: its runs hold other folds"):
+        near_copies.compare(task, settings, work_dir=work)
