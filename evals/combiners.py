@@ -22,6 +22,8 @@ folds, seeds and students, with paired CIs against the rule list and against the
 - ``rules or student, student gated per category`` (inner dev / other folds): the hybrid, its
   student kept off each category where, on those held-out sentences, its additions lowered the
   category's F1 (a twin of the hybrid's ``use_rule``, for the student);
+- ``rules or student, threshold by cue context``: two student thresholds fitted on the other folds,
+  one for sentences where some rule fires, one for those where none does;
 - ``rules or student, seed ensemble`` (one row per mix, not per seed): the hybrid over the mean
   of the seeds' scores. A fold's evaluation notes and inner dev do not depend on the seed, so
   the seeds' students of a fold can be averaged on both and the stack fitted on the mean.
@@ -164,6 +166,33 @@ def student_gated_on_other_folds(view: FoldView, names: Sequence[str]) -> np.nda
     return _gated(view, names, view.other_scores, view.other_hits, view.other_gold, view.other_out_of_scope)
 
 
+def threshold_by_cue_context(view: FoldView, names: Sequence[str]) -> np.ndarray:
+    """The hybrid with two student thresholds, both fitted on the other folds: one for sentences where
+    some rule fires (an AD- or SDoH-relevant sentence), one for sentences where none does."""
+    stack = RuleStack.fit(names, view.dev_scores, view.dev_hits, view.dev_gold, view.dev_out_of_scope)
+    mask = np.asarray([stack.use_rule.get(n, True) for n in names])
+    other_scope = (view.other_out_of_scope if view.other_out_of_scope is not None
+                   else np.zeros(view.other_scores.shape, dtype=bool))  # fmt: skip
+    other_fired = (view.other_hits > 0) & mask
+    other_context = (view.other_hits > 0).any(axis=1)
+    chosen = {}
+    for context in (True, False):
+        rows = other_context == context
+        if not rows.any():
+            chosen[context] = stack.threshold
+            continue
+
+        def score(t: float, rows: np.ndarray = rows) -> tuple[float, float]:
+            student = (view.other_scores[rows] >= t) & ~other_scope[rows]
+            return round(micro_macro_f1(other_fired[rows] | student, view.other_gold[rows]), 9), t
+
+        chosen[context] = float(max(THRESHOLD_GRID, key=score))
+    context = (view.hits > 0).any(axis=1)
+    thresholds = np.where(context, chosen[True], chosen[False])[:, None]
+    student = (view.scores >= thresholds) & ~view.out_of_scope
+    return ((view.hits > 0) & mask) | student
+
+
 def _stack_features(scores: np.ndarray, hits: np.ndarray) -> np.ndarray:
     clipped = np.clip(scores, LOGIT_CLIP, 1 - LOGIT_CLIP)
     logit = np.log(clipped / (1 - clipped))
@@ -196,6 +225,7 @@ COMBINERS: dict[str, Combiner] = {
     f"{HYBRID}, threshold from the other folds": threshold_from_other_folds,
     f"{HYBRID}, student gated per category (inner dev)": student_gated_on_dev,
     f"{HYBRID}, student gated per category (other folds)": student_gated_on_other_folds,
+    f"{HYBRID}, threshold by cue context": threshold_by_cue_context,
 }
 SEED_ENSEMBLE = f"{HYBRID}, seed ensemble"
 

@@ -139,3 +139,18 @@ def test_a_missing_run_is_named_and_nothing_is_trained(tmp_path, monkeypatch):
     task = load_task(REPO / "tasks" / "sdoh")
     with pytest.raises(DataError, match="gold seed 0: folds \\[0, 1, 2\\] have no finished run"):
         combiners.compare(task, CVSettings.for_task(task), work_dir=tmp_path)
+
+
+def test_the_cue_context_thresholds_are_fitted_apart_on_the_other_folds():
+    v, gold = view(np.random.default_rng(7))
+    # On the other folds, B's positives in sentences where no rule fires become high-scoring false
+    # positives: there the student must be kept off, and where a rule fires it still adds B.
+    other_gold = v.other_gold.copy()
+    no_cue = ~(v.other_hits > 0).any(axis=1)
+    other_gold[no_cue, 1] = False
+    flipped = combiners.FoldView(**{**v.__dict__, "other_gold": other_gold})
+    decided = combiners.threshold_by_cue_context(flipped, NAMES)
+    cue = (v.hits > 0).any(axis=1)
+    assert not decided[~cue, 1].any()
+    assert decided[cue, 1].any()
+    assert np.array_equal(decided[cue, 1], combiners.rules_or_student(v, NAMES)[cue, 1])
