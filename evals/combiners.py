@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -170,27 +170,19 @@ def threshold_by_cue_context(view: FoldView, names: Sequence[str]) -> np.ndarray
     """The hybrid with two student thresholds, both fitted on the other folds: one for sentences where
     some rule fires (an AD- or SDoH-relevant sentence), one for sentences where none does."""
     stack = RuleStack.fit(names, view.dev_scores, view.dev_hits, view.dev_gold, view.dev_out_of_scope)
-    mask = np.asarray([stack.use_rule.get(n, True) for n in names])
-    other_scope = (view.other_out_of_scope if view.other_out_of_scope is not None
-                   else np.zeros(view.other_scores.shape, dtype=bool))  # fmt: skip
-    other_fired = (view.other_hits > 0) & mask
     other_context = (view.other_hits > 0).any(axis=1)
-    chosen = {}
+    decided = {}
     for context in (True, False):
         rows = other_context == context
-        if not rows.any():
-            chosen[context] = stack.threshold
-            continue
-
-        def score(t: float, rows: np.ndarray = rows) -> tuple[float, float]:
-            student = (view.other_scores[rows] >= t) & ~other_scope[rows]
-            return round(micro_macro_f1(other_fired[rows] | student, view.other_gold[rows]), 9), t
-
-        chosen[context] = float(max(THRESHOLD_GRID, key=score))
-    context = (view.hits > 0).any(axis=1)
-    thresholds = np.where(context, chosen[True], chosen[False])[:, None]
-    student = (view.scores >= thresholds) & ~view.out_of_scope
-    return ((view.hits > 0) & mask) | student
+        threshold = stack.threshold  # no such sentence on the other folds: the inner dev's threshold
+        if rows.any():
+            scope = None if view.other_out_of_scope is None else view.other_out_of_scope[rows]
+            threshold = best_threshold(names, view.other_scores[rows], view.other_hits[rows], view.other_gold[rows],
+                                       stack.use_rule, scope)  # fmt: skip
+        decided[context] = replace(stack, threshold=threshold).decide(names, view.scores, view.hits,
+                                                                      view.out_of_scope)  # fmt: skip
+    context = (view.hits > 0).any(axis=1)[:, None]
+    return np.where(context, decided[True], decided[False])
 
 
 def _stack_features(scores: np.ndarray, hits: np.ndarray) -> np.ndarray:
