@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from clinsynth.evals.cv import DEFAULT_FOLDS
+from clinsynth.evals.topup import MIX as TOPUP_MIX
 
 from clinsynth.data.task import LMSpec, load_task
 from clinsynth.errors import ClinsynthError
@@ -73,10 +74,11 @@ def build_parser(prog: str = "python -m evals.run") -> argparse.ArgumentParser:
     add_budget_flags(cv)
     cv.add_argument("--no-baselines", action="store_true", help="mixes only")
     cv.add_argument("--work-dir", type=Path, default=None, help="where finished runs are kept (default: the task's)")
-    top = add("topup", "what a bronze top-up added: gold+bronze cross-validated with the task's bronze and with "
-              "--bronze, paired")  # fmt: skip
-    top.add_argument("--bronze", type=Path, required=True,
-                     help="the topped-up bronze file (programs.generate --top-up)")  # fmt: skip
+    top = add("topup", "what another version of the bronze set changes (a top-up, a cleaned set): --mix "
+              "cross-validated with the task's bronze and with --bronze, paired")  # fmt: skip
+    top.add_argument("--bronze", type=Path, required=True, help="the other bronze file (programs.generate --top-up, "
+                     "or a copy cleaned by --drop-label-issues)")  # fmt: skip
+    top.add_argument("--mix", default=TOPUP_MIX, help="the mix cross-validated on both sides (it needs a bronze part)")
     top.add_argument("--seeds", default=None, help="comma-separated training seeds (default: the task's, else 0,1,2)")
     top.add_argument("--folds", type=int, default=None,
                      help=f"folds by note (default: the task's, else {DEFAULT_FOLDS})")  # fmt: skip
@@ -192,7 +194,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
 
             settings = cv.CVSettings.for_task(task, seeds=seeds_arg(args), folds=args.folds)
             report, _ = topup.compare_bronze(task, settings, args.bronze, Path(out_dir), command,
-                                             work_dir=args.work_dir)  # fmt: skip
+                                             work_dir=args.work_dir, mix=args.mix)  # fmt: skip
             print(f"report: {report}")
         elif args.suite == "gold-curve":
             from clinsynth.evals import cv, gold_curve

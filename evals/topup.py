@@ -28,8 +28,12 @@ MIX = "gold+bronze"
 
 
 def compare_bronze(task: Any, settings: CVSettings, topped_up: Path, out_dir: Path, command: str, *,
-                   work_dir: Path | None = None) -> tuple[Path, dict[str, Any]]:  # fmt: skip
-    """Cross-validate ``MIX`` with the task's bronze and with ``topped_up``; write ``topup.{md,json}``."""
+                   work_dir: Path | None = None, mix: str = MIX) -> tuple[Path, dict[str, Any]]:  # fmt: skip
+    """Cross-validate ``mix`` (a mix with a bronze part) with the task's bronze and with ``topped_up``
+    (a top-up, or any other version of the set, e.g. one cleaned of label issues); write
+    ``topup.{md,json}``."""
+    if "bronze" not in mix.split("+"):
+        raise ValueError(f"mix {mix!r} has no bronze part: both sides would be the same runs")
     sides = {"base": MixSources.for_task(task), "topped-up": MixSources.for_task(task, bronze=topped_up)}
     experiments = {side: task_cross_validation(task, settings, sources=sources, work_dir=work_dir)
                    for side, sources in sides.items()}  # fmt: skip
@@ -37,7 +41,7 @@ def compare_bronze(task: Any, settings: CVSettings, topped_up: Path, out_dir: Pa
     names = list(task.taxonomy.names)
     gold_sets = [list(r.labels) for r in pool]
     predictions: dict[str, list[list[list[str]]]] = {}
-    hybrids: dict[str, list[list[list[str]]]] = {}  # MIX+rules: the system a user gets when CV picks it
+    hybrids: dict[str, list[list[list[str]]]] = {}  # mix+rules: the system a user gets when CV picks it
     counts: dict[str, dict[str, int]] = {}
     for side, sources in sides.items():
         cv = experiments[side]
@@ -46,11 +50,11 @@ def compare_bronze(task: Any, settings: CVSettings, topped_up: Path, out_dir: Pa
         counts[side] = {n: sum(bronze_target(r) == n for r in bronze) for n in names}
         counts[side]["all"] = len(bronze)
         for seed in settings.seeds:
-            print(f"{side} bronze ({sources.bronze}): {MIX} seed {seed}", flush=True)
-            found, _ = cv.systems_out_of_fold(MIX, seed)
-            predictions.setdefault(side, []).append(found[MIX])
-            if MIX + HYBRID_SUFFIX in found:
-                hybrids.setdefault(side, []).append(found[MIX + HYBRID_SUFFIX])
+            print(f"{side} bronze ({sources.bronze}): {mix} seed {seed}", flush=True)
+            found, _ = cv.systems_out_of_fold(mix, seed)
+            predictions.setdefault(side, []).append(found[mix])
+            if mix + HYBRID_SUFFIX in found:
+                hybrids.setdefault(side, []).append(found[mix + HYBRID_SUFFIX])
     notes = [note_of(r) for r in pool]
 
     def scored(per_side: dict[str, list[list[list[str]]]]) -> dict[str, list[dict[str, Any]]]:
@@ -65,7 +69,7 @@ def compare_bronze(task: Any, settings: CVSettings, topped_up: Path, out_dir: Pa
 
     scores = scored(predictions)
     summary: dict[str, Any] = {
-        "mix": MIX,
+        "mix": mix,
         "bronze": {side: task.relative(src.bronze) for side, src in sides.items()},
         "n": len(pool),
         "folds": settings.folds,
@@ -86,7 +90,7 @@ def compare_bronze(task: Any, settings: CVSettings, topped_up: Path, out_dir: Pa
 
 
 def _hybrid_lines(summary: dict[str, Any]) -> list[str]:
-    """The same comparison for ``MIX+rules``: each side's students stacked with the task's rule list."""
+    """The same comparison for ``mix+rules``: each side's students stacked with the task's rule list."""
     hybrid = summary.get("hybrid")
     if not hybrid:
         return []

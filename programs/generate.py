@@ -13,6 +13,9 @@ run could not go on (bad flags, an endpoint that refuses or does not answer, or
 
 ``--refilter-subject`` applies the guideline's subject filter (a positive label whose every cue
 is about someone else, by the task's rule list) to an existing set without any LM call.
+``--drop-label-issues`` drops the sentences whose label the rest of the set contradicts
+(confident learning with cleanlab on MiniLM embeddings; no LM call, no gold read). A later
+generation run rebuilds the set from its calls file, so apply it again after one.
 
 With ``--top-up N`` the categories weakest on dev (out of fold) get N more kept sentences.
 
@@ -33,12 +36,14 @@ from clinsynth.programs.steps.bronze import (
     ROUND_TRIP_POLICIES,
     BronzeConfig,
     BronzeResult,
+    drop_label_issues,
     generate_bronze,
     plan_bronze,
     refilter_subject,
     weakest_categories,
 )
 
+from clinsynth.data import bronze_filters as bf
 from clinsynth.data.task import Task, load_task
 from clinsynth.errors import ClinsynthError
 from clinsynth.jobs.cliargs import (
@@ -95,6 +100,8 @@ def build_parser(prog: str = "python -m programs.generate") -> argparse.Argument
     )
     p.add_argument("--refilter-subject", action="store_true",
                    help="apply the subject filter (the task's rule list) to an existing bronze set, no LM call")
+    p.add_argument("--drop-label-issues", action="store_true",
+                   help="drop sentences whose label the rest of the set contradicts (cleanlab), no LM call")
     p.add_argument("--per-category", type=int, default=None, help="kept sentences wanted per category")
     p.add_argument("--negatives", type=int, default=None, help="kept NONE hard negatives (default: --per-category)")
     p.add_argument(
@@ -198,6 +205,13 @@ def run(args: argparse.Namespace) -> int:
             for row in gone:
                 print(f"  dropped ({row['detail']}): {row['text']}")
             print(f"{len(gone)} sentences left {out} for {out.name}.dropped.jsonl (filter subject)")
+            return 0
+        if args.drop_label_issues:
+            out = args.out or task.bronze
+            gone = drop_label_issues(out, task.taxonomy.names)
+            for row in gone:
+                print(f"  dropped ({row['detail']}; {', '.join(row['labels']) or 'NONE'}): {row['text']}")
+            print(f"{len(gone)} sentences left {out} for {out.name}.dropped.jsonl (filter {bf.LABEL_ISSUE})")
             return 0
         result = generate_bronze(task, config, args.out)
     except ClinsynthError as exc:

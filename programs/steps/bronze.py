@@ -29,6 +29,7 @@ import logging
 import math
 import time
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -735,32 +736,56 @@ def refilter_subject(task: Task, out: Path) -> list[dict[str, Any]]:
     if task.rules is None:
         raise ClinsynthError(f"task {task.name} has no rule list (rules.yaml): the subject filter needs one")
     records = read_records(out)
-    kept, gone = [], []
-    for record in records:
+    gone: dict[int, str] = {}
+    for i, record in enumerate(records):
         broken = bf.subject_violations(record.text, record.labels, task.rules)
-        if not broken:
-            kept.append(record)
-            continue
+        if broken:
+            gone[i] = bf.subject_detail(broken)
+    return _leave_set(out, records, gone, bf.SUBJECT)
+
+
+def drop_label_issues(out: Path, names: Sequence[str]) -> list[dict[str, Any]]:
+    """Drop the sentences whose label the rest of the set contradicts (confident learning,
+    ``clinsynth.model.label_issues``): they leave ``out`` for ``<out>.dropped.jsonl`` (filter
+    ``label_issue``, with cleanlab's label quality) and the report's counts; returns them.
+    Embeds the set and fits small models on it; no LM call, no gold sentence read."""
+    from clinsynth.model.embeddings import encode
+    from clinsynth.model.label_issues import find_label_issues
+
+    records = read_records(out)
+    issues = find_label_issues(encode([r.text for r in records]), [r.labels for r in records], names)
+    gone = {issue.index: f"label quality {issue.quality:.3f}" for issue in issues}
+    return _leave_set(out, records, gone, bf.LABEL_ISSUE)
+
+
+def _leave_set(out: Path, records: list[Record], gone: dict[int, str], filter_name: str) -> list[dict[str, Any]]:
+    """Move ``records[i]`` for each ``i`` in ``gone`` (index -> why) from ``out`` to
+    ``<out>.dropped.jsonl`` under ``filter_name``, and out of the report's kept counts."""
+    rows = []
+    for i, detail in sorted(gone.items()):
+        record = records[i]
         target = (record.provenance.attributes or {}).get("target", "") if record.provenance else ""
-        gone.append({"id": record.id, "text": record.text, "target": target, "labels": list(record.labels),
-                     "filter": bf.SUBJECT, "detail": bf.subject_detail(broken)})  # fmt: skip
-    if not gone:
+        rows.append({"id": record.id, "text": record.text, "target": target, "labels": list(record.labels),
+                     "filter": filter_name, "detail": detail})  # fmt: skip
+    if not rows:
         return []
+    kept = [r for i, r in enumerate(records) if i not in gone]
     dropped_path = side_path(out, "dropped.jsonl")
     old = dropped_path.read_text(encoding="utf-8") if dropped_path.exists() else ""
-    atomic_write_text(dropped_path, old + "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in gone))
+    atomic_write_text(dropped_path, old + "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     report_path = side_path(out, "report.json")
     if report_path.exists():
         report = json.loads(report_path.read_text(encoding="utf-8"))
-        for row in gone:
+        for row in rows:
             counts = report.setdefault("counts", {}).setdefault(row["target"], {})
-            counts[bf.SUBJECT] = counts.get(bf.SUBJECT, 0) + 1
+            counts[filter_name] = counts.get(filter_name, 0) + 1
             counts["kept"] = counts.get("kept", 0) - 1
-        report["filters"] = list(bf.FILTERS) + [bf.OVER_QUOTA]
+        filters = list(report.get("filters") or list(bf.FILTERS) + [bf.OVER_QUOTA])
+        report["filters"] = filters + [filter_name] * (filter_name not in filters)
         report["kept_by_label"] = dict(Counter(label for r in kept for label in (r.labels or [NONE_LABEL])))
         atomic_write_text(report_path, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     write_records(out, kept)  # last: the dropped rows are on disk before they leave the set
-    return gone
+    return rows
 
 
 def _write_outputs(result: BronzeResult, out: Path, cfg: BronzeConfig, task: Task) -> None:

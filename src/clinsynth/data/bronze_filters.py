@@ -30,6 +30,8 @@ SUBJECT = "subject"
 ROUND_TRIP = "round_trip"
 ROUND_TRIP_FAILED = "round_trip_failed"
 OVER_QUOTA = "over_quota"
+# On demand, after generation (programs.generate --drop-label-issues): a label the set contradicts.
+LABEL_ISSUE = "label_issue"
 FILTERS = (PHI, EXACT_DUPLICATE, ECHO, LEAKAGE, NEAR_DUPLICATE, SUBJECT, ROUND_TRIP, ROUND_TRIP_FAILED)
 # The scope that makes a cue someone else's (clinsynth.data.rules): the guideline's subject rule.
 SUBJECT_SCOPES = ("other_person",)
