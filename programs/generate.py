@@ -14,8 +14,8 @@ run could not go on (bad flags, an endpoint that refuses or does not answer, or
 ``--refilter-subject`` applies the guideline's subject filter (a positive label whose every cue
 is about someone else, by the task's rule list) to an existing set without any LM call.
 ``--drop-label-issues`` drops the sentences whose label the rest of the set contradicts
-(confident learning with cleanlab on MiniLM embeddings; no LM call, no gold read). A later
-generation run rebuilds the set from its calls file, so apply it again after one.
+(confident learning with cleanlab on MiniLM embeddings; no LM call, no gold read); later
+generation runs keep them out (they are read back from ``<out>.dropped.jsonl``).
 
 With ``--top-up N`` the categories weakest on dev (out of fold) get N more kept sentences.
 

@@ -353,3 +353,38 @@ def test_the_weakest_categories_come_from_out_of_fold_scores_else_from_dev(tmp_p
     (task.reports_dir / "augmentation.json").write_text(json.dumps({"folds": 3, "systems": [row]}))
     weakest, source = weakest_categories(task, 2)
     assert weakest == [("FEVER", 0.2), ("COUGH", 0.7)] and source.startswith("out-of-fold F1 of gold")
+
+
+def test_a_rerun_keeps_out_what_drop_label_issues_took_out(tmp_path: Path, task: Task, fake_openai, monkeypatch):
+    import numpy as np
+    from clinsynth.programs.steps.bronze import drop_label_issues
+
+    import clinsynth.model.embeddings as embeddings
+    import clinsynth.model.label_issues as label_issues
+
+    with fake_openai(ScriptedLM()) as server:
+        first = run(tmp_path, server, task)
+    out = tmp_path / "bronze.jsonl"
+    flagged = first.kept[0]
+    monkeypatch.setattr(embeddings, "encode", lambda texts: np.zeros((len(texts), 4)))
+    monkeypatch.setattr(label_issues, "find_label_issues",
+                        lambda vectors, label_sets, names: [label_issues.LabelIssue(0, 0.125)])  # fmt: skip
+    assert [row["id"] for row in drop_label_issues(out, task.taxonomy.names)] == [flagged.id]
+    assert flagged.id not in {r.id for r in read_records(out)}
+
+    again = ScriptedLM()
+    with fake_openai(again) as server:
+        rerun = run(tmp_path, server, task)
+    # Rebuilt from the calls file: the flagged sentence stays out, the others stay in, and the
+    # target it leaves short of its quota gets a new call.
+    assert again.generation_requests >= 1
+    kept = [r.id for r in read_records(out)]
+    assert flagged.id not in kept and {r.id for r in first.kept[1:]} <= set(kept)
+    assert [r.id for r in rerun.kept] == kept
+    dropped = [json.loads(line) for line in (tmp_path / "bronze.jsonl.dropped.jsonl").read_text().splitlines()]
+    assert [(d["id"], d["detail"]) for d in dropped if d["filter"] == bf.LABEL_ISSUE] == [
+        (flagged.id, "label quality 0.125")
+    ]
+    report = json.loads((tmp_path / "bronze.jsonl.report.json").read_text())
+    assert bf.LABEL_ISSUE in report["filters"]
+    assert sum(c.get(bf.LABEL_ISSUE, 0) for c in report["counts"].values()) == 1

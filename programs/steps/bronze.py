@@ -465,6 +465,8 @@ class _BronzeRun:
         self.calls_path = side_path(out, "calls.jsonl")
         self.roundtrip_path = side_path(out, "roundtrip.jsonl")
         self.failures_path = side_path(out, "failures.jsonl")
+        # Sentences --drop-label-issues took out of the set: a rebuild must not bring them back.
+        self.label_issues = earlier_drops(side_path(out, "dropped.jsonl"), bf.LABEL_ISSUE)
         self.sent_calls: set[str] = set()  # ids this run gave each map: what its failures file may keep
         self.sent_sentences: set[str] = set()
 
@@ -581,6 +583,7 @@ class _BronzeRun:
         survivors = apply(bf.near_dedup(survivors, self.embed, cfg.near_duplicate))
         if self.rules is not None:
             survivors = apply(bf.subject_filter(survivors, self.rules))
+        survivors = apply(bf.standing_drops(survivors, self.label_issues, bf.LABEL_ISSUE))
         if cfg.round_trip != "off" and self.labeler is not None:
             answers = self._round_trip(survivors)
             kept_rt, gone = [], []
@@ -758,6 +761,14 @@ def drop_label_issues(out: Path, names: Sequence[str]) -> list[dict[str, Any]]:
     return _leave_set(out, records, gone, bf.LABEL_ISSUE)
 
 
+def earlier_drops(dropped_path: Path, filter_name: str) -> dict[str, str]:
+    """Id -> detail of the rows of ``dropped_path`` under ``filter_name`` (none if no file)."""
+    if not dropped_path.exists():
+        return {}
+    rows = (row for _, row in iter_jsonl(dropped_path))
+    return {row["id"]: row.get("detail", "") for row in rows if row.get("filter") == filter_name}
+
+
 def _leave_set(out: Path, records: list[Record], gone: dict[int, str], filter_name: str) -> list[dict[str, Any]]:
     """Move ``records[i]`` for each ``i`` in ``gone`` (index -> why) from ``out`` to
     ``<out>.dropped.jsonl`` under ``filter_name``, and out of the report's kept counts."""
@@ -818,6 +829,9 @@ def _write_outputs(result: BronzeResult, out: Path, cfg: BronzeConfig, task: Tas
             if path.is_file() and path.stat().st_size == 0:
                 path.unlink()
     result.config = cfg.to_json()
+    filters = [*bf.FILTERS, bf.OVER_QUOTA]
+    if any(bf.LABEL_ISSUE in c for c in result.counts.values()):
+        filters.append(bf.LABEL_ISSUE)  # the set carries drops made on demand (--drop-label-issues)
     report = {
         "out": task.relative(out),
         "task": task.name,
@@ -831,7 +845,7 @@ def _write_outputs(result: BronzeResult, out: Path, cfg: BronzeConfig, task: Tas
         "failed_round_trips": result.failed_round_trips,
         "seconds": round(result.seconds, 1),
         "usage": result.usage,
-        "filters": list(bf.FILTERS) + [bf.OVER_QUOTA],
+        "filters": filters,
         "counts": {t: dict(c) for t, c in result.counts.items()},
         "kept_by_label": dict(Counter(label for r in result.kept for label in (r.labels or [NONE_LABEL]))),
         "nearest_gold_pairs": result.leakage_pairs,

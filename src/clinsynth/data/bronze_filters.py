@@ -199,6 +199,19 @@ def subject_detail(broken: Sequence[tuple[str, str]]) -> str:
     return "; ".join(f"{category}: cue is {scope.replace('_', ' ')}" for category, scope in broken)
 
 
+def standing_drops(candidates: Sequence[Candidate], earlier: Mapping[str, str],
+                   filter_name: str) -> tuple[list[Candidate], list[Dropped]]:  # fmt: skip
+    """Candidates an on-demand step dropped from the set before (id -> why) stay dropped when a
+    generation run rebuilds the set from its calls file."""
+    kept, dropped = [], []
+    for c in candidates:
+        if c.id in earlier:
+            dropped.append(Dropped(c, filter_name, earlier[c.id]))
+        else:
+            kept.append(c)
+    return kept, dropped
+
+
 def subject_filter(candidates: Sequence[Candidate], rules: Any) -> tuple[list[Candidate], list[Dropped]]:
     kept, dropped = [], []
     for c in candidates:
