@@ -19,7 +19,8 @@ from clinsynth.evals.cv import HEADLINE, CVSettings, note_of, paired_ci, task_cr
 from clinsynth.evals.cv_report import interval_text
 
 from clinsynth.data.fileio import atomic_write_text
-from clinsynth.data.mixes import HYBRID_SUFFIX, MixSources, bronze_target
+from clinsynth.data.mixes import HYBRID_SUFFIX, MixSources, bronze_target, parse_mix
+from clinsynth.errors import ClinsynthError
 from clinsynth.model.metrics import multilabel_scores
 from clinsynth.report import format_table
 
@@ -32,8 +33,8 @@ def compare_bronze(task: Any, settings: CVSettings, topped_up: Path, out_dir: Pa
     """Cross-validate ``mix`` (a mix with a bronze part) with the task's bronze and with ``topped_up``
     (a top-up, or any other version of the set, e.g. one cleaned of label issues); write
     ``topup.{md,json}``."""
-    if "bronze" not in mix.split("+"):
-        raise ValueError(f"mix {mix!r} has no bronze part: both sides would be the same runs")
+    if not any(part.startswith("bronze") for part in parse_mix(mix)):  # bronze, bronze:N, bronze-unfiltered
+        raise ClinsynthError(f"mix {mix!r} reads no bronze: both sides would be the same runs")
     sides = {"base": MixSources.for_task(task), "topped-up": MixSources.for_task(task, bronze=topped_up)}
     experiments = {side: task_cross_validation(task, settings, sources=sources, work_dir=work_dir)
                    for side, sources in sides.items()}  # fmt: skip

@@ -199,19 +199,16 @@ def run(args: argparse.Namespace) -> int:
         config = config_from_args(args, task)
         if args.dry_run:
             return print_plan(plan_bronze(task, config, args.out))
-        if args.refilter_subject:
+        if args.refilter_subject or args.drop_label_issues:
+            # Steps on an existing set, no LM call: what they take out goes to the dropped file.
             out = args.out or task.bronze
-            gone = refilter_subject(task, out)
-            for row in gone:
-                print(f"  dropped ({row['detail']}): {row['text']}")
-            print(f"{len(gone)} sentences left {out} for {out.name}.dropped.jsonl (filter subject)")
-            return 0
-        if args.drop_label_issues:
-            out = args.out or task.bronze
-            gone = drop_label_issues(out, task.taxonomy.names)
+            if args.refilter_subject:
+                gone, filter_name = refilter_subject(task, out), bf.SUBJECT
+            else:
+                gone, filter_name = drop_label_issues(out, task.taxonomy.names), bf.LABEL_ISSUE
             for row in gone:
                 print(f"  dropped ({row['detail']}; {', '.join(row['labels']) or 'NONE'}): {row['text']}")
-            print(f"{len(gone)} sentences left {out} for {out.name}.dropped.jsonl (filter {bf.LABEL_ISSUE})")
+            print(f"{len(gone)} sentences left {out} for {out.name}.dropped.jsonl (filter {filter_name})")
             return 0
         result = generate_bronze(task, config, args.out)
     except ClinsynthError as exc:

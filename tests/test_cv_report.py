@@ -188,6 +188,17 @@ def test_whole_notes_stop_near_the_limit_without_splitting_a_note():
     assert cv.whole_notes(pool, None) == pool
 
 
+def test_a_bronze_comparison_refuses_a_mix_that_reads_no_bronze(task, tmp_path):
+    from clinsynth.evals import topup
+
+    from clinsynth.errors import ClinsynthError
+
+    settings = cv.CVSettings.for_task(task)
+    with pytest.raises(ClinsynthError, match="reads no bronze"):
+        topup.compare_bronze(task, settings, task.bronze, tmp_path / "out", "cmd", mix="gold")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_top_up_is_measured_against_the_task_bronze_on_the_same_folds(task, tmp_path, monkeypatch):
     from clinsynth.evals import topup
 

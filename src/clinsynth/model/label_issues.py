@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from clinsynth.model.metrics import category_matrix
+
 FOLDS = 5
 # Embeddings are normalised, so C=4 is weak regularisation; balanced weights keep a category
 # with few sentences from being predicted absent everywhere.
@@ -59,11 +61,8 @@ def find_label_issues(vectors: np.ndarray, label_sets: Sequence[Sequence[str]], 
 
     if len(label_sets) != len(vectors):
         raise ValueError(f"{len(label_sets)} label sets for {len(vectors)} embedded sentences")
-    index = {name: j for j, name in enumerate(names)}
-    labels = [sorted(index[n] for n in labels) for labels in label_sets]
-    targets = np.zeros((len(labels), len(names)), dtype=int)
-    for i, row in enumerate(labels):
-        targets[i, row] = 1
+    targets = category_matrix(label_sets, names)
+    labels = [[int(j) for j in np.flatnonzero(row)] for row in targets]  # cleanlab's multi-label form
     probabilities = out_of_fold_probabilities(vectors, targets, folds=folds, seed=seed)
     flagged = cleanlab_issues(labels=labels, pred_probs=probabilities, return_indices_ranked_by="self_confidence")
     quality = get_label_quality_scores(labels, probabilities)
