@@ -295,6 +295,22 @@ def finished_runs(cv: CrossValidation, mix: str, seed: int) -> list[FoldRun]:
     return [cv.run(mix, seed, fold) for fold in range(cv.settings.folds)]
 
 
+def system_rows(mix: str, per_combiner: dict[str, list[list[list[str]]]], gold: Sequence[Sequence[str]],
+                notes: Sequence[str], rule_list: list[list[list[str]]],
+                taxonomy: Any) -> list[dict[str, Any]]:  # fmt: skip
+    """One report row per combiner (label sets per seed): mean ± sd over seeds, paired CIs against the
+    rule list and, but for the hybrid itself, against the hybrid (``per_combiner[HYBRID]``)."""
+    rows = []
+    for name, per_seed in per_combiner.items():
+        row: dict[str, Any] = {"mix": mix, "combiner": name}
+        row.update(headline_over_seeds([multilabel_scores(gold, p, taxonomy) for p in per_seed]))
+        row["vs_rules"] = paired_ci(gold, notes, per_seed, rule_list, taxonomy)
+        if name != HYBRID:
+            row["vs_hybrid"] = paired_ci(gold, notes, per_seed, per_combiner[HYBRID], taxonomy)
+        rows.append(row)
+    return rows
+
+
 def compare(task: Any, settings: CVSettings, *, work_dir: Path | None = None) -> dict[str, Any]:
     """Every combiner x the experiment's mixes x seeds, scored out of fold, with paired CIs."""
     if task.rules is None:
@@ -314,21 +330,15 @@ def compare(task: Any, settings: CVSettings, *, work_dir: Path | None = None) ->
                 per_combiner[name].append(fold_labels(views, combine, matrices, len(pool)))
         per_combiner[SEED_ENSEMBLE].append(fold_labels(seed_mean_views(seed_views), rules_or_student, matrices,
                                                        len(pool)))  # fmt: skip
-        for name, per_seed in per_combiner.items():
-            scores = [multilabel_scores(gold_sets, p, task.taxonomy) for p in per_seed]
-            row: dict[str, Any] = {"mix": mix, "combiner": name}
-            row.update(headline_over_seeds(scores))
-            row["vs_rules"] = paired_ci(gold_sets, notes, per_seed, rule_list, task.taxonomy)
-            if name != HYBRID:
-                row["vs_hybrid"] = paired_ci(gold_sets, notes, per_seed, per_combiner[HYBRID], task.taxonomy)
-            systems.append(row)
+        systems += system_rows(mix, per_combiner, gold_sets, notes, rule_list, task.taxonomy)
     rules_scores = multilabel_scores(gold_sets, rule_list[0], task.taxonomy)
     return {"task": task.name, "n": len(pool), "notes": len(set(notes)), "folds": settings.folds,
             "seeds": list(settings.seeds), "systems": systems,
             "rule_list": {m: rules_scores[m] for m in HEADLINE}}  # fmt: skip
 
 
-def render(summary: dict[str, Any], command: str) -> str:
+def systems_table(summary: dict[str, Any]) -> str:
+    """The systems of a ``compare`` summary with their CIs against the rule list and the hybrid, and the rule list."""
     headers = ["student mix", "combiner", "micro F1", "macro F1", "Δ micro vs rule list", "Δ macro vs rule list",
                f"Δ micro vs {HYBRID}", f"Δ macro vs {HYBRID}"]  # fmt: skip
     rows = [[r["mix"], r["combiner"], mean_sd_text(r["micro_f1"]), mean_sd_text(r["macro_f1"]),
@@ -337,6 +347,10 @@ def render(summary: dict[str, Any], command: str) -> str:
             for r in summary["systems"]]  # fmt: skip
     rules = summary["rule_list"]
     rows.append(["-", RULE_LIST, f"{rules['micro_f1']:.3f}", f"{rules['macro_f1']:.3f}", "-", "-", "-", "-"])
+    return format_table(headers, rows)
+
+
+def render(summary: dict[str, Any], command: str) -> str:
     best = max(summary["systems"], key=lambda r: (r["micro_f1"][0] + r["macro_f1"][0]) / 2)
     lines = [
         "# Combining the rule list with the student (cross-validated)",
@@ -348,7 +362,7 @@ def render(summary: dict[str, Any], command: str) -> str:
         "bootstrap 95% interval over notes. The seed ensemble is one prediction set (the hybrid over the mean of "
         "the seeds' scores), so its sd is 0. How each combiner works: the docstring of `evals/combiners.py`.",
         "",
-        format_table(headers, rows),
+        systems_table(summary),
         "",
         f"Best by mean of micro and macro F1: `{best['mix']}` with `{best['combiner']}` "
         f"(micro {best['micro_f1'][0]:.3f}, macro {best['macro_f1'][0]:.3f}).",

@@ -5,6 +5,7 @@ Suites: ``labeler`` (data-to-label quality on gold, zero-shot vs compiled), ``br
 and bronze add to gold, by grouped cross-validation over gold train + dev with seeds and
 paired confidence intervals, then the default model on gold test), ``topup`` (what a bronze top-up added, paired),
 ``combiners`` (ways to combine the rule list with the student, on the experiment's finished runs),
+``llm-check`` (the hybrid with the labeller LM's yes/no on each category the student adds beyond the rules),
 ``gold-curve`` (what more gold buys: the mixes with a share of the gold training notes and with all, paired),
 ``compare`` (what one mix adds over another: both cross-validated, students and hybrids paired),
 ``final-seeds`` (the default model's gold test line over training seeds: how far one training moves),
@@ -101,6 +102,15 @@ def build_parser(prog: str = "python -m evals.run") -> argparse.ArgumentParser:
     comb.add_argument("--mixes", default=None, help="comma-separated mixes with finished runs (default: the task's)")
     comb.add_argument("--seeds", default=None, help="comma-separated training seeds (default: the task's, else 0,1,2)")
     comb.add_argument("--work-dir", type=Path, default=None, help="where finished runs are kept (default: the task's)")
+    check = add("llm-check", "the hybrid with the labeller LM asked, per sentence and category, about what the "
+                "student adds beyond the rule list: all checked, and checked where it helped on the other folds "
+                "(on the experiment's finished fold runs; nothing is trained)")  # fmt: skip
+    check.add_argument("--lm", default=None, help="'local' or a litellm model string (default: the task's labeller)")
+    check.add_argument("--api-base", default=None, help="base URL for an OpenAI-compatible server")
+    check.add_argument("--threads", type=int, default=1, help="parallel requests")
+    check.add_argument("--mixes", default=None, help="comma-separated mixes with finished runs (default: the task's)")
+    check.add_argument("--seeds", default=None, help="comma-separated training seeds (default: the task's, else 0,1,2)")
+    check.add_argument("--work-dir", type=Path, default=None, help="where finished runs are kept (default: the task's)")
     whole = add("whole-view", "cross-validation scored on the pool's whole notes (every sentence, mostly NONE) "
                 "beside the enriched pool: students, hybrids and the rule list, paired CIs; a finished run without "
                 "whole-note scores is retrained for them")  # fmt: skip
@@ -222,6 +232,14 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
 
             settings = cv.CVSettings.for_task(task, mixes=mixes_arg(args), seeds=seeds_arg(args))
             report, _ = combiners.write(task, settings, Path(out_dir), command, work_dir=args.work_dir)
+            print(f"report: {report}")
+        elif args.suite == "llm-check":
+            from clinsynth.evals import cv, llm_check
+
+            settings = cv.CVSettings.for_task(task, mixes=mixes_arg(args), seeds=seeds_arg(args))
+            lm = LMSpec(args.lm, args.api_base) if args.lm else None
+            report, _ = llm_check.write(task, settings, Path(out_dir), command, lm=lm, threads=args.threads,
+                                        work_dir=args.work_dir)  # fmt: skip
             print(f"report: {report}")
         elif args.suite == "final-seeds":
             from clinsynth.evals import final_seeds

@@ -108,18 +108,27 @@ class Taxonomy:
         if self.unit:
             lines += [self.unit, ""]
         if self.general_rules:
-            lines.append("## General rules")
-            lines += [f"{i}. {rule}" for i, rule in enumerate(self.general_rules, 1)]
-            lines.append("")
+            lines += ["## General rules", self.general_rules_text, ""]
         lines.append("## Categories")
         for c in self.categories:
-            lines += ["", f"### {c.name}", c.definition]
-            lines += [f"- Include: {r}" for r in c.include]
-            lines += [f"- Not: {r}" for r in c.exclude]
-            for ex in c.examples:
-                shown = " + ".join(ex.labels) if ex.labels else NONE_LABEL
-                lines.append(f'- "{ex.text}" -> {shown}')
+            lines += ["", self.category_text(c.name)]
         lines += ["", f"An empty set of categories means {NONE_LABEL}."]
+        return "\n".join(lines)
+
+    @property
+    def general_rules_text(self) -> str:
+        """The guideline's general rules, numbered, as in ``guideline_text``."""
+        return "\n".join(f"{i}. {rule}" for i, rule in enumerate(self.general_rules, 1))
+
+    def category_text(self, name: str) -> str:
+        """One category's part of ``guideline_text``: definition, inclusions, exclusions, examples."""
+        c = self.category(name)
+        lines = [f"### {c.name}", c.definition]
+        lines += [f"- Include: {r}" for r in c.include]
+        lines += [f"- Not: {r}" for r in c.exclude]
+        for ex in c.examples:
+            shown = " + ".join(ex.labels) if ex.labels else NONE_LABEL
+            lines.append(f'- "{ex.text}" -> {shown}')
         return "\n".join(lines)
 
 

@@ -1,0 +1,203 @@
+"""The hybrid with the LLM's second opinion on what the student adds, on the experiment's fold runs.
+
+In the hybrid (a rule hit, or the student above its threshold) the rule hits are the precise
+part; the student's additions beyond them carry most of its errors. This suite asks the
+task's labeller LM about each (sentence, category) the hybrid adds beyond the rule list in any
+seed (``clinsynth.programs.verify_category.CategoryCheck``: one sentence, one category, only
+that category's part of the guideline in the prompt), and scores beside the hybrid, on the
+same folds, seeds and students:
+
+- ``rules or student, LLM-checked additions``: an addition stands only if the LLM says yes
+  (one it could not answer after retries stands);
+- ``rules or student, LLM check per category (other folds)``: the check only in the categories
+  where it raised the category's F1 on the other folds of the same seed.
+
+This is the cascade the field uses to put a cheap classifier and an LLM together: the LLM is
+asked only where the cheap parts are unsure, a few hundred calls instead of one per sentence
+and category. Nothing is trained; the answers are cached by DSPy, so a rerun asks nothing
+again. Gold train + dev sentences go to the LM: the privacy session checks the endpoint first.
+Gold test is not read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from clinsynth.evals.combiners import (
+    HYBRID,
+    Pool,
+    finished_runs,
+    fold_views,
+    rules_or_student,
+    system_rows,
+    systems_table,
+)
+from clinsynth.evals.cv import HEADLINE, CVSettings, note_of, task_cross_validation
+from clinsynth.evals.labeler import ROLE
+from clinsynth.programs.scoring import run_timed
+from clinsynth.programs.verify_category import CategoryCheck
+
+from clinsynth.data.fileio import atomic_write_text
+from clinsynth.data.privacy import Sensitivity
+from clinsynth.data.task import LMSpec
+from clinsynth.errors import DataError
+from clinsynth.llm.lm import LMHandle
+from clinsynth.llm.session import Content, admit, open_lm
+from clinsynth.model.metrics import multilabel_scores
+from clinsynth.report import format_table
+
+REPORT = "llm-check"
+CHECKED = f"{HYBRID}, LLM-checked additions"
+GATED = f"{HYBRID}, LLM check per category (other folds)"
+Cell = tuple[str, str]  # (sentence id, category)
+
+
+def additions(decided: np.ndarray, hits: np.ndarray) -> np.ndarray:
+    """The cells the hybrid labels positive and no rule fires on: what the student added."""
+    return decided & ~(hits > 0)
+
+
+def checked(decided: np.ndarray, hits: np.ndarray, ids: Sequence[str], names: Sequence[str],
+            answers: dict[Cell, bool]) -> np.ndarray:  # fmt: skip
+    """The hybrid's decisions without the additions the LLM said no to (an unanswered one stays)."""
+    out = decided.copy()
+    for i, j in zip(*np.nonzero(additions(decided, hits)), strict=True):
+        if answers.get((ids[i], names[j])) is False:
+            out[i, j] = False
+    return out
+
+
+def _f1(decided: np.ndarray, gold: np.ndarray) -> float:
+    tp = int((decided & gold).sum())
+    return 2 * tp / max(1, 2 * tp + int((decided != gold).sum()))
+
+
+def check_helps(with_check: np.ndarray, without: np.ndarray, gold: np.ndarray) -> np.ndarray:
+    """Per category: the check raised its F1 on these held-out sentences (a tie keeps the hybrid)."""
+    return np.asarray([_f1(with_check[:, j], gold[:, j]) > _f1(without[:, j], gold[:, j])
+                       for j in range(gold.shape[1])])  # fmt: skip
+
+
+def ask(task: Any, cells: Sequence[Cell], texts: dict[str, str], handle: LMHandle | None, lm: LMSpec | None = None,
+        threads: int = 1) -> tuple[dict[Cell, bool], int, float, str]:  # fmt: skip
+    """The LLM's yes/no per cell (failed cells left out), the number that failed, seconds, and the LM's name.
+
+    The LM is ``handle`` (tests), else ``lm``, else the task's labeller, opened after the privacy check.
+    """
+    program = CategoryCheck(task.taxonomy)
+    if handle is None:
+        splits = ", ".join(task.relative(task.split_path(s)) for s in ("train", "dev"))
+        data = [Content(f"gold train + dev ({splits})", Sensitivity.PRIVATE)]
+        handle = open_lm(lm or task.lm(ROLE), ROLE, task.privacy, data, {"check": program}, env_folders=[task.root])
+    else:
+        admit(handle, "check", program)
+    attempts, seconds = run_timed(lambda cell: program(sentence=texts[cell[0]], category=cell[1]), cells, handle,
+                                  threads=threads, desc="LLM check")  # fmt: skip
+    answers = {cell: bool(a.value.present) for cell, a in zip(cells, attempts, strict=True) if a.ok}
+    return answers, len(cells) - len(answers), seconds, handle.name
+
+
+def check_table(cells: Sequence[Cell], answers: dict[Cell, bool], gold: dict[Cell, bool],
+                names: Sequence[str]) -> dict[str, dict[str, int]]:  # fmt: skip
+    """Per category, the distinct additions asked about: kept or dropped by the LLM, right or wrong by gold."""
+    table = {n: {"asked": 0, "kept_right": 0, "kept_wrong": 0, "dropped_right": 0, "dropped_wrong": 0} for n in names}
+    for cell in cells:
+        row = table[cell[1]]
+        row["asked"] += 1
+        if cell in answers:
+            row[f"{'kept' if answers[cell] else 'dropped'}_{'right' if gold[cell] else 'wrong'}"] += 1
+    return table
+
+
+def compare(task: Any, settings: CVSettings, *, handle: LMHandle | None = None, lm: LMSpec | None = None,
+            threads: int = 1, work_dir: Path | None = None) -> dict[str, Any]:  # fmt: skip
+    """The hybrid, with the LLM check and gated per category, x the mixes x seeds, with paired CIs."""
+    if task.rules is None:
+        raise DataError(f"task {task.name} has no rule list (rules.yaml): the hybrid needs it")
+    cv = task_cross_validation(task, settings, work_dir=work_dir)
+    pool, names = cv.pool, cv.names
+    matrices = Pool.of(pool, names, task.rules)
+    runs = {(mix, seed): [(run, view, rules_or_student(view, names))
+                          for run, view in fold_views(matrices, finished_runs(cv, mix, seed))]
+            for mix in settings.mixes for seed in settings.seeds}  # fmt: skip
+    # Grouped by category, so consecutive calls share the cached prompt prefix.
+    cells = sorted({(run.ids[i], names[j]) for folds in runs.values() for run, view, decided in folds
+                    for i, j in zip(*np.nonzero(additions(decided, view.hits)), strict=True)},
+                   key=lambda cell: (cell[1], cell[0]))  # fmt: skip
+    answers, failed, seconds, lm_name = ask(task, cells, {r.id: r.text for r in pool}, handle, lm, threads)
+    gold_cells = {cell: bool(matrices.gold[matrices.position[cell[0]], names.index(cell[1])]) for cell in cells}
+
+    gold_sets = [list(r.labels) for r in pool]
+    notes = [note_of(r) for r in pool]
+    rule_list = [task.rules.predict([r.text for r in pool])]
+    systems = []
+    for mix in settings.mixes:
+        per_system: dict[str, list[list[list[str]]]] = {HYBRID: [], CHECKED: [], GATED: []}
+        for seed in settings.seeds:
+            folds = [(run, decided, checked(decided, view.hits, run.ids, names, answers),
+                      matrices.gold[matrices.rows(run.ids)]) for run, view, decided in runs[(mix, seed)]]  # fmt: skip
+            labels: dict[str, list[list[str]]] = {name: [[] for _ in pool] for name in per_system}
+            for k, (run, decided, with_check, _) in enumerate(folds):
+                others = [f for j, f in enumerate(folds) if j != k]
+                use = check_helps(*(np.concatenate([f[i] for f in others]) for i in (2, 1, 3)))
+                decisions = {HYBRID: decided, CHECKED: with_check, GATED: np.where(use, with_check, decided)}
+                for name, matrix in decisions.items():
+                    for sentence_id, row in zip(run.ids, matrix, strict=True):
+                        labels[name][matrices.position[sentence_id]] = [
+                            n for n, on in zip(names, row, strict=True) if on]
+            for name in per_system:
+                per_system[name].append(labels[name])
+        systems += system_rows(mix, per_system, gold_sets, notes, rule_list, task.taxonomy)
+    rules_scores = multilabel_scores(gold_sets, rule_list[0], task.taxonomy)
+    return {"task": task.name, "n": len(pool), "notes": len(set(notes)), "folds": settings.folds,
+            "seeds": list(settings.seeds), "lm": lm_name, "cells": len(cells), "failed": failed,
+            "seconds": round(seconds, 1), "systems": systems, "rule_list": {m: rules_scores[m] for m in HEADLINE},
+            "check": check_table(cells, answers, gold_cells, names)}  # fmt: skip
+
+
+def render(summary: dict[str, Any], command: str) -> str:
+    check = summary["check"]
+    headers = ["category", "additions asked", "kept, right", "kept, wrong", "dropped, right", "dropped, wrong"]
+    rows = [[n, c["asked"], c["kept_right"], c["kept_wrong"], c["dropped_right"], c["dropped_wrong"]]
+            for n, c in check.items()]  # fmt: skip
+    total = {k: sum(c[k] for c in check.values()) for k in next(iter(check.values()))}
+    rows.append(["all", *total.values()])
+    kept = total["kept_right"] + total["kept_wrong"]
+    dropped = total["dropped_right"] + total["dropped_wrong"]
+    lines = [
+        "# The hybrid with an LLM check on the student's additions (cross-validated)",
+        "",
+        f"Command: `{command}`. LM: `{summary['lm']}`. The experiment's finished fold runs ({summary['n']} gold train "
+        f"+ dev sentences, {summary['notes']} notes, {summary['folds']} folds by note, seeds "
+        f"{', '.join(map(str, summary['seeds']))}); nothing is trained. The LLM was asked about the "
+        f"{summary['cells']} distinct (sentence, category) cells the hybrid adds beyond the rule list in some seed "
+        f"({summary['failed']} unanswered after retries, kept; {summary['seconds']:.0f} s, DSPy cache hits included). "
+        "Mean ± sd over seeds; Δ: paired bootstrap 95% interval over notes. How it works: the docstring of "
+        "`evals/llm_check.py`.",
+        "",
+        systems_table(summary),
+        "",
+        "## What the LLM said about the additions (distinct cells, right or wrong by gold)",
+        "",
+        format_table(headers, rows),
+        "",
+        f"Of the additions it kept, {total['kept_right'] / max(1, kept):.0%} are right; of those it dropped, "
+        f"{total['dropped_right'] / max(1, dropped):.0%} were right.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write(task: Any, settings: CVSettings, out_dir: Path, command: str, *, handle: LMHandle | None = None,
+          lm: LMSpec | None = None, threads: int = 1,
+          work_dir: Path | None = None) -> tuple[Path, dict[str, Any]]:  # fmt: skip
+    summary = compare(task, settings, handle=handle, lm=lm, threads=threads, work_dir=work_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / f"{REPORT}.json", json.dumps(summary, indent=2))
+    path = out_dir / f"{REPORT}.md"
+    atomic_write_text(path, render(summary, command))
+    return path, summary
