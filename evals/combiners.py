@@ -138,10 +138,14 @@ def rule_veto(view: FoldView, names: Sequence[str]) -> np.ndarray:
     return ((view.hits > 0) & (view.scores >= lo)) | (view.scores >= hi)
 
 
+def per_category_f1(decided: np.ndarray, gold: np.ndarray) -> np.ndarray:
+    """Each category's F1 of 0/1 decisions (one column a category) against gold."""
+    return np.asarray([_f1(decided[:, j], gold[:, j]) for j in range(gold.shape[1])])
+
+
 def _student_helps(decided_with: np.ndarray, decided_without: np.ndarray, gold: np.ndarray) -> np.ndarray:
     """Per category: the stack with the student's additions is at least as good (F1) as without them."""
-    return np.asarray([_f1(decided_with[:, j], gold[:, j]) >= _f1(decided_without[:, j], gold[:, j])
-                       for j in range(gold.shape[1])])  # fmt: skip
+    return per_category_f1(decided_with, gold) >= per_category_f1(decided_without, gold)
 
 
 def _gated(view: FoldView, names: Sequence[str], scores: np.ndarray, hits: np.ndarray, gold: np.ndarray,

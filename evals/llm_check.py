@@ -32,6 +32,7 @@ from clinsynth.evals.combiners import (
     Pool,
     finished_runs,
     fold_views,
+    per_category_f1,
     rules_or_student,
     system_rows,
     systems_table,
@@ -71,15 +72,9 @@ def checked(decided: np.ndarray, hits: np.ndarray, ids: Sequence[str], names: Se
     return out
 
 
-def _f1(decided: np.ndarray, gold: np.ndarray) -> float:
-    tp = int((decided & gold).sum())
-    return 2 * tp / max(1, 2 * tp + int((decided != gold).sum()))
-
-
 def check_helps(with_check: np.ndarray, without: np.ndarray, gold: np.ndarray) -> np.ndarray:
     """Per category: the check raised its F1 on these held-out sentences (a tie keeps the hybrid)."""
-    return np.asarray([_f1(with_check[:, j], gold[:, j]) > _f1(without[:, j], gold[:, j])
-                       for j in range(gold.shape[1])])  # fmt: skip
+    return per_category_f1(with_check, gold) > per_category_f1(without, gold)
 
 
 def ask(task: Any, cells: Sequence[Cell], texts: dict[str, str], handle: LMHandle | None, lm: LMSpec | None = None,

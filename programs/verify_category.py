@@ -28,6 +28,6 @@ class CategoryCheck(dspy.Module):
     def forward(self, sentence: str, category: str) -> dspy.Prediction:
         pred = self.verify(general_rules=self.taxonomy.general_rules_text,
                            category=self.taxonomy.category_text(category), sentence=sentence)  # fmt: skip
-        present = pred.present if isinstance(pred.present, bool) else str(pred.present).strip().lower() == "true"
+        # The bool field is parsed by the adapter: a value that is not a bool fails the call (and is retried).
         confidence = answer_probability(getattr(pred, "logprobs", None), "present")
-        return dspy.Prediction(present=present, confidence=confidence)
+        return dspy.Prediction(present=pred.present, confidence=confidence)
