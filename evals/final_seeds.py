@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from clinsynth.evals.core import HEADLINE
-from clinsynth.evals.cv import RULE_LIST, note_of, paired_ci
+from clinsynth.evals.cv import RULE_LIST, checked_predict, note_of, paired_ci
 from clinsynth.evals.cv_report import interval_text
 
 from clinsynth.data.fileio import atomic_write_text
@@ -31,7 +31,7 @@ from clinsynth.data.gold import held_out_test_sets
 from clinsynth.errors import DataError
 from clinsynth.model.classifier import SignsClassifier, TrainingBudget
 from clinsynth.model.metrics import multilabel_scores
-from clinsynth.model.train import TrainConfig, default_mix, train, trained_as
+from clinsynth.model.train import TrainConfig, default_config, train, trained_as
 from clinsynth.report import format_table
 
 REPORT = "final_seeds"
@@ -48,12 +48,14 @@ def model_dir_for(task: Any, config: TrainConfig, models_dir: Path) -> tuple[Pat
     return own, trained_as(own, task, config)
 
 
-def measure(task: Any, seeds: Sequence[int], models_dir: Path,
-            budget: TrainingBudget | None = None) -> dict[str, Any]:  # fmt: skip
-    """Train (or reuse) the default mix with each seed; score each and all on gold test and whole test notes."""
+def measure(task: Any, seeds: Sequence[int], models_dir: Path, budget: TrainingBudget | None = None,
+            handle: Any = None) -> dict[str, Any]:  # fmt: skip
+    """Train (or reuse) the default mix with each seed; score each and all on gold test and whole test notes.
+    A default model with the LLM check (``default_config``) is scored with it (``handle``: that LM, e.g. in tests)."""
     if task.rules is None:
         raise DataError(f"task {task.name} has no rule list (rules.yaml) to compare with", path=task.config_path)
-    mix = default_mix(task)
+    default = default_config(task)
+    mix = default.mix
     gold = task.gold()
     held_out = held_out_test_sets(task.gold_dir, task.taxonomy, gold)
     sets = {name: records for name, records in held_out.items() if records}
@@ -63,16 +65,17 @@ def measure(task: Any, seeds: Sequence[int], models_dir: Path,
     predicted: dict[str, list[list[list[str]]]] = {name: [] for name in sets}
     rows = []
     for seed in seeds:
-        config = TrainConfig(mix=mix, seed=seed, budget=budget or TrainingBudget())
+        config = TrainConfig(mix=mix, seed=seed, budget=budget or TrainingBudget(), llm_check=default.llm_check)
         model_dir, reused = model_dir_for(task, config, models_dir)
         if not reused:
             print(f"seed {seed}: training {mix} into {model_dir}", flush=True)
             train(task, config, out=model_dir)
         model = SignsClassifier.load(model_dir, task.taxonomy)
+        predict = checked_predict(task, model_dir, model.predict, "gold test + whole test notes", handle)
         row: dict[str, Any] = {"seed": seed, "model": task.relative(model_dir), "reused": reused,
                                "threshold": model.info.hybrid.get("threshold")}  # fmt: skip
         for name, records in sets.items():
-            labels = model.predict([r.text for r in records])
+            labels = predict([r.text for r in records])
             predicted[name].append(labels)
             row[name] = _scored(truth[name], notes[name], [labels], rules[name], task.taxonomy)
         rows.append(row)
@@ -81,7 +84,8 @@ def measure(task: Any, seeds: Sequence[int], models_dir: Path,
     pooled = {name: _scored(truth[name], notes[name], predicted[name], rules[name], task.taxonomy) for name in sets}
     rule_list = {name: {m: multilabel_scores(truth[name], rules[name], task.taxonomy)[m] for m in HEADLINE}
                  for name in sets}  # fmt: skip
-    return {"task": task.name, "mix": mix, "seeds": list(seeds), "rows": rows, "pooled": pooled,
+    return {"task": task.name, "mix": mix, "llm_check": default.llm_check, "seeds": list(seeds), "rows": rows,
+            "pooled": pooled,
             "rule_list": rule_list, "sentences": {name: len(records) for name, records in sets.items()},
             "notes": {name: len(set(n)) for name, n in notes.items()}}  # fmt: skip
 
@@ -125,10 +129,11 @@ def render(summary: dict[str, Any], command: str) -> str:
     lines = [
         f"# The default model's gold test line over training seeds ({summary['task']})",
         "",
-        f"Command: `{command}`. The default mix `{summary['mix']}` (chosen by cross-validation) trained as "
-        f"`clinsynth run` trains the default model, once per seed, each with its hybrid's threshold fitted on gold "
-        f"dev; scored on {sizes}, without the sentences whose text a model may have trained on. Δ: paired "
-        "bootstrap 95% interval over notes. This measures how far one training's test line moves; it chooses "
+        f"Command: `{command}`. The default mix `{summary['mix']}`"
+        f"{' with its LLM check on the additions' if summary.get('llm_check') else ''} (chosen by cross-validation) "
+        f"trained as `clinsynth run` trains the default model, once per seed, each with its hybrid's threshold "
+        f"fitted on gold dev; scored on {sizes}, without the sentences whose text a model may have trained on. "
+        "Δ: paired bootstrap 95% interval over notes. This measures how far one training's test line moves; it chooses "
         "nothing: the default model stays the seed-0 one.",
         "",
         format_table(headers, rows),

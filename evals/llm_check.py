@@ -22,6 +22,7 @@ Gold test is not read.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,16 +39,14 @@ from clinsynth.evals.combiners import (
     systems_table,
 )
 from clinsynth.evals.cv import HEADLINE, CVSettings, note_of, task_cross_validation
-from clinsynth.evals.labeler import ROLE
-from clinsynth.programs.scoring import run_timed
-from clinsynth.programs.verify_category import CategoryCheck
+from clinsynth.programs.addition_check import AdditionCheck
 
 from clinsynth.data.fileio import atomic_write_text
 from clinsynth.data.privacy import Sensitivity
 from clinsynth.data.task import LMSpec
 from clinsynth.errors import DataError
 from clinsynth.llm.lm import LMHandle
-from clinsynth.llm.session import Content, admit, open_lm
+from clinsynth.llm.session import Content
 from clinsynth.model.metrics import multilabel_scores
 from clinsynth.report import format_table
 
@@ -81,19 +80,26 @@ def ask(task: Any, cells: Sequence[Cell], texts: dict[str, str], handle: LMHandl
         threads: int = 1) -> tuple[dict[Cell, bool], int, float, str]:  # fmt: skip
     """The LLM's yes/no per cell (failed cells left out), the number that failed, seconds, and the LM's name.
 
-    The LM is ``handle`` (tests), else ``lm``, else the task's labeller, opened after the privacy check.
+    The LM is ``handle`` (tests), else ``lm``, else the task's labeller, opened after the privacy check;
+    it is asked as a saved model asks it (``AdditionCheck``).
     """
-    program = CategoryCheck(task.taxonomy)
-    if handle is None:
-        splits = ", ".join(task.relative(task.split_path(s)) for s in ("train", "dev"))
-        data = [Content(f"gold train + dev ({splits})", Sensitivity.PRIVATE)]
-        handle = open_lm(lm or task.lm(ROLE), ROLE, task.privacy, data, {"check": program}, env_folders=[task.root])
-    else:
-        admit(handle, "check", program)
-    attempts, seconds = run_timed(lambda cell: program(sentence=texts[cell[0]], category=cell[1]), cells, handle,
-                                  threads=threads, desc="LLM check")  # fmt: skip
-    answers = {cell: bool(a.value.present) for cell, a in zip(cells, attempts, strict=True) if a.ok}
-    return answers, len(cells) - len(answers), seconds, handle.name
+    splits = ", ".join(task.relative(task.split_path(s)) for s in ("train", "dev"))
+    check = AdditionCheck.open(task, [Content(f"gold train + dev ({splits})", Sensitivity.PRIVATE)], handle,
+                               lm=lm, threads=threads, show_progress=True)  # fmt: skip
+    ids = list(texts)
+    position = {sentence_id: i for i, sentence_id in enumerate(ids)}
+    started = time.monotonic()
+    said = check.answers([texts[i] for i in ids], [(position[sentence_id], name) for sentence_id, name in cells])
+    answers = {(ids[i], name): answer for (i, name), answer in said.items()}
+    return answers, len(cells) - len(answers), time.monotonic() - started, check.handle.name
+
+
+def adopted(systems: Sequence[dict[str, Any]]) -> dict[str, bool]:
+    """Per student mix, whether its default model checks additions with the LLM: where checking every
+    addition beat the hybrid with a paired 95% CI above 0 on micro or macro F1. A tie is not enough:
+    the check costs an LLM call per addition wherever the model runs."""
+    return {row["mix"]: any(row["vs_hybrid"][m]["low"] > 0 for m in ("micro_f1", "macro_f1"))
+            for row in systems if row["combiner"] == CHECKED}  # fmt: skip
 
 
 def check_table(cells: Sequence[Cell], answers: dict[Cell, bool], gold: dict[Cell, bool],
@@ -151,7 +157,18 @@ def compare(task: Any, settings: CVSettings, *, handle: LMHandle | None = None, 
     return {"task": task.name, "n": len(pool), "notes": len(set(notes)), "folds": settings.folds,
             "seeds": list(settings.seeds), "lm": lm_name, "cells": len(cells), "failed": failed,
             "seconds": round(seconds, 1), "systems": systems, "rule_list": {m: rules_scores[m] for m in HEADLINE},
-            "check": check_table(cells, answers, gold_cells, names)}  # fmt: skip
+            "check": check_table(cells, answers, gold_cells, names), "adopted": adopted(systems)}  # fmt: skip
+
+
+def adoption_words(adopted_mixes: dict[str, bool]) -> str:
+    chosen = [mix for mix, on in adopted_mixes.items() if on]
+    words = ("The check is adopted for the hybrid of " + ", ".join(f"`{m}`" for m in chosen)
+             if chosen else "The check is adopted for no hybrid")  # fmt: skip
+    return (f"{words}: a default model on such a hybrid (as `clinsynth run` and `clinsynth predict` train it; "
+            "`clinsynth train --llm-check`) asks the labeller LM about each addition "
+            "(`clinsynth.programs.addition_check`). The rule: checking every "
+            "addition beat the hybrid with a paired 95% CI above 0 on micro or macro F1 (`adopted` in "
+            "`evals/llm_check.py`); a tie is not worth an LLM call per addition.")
 
 
 def render(summary: dict[str, Any], command: str) -> str:
@@ -175,6 +192,8 @@ def render(summary: dict[str, Any], command: str) -> str:
         "`evals/llm_check.py`.",
         "",
         systems_table(summary),
+        "",
+        adoption_words(summary.get("adopted", {})),
         "",
         "## What the LLM said about the additions (distinct cells, right or wrong by gold)",
         "",

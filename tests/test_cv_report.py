@@ -33,7 +33,8 @@ class _Trained:
     def __init__(self, with_bronze: bool) -> None:
         self.with_bronze = with_bronze
         self.info = type("Info", (), {"thresholds": {"FEVER": 0.5, "COUGH": 0.5}, "train_seconds": 1.0, "epochs": [],
-                                      "mix": "gold+bronze", "created_at": "today", "data_files": {}})()  # fmt: skip
+                                      "mix": "gold+bronze", "created_at": "today", "data_files": {},
+                                      "llm_check": {}})()  # fmt: skip
 
     def predict(self, texts: list[str]) -> list[list[str]]:
         return [_keyword_rule(t) if self.with_bronze else [] for t in texts]

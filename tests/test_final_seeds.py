@@ -33,7 +33,8 @@ def write_card(task, config: TrainConfig, out: Path) -> None:
     """The provenance part of a saved model's card, as ``clinsynth.model.train.train`` writes it."""
     out.mkdir(parents=True, exist_ok=True)
     files = {task.relative(f): file_sha256(f) for f in mix_files(MixSources.for_task(task), config.mix)}
-    card = {"mix": config.mix, "seed": config.seed, "budget": asdict(config.budget), "data_files": files}
+    card = {"labels": list(task.taxonomy.names), "thresholds": {}, "mix": config.mix, "seed": config.seed,
+            "budget": asdict(config.budget), "data_files": files}
     (out / "clinsynth.json").write_text(json.dumps(card))
 
 

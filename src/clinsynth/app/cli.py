@@ -134,7 +134,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     budget = budget_from_args(args)
     out = Path(args.out) if args.out else task.model_dir
     print(f"training on {args.mix} ({budget.recipe}, seed {args.seed}) -> {out}")
-    result = train(task, TrainConfig(mix=args.mix, budget=budget, seed=args.seed, sources=sources), out=out)
+    config = TrainConfig(mix=args.mix, budget=budget, seed=args.seed, sources=sources, llm_check=args.llm_check)
+    result = train(task, config, out=out)
     rows = [[k, result.dev_scores[k], result.test_scores[k]] for k in ("micro_f1", "macro_f1", "binary_f1")]
     print(format_table(["metric", "gold dev", "gold test"], rows))
     n = sum(result.classifier.info.train_sources.values())
@@ -380,6 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", default=None, help="model directory (default: the task's default model)")
     add_budget_flags(train)
     train.add_argument("--seed", type=int, default=0, help="training seed")
+    train.add_argument("--llm-check", action="store_true",
+                       help="a hybrid (MIX+rules) whose predictions ask the task's labeller LM about each "
+                            "label the student adds beyond the rule list (python -m evals.run llm-check)")  # fmt: skip
     train.add_argument("--silver", type=Path, default=None, help="silver file (default: the task's)")
     train.add_argument("--bronze", type=Path, default=None, help="bronze file (default: the task's)")
     train.add_argument("--silver-min-confidence", type=float, default=0.5, help="for silver-confident")

@@ -203,19 +203,20 @@ class MainJob:
         return cv.CVSettings.for_task(self.task, seeds=cfg.seeds, budget=self.budget), None
 
     def default_model(self) -> str:
-        from clinsynth.model.classifier import SignsClassifier
-        from clinsynth.model.train import TrainConfig, reference_model_dir, train
+        from clinsynth.app.predict import predict_texts
+        from clinsynth.model.train import TrainConfig, default_llm_check, reference_model_dir, train
 
         mix = self.result.best_mix
-        trained = train(self.task, TrainConfig(mix=mix, budget=self.budget, sources=self.sources), out=self.model_dir)
-        loaded = SignsClassifier.load(self.model_dir, self.task.taxonomy)
+        check = default_llm_check(self.task, mix, self.report_dir)
+        trained = train(self.task, TrainConfig(mix=mix, budget=self.budget, sources=self.sources, llm_check=check),
+                        out=self.model_dir)  # fmt: skip
         examples = list(self.task.examples)
-        for text, labels in zip(examples, loaded.predict(examples) if examples else [], strict=True):
-            print(f"      {labels or ['NONE']}  <- {text}")
+        for row in predict_texts(self.task, examples, self.model_dir, backend="torch") if examples else []:
+            print(f"      {row['labels'] or ['NONE']}  <- {row['text']}")
         self.result.model_dir = self.model_dir
         # Gold test is quoted once, by the report step, beside the baselines and with paired CIs.
-        words = (f"{self.task.relative(self.model_dir)} trained on {mix}: gold dev micro F1 "
-                 f"{trained.classifier.info.dev_scores['micro_f1']:.3f}")  # fmt: skip
+        words = (f"{self.task.relative(self.model_dir)} trained on {mix}{', LLM-checked' if check else ''}: gold dev "
+                 f"micro F1 {trained.classifier.info.dev_scores['micro_f1']:.3f}")  # fmt: skip
         if mix != "gold":
             # Gold test's paired comparison needs the gold-only model trained the same way.
             train(self.task, TrainConfig(mix="gold", budget=self.budget, sources=self.sources),

@@ -152,6 +152,10 @@ class ModelInfo:
     # RuleStack state). Empty: the student alone.
     hybrid: dict[str, Any] = field(default_factory=dict)
     rules_sha256: str = ""  # the rule list copied beside a model that reads one (``needs_rules``)
+    # The hybrid's additions beyond the rule list are checked by the task's labeller LM where
+    # cross-validation chose it (clinsynth.programs.addition_check; which report chose it, on which LM).
+    # This layer only carries it: ``predict``/``scores`` here are the model without the check. Empty: no check.
+    llm_check: dict[str, Any] = field(default_factory=dict)
 
 
 def oversample_minority(
@@ -560,6 +564,9 @@ def model_card(info: ModelInfo) -> str:
         "- head: one probability per category (SetFit `multi_target_strategy` one-vs-rest), saved without pickle;"
         " load with `clinsynth.model.classifier.SignsClassifier.load(folder)`, which applies the thresholds below",
         *[f"- data: `{path}` sha256 `{digest}`" for path, digest in info.data_files.items()],
+        *([f"- LLM check: each label the student adds beyond the rule list is kept only if the task's "
+           f"`{info.llm_check.get('role', 'labeler')}` LM agrees (chosen by `{info.llm_check.get('chosen_by', '-')}`); "
+           "`clinsynth predict` applies it, the scores below are without it"] if info.llm_check else []),
         "",
         *([f"- epochs (loss, dev score): {[(e['epoch'], e['loss'], e['dev_score']) for e in info.epochs]}"]
           if info.epochs else []),

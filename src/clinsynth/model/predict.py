@@ -89,9 +89,12 @@ def _note_sentences(note_id: str, text: str, path: Path, line: int | None, clip:
     ]  # fmt: skip
 
 
+Revise = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+
+
 def predict_file(
     classifier: SignsClassifier, input_path: Path | str, out_path: Path | str, notes: bool = False,
-    total: int | None = None,
+    total: int | None = None, revise: Revise | None = None,
 ) -> dict[str, Any]:
     """Label every sentence of ``input_path`` into ``out_path``; returns counts and timing.
 
@@ -101,6 +104,9 @@ def predict_file(
     ``out`` only when every sentence is in: ``out`` is a finished file or the previous one.
     A killed run leaves the part file; a rerun with the same input, model and ``notes``
     resumes after its last whole row, anything else starts over.
+
+    ``revise`` rewrites each batch's rows before they are written (a saved model's LLM check,
+    ``clinsynth.programs.addition_check``, which this layer does not import).
     """
     from clinsynth.progress import progress_bar
 
@@ -112,7 +118,7 @@ def predict_file(
     # One run per output at a time (the lock label takes): a second run on the same --out stops
     # at once instead of losing silently.
     with output_lock(out_path):
-        part = _Part(out_path, _resume_key(classifier, input_path, notes))
+        part = _Part(out_path, {**_resume_key(classifier, input_path, notes), "revised": revise is not None})
         done = part.resume(counts)
         sentences = iter_sentences(input_path, notes)
         skipped = list(islice(sentences, done))
@@ -122,6 +128,8 @@ def predict_file(
         with progress_bar(total, "predicting", initial=done, disable=total <= BATCH) as bar:
             while batch := list(islice(sentences, BATCH)):
                 rows = predicted_rows(classifier, batch)
+                if revise is not None:
+                    rows = revise(rows)
                 part.append(rows)
                 for row in rows:
                     for label in row["labels"] or ["NONE"]:

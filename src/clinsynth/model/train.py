@@ -31,6 +31,8 @@ from clinsynth.model.classifier import SignsClassifier, TrainingBudget
 from clinsynth.model.metrics import multilabel_scores
 
 FALLBACK_MIX = "gold"
+LLM_CHECK_REPORT = "llm-check.json"  # written by python -m evals.run llm-check; its "adopted" says where
+CHECK_ROLE = "labeler"  # the LM role the check asks (clinsynth.programs.addition_check)
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,9 @@ class TrainConfig:
     seed: int = 0
     sources: MixSources | None = None  # None: the task's gold, silver and bronze
     show_progress: bool = True
+    # A hybrid's additions are checked by the labeller LM when predicting (clinsynth.programs.addition_check);
+    # the card records it, training is the same. default_llm_check says where cross-validation chose it.
+    llm_check: bool = False
 
 
 @dataclass
@@ -89,8 +94,12 @@ def trained_as(model_dir: Path, task: Task, config: TrainConfig) -> bool:
     sources = config.sources or MixSources.for_task(task)
     files = {task.relative(f): file_sha256(f) for f in mix_files(sources, config.mix)}
     budget = json.loads(json.dumps(asdict(config.budget)))  # as the card holds it (tuples as lists)
-    return (info.get("mix"), info.get("seed"), info.get("budget"), info.get("data_files")) == (
-        config.mix, config.seed, budget, files)
+    try:  # a card written before a budget field existed holds that field's default
+        saved = json.loads(json.dumps(asdict(TrainingBudget(**info.get("budget", {})))))
+    except TypeError:  # a field this version does not know
+        return False
+    return (info.get("mix"), info.get("seed"), saved, info.get("data_files"), bool(info.get("llm_check"))) == (
+        config.mix, config.seed, budget, files, config.llm_check)
 
 
 def reference_model_dir(model_dir: Path) -> Path:
@@ -135,6 +144,11 @@ def train(task: Task, config: TrainConfig, out: Path | None = None) -> TrainResu
     info.test_scores["left_out"] = len(gold["test"]) - len(test)
     info.task, info.title = task.name, task.title
     info.data_files = {task.relative(f): file_sha256(f) for f in mix_files(sources, config.mix)}
+    if config.llm_check:
+        if not hybrid:
+            raise DataError(f"the LLM check reviews a hybrid's additions beyond the rule list: mix {config.mix!r} "
+                            "is not a hybrid (MIX+rules)")  # fmt: skip
+        info.llm_check = {"role": CHECK_ROLE, "chosen_by": task.relative(task.reports_dir / LLM_CHECK_REPORT)}
     classifier.save(out)
     return TrainResult(out=out, mix=config.mix, classifier=classifier, seconds=time.monotonic() - started)
 
@@ -153,11 +167,29 @@ def default_mix(task: Task) -> str:
     return FALLBACK_MIX
 
 
+def default_llm_check(task: Task, mix: str, reports_dir: Path | None = None) -> bool:
+    """Whether the default model of ``mix`` checks its additions with the LLM: only for a hybrid, and
+    only where the task's cross-validated LLM-check report (``python -m evals.run llm-check``,
+    ``reports_dir``, default the task's) adopted the check for the hybrid's student mix."""
+    student, hybrid = split_hybrid(mix)
+    report = (reports_dir or task.reports_dir) / LLM_CHECK_REPORT
+    if not hybrid or not report.exists():
+        return False
+    return bool(json.loads(report.read_text(encoding="utf-8")).get("adopted", {}).get(student))
+
+
+def default_config(task: Task) -> TrainConfig:
+    """How the task's default model is trained: the mix cross-validation chose, with the LLM check where it chose it."""
+    mix = default_mix(task)
+    return TrainConfig(mix=mix, llm_check=default_llm_check(task, mix))
+
+
 def ensure_default_model(task: Task) -> Path:
     """The task's default model directory, trained first (a few minutes) if it does not exist yet."""
     if (task.model_dir / "clinsynth.json").exists():
         return task.model_dir
-    mix = default_mix(task)
-    print(f"no default model in {task.model_dir} yet: training one on {mix} (a few minutes on 2 cores)", flush=True)
-    train(task, TrainConfig(mix=mix))
+    config = default_config(task)
+    print(f"no default model in {task.model_dir} yet: training one on {config.mix} (a few minutes on 2 cores)",
+          flush=True)  # fmt: skip
+    train(task, config)
     return task.model_dir
