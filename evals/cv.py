@@ -599,14 +599,18 @@ def bronze_per_target(cv: CrossValidation) -> int:
     return max(counts.values(), default=0)
 
 
-def task_test_line(task: Any, gold: dict[str, list[Record]], model_dir: Path) -> dict[str, Any]:
+def task_test_line(task: Any, gold: dict[str, list[Record]], model_dir: Path, handle: Any = None) -> dict[str, Any]:
     """``gold_test`` of a task's model: its rule list, its whole test notes, and the sentences of its
-    whole train and dev notes among those a test sentence must not repeat."""
+    whole train and dev notes among those a test sentence must not repeat. ``handle``: the LM of the
+    model's LLM check when the caller opened it (to count its usage); else it is opened here if needed."""
     from clinsynth.data.gold import trainable_whole_sentences
 
     seen = trainable_whole_sentences(task.gold_dir, task.taxonomy, gold)
     return gold_test(gold, task.taxonomy, model_dir, task.rules, task.whole_notes(gold["test"]), seen,
-                     checked=lambda predict: checked_predict(task, model_dir, predict, "gold test + whole test notes"))
+                     checked=lambda predict: checked_predict(task, model_dir, predict, TEST_TEXT, handle))
+
+
+TEST_TEXT = "gold test + whole test notes"  # what an LLM check on the test lines reads (the privacy check names it)
 
 
 def checked_predict(task: Any, model_dir: Path, predict: Callable[[list[str]], list[list[str]]],
@@ -742,7 +746,8 @@ def plan_task(task: Any, settings: CVSettings, *, sources: MixSources | None = N
     return pending, cv.total_runs - len(pending)
 
 
-def refresh_test_line(task: Any, out_dir: Path, model_dir: Path | None = None) -> tuple[Path, dict[str, Any]]:
+def refresh_test_line(task: Any, out_dir: Path, model_dir: Path | None = None,
+                      handle: Any = None) -> tuple[Path, dict[str, Any]]:  # fmt: skip
     """Rewrite the report under ``out_dir`` with the gold-test line of the model now in
     ``model_dir`` (the main job trains the default model after cross-validation chose its mix).
     Returns the report's path and its new test line (``gold_test``'s)."""
@@ -750,5 +755,5 @@ def refresh_test_line(task: Any, out_dir: Path, model_dir: Path | None = None) -
 
     summary = json.loads((Path(out_dir) / f"{REPORT}.json").read_text(encoding="utf-8"))
     gold = task.gold()
-    summary["test"] = task_test_line(task, gold, model_dir or task.model_dir)
+    summary["test"] = task_test_line(task, gold, model_dir or task.model_dir, handle)
     return write_report(summary, task.taxonomy, out_dir, summary["command"]), summary["test"]

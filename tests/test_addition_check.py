@@ -125,3 +125,18 @@ def test_a_model_is_reused_as_the_default_only_if_its_card_asks_for_the_check_th
     del card["budget"]["rule_hints"]  # a card from before that field: its default
     (tmp_path / "m" / "clinsynth.json").write_text(json.dumps(card))
     assert trained_as(tmp_path / "m", task, TrainConfig(mix="gold", llm_check=True))
+
+
+def test_on_ray_the_driver_checks_the_workers_rows_and_writes_the_output_whole(tmp_path):
+    from clinsynth.app.predict import _check_file
+
+    task = make_task(tmp_path)
+    labels = [["FEVER", "COUGH"], ["FEVER", "COUGH"], [], ["FEVER"], ["COUGH"]]
+    student = tmp_path / "out.jsonl.student"
+    student.write_text("".join(json.dumps({"id": f"L{i}", "text": t, "labels": ls}) + "\n"
+                               for i, (t, ls) in enumerate(zip(TEXTS, labels, strict=True))))  # fmt: skip
+    counts = _check_file(AdditionCheck(task.taxonomy, task.rules, dummy_handle(False)), student, tmp_path / "out.jsonl")
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["labels"] for r in rows] == [["FEVER", "COUGH"], [], [], [], ["COUGH"]]
+    assert rows[1]["llm_check"] == {"FEVER": "no", "COUGH": "no"} and "llm_check" not in rows[0]
+    assert counts == {"FEVER": 1, "COUGH": 2, "NONE": 3} and not student.exists()

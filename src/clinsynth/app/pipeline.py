@@ -26,6 +26,7 @@ from clinsynth.data.mixes import MixSources, best_mix
 from clinsynth.data.task import LMSpec, Task
 from clinsynth.errors import ClinsynthError, DataError
 from clinsynth.jobs.resumable import MapSettings
+from clinsynth.llm.lm import LMHandle
 from clinsynth.llm.pricing import dollars
 from clinsynth.model.classifier import TrainingBudget
 from clinsynth.paths import PROJECT_ROOT
@@ -207,27 +208,30 @@ class MainJob:
         from clinsynth.model.train import TrainConfig, default_llm_check, reference_model_dir, train
 
         mix = self.result.best_mix
-        check = default_llm_check(self.task, mix, self.report_dir)
-        trained = train(self.task, TrainConfig(mix=mix, budget=self.budget, sources=self.sources, llm_check=check),
+        checked = default_llm_check(self.task, mix, self.report_dir)
+        trained = train(self.task, TrainConfig(mix=mix, budget=self.budget, sources=self.sources, llm_check=checked),
                         out=self.model_dir)  # fmt: skip
         examples = list(self.task.examples)
-        for row in predict_texts(self.task, examples, self.model_dir, backend="torch") if examples else []:
+        lm = self._check_handle("the task's example sentences (clinsynth.toml)") if examples else None
+        for row in predict_texts(self.task, examples, self.model_dir, backend="torch", handle=lm) if examples else []:
             print(f"      {row['labels'] or ['NONE']}  <- {row['text']}")
+        spent = self._spend(lm.usage()) if lm else ""
         self.result.model_dir = self.model_dir
         # Gold test is quoted once, by the report step, beside the baselines and with paired CIs.
-        words = (f"{self.task.relative(self.model_dir)} trained on {mix}{', LLM-checked' if check else ''}: gold dev "
+        words = (f"{self.task.relative(self.model_dir)} trained on {mix}{', LLM-checked' if checked else ''}: gold dev "
                  f"micro F1 {trained.classifier.info.dev_scores['micro_f1']:.3f}")  # fmt: skip
         if mix != "gold":
             # Gold test's paired comparison needs the gold-only model trained the same way.
             train(self.task, TrainConfig(mix="gold", budget=self.budget, sources=self.sources),
                   out=reference_model_dir(self.model_dir))  # fmt: skip
             words += "; and its gold-only reference"
-        return words
+        return words + spent
 
     def report(self) -> str:
-        from clinsynth.evals.cv import RULE_LIST, refresh_test_line
+        from clinsynth.evals.cv import RULE_LIST, TEST_TEXT, refresh_test_line
 
-        report, test = refresh_test_line(self.task, self.report_dir, self.model_dir)
+        check = self._check_handle(TEST_TEXT) if (self.model_dir / "clinsynth.json").exists() else None
+        report, test = refresh_test_line(self.task, self.report_dir, self.model_dir, check)
         scores = {row["system"]: row for row in test["systems"]}
         words = f"{self.task.relative(report)} (and .html)"
         if test["default"] is None:
@@ -237,7 +241,15 @@ class MainJob:
                   f"{default['micro_f1']:.3f} / {default['macro_f1']:.3f}")  # fmt: skip
         if RULE_LIST in scores:
             words += f", rule list {scores[RULE_LIST]['micro_f1']:.3f} / {scores[RULE_LIST]['macro_f1']:.3f}"
-        return words
+        return words + (self._spend(check.usage()) if check else "")
+
+    def _check_handle(self, what: str) -> LMHandle | None:
+        """The LM of the default model's LLM check, opened once for a step (privacy-checked for ``what``) so
+        the job counts its calls; None for a model without the check."""
+        from clinsynth.programs.addition_check import AdditionCheck
+
+        check = AdditionCheck.for_model(self.task, self.model_dir, what)
+        return check.handle if check else None
 
     @property
     def budget(self) -> TrainingBudget:
