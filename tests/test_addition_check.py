@@ -140,3 +140,13 @@ def test_on_ray_the_driver_checks_the_workers_rows_and_writes_the_output_whole(t
     assert [r["labels"] for r in rows] == [["FEVER", "COUGH"], [], [], [], ["COUGH"]]
     assert rows[1]["llm_check"] == {"FEVER": "no", "COUGH": "no"} and "llm_check" not in rows[0]
     assert counts == {"FEVER": 1, "COUGH": 2, "NONE": 3} and not student.exists()
+
+
+def test_asking_for_the_check_on_a_plain_student_fails_before_any_training(tmp_path, monkeypatch):
+    from clinsynth.errors import DataError
+    from clinsynth.model.classifier import SignsClassifier
+    from clinsynth.model.train import TrainConfig, train
+
+    monkeypatch.setattr(SignsClassifier, "train", lambda *a, **k: pytest.fail("nothing may be trained"))
+    with pytest.raises(DataError, match="not a hybrid"):
+        train(make_task(tmp_path), TrainConfig(mix="gold", llm_check=True), out=tmp_path / "m")

@@ -117,6 +117,9 @@ def train(task: Task, config: TrainConfig, out: Path | None = None) -> TrainResu
     if hybrid and task.rules is None:
         raise DataError(f"mix {config.mix!r} stacks with the task's rule list, but the task has none (rules.yaml)",
                         path=task.config_path, field="rules")  # fmt: skip
+    if config.llm_check and not hybrid:  # before minutes of training
+        raise DataError(f"the LLM check reviews a hybrid's additions beyond the rule list: mix {config.mix!r} "
+                        "is not a hybrid (MIX+rules)")  # fmt: skip
     records = load_mix(mix, taxonomy, sources)
     started = time.monotonic()
     classifier = SignsClassifier.train(
@@ -145,9 +148,6 @@ def train(task: Task, config: TrainConfig, out: Path | None = None) -> TrainResu
     info.task, info.title = task.name, task.title
     info.data_files = {task.relative(f): file_sha256(f) for f in mix_files(sources, config.mix)}
     if config.llm_check:
-        if not hybrid:
-            raise DataError(f"the LLM check reviews a hybrid's additions beyond the rule list: mix {config.mix!r} "
-                            "is not a hybrid (MIX+rules)")  # fmt: skip
         info.llm_check = {"role": CHECK_ROLE, "chosen_by": task.relative(task.reports_dir / LLM_CHECK_REPORT)}
     classifier.save(out)
     return TrainResult(out=out, mix=config.mix, classifier=classifier, seconds=time.monotonic() - started)
