@@ -651,7 +651,7 @@ def gold_test(gold: dict[str, list[Record]], taxonomy: Taxonomy, model_dir: Path
         if info.llm_check and checked is None:
             raise ValueError(f"{model_dir}: the model checks its additions with an LLM; pass checked=")
         default = f"default model ({info.mix}{', LLM-checked' if info.llm_check else ''})"
-        systems[default] = checked(model.predict) if checked and info.llm_check else model.predict
+        systems[default] = checked(model.predict) if info.llm_check else model.predict
         whole_dev = any(Path(f).name == WHOLE_NOTES_FILES["dev"] for f in info.data_files)
         where = "gold dev" + (" (the rule stack's on gold dev and the whole dev notes)" if whole_dev else "")
         note = (f"The default model ({Path(model_dir).name}/, trained {info.created_at} on `{info.mix}` with "

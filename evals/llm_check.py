@@ -39,7 +39,7 @@ from clinsynth.evals.combiners import (
     systems_table,
 )
 from clinsynth.evals.cv import HEADLINE, CVSettings, note_of, task_cross_validation
-from clinsynth.programs.addition_check import AdditionCheck
+from clinsynth.programs.addition_check import AdditionCheck, additions
 
 from clinsynth.data.fileio import atomic_write_text
 from clinsynth.data.privacy import Sensitivity
@@ -54,11 +54,6 @@ REPORT = "llm-check"
 CHECKED = f"{HYBRID}, LLM-checked additions"
 GATED = f"{HYBRID}, LLM check per category (other folds)"
 Cell = tuple[str, str]  # (sentence id, category)
-
-
-def additions(decided: np.ndarray, hits: np.ndarray) -> np.ndarray:
-    """The cells the hybrid labels positive and no rule fires on: what the student added."""
-    return decided & ~(hits > 0)
 
 
 def checked(decided: np.ndarray, hits: np.ndarray, ids: Sequence[str], names: Sequence[str],

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from clinsynth.programs.scoring import run_timed
 from clinsynth.programs.verify_category import CategoryCheck
 
@@ -31,17 +32,25 @@ from clinsynth.data.taxonomy import Taxonomy
 from clinsynth.errors import DataError
 from clinsynth.llm.lm import LMHandle
 from clinsynth.llm.session import Content, admit, open_lm
+from clinsynth.model.metrics import category_matrix
 from clinsynth.model.train import CHECK_ROLE
 
 Cell = tuple[int, str]  # (sentence index, category)
 ANSWERS = {True: "yes", False: "no", None: "unanswered"}
 
 
-def additions(texts: Sequence[str], labels: Sequence[Sequence[str]], rules: RuleSet,
-              names: Sequence[str]) -> list[Cell]:  # fmt: skip
-    """The labels no rule fires on (the student's additions), as (sentence index, category)."""
+def additions(decided: np.ndarray, hits: np.ndarray) -> np.ndarray:
+    """The cells labelled positive where no rule fires (sentences x categories): what the student added.
+    Cross-validation (``clinsynth.evals.llm_check``) and a saved model both ask about exactly these."""
+    return decided & ~(hits > 0)
+
+
+def addition_cells(texts: Sequence[str], labels: Sequence[Sequence[str]], rules: RuleSet,
+                   names: Sequence[str]) -> list[Cell]:  # fmt: skip
+    """``additions`` of these label sets, as (sentence index, category)."""
     hits, _ = rules.scope_matrices(list(texts), list(names))
-    return [(i, name) for i, row in enumerate(labels) for name in row if not hits[i, names.index(name)]]
+    decided = category_matrix(labels, names).astype(bool)
+    return [(int(i), names[j]) for i, j in zip(*np.nonzero(additions(decided, hits)), strict=True)]
 
 
 @dataclass
@@ -101,7 +110,7 @@ class AdditionCheck:
     def revise(self, texts: Sequence[str], labels: Sequence[Sequence[str]]) -> tuple[list[list[str]], list[dict]]:
         """The labels without the additions the LM said no to, and per sentence what it was asked
         (category -> ``yes``, ``no`` or ``unanswered``)."""
-        cells = additions(texts, labels, self.rules, self.taxonomy.names)
+        cells = addition_cells(texts, labels, self.rules, self.taxonomy.names)
         said = self.answers(texts, cells)
         kept = [list(row) for row in labels]
         asked: list[dict[str, str]] = [{} for _ in labels]

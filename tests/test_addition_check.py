@@ -10,7 +10,7 @@ from pathlib import Path
 import dspy
 import pytest
 from clinsynth.evals import llm_check
-from clinsynth.programs.addition_check import AdditionCheck, additions
+from clinsynth.programs.addition_check import AdditionCheck, addition_cells
 from dspy.utils import DummyLM
 
 from clinsynth.app.predict import PredictConfig, predict, predict_texts
@@ -68,7 +68,7 @@ def test_the_check_is_adopted_only_where_it_beat_the_hybrid_with_a_ci_above_0(tm
 def test_only_additions_beyond_the_rule_list_are_asked_and_a_no_drops_them(tmp_path):
     task = make_task(tmp_path)
     labels = [["FEVER", "COUGH"], ["FEVER", "COUGH"], [], ["FEVER"], ["COUGH"]]
-    cells = additions(TEXTS, labels, task.rules, task.taxonomy.names)
+    cells = addition_cells(TEXTS, labels, task.rules, task.taxonomy.names)
     assert cells == [(1, "FEVER"), (1, "COUGH"), (3, "FEVER")]  # the rule fires on the others
     handle = dummy_handle(False)
     kept, asked = AdditionCheck(task.taxonomy, task.rules, handle).revise(TEXTS, labels)
@@ -84,7 +84,7 @@ def test_predict_with_a_checked_model_asks_about_each_addition_and_writes_what_i
     model_dir = checked_model(mini_trained, tmp_path / "model")
     (tmp_path / "in.txt").write_text("\n".join(TEXTS) + "\n")
     student = mini_trained[2].predict(TEXTS)
-    expected = additions(TEXTS, student, task.rules, task.taxonomy.names)
+    expected = addition_cells(TEXTS, student, task.rules, task.taxonomy.names)
     assert expected, "the tiny student must add something beyond the rules for this test to mean anything"
 
     handle = dummy_handle(False)
