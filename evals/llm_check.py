@@ -17,6 +17,12 @@ asked only where the cheap parts are unsure, a few hundred calls instead of one 
 and category. Nothing is trained; the answers are cached by DSPy, so a rerun asks nothing
 again. Gold train + dev sentences go to the LM: the privacy session checks the endpoint first.
 Gold test is not read.
+
+Where the task scores whole notes (``[experiment] whole_view``), the hybrid and the checked
+hybrid are also scored on every sentence of the pool's whole notes, out of fold
+(``evals.whole_view``): there most sentences are NONE, so an addition is more often wrong
+than on the enriched pool, and the check may pay where it did not. The check is adopted as
+the default mix is chosen, on both sets (``adopted``).
 """
 
 from __future__ import annotations
@@ -39,15 +45,18 @@ from clinsynth.evals.combiners import (
     systems_table,
 )
 from clinsynth.evals.cv import HEADLINE, CVSettings, note_of, task_cross_validation
+from clinsynth.evals.whole_view import SETS, decide_view, view_cross_validation
 from clinsynth.programs.addition_check import AdditionCheck, additions
 
 from clinsynth.data.fileio import atomic_write_text
+from clinsynth.data.mixes import HYBRID_SUFFIX
 from clinsynth.data.privacy import Sensitivity
+from clinsynth.data.records import Record
 from clinsynth.data.task import LMSpec
 from clinsynth.errors import DataError
 from clinsynth.llm.lm import LMHandle
 from clinsynth.llm.session import Content
-from clinsynth.model.metrics import multilabel_scores
+from clinsynth.model.metrics import category_matrix, multilabel_scores
 from clinsynth.report import format_table
 
 REPORT = "llm-check"
@@ -79,7 +88,8 @@ def ask(task: Any, cells: Sequence[Cell], texts: dict[str, str], handle: LMHandl
     it is asked as a saved model asks it (``AdditionCheck``).
     """
     splits = ", ".join(task.relative(task.split_path(s)) for s in ("train", "dev"))
-    check = AdditionCheck.open(task, [Content(f"gold train + dev ({splits})", Sensitivity.PRIVATE)], handle,
+    check = AdditionCheck.open(task, [Content(f"gold train + dev ({splits}) and their whole notes",
+                                              Sensitivity.PRIVATE)], handle,
                                lm=lm, threads=threads, show_progress=True)  # fmt: skip
     ids = list(texts)
     position = {sentence_id: i for i, sentence_id in enumerate(ids)}
@@ -89,12 +99,18 @@ def ask(task: Any, cells: Sequence[Cell], texts: dict[str, str], handle: LMHandl
     return answers, len(cells) - len(answers), time.monotonic() - started, check.handle.name
 
 
-def adopted(systems: Sequence[dict[str, Any]]) -> dict[str, bool]:
+def adopted(systems: Sequence[dict[str, Any]], whole: Sequence[dict[str, Any]] = ()) -> dict[str, bool]:
     """Per student mix, whether its default model checks additions with the LLM: where checking every
-    addition beat the hybrid with a paired 95% CI above 0 on micro or macro F1. A tie is not enough:
-    the check costs an LLM call per addition wherever the model runs."""
-    return {row["mix"]: any(row["vs_hybrid"][m]["low"] > 0 for m in ("micro_f1", "macro_f1"))
-            for row in systems if row["combiner"] == CHECKED}  # fmt: skip
+    addition beat the hybrid with a paired 95% CI above 0 on micro or macro F1, on the enriched pool
+    (``systems``) or on whole notes (``whole``), and was worse with a CI below 0 on neither. A tie is
+    not enough: the check costs an LLM call per addition wherever the model runs."""
+    rows = [row for row in (*systems, *whole) if row["combiner"] == CHECKED]
+    gains = {row["mix"]: False for row in rows}
+    harms = dict(gains)
+    for row in rows:
+        gains[row["mix"]] |= any(row["vs_hybrid"][m]["low"] > 0 for m in ("micro_f1", "macro_f1"))
+        harms[row["mix"]] |= any(row["vs_hybrid"][m]["high"] < 0 for m in ("micro_f1", "macro_f1"))
+    return {mix: gains[mix] and not harms[mix] for mix in gains}
 
 
 def check_table(cells: Sequence[Cell], answers: dict[Cell, bool], gold: dict[Cell, bool],
@@ -109,9 +125,27 @@ def check_table(cells: Sequence[Cell], answers: dict[Cell, bool], gold: dict[Cel
     return table
 
 
+def whole_note_hybrids(task: Any, settings: CVSettings, work_dir: Path | None
+                       ) -> tuple[list[Record], dict[str, list[dict[str, list[str]]]]] | None:  # fmt: skip
+    """Every sentence of the pool's whole notes and, per mix, the hybrid's out-of-fold labels on them per seed
+    (id -> labels); None where the task does not score whole notes or holds fewer than two."""
+    if not settings.whole_view:
+        return None
+    cv = view_cross_validation(task, settings, work_dir=work_dir)
+    if len({note_of(r) for r in cv.whole_extras}) < 2:
+        return None  # a notes-resampled CI needs two notes
+    view = decide_view(task, cv)
+    return view.sets[SETS[1]], {mix: view.decided[mix + HYBRID_SUFFIX] for mix in settings.mixes}
+
+
+def label_sets(matrix: np.ndarray, names: Sequence[str]) -> list[list[str]]:
+    return [[n for n, on in zip(names, row, strict=True) if on] for row in matrix]
+
+
 def compare(task: Any, settings: CVSettings, *, handle: LMHandle | None = None, lm: LMSpec | None = None,
             threads: int = 1, work_dir: Path | None = None) -> dict[str, Any]:  # fmt: skip
-    """The hybrid, with the LLM check and gated per category, x the mixes x seeds, with paired CIs."""
+    """The hybrid, with the LLM check and gated per category, x the mixes x seeds, with paired CIs; the
+    hybrid and the checked hybrid also on whole notes where the task scores them."""
     if task.rules is None:
         raise DataError(f"task {task.name} has no rule list (rules.yaml): the hybrid needs it")
     cv = task_cross_validation(task, settings, work_dir=work_dir)
@@ -120,12 +154,21 @@ def compare(task: Any, settings: CVSettings, *, handle: LMHandle | None = None, 
     runs = {(mix, seed): [(run, view, rules_or_student(view, names))
                           for run, view in fold_views(matrices, finished_runs(cv, mix, seed))]
             for mix in settings.mixes for seed in settings.seeds}  # fmt: skip
+    asked = {(run.ids[i], names[j]) for folds in runs.values() for run, view, decided in folds
+             for i, j in zip(*np.nonzero(additions(decided, view.hits)), strict=True)}  # fmt: skip
+    whole = whole_note_hybrids(task, settings, work_dir)
+    whole_records = whole[0] if whole else []
+    whole_ids = [r.id for r in whole_records]
+    whole_hits = task.rules.scope_matrices([r.text for r in whole_records], names)[0] if whole else None
+    whole_decided = {mix: [category_matrix([labels[i] for i in whole_ids], names).astype(bool) for labels in per_seed]
+                     for mix, per_seed in (whole[1] if whole else {}).items()}  # fmt: skip
+    asked |= {(whole_ids[i], names[j]) for per_seed in whole_decided.values() for decided in per_seed
+              for i, j in zip(*np.nonzero(additions(decided, whole_hits)), strict=True)}  # fmt: skip
     # Grouped by category, so consecutive calls share the cached prompt prefix.
-    cells = sorted({(run.ids[i], names[j]) for folds in runs.values() for run, view, decided in folds
-                    for i, j in zip(*np.nonzero(additions(decided, view.hits)), strict=True)},
-                   key=lambda cell: (cell[1], cell[0]))  # fmt: skip
-    answers, failed, seconds, lm_name = ask(task, cells, {r.id: r.text for r in pool}, handle, lm, threads)
-    gold_cells = {cell: bool(matrices.gold[matrices.position[cell[0]], names.index(cell[1])]) for cell in cells}
+    cells = sorted(asked, key=lambda cell: (cell[1], cell[0]))
+    by_id = {r.id: r for r in [*pool, *whole_records]}
+    answers, failed, seconds, lm_name = ask(task, cells, {i: r.text for i, r in by_id.items()}, handle, lm, threads)
+    gold_cells = {cell: cell[1] in by_id[cell[0]].labels for cell in cells}
 
     gold_sets = [list(r.labels) for r in pool]
     notes = [note_of(r) for r in pool]
@@ -142,17 +185,32 @@ def compare(task: Any, settings: CVSettings, *, handle: LMHandle | None = None, 
                 use = check_helps(*(np.concatenate([f[i] for f in others]) for i in (2, 1, 3)))
                 decisions = {HYBRID: decided, CHECKED: with_check, GATED: np.where(use, with_check, decided)}
                 for name, matrix in decisions.items():
-                    for sentence_id, row in zip(run.ids, matrix, strict=True):
-                        labels[name][matrices.position[sentence_id]] = [
-                            n for n, on in zip(names, row, strict=True) if on]
+                    for sentence_id, row in zip(run.ids, label_sets(matrix, names), strict=True):
+                        labels[name][matrices.position[sentence_id]] = row
             for name in per_system:
                 per_system[name].append(labels[name])
         systems += system_rows(mix, per_system, gold_sets, notes, rule_list, task.taxonomy)
     rules_scores = multilabel_scores(gold_sets, rule_list[0], task.taxonomy)
-    return {"task": task.name, "n": len(pool), "notes": len(set(notes)), "folds": settings.folds,
-            "seeds": list(settings.seeds), "lm": lm_name, "cells": len(cells), "failed": failed,
-            "seconds": round(seconds, 1), "systems": systems, "rule_list": {m: rules_scores[m] for m in HEADLINE},
-            "check": check_table(cells, answers, gold_cells, names), "adopted": adopted(systems)}  # fmt: skip
+    summary = {"task": task.name, "n": len(pool), "notes": len(set(notes)), "folds": settings.folds,
+               "seeds": list(settings.seeds), "lm": lm_name, "cells": len(cells), "failed": failed,
+               "seconds": round(seconds, 1), "systems": systems,
+               "rule_list": {m: rules_scores[m] for m in HEADLINE},
+               "check": check_table(cells, answers, gold_cells, names), "whole": None}  # fmt: skip
+    if whole:
+        truth = [list(r.labels) for r in whole_records]
+        whole_notes = [note_of(r) for r in whole_records]
+        whole_rules = [task.rules.predict([r.text for r in whole_records])]
+        whole_systems = []
+        for mix, per_seed in whole_decided.items():
+            per = {HYBRID: [label_sets(d, names) for d in per_seed],
+                   CHECKED: [label_sets(checked(d, whole_hits, whole_ids, names, answers), names) for d in per_seed]}
+            whole_systems += system_rows(mix, per, truth, whole_notes, whole_rules, task.taxonomy)
+        scores = multilabel_scores(truth, whole_rules[0], task.taxonomy)
+        summary["whole"] = {"sentences": len(whole_records), "notes": len(set(whole_notes)),
+                            "none": sum(1 for t in truth if not t), "systems": whole_systems,
+                            "rule_list": {m: scores[m] for m in HEADLINE}}  # fmt: skip
+    summary["adopted"] = adopted(systems, summary["whole"]["systems"] if whole else ())
+    return summary
 
 
 def adoption_words(adopted_mixes: dict[str, bool]) -> str:
@@ -161,9 +219,19 @@ def adoption_words(adopted_mixes: dict[str, bool]) -> str:
              if chosen else "The check is adopted for no hybrid")  # fmt: skip
     return (f"{words}: a default model on such a hybrid (as `clinsynth run` and `clinsynth predict` train it; "
             "`clinsynth train --llm-check`) asks the labeller LM about each addition "
-            "(`clinsynth.programs.addition_check`). The rule: checking every "
-            "addition beat the hybrid with a paired 95% CI above 0 on micro or macro F1 (`adopted` in "
+            "(`clinsynth.programs.addition_check`). The rule, on both sets as the default mix is chosen: checking "
+            "every addition beat the hybrid with a paired 95% CI above 0 on micro or macro F1, on the enriched "
+            "pool or on whole notes, and was worse with a CI below 0 on neither (`adopted` in "
             "`evals/llm_check.py`); a tie is not worth an LLM call per addition.")
+
+
+def whole_lines(whole: dict[str, Any] | None) -> list[str]:
+    if not whole:
+        return []
+    return [f"## Whole notes (out of fold: {whole['sentences']} sentences, {whole['notes']} notes, "
+            f"{whole['none']} of them NONE)", "",
+            "Every sentence of the pool's notes kept whole, decided by the same fold runs (`evals.whole_view`): "
+            "the distribution a user's notes have.", "", systems_table(whole), ""]  # fmt: skip
 
 
 def render(summary: dict[str, Any], command: str) -> str:
@@ -181,13 +249,15 @@ def render(summary: dict[str, Any], command: str) -> str:
         f"Command: `{command}`. LM: `{summary['lm']}`. The experiment's finished fold runs ({summary['n']} gold train "
         f"+ dev sentences, {summary['notes']} notes, {summary['folds']} folds by note, seeds "
         f"{', '.join(map(str, summary['seeds']))}); nothing is trained. The LLM was asked about the "
-        f"{summary['cells']} distinct (sentence, category) cells the hybrid adds beyond the rule list in some seed "
+        f"{summary['cells']} distinct (sentence, category) cells the hybrid adds beyond the rule list in some seed, "
+        "on the pool or on its whole notes "
         f"({summary['failed']} unanswered after retries, kept; {summary['seconds']:.0f} s, DSPy cache hits included). "
         "Mean ± sd over seeds; Δ: paired bootstrap 95% interval over notes. How it works: the docstring of "
         "`evals/llm_check.py`.",
         "",
         systems_table(summary),
         "",
+        *whole_lines(summary.get("whole")),
         adoption_words(summary.get("adopted", {})),
         "",
         "## What the LLM said about the additions (distinct cells, right or wrong by gold)",

@@ -49,13 +49,17 @@ def checked_model(mini_trained, out: Path) -> Path:
 
 
 def test_the_check_is_adopted_only_where_it_beat_the_hybrid_with_a_ci_above_0(tmp_path):
-    def row(mix, low):
-        ci = {"diff": 0.01, "low": low, "high": 0.02}
+    def row(mix, low, high=0.02):
+        ci = {"diff": 0.01, "low": low, "high": high}
         return {"mix": mix, "combiner": llm_check.CHECKED, "vs_hybrid": {"micro_f1": ci, "macro_f1": ci}}
 
     adopted = llm_check.adopted([row("gold+bronze", 0.001), row("gold", 0.0),
                                  {"mix": "gold", "combiner": llm_check.HYBRID}])  # fmt: skip
     assert adopted == {"gold+bronze": True, "gold": False}
+    # Whole notes count as the pool does: a gain there adopts it, a loss there (CI below 0) vetoes it.
+    assert llm_check.adopted([row("gold", 0.0)], [row("gold", 0.002)]) == {"gold": True}
+    assert llm_check.adopted([row("gold", 0.001)], [row("gold", -0.03, -0.001)]) == {"gold": False}
+    assert llm_check.adopted([row("gold", 0.001)], [row("gold", -0.03, 0.01)]) == {"gold": True}
     task = make_task(tmp_path)
     task.reports_dir.mkdir(parents=True, exist_ok=True)
     assert not default_llm_check(task, "gold+bronze+rules")  # no report: no check
