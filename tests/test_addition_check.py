@@ -96,6 +96,7 @@ def test_predict_with_a_checked_model_asks_about_each_addition_and_writes_what_i
                                          backend="torch"), handle=handle)  # fmt: skip
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert result.sentences == len(rows) == len(TEXTS) and len(handle.lm.history) == len(expected)
+    assert result.check_usage == {}  # the check ran; this injected LM is not metered
     for i, row in enumerate(rows):
         added = {name for j, name in expected if j == i}
         assert row["labels"] == [n for n in student[i] if n not in added]  # every rule hit stays

@@ -85,7 +85,8 @@ def test_cli_predict_labels_a_text_file_with_a_given_model(model, tmp_path: Path
     )
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["text"] for r in rows] == ["Febrile to 39 C.", "Dry cough.", "Follow up in two weeks."]
-    assert "3 sentences" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "3 sentences" in printed and "LLM check" not in printed  # this model's card asks for no check
     assert main(["predict", "--input", str(tmp_path / "none.txt"), "--out", str(out), "--model", str(tmp_path)]) == 2
     # One sentence from the command line: its labels printed, the same as the file run gave it.
     capsys.readouterr()

@@ -145,6 +145,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from clinsynth.app.predict import PredictConfig, predict, predict_texts
+    from clinsynth.llm.pricing import dollars
 
     if args.text:
         if any(not t.strip() for t in args.text):
@@ -152,7 +153,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         model = Path(args.model) if args.model else None
         for row in predict_texts(_task(args), args.text, model, args.backend, args.trust_pickle):
             top = ", ".join(f"{k} {v:.2f}" for k, v in sorted(row["scores"].items(), key=lambda kv: -kv[1])[:3])
-            print(f"{', '.join(row['labels']) or 'NONE'}\t{row['text']}\t(top scores: {top})")
+            said = ", ".join(f"{k} {v}" for k, v in row.get("llm_check", {}).items())
+            asked = f"; LLM check: {said}" if said else ""
+            print(f"{', '.join(row['labels']) or 'NONE'}\t{row['text']}\t(top scores: {top}{asked})")
         return 0
     if not args.input or not args.out:
         raise ClinsynthError("predict needs --input FILE --out FILE, or --text SENTENCE")
@@ -170,9 +173,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{k} {v}" for k, v in sorted(result.label_counts.items(), key=lambda kv: -kv[1]))
     print(
         f"{result.sentences} sentences -> {result.out} "
-        f"({result.rate:.0f} sentences/s; model {result.model}; backend {result.backend})"
+        f"({result.rate:.{0 if result.rate >= 10 else 2}f} sentences/s; model {result.model}; "
+        f"backend {result.backend})"
     )
     print(f"labels: {counts or '-'}")
+    if result.check_usage is not None:  # the model's card asks the labeller LM about the student's additions
+        calls = result.check_usage.get("calls")
+        print("LLM check: usage not metered" if calls is None else
+              f"LLM check: {calls} LM call{'' if calls == 1 else 's'}, "
+              f"{dollars(result.check_usage.get('cost_usd'), 'unknown price')}")  # fmt: skip
     return 0
 
 

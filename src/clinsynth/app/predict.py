@@ -30,6 +30,8 @@ class PredictResult:
     seconds: float
     label_counts: dict[str, int] = field(default_factory=dict)
     backend: str = "torch"  # what ran: torch, onnx-fp32 or onnx-int8
+    # The LLM check's real LM usage (calls, cost_usd; {} where the LM is not metered); None: no check.
+    check_usage: dict[str, Any] | None = None
 
     @property
     def rate(self) -> float:
@@ -66,6 +68,7 @@ def predict(task: Task, config: PredictConfig, handle: LMHandle | None = None) -
         seconds=done["seconds"],
         label_counts=dict(done["label_counts"]),
         backend=backend,
+        check_usage=(check.handle.usage() or {}) if check else None,
     )
 
 
