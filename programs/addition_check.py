@@ -62,9 +62,10 @@ class AdditionCheck:
     handle: LMHandle
     threads: int = 1
     show_progress: bool = False
+    program: CategoryCheck | None = None  # None: built from the taxonomy
 
     def __post_init__(self) -> None:
-        self.program = CategoryCheck(self.taxonomy)
+        self.program = self.program or CategoryCheck(self.taxonomy)
         admit(self.handle, "check", self.program)
 
     @classmethod
@@ -78,11 +79,11 @@ class AdditionCheck:
         if rules is None:
             raise DataError(f"task {task.name} has no rule list (rules.yaml): the LLM check needs one to know "
                             "what the student added")  # fmt: skip
+        program = CategoryCheck(task.taxonomy)
         if handle is None:
-            program = CategoryCheck(task.taxonomy)
             handle = open_lm(lm or task.lm(CHECK_ROLE), CHECK_ROLE, task.privacy, list(data), {"check": program},
                              env_folders=[task.root])  # fmt: skip
-        return cls(task.taxonomy, rules, handle, **settings)
+        return cls(task.taxonomy, rules, handle, program=program, **settings)
 
     @classmethod
     def for_model(cls, task: Any, model_dir: Path, what: str, handle: LMHandle | None = None) -> AdditionCheck | None:
