@@ -607,20 +607,20 @@ def task_test_line(task: Any, gold: dict[str, list[Record]], model_dir: Path, ha
 
     seen = trainable_whole_sentences(task.gold_dir, task.taxonomy, gold)
     return gold_test(gold, task.taxonomy, model_dir, task.rules, task.whole_notes(gold["test"]), seen,
-                     checked=lambda predict: checked_predict(task, model_dir, predict, TEST_TEXT, handle))
+                     checked=lambda model: checked_predict(task, model_dir, model, TEST_TEXT, handle))
 
 
 TEST_TEXT = "gold test + whole test notes"  # what an LLM check on the test lines reads (the privacy check names it)
 
 
-def checked_predict(task: Any, model_dir: Path, predict: Callable[[list[str]], list[list[str]]],
-                    what: str, handle: Any = None) -> Callable[[list[str]], list[list[str]]]:  # fmt: skip
-    """``predict`` (the saved model's in ``model_dir``) followed by its LLM check when its card asks for
-    one (``clinsynth.programs.addition_check``); ``what``: the private text the LM will read."""
+def checked_predict(task: Any, model_dir: Path, model: Any, what: str,
+                    handle: Any = None) -> Callable[[list[str]], list[list[str]]]:  # fmt: skip
+    """The predict of ``model`` (the saved model in ``model_dir``) followed by its LLM check when its card
+    asks for one (``clinsynth.programs.addition_check``); ``what``: the private text the LM will read."""
     from clinsynth.programs.addition_check import AdditionCheck
 
     check = AdditionCheck.for_model(task, model_dir, what, handle)
-    return check.predictor(predict) if check else predict
+    return check.predictor(model) if check else model.predict
 
 
 def gold_test(gold: dict[str, list[Record]], taxonomy: Taxonomy, model_dir: Path, rules: RuleSet | None = None,
@@ -635,7 +635,7 @@ def gold_test(gold: dict[str, list[Record]], taxonomy: Taxonomy, model_dir: Path
     sentences are NONE, beside the test set enriched for categories. With a rule list, each set
     also says how many of its errors a system must fix to be shown better (``evals.detectable``).
     A test sentence whose text is in gold train or dev, or in ``whole_seen`` (the whole train and dev
-    notes, which a model may train on), is left out. ``checked(predict)``: the default model's
+    notes, which a model may train on), is left out. ``checked(model)``: the default model's
     predict with its LLM check, for a model whose card asks for one (``checked_predict``)."""
     from clinsynth.data.gold import unseen
     from clinsynth.model.baselines import KeywordLexicon, TfidfLogReg
@@ -651,7 +651,7 @@ def gold_test(gold: dict[str, list[Record]], taxonomy: Taxonomy, model_dir: Path
         if info.llm_check and checked is None:
             raise ValueError(f"{model_dir}: the model checks its additions with an LLM; pass checked=")
         default = f"default model ({info.mix}{', LLM-checked' if info.llm_check else ''})"
-        systems[default] = checked(model.predict) if info.llm_check else model.predict
+        systems[default] = checked(model) if info.llm_check else model.predict
         whole_dev = any(Path(f).name == WHOLE_NOTES_FILES["dev"] for f in info.data_files)
         where = "gold dev" + (" (the rule stack's on gold dev and the whole dev notes)" if whole_dev else "")
         note = (f"The default model ({Path(model_dir).name}/, trained {info.created_at} on `{info.mix}` with "

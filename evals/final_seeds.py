@@ -71,7 +71,7 @@ def measure(task: Any, seeds: Sequence[int], models_dir: Path, budget: TrainingB
             print(f"seed {seed}: training {mix} into {model_dir}", flush=True)
             train(task, config, out=model_dir)
         model = SignsClassifier.load(model_dir, task.taxonomy)
-        predict = checked_predict(task, model_dir, model.predict, TEST_TEXT, handle)
+        predict = checked_predict(task, model_dir, model, TEST_TEXT, handle)
         row: dict[str, Any] = {"seed": seed, "model": task.relative(model_dir), "reused": reused,
                                "threshold": model.info.hybrid.get("threshold")}  # fmt: skip
         for name, records in sets.items():

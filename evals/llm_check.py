@@ -10,7 +10,11 @@ same folds, seeds and students:
 - ``rules or student, LLM-checked additions``: an addition stands only if the LLM says yes
   (one it could not answer after retries stands);
 - ``rules or student, LLM check per category (other folds)``: the check only in the categories
-  where it raised the category's F1 on the other folds of the same seed.
+  where it raised the category's F1 on the other folds of the same seed;
+- ``rules or student, LLM check below a score (other folds)``: only the additions the student
+  scored under a bar are asked about; its confident ones stand. The bar is fitted on the other
+  folds of the same seed (the best mean of micro and macro F1 over ``BELOW_GRID``; on a tie the
+  lowest, the fewest calls). A saved model takes the bar fitted on every fold and seed (``below``).
 
 This is the cascade the field uses to put a cheap classifier and an LLM together: the LLM is
 asked only where the cheap parts are unsure, a few hundred calls instead of one per sentence
@@ -62,6 +66,8 @@ from clinsynth.report import format_table
 REPORT = "llm-check"
 CHECKED = f"{HYBRID}, LLM-checked additions"
 GATED = f"{HYBRID}, LLM check per category (other folds)"
+SCORED = f"{HYBRID}, LLM check below a score (other folds)"
+BELOW_GRID = (0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.98, float("inf"))  # inf: every addition is asked
 Cell = tuple[str, str]  # (sentence id, category)
 
 
@@ -73,6 +79,25 @@ def checked(decided: np.ndarray, hits: np.ndarray, ids: Sequence[str], names: Se
         if answers.get((ids[i], names[j])) is False:
             out[i, j] = False
     return out
+
+
+def below_checked(decided: np.ndarray, with_check: np.ndarray, scores: np.ndarray, below: Any) -> np.ndarray:
+    """The checked hybrid where only the additions scored under ``below`` (a number, or one per sentence as a
+    column) were asked about: a confident addition stands whatever the LLM said."""
+    return with_check | (decided & (scores >= below))
+
+
+def fit_below(folds: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> float:
+    """The bar of ``BELOW_GRID`` with the best mean of micro and macro F1 on ``folds`` (decided, checked,
+    scores, gold); on a tie the lowest (the fewest LLM calls)."""
+    gold = np.concatenate([f[3] for f in folds])
+
+    def value(below: float) -> float:
+        decided = np.concatenate([below_checked(f[0], f[1], f[2], below) for f in folds])
+        micro = 2 * (decided & gold).sum() / max(1, decided.sum() + gold.sum())
+        return (micro + per_category_f1(decided, gold).mean()) / 2
+
+    return max(BELOW_GRID, key=lambda below: (value(below), -below))
 
 
 def check_helps(with_check: np.ndarray, without: np.ndarray, gold: np.ndarray) -> np.ndarray:
@@ -99,18 +124,35 @@ def ask(task: Any, cells: Sequence[Cell], texts: dict[str, str], handle: LMHandl
     return answers, len(cells) - len(answers), time.monotonic() - started, check.handle.name
 
 
-def adopted(systems: Sequence[dict[str, Any]], whole: Sequence[dict[str, Any]] = ()) -> dict[str, bool]:
-    """Per student mix, whether its default model checks additions with the LLM: where checking every
-    addition beat the hybrid with a paired 95% CI above 0 on micro or macro F1, on the enriched pool
-    (``systems``) or on whole notes (``whole``), and was worse with a CI below 0 on neither. A tie is
+def adopted(systems: Sequence[dict[str, Any]], whole: Sequence[dict[str, Any]] = (),
+            combiner: str = CHECKED) -> dict[str, bool]:  # fmt: skip
+    """Per student mix, whether ``combiner`` (a way of checking additions with the LLM) earns its place in
+    the default model: it beat the hybrid with a paired 95% CI above 0 on micro or macro F1, on the enriched
+    pool (``systems``) or on whole notes (``whole``), and was worse with a CI below 0 on neither. A tie is
     not enough: the check costs an LLM call per addition wherever the model runs."""
-    rows = [row for row in (*systems, *whole) if row["combiner"] == CHECKED]
+    rows = [row for row in (*systems, *whole) if row["combiner"] == combiner]
     gains = {row["mix"]: False for row in rows}
     harms = dict(gains)
     for row in rows:
         gains[row["mix"]] |= any(row["vs_hybrid"][m]["low"] > 0 for m in ("micro_f1", "macro_f1"))
         harms[row["mix"]] |= any(row["vs_hybrid"][m]["high"] < 0 for m in ("micro_f1", "macro_f1"))
     return {mix: gains[mix] and not harms[mix] for mix in gains}
+
+
+def choose(systems: Sequence[dict[str, Any]], whole: Sequence[dict[str, Any]],
+           fitted: dict[str, float]) -> tuple[dict[str, bool], dict[str, float]]:  # fmt: skip
+    """Per student mix, whether the default model checks additions, and the bar under which it asks
+    (absent: every addition) where checking below a score was adopted and scored at least as well as
+    checking every addition (mean of micro and macro F1 over both sets)."""
+    every, scored = adopted(systems, whole, CHECKED), adopted(systems, whole, SCORED)
+
+    def mean(mix: str, combiner: str) -> float:
+        rows = [r for r in (*systems, *whole) if r["mix"] == mix and r["combiner"] == combiner]
+        return float(np.mean([r[m][0] for r in rows for m in ("micro_f1", "macro_f1")]))
+
+    below = {mix: fitted[mix] for mix, on in scored.items()
+             if on and fitted[mix] != float("inf") and (not every[mix] or mean(mix, SCORED) >= mean(mix, CHECKED))}
+    return {mix: every[mix] or scored.get(mix, False) for mix in every}, below
 
 
 def check_table(cells: Sequence[Cell], answers: dict[Cell, bool], gold: dict[Cell, bool],
@@ -125,17 +167,32 @@ def check_table(cells: Sequence[Cell], answers: dict[Cell, bool], gold: dict[Cel
     return table
 
 
+Scored = dict[str, tuple[int, np.ndarray]]  # sentence id -> (its fold, the student's scores)
+
+
 def whole_note_hybrids(task: Any, settings: CVSettings, work_dir: Path | None
-                       ) -> tuple[list[Record], dict[str, list[dict[str, list[str]]]]] | None:  # fmt: skip
-    """Every sentence of the pool's whole notes and, per mix, the hybrid's out-of-fold labels on them per seed
-    (id -> labels); None where the task does not score whole notes or holds fewer than two."""
+                       ) -> tuple[list[Record], dict[str, list[dict[str, list[str]]]],
+                                  dict[str, list[Scored]]] | None:  # fmt: skip
+    """Every sentence of the pool's whole notes; per mix, the hybrid's out-of-fold labels on them per seed
+    (id -> labels) and the student's scores and fold per seed; None where the task does not score whole
+    notes or holds fewer than two."""
     if not settings.whole_view:
         return None
     cv = view_cross_validation(task, settings, work_dir=work_dir)
     if len({note_of(r) for r in cv.whole_extras}) < 2:
         return None  # a notes-resampled CI needs two notes
     view = decide_view(task, cv)
-    return view.sets[SETS[1]], {mix: view.decided[mix + HYBRID_SUFFIX] for mix in settings.mixes}
+    scored: dict[str, list[Scored]] = {}
+    for mix in settings.mixes:
+        for seed in settings.seeds:
+            per_seed: Scored = {}
+            for fold in range(settings.folds):
+                run = cv.run(mix, seed, fold, whole_scores=True)
+                rows = [*(run.scores or []), *(run.whole_scores or [])]
+                per_seed.update({i: (fold, np.asarray(row)) for i, row in zip([*run.ids, *(run.whole_ids or [])],
+                                                                              rows, strict=True)})  # fmt: skip
+            scored.setdefault(mix, []).append(per_seed)
+    return view.sets[SETS[1]], {mix: view.decided[mix + HYBRID_SUFFIX] for mix in settings.mixes}, scored
 
 
 def label_sets(matrix: np.ndarray, names: Sequence[str]) -> list[list[str]]:
@@ -174,22 +231,30 @@ def compare(task: Any, settings: CVSettings, *, handle: LMHandle | None = None, 
     notes = [note_of(r) for r in pool]
     rule_list = [task.rules.predict([r.text for r in pool])]
     systems = []
+    bars: dict[tuple[str, int, int], float] = {}  # (mix, seed, fold) -> the bar fitted on the other folds
+    fitted: dict[str, float] = {}  # mix -> the bar fitted on every fold and seed (a saved model's)
     for mix in settings.mixes:
-        per_system: dict[str, list[list[list[str]]]] = {HYBRID: [], CHECKED: [], GATED: []}
+        per_system: dict[str, list[list[list[str]]]] = {HYBRID: [], CHECKED: [], GATED: [], SCORED: []}
+        everything = []
         for seed in settings.seeds:
             folds = [(run, decided, checked(decided, view.hits, run.ids, names, answers),
-                      matrices.gold[matrices.rows(run.ids)]) for run, view, decided in runs[(mix, seed)]]  # fmt: skip
+                      matrices.gold[matrices.rows(run.ids)], view.scores)
+                     for run, view, decided in runs[(mix, seed)]]  # fmt: skip
+            everything += [(f[1], f[2], f[4], f[3]) for f in folds]
             labels: dict[str, list[list[str]]] = {name: [[] for _ in pool] for name in per_system}
-            for k, (run, decided, with_check, _) in enumerate(folds):
+            for k, (run, decided, with_check, _, scores) in enumerate(folds):
                 others = [f for j, f in enumerate(folds) if j != k]
                 use = check_helps(*(np.concatenate([f[i] for f in others]) for i in (2, 1, 3)))
-                decisions = {HYBRID: decided, CHECKED: with_check, GATED: np.where(use, with_check, decided)}
+                bars[(mix, seed, k)] = fit_below([(f[1], f[2], f[4], f[3]) for f in others])
+                decisions = {HYBRID: decided, CHECKED: with_check, GATED: np.where(use, with_check, decided),
+                             SCORED: below_checked(decided, with_check, scores, bars[(mix, seed, k)])}
                 for name, matrix in decisions.items():
                     for sentence_id, row in zip(run.ids, label_sets(matrix, names), strict=True):
                         labels[name][matrices.position[sentence_id]] = row
             for name in per_system:
                 per_system[name].append(labels[name])
         systems += system_rows(mix, per_system, gold_sets, notes, rule_list, task.taxonomy)
+        fitted[mix] = fit_below(everything)
     rules_scores = multilabel_scores(gold_sets, rule_list[0], task.taxonomy)
     summary = {"task": task.name, "n": len(pool), "notes": len(set(notes)), "folds": settings.folds,
                "seeds": list(settings.seeds), "lm": lm_name, "cells": len(cells), "failed": failed,
@@ -202,27 +267,37 @@ def compare(task: Any, settings: CVSettings, *, handle: LMHandle | None = None, 
         whole_rules = [task.rules.predict([r.text for r in whole_records])]
         whole_systems = []
         for mix, per_seed in whole_decided.items():
-            per = {HYBRID: [label_sets(d, names) for d in per_seed],
-                   CHECKED: [label_sets(checked(d, whole_hits, whole_ids, names, answers), names) for d in per_seed]}
+            per: dict[str, list[list[list[str]]]] = {HYBRID: [], CHECKED: [], SCORED: []}
+            for seed, decided, scored in zip(settings.seeds, per_seed, whole[2][mix], strict=True):
+                with_check = checked(decided, whole_hits, whole_ids, names, answers)
+                scores = np.asarray([scored[i][1] for i in whole_ids])
+                bar = np.asarray([[bars[(mix, seed, scored[i][0])]] for i in whole_ids])
+                for name, matrix in ((HYBRID, decided), (CHECKED, with_check),
+                                     (SCORED, below_checked(decided, with_check, scores, bar))):
+                    per[name].append(label_sets(matrix, names))
             whole_systems += system_rows(mix, per, truth, whole_notes, whole_rules, task.taxonomy)
         scores = multilabel_scores(truth, whole_rules[0], task.taxonomy)
         summary["whole"] = {"sentences": len(whole_records), "notes": len(set(whole_notes)),
                             "none": sum(1 for t in truth if not t), "systems": whole_systems,
                             "rule_list": {m: scores[m] for m in HEADLINE}}  # fmt: skip
-    summary["adopted"] = adopted(systems, summary["whole"]["systems"] if whole else ())
+    summary["fitted_below"] = {mix: (None if b == float("inf") else b) for mix, b in fitted.items()}
+    summary["adopted"], summary["below"] = choose(systems, summary["whole"]["systems"] if whole else (), fitted)
     return summary
 
 
-def adoption_words(adopted_mixes: dict[str, bool]) -> str:
-    chosen = [mix for mix, on in adopted_mixes.items() if on]
-    words = ("The check is adopted for the hybrid of " + ", ".join(f"`{m}`" for m in chosen)
+def adoption_words(adopted_mixes: dict[str, bool], below: dict[str, float] | None = None) -> str:
+    below = below or {}
+    chosen = [f"`{m}`" + (f" (asking only about additions scored under {below[m]})" if m in below else
+                          " (asking about every addition)") for m, on in adopted_mixes.items() if on]  # fmt: skip
+    words = ("The check is adopted for the hybrid of " + ", ".join(chosen)
              if chosen else "The check is adopted for no hybrid")  # fmt: skip
     return (f"{words}: a default model on such a hybrid (as `clinsynth run` and `clinsynth predict` train it; "
-            "`clinsynth train --llm-check`) asks the labeller LM about each addition "
+            "`clinsynth train --llm-check`) asks the labeller LM about its additions "
             "(`clinsynth.programs.addition_check`). The rule, on both sets as the default mix is chosen: checking "
-            "every addition beat the hybrid with a paired 95% CI above 0 on micro or macro F1, on the enriched "
-            "pool or on whole notes, and was worse with a CI below 0 on neither (`adopted` in "
-            "`evals/llm_check.py`); a tie is not worth an LLM call per addition.")
+            "every addition, or checking below a score, beat the hybrid with a paired 95% CI above 0 on micro or "
+            "macro F1, on the enriched pool or on whole notes, and was worse with a CI below 0 on neither "
+            "(`adopted` and `choose` in `evals/llm_check.py`; where both pass, the better by the mean of micro "
+            "and macro F1); a tie is not worth an LLM call per addition.")
 
 
 def whole_lines(whole: dict[str, Any] | None) -> list[str]:
@@ -258,7 +333,7 @@ def render(summary: dict[str, Any], command: str) -> str:
         systems_table(summary),
         "",
         *whole_lines(summary.get("whole")),
-        adoption_words(summary.get("adopted", {})),
+        adoption_words(summary.get("adopted", {}), summary.get("below")),
         "",
         "## What the LLM said about the additions (distinct cells, right or wrong by gold)",
         "",

@@ -8,8 +8,10 @@ asked about. Cross-validation chose it per task (``python -m evals.run llm-check
 ``clinsynth.model.train.default_llm_check``); this module is what ``clinsynth predict``, the
 main job and the reports' gold-test lines run, so all apply the same check.
 
-An addition the LM could not answer after retries stands, as in cross-validation, and each
-output row says what was asked and answered. The text goes to the LM only through the
+A card may also name a score (``below``): then only the additions the student scored under it
+are asked about, and its confident ones stand, as cross-validation fitted it (the check
+"below a score"). An addition the LM could not answer after retries stands, as in
+cross-validation, and each output row says what was asked and answered. The text goes to the LM only through the
 privacy session: the caller names it as private content, and an unapproved remote
 endpoint is refused before anything is sent.
 """
@@ -36,6 +38,7 @@ from clinsynth.model.metrics import category_matrix
 from clinsynth.model.train import CHECK_ROLE
 
 Cell = tuple[int, str]  # (sentence index, category)
+Scores = Sequence[dict[str, float]]  # per sentence, the student's score per category
 ANSWERS = {True: "yes", False: "no", None: "unanswered"}
 
 
@@ -63,6 +66,7 @@ class AdditionCheck:
     threads: int = 1
     show_progress: bool = False
     program: CategoryCheck | None = None  # None: built from the taxonomy
+    below: float | None = None  # ask only about additions the student scored under this; None: every one
 
     def __post_init__(self) -> None:
         self.program = self.program or CategoryCheck(self.taxonomy)
@@ -95,7 +99,7 @@ class AdditionCheck:
         if not info.llm_check:
             return None
         return cls.open(task, [Content(what, Sensitivity.PRIVATE)], handle, rules=saved_rules(model_dir, info),
-                        show_progress=True)  # fmt: skip
+                        show_progress=True, below=info.llm_check.get("below"))  # fmt: skip
 
     def answers(self, texts: Sequence[str], cells: Sequence[Cell]) -> dict[Cell, bool]:
         """The LM's yes/no per cell; a cell that failed after retries is left out."""
@@ -108,10 +112,15 @@ class AdditionCheck:
                                 show_progress=self.show_progress)  # fmt: skip
         return {cell: bool(a.value.present) for cell, a in zip(order, attempts, strict=True) if a.ok}
 
-    def revise(self, texts: Sequence[str], labels: Sequence[Sequence[str]]) -> tuple[list[list[str]], list[dict]]:
+    def revise(self, texts: Sequence[str], labels: Sequence[Sequence[str]],
+               scores: Scores | None = None) -> tuple[list[list[str]], list[dict]]:  # fmt: skip
         """The labels without the additions the LM said no to, and per sentence what it was asked
-        (category -> ``yes``, ``no`` or ``unanswered``)."""
+        (category -> ``yes``, ``no`` or ``unanswered``). ``scores``: the student's, needed with ``below``."""
         cells = addition_cells(texts, labels, self.rules, self.taxonomy.names)
+        if self.below is not None:
+            if scores is None:
+                raise ValueError("this check asks only about the student's less confident additions: pass scores")
+            cells = [(i, name) for i, name in cells if scores[i][name] < self.below]
         said = self.answers(texts, cells)
         kept = [list(row) for row in labels]
         asked: list[dict[str, str]] = [{} for _ in labels]
@@ -123,18 +132,21 @@ class AdditionCheck:
                 kept[i].remove(name)
         return kept, asked
 
-    def predictor(self, predict: Callable[[list[str]], list[list[str]]]) -> Callable[[list[str]], list[list[str]]]:
-        """``predict`` (texts -> labels) followed by the check."""
+    def predictor(self, classifier: Any) -> Callable[[list[str]], list[list[str]]]:
+        """``classifier``'s predict (a saved ``SignsClassifier``: texts -> labels) followed by the check."""
 
         def checked(texts: list[str]) -> list[list[str]]:
-            return self.revise(texts, predict(texts))[0]
+            scores = classifier.scores(texts)
+            rows = [dict(zip(classifier.info.labels, map(float, row), strict=True)) for row in scores]
+            return self.revise(texts, classifier.decide(scores, texts), rows)[0]
 
         return checked
 
     def revise_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Output rows of ``clinsynth.model.predict`` with the check applied (``labels`` revised, ``llm_check`` added
         where something was asked)."""
-        kept, asked = self.revise([row["text"] for row in rows], [row["labels"] for row in rows])
+        scores = [row["scores"] for row in rows] if all("scores" in row for row in rows) else None
+        kept, asked = self.revise([row["text"] for row in rows], [row["labels"] for row in rows], scores)
         for row, labels, said in zip(rows, kept, asked, strict=True):
             row["labels"] = labels
             if said:

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import dspy
+import numpy as np
 import pytest
 from clinsynth.evals import llm_check
 from clinsynth.programs.addition_check import AdditionCheck, addition_cells
@@ -81,6 +82,40 @@ def test_only_additions_beyond_the_rule_list_are_asked_and_a_no_drops_them(tmp_p
     assert len(handle.lm.history) == 3
     yes = AdditionCheck(task.taxonomy, task.rules, dummy_handle(True)).revise(TEXTS, labels)[0]
     assert yes == labels
+    # Below a score: the student's confident additions stand unasked; only (1, COUGH) scored under 0.8.
+    scores = [{"FEVER": 0.9, "COUGH": 0.9}, {"FEVER": 0.95, "COUGH": 0.5}, {}, {"FEVER": 0.8}, {"COUGH": 0.9}]
+    handle = dummy_handle(False)
+    kept, asked = AdditionCheck(task.taxonomy, task.rules, handle, below=0.8).revise(TEXTS, labels, scores)
+    assert kept == [["FEVER", "COUGH"], ["FEVER"], [], ["FEVER"], ["COUGH"]] and len(handle.lm.history) == 1
+    assert asked[1] == {"COUGH": "no"} and asked[3] == {}
+    with pytest.raises(ValueError, match="scores"):
+        AdditionCheck(task.taxonomy, task.rules, handle, below=0.8).revise(TEXTS, labels)
+
+
+def test_the_bar_below_which_the_llm_is_asked_is_fitted_for_the_best_f1_and_the_fewest_calls():
+    gold = np.array([[True], [False], [True], [False]])
+    decided = np.array([[True], [True], [True], [True]])  # four additions
+    with_check = np.array([[False], [False], [True], [False]])  # the LLM said no to a right one (row 0)
+    scores = np.array([[0.97], [0.7], [0.8], [0.62]])
+    # Asking under 0.95 keeps row 0 (confident, right) and still drops the two wrong ones.
+    assert llm_check.below_checked(decided, with_check, scores, 0.95).ravel().tolist() == [True, False, True, False]
+    # Under 0.75 only the two wrong ones (0.7, 0.62) are asked and dropped: perfect, with the fewest calls.
+    assert llm_check.fit_below([(decided, with_check, scores, gold)]) == 0.75
+    all_right = np.array([[True], [True], [True], [True]])  # the LLM only hurts: the lowest bar, no call
+    assert llm_check.fit_below([(decided, with_check, scores, all_right)]) == llm_check.BELOW_GRID[0]
+
+
+def test_checking_below_a_score_is_chosen_where_it_passes_and_scores_at_least_as_well():
+    def row(combiner, low, high, f1):
+        ci = {"diff": 0.01, "low": low, "high": high}
+        return {"mix": "m", "combiner": combiner, "vs_hybrid": {"micro_f1": ci, "macro_f1": ci},
+                "micro_f1": (f1, 0.0), "macro_f1": (f1, 0.0)}  # fmt: skip
+
+    pool = [row(llm_check.CHECKED, -0.01, 0.02, 0.80), row(llm_check.SCORED, 0.002, 0.02, 0.81)]
+    whole = [row(llm_check.CHECKED, -0.02, 0.01, 0.70), row(llm_check.SCORED, 0.001, 0.01, 0.71)]
+    assert llm_check.choose(pool, whole, {"m": 0.8}) == ({"m": True}, {"m": 0.8})
+    harmed = [row(llm_check.CHECKED, -0.02, 0.01, 0.70), row(llm_check.SCORED, -0.03, -0.001, 0.69)]
+    assert llm_check.choose(pool, harmed, {"m": 0.8}) == ({"m": False}, {})
 
 
 def test_predict_with_a_checked_model_asks_about_each_addition_and_writes_what_it_was_told(mini_trained, tmp_path):

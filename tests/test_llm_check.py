@@ -88,9 +88,11 @@ def test_on_the_committed_runs_a_check_that_agrees_is_the_hybrid_and_one_that_re
     # The task scores whole notes: both hybrids are scored there too, the check dropping every addition.
     whole = {(r["mix"], r["combiner"]): r for r in no["whole"]["systems"]}
     assert no["whole"]["notes"] >= 2 and no["whole"]["none"] > no["whole"]["sentences"] / 2
-    assert {llm_check.HYBRID, llm_check.CHECKED} == {c for m, c in whole if m == mix}
+    assert {llm_check.HYBRID, llm_check.CHECKED, llm_check.SCORED} == {c for m, c in whole if m == mix}
     assert whole[(mix, llm_check.CHECKED)]["micro_f1"] != pytest.approx(whole[(mix, llm_check.HYBRID)]["micro_f1"])
     assert "## Whole notes" in report
+    # A check that says yes to everything changes nothing, under any bar.
+    assert row[(mix, llm_check.SCORED)]["micro_f1"] == pytest.approx(hybrid["micro_f1"])
 
 
 def test_gold_is_not_sent_to_a_remote_unapproved_lm(monkeypatch):

@@ -98,8 +98,10 @@ def trained_as(model_dir: Path, task: Task, config: TrainConfig) -> bool:
         saved = json.loads(json.dumps(asdict(TrainingBudget(**info.get("budget", {})))))
     except TypeError:  # a field this version does not know
         return False
-    return (info.get("mix"), info.get("seed"), saved, info.get("data_files"), bool(info.get("llm_check"))) == (
-        config.mix, config.seed, budget, files, config.llm_check)
+    check = info.get("llm_check") or {}
+    below = check_below(task, config.mix) if config.llm_check else None
+    return (info.get("mix"), info.get("seed"), saved, info.get("data_files"), bool(check), check.get("below")) == (
+        config.mix, config.seed, budget, files, config.llm_check, below)
 
 
 def reference_model_dir(model_dir: Path) -> Path:
@@ -149,6 +151,9 @@ def train(task: Task, config: TrainConfig, out: Path | None = None) -> TrainResu
     info.data_files = {task.relative(f): file_sha256(f) for f in mix_files(sources, config.mix)}
     if config.llm_check:
         info.llm_check = {"role": CHECK_ROLE, "chosen_by": task.relative(task.reports_dir / LLM_CHECK_REPORT)}
+        below = check_below(task, config.mix)
+        if below is not None:  # the check asks only about the student's additions scored under it
+            info.llm_check["below"] = below
     classifier.save(out)
     return TrainResult(out=out, mix=config.mix, classifier=classifier, seconds=time.monotonic() - started)
 
@@ -176,6 +181,16 @@ def default_llm_check(task: Task, mix: str, reports_dir: Path | None = None) -> 
     if not hybrid or not report.exists():
         return False
     return bool(json.loads(report.read_text(encoding="utf-8")).get("adopted", {}).get(student))
+
+
+def check_below(task: Task, mix: str, reports_dir: Path | None = None) -> float | None:
+    """The student score under which a checked hybrid of ``mix`` asks the LLM about an addition, as the
+    task's LLM-check report fitted it; None (every addition is asked about) without one."""
+    report = (reports_dir or task.reports_dir) / LLM_CHECK_REPORT
+    if not report.exists():
+        return None
+    below = json.loads(report.read_text(encoding="utf-8")).get("below", {}).get(split_hybrid(mix)[0])
+    return None if below is None else float(below)
 
 
 def default_config(task: Task) -> TrainConfig:
