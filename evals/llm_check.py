@@ -60,7 +60,7 @@ from clinsynth.data.task import LMSpec
 from clinsynth.errors import DataError
 from clinsynth.llm.lm import LMHandle
 from clinsynth.llm.session import Content
-from clinsynth.model.metrics import category_matrix, multilabel_scores
+from clinsynth.model.metrics import category_matrix, micro_macro_f1, multilabel_scores
 from clinsynth.report import format_table
 
 REPORT = "llm-check"
@@ -93,9 +93,7 @@ def fit_below(folds: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
     gold = np.concatenate([f[3] for f in folds])
 
     def value(below: float) -> float:
-        decided = np.concatenate([below_checked(f[0], f[1], f[2], below) for f in folds])
-        micro = 2 * (decided & gold).sum() / max(1, decided.sum() + gold.sum())
-        return (micro + per_category_f1(decided, gold).mean()) / 2
+        return round(micro_macro_f1(np.concatenate([below_checked(f[0], f[1], f[2], below) for f in folds]), gold), 9)
 
     return max(BELOW_GRID, key=lambda below: (value(below), -below))
 

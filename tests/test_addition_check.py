@@ -190,3 +190,13 @@ def test_asking_for_the_check_on_a_plain_student_fails_before_any_training(tmp_p
     monkeypatch.setattr(SignsClassifier, "train", lambda *a, **k: pytest.fail("nothing may be trained"))
     with pytest.raises(DataError, match="not a hybrid"):
         train(make_task(tmp_path), TrainConfig(mix="gold", llm_check=True), out=tmp_path / "m")
+
+
+def test_the_model_card_names_the_bar_under_which_the_llm_is_asked(mini_trained):
+    from clinsynth.model.classifier import model_card
+
+    info = mini_trained[2].info
+    every = model_card(replace(info, llm_check={"role": "labeler", "chosen_by": "reports/llm-check.json"}))
+    below = model_card(replace(info, llm_check={"role": "labeler", "chosen_by": "r", "below": 0.8}))
+    assert "LLM check: each label the student adds beyond the rule list is kept only if" in every
+    assert "beyond the rule list with a score under 0.8 is kept only if" in below

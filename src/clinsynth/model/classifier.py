@@ -564,9 +564,11 @@ def model_card(info: ModelInfo) -> str:
         "- head: one probability per category (SetFit `multi_target_strategy` one-vs-rest), saved without pickle;"
         " load with `clinsynth.model.classifier.SignsClassifier.load(folder)`, which applies the thresholds below",
         *[f"- data: `{path}` sha256 `{digest}`" for path, digest in info.data_files.items()],
-        *([f"- LLM check: each label the student adds beyond the rule list is kept only if the task's "
-           f"`{info.llm_check.get('role', 'labeler')}` LM agrees (chosen by `{info.llm_check.get('chosen_by', '-')}`); "
-           "`clinsynth predict` applies it, the scores below are without it"] if info.llm_check else []),
+        *(["- LLM check: each label the student adds beyond the rule list"
+           + (f" with a score under {info.llm_check['below']}" if "below" in info.llm_check else "")
+           + f" is kept only if the task's `{info.llm_check.get('role', 'labeler')}` LM agrees (chosen by "
+           f"`{info.llm_check.get('chosen_by', '-')}`); `clinsynth predict` applies it, the scores below are "
+           "without it"] if info.llm_check else []),
         "",
         *([f"- epochs (loss, dev score): {[(e['epoch'], e['loss'], e['dev_score']) for e in info.epochs]}"]
           if info.epochs else []),

@@ -177,20 +177,20 @@ def default_llm_check(task: Task, mix: str, reports_dir: Path | None = None) -> 
     only where the task's cross-validated LLM-check report (``python -m evals.run llm-check``,
     ``reports_dir``, default the task's) adopted the check for the hybrid's student mix."""
     student, hybrid = split_hybrid(mix)
-    report = (reports_dir or task.reports_dir) / LLM_CHECK_REPORT
-    if not hybrid or not report.exists():
-        return False
-    return bool(json.loads(report.read_text(encoding="utf-8")).get("adopted", {}).get(student))
+    return hybrid and bool(_llm_check_report(task, reports_dir).get("adopted", {}).get(student))
 
 
 def check_below(task: Task, mix: str, reports_dir: Path | None = None) -> float | None:
     """The student score under which a checked hybrid of ``mix`` asks the LLM about an addition, as the
     task's LLM-check report fitted it; None (every addition is asked about) without one."""
-    report = (reports_dir or task.reports_dir) / LLM_CHECK_REPORT
-    if not report.exists():
-        return None
-    below = json.loads(report.read_text(encoding="utf-8")).get("below", {}).get(split_hybrid(mix)[0])
+    below = _llm_check_report(task, reports_dir).get("below", {}).get(split_hybrid(mix)[0])
     return None if below is None else float(below)
+
+
+def _llm_check_report(task: Task, reports_dir: Path | None) -> dict[str, Any]:
+    """The task's cross-validated LLM-check report (``reports_dir``, default the task's); empty without one."""
+    report = (reports_dir or task.reports_dir) / LLM_CHECK_REPORT
+    return json.loads(report.read_text(encoding="utf-8")) if report.exists() else {}
 
 
 def default_config(task: Task) -> TrainConfig:
