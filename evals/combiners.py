@@ -24,6 +24,10 @@ folds, seeds and students, with paired CIs against the rule list and against the
   category's F1 (a twin of the hybrid's ``use_rule``, for the student);
 - ``rules or student, threshold by cue context``: two student thresholds fitted on the other folds,
   one for sentences where some rule fires, one for those where none does;
+- ``rules or student, rule veto per category (other folds)``: the hybrid, a rule hit dropped where
+  the student scores it under its category's bar (``VETO_GRID``; 0 keeps every hit), each bar
+  fitted on the other folds: the per-category twin of ``rule veto`` (out of fold, the rule hits
+  the AD student scores under 0.05 are right about half the time, and some categories' far less);
 - ``rules or student, seed ensemble`` (one row per mix, not per seed): the hybrid over the mean
   of the seeds' scores. A fold's evaluation notes and inner dev do not depend on the seed, so
   the seeds' students of a fold can be averaged on both and the stack fitted on the mean.
@@ -64,6 +68,7 @@ from clinsynth.report import format_table
 REPORT = "combiners"
 HYBRID = "rules or student"
 LOGIT_CLIP = 1e-4
+VETO_GRID = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3)  # a rule hit the student scores under the bar is dropped; 0: none
 
 
 @dataclass
@@ -189,6 +194,24 @@ def threshold_by_cue_context(view: FoldView, names: Sequence[str]) -> np.ndarray
     return np.where(context, decided[True], decided[False])
 
 
+def rule_veto_per_category(view: FoldView, names: Sequence[str]) -> np.ndarray:
+    stack = RuleStack.fit(names, view.dev_scores, view.dev_hits, view.dev_gold, view.dev_out_of_scope)
+    scope = view.other_out_of_scope if view.other_out_of_scope is not None else np.zeros(view.other_scores.shape,
+                                                                                         dtype=bool)  # fmt: skip
+    other = stack.decide(names, view.other_scores, view.other_hits, scope)
+    other_hits, gold = view.other_hits > 0, view.other_gold.astype(bool)
+
+    def bar(j: int) -> float:
+        def f1(lo: float) -> float:
+            return round(_f1(other[:, j] & ~(other_hits[:, j] & (view.other_scores[:, j] < lo)), gold[:, j]), 9)
+
+        return max(VETO_GRID, key=lambda lo: (f1(lo), -lo))  # ties: the weakest veto
+
+    bars = np.asarray([bar(j) for j in range(len(names))])
+    decided = stack.decide(names, view.scores, view.hits, view.out_of_scope)
+    return decided & ~((view.hits > 0) & (view.scores < bars))
+
+
 def _stack_features(scores: np.ndarray, hits: np.ndarray) -> np.ndarray:
     clipped = np.clip(scores, LOGIT_CLIP, 1 - LOGIT_CLIP)
     logit = np.log(clipped / (1 - clipped))
@@ -222,6 +245,7 @@ COMBINERS: dict[str, Combiner] = {
     f"{HYBRID}, student gated per category (inner dev)": student_gated_on_dev,
     f"{HYBRID}, student gated per category (other folds)": student_gated_on_other_folds,
     f"{HYBRID}, threshold by cue context": threshold_by_cue_context,
+    f"{HYBRID}, rule veto per category (other folds)": rule_veto_per_category,
 }
 SEED_ENSEMBLE = f"{HYBRID}, seed ensemble"
 

@@ -101,6 +101,42 @@ def test_the_student_gate_keeps_the_student_off_a_category_only_where_its_additi
     assert np.array_equal(combiners.student_gated_on_dev(flipped, NAMES), hybrid)
 
 
+def veto_view(rng: np.random.Generator, n: int = 300) -> tuple[combiners.FoldView, np.ndarray]:
+    """Category A: the rule fires on every positive, which the student scores 0.1-0.95, and on false
+    positives it scores under 0.04, so the rule is worth using and a bar of 0.05 drops only its errors.
+    Category B: no rule; the student separates at 0.5."""
+
+    def part(m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        gold = rng.random((m, 2)) < 0.3
+        scores = np.where(gold, rng.uniform(0.55, 0.95, (m, 2)), rng.uniform(0.05, 0.45, (m, 2)))
+        unsure = gold[:, 0] & (rng.random(m) < 0.5)
+        scores[unsure, 0] = rng.uniform(0.1, 0.3, unsure.sum())
+        false_hit = ~gold[:, 0] & (rng.random(m) < 0.2)
+        scores[false_hit, 0] = rng.uniform(0.0, 0.04, false_hit.sum())
+        hits = np.zeros((m, 2))
+        hits[:, 0] = gold[:, 0] | false_hit
+        return scores, hits, gold
+
+    fold, dev, other = part(n), part(n), part(2 * n)
+    return combiners.FoldView(
+        scores=fold[0], hits=fold[1], out_of_scope=np.zeros((n, 2), dtype=bool), thresholds=np.array([0.5, 0.5]),
+        dev_scores=dev[0], dev_hits=dev[1], dev_gold=dev[2], dev_out_of_scope=np.zeros((n, 2), dtype=bool),
+        other_scores=other[0], other_hits=other[1], other_gold=other[2],
+    ), fold[2]  # fmt: skip
+
+
+def test_the_per_category_rule_veto_drops_low_scored_hits_only_where_the_other_folds_found_them_wrong():
+    v, gold = veto_view(np.random.default_rng(6))
+    hybrid = combiners.rules_or_student(v, NAMES)
+    vetoed = combiners.rule_veto_per_category(v, NAMES)
+    assert (hybrid[:, 0] & ~gold[:, 0]).any()  # the hybrid keeps the rule's false positives on A
+    assert f1(vetoed[:, :1], gold[:, :1]) == pytest.approx(1.0)  # the veto drops them and nothing right
+    assert np.array_equal(vetoed[:, 1], hybrid[:, 1])  # B: no rule hit to veto
+    # Where the other folds' low-scored rule hits were right, no bar is worth it: every hit stands.
+    right = combiners.FoldView(**{**v.__dict__, "other_gold": v.other_gold | (v.other_hits > 0)})
+    assert np.array_equal(combiners.rule_veto_per_category(right, NAMES), hybrid)
+
+
 def test_the_seed_ensemble_averages_the_seeds_scores_of_the_same_sentences():
     from clinsynth.evals.cv import FoldRun
 
