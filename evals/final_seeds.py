@@ -31,7 +31,7 @@ from clinsynth.data.gold import held_out_test_sets
 from clinsynth.errors import DataError
 from clinsynth.model.classifier import SignsClassifier, TrainingBudget
 from clinsynth.model.metrics import multilabel_scores
-from clinsynth.model.train import TrainConfig, default_config, train, trained_as
+from clinsynth.model.train import TrainConfig, check_below, default_config, train, trained_as
 from clinsynth.report import format_table
 
 REPORT = "final_seeds"
@@ -84,7 +84,9 @@ def measure(task: Any, seeds: Sequence[int], models_dir: Path, budget: TrainingB
     pooled = {name: _scored(truth[name], notes[name], predicted[name], rules[name], task.taxonomy) for name in sets}
     rule_list = {name: {m: multilabel_scores(truth[name], rules[name], task.taxonomy)[m] for m in HEADLINE}
                  for name in sets}  # fmt: skip
-    return {"task": task.name, "mix": mix, "llm_check": default.llm_check, "seeds": list(seeds), "rows": rows,
+    below = check_below(task, mix) if default.llm_check else None
+    return {"task": task.name, "mix": mix, "llm_check": default.llm_check, "llm_check_below": below,
+            "seeds": list(seeds), "rows": rows,
             "pooled": pooled,
             "rule_list": rule_list, "sentences": {name: len(records) for name, records in sets.items()},
             "notes": {name: len(set(n)) for name, n in notes.items()}}  # fmt: skip
@@ -98,6 +100,14 @@ def _scored(truth: list[list[str]], notes: list[str], per_seed: list[list[list[s
         out["sd"] = {m: statistics.stdev(s[m] for s in scores) for m in HEADLINE}
     out["vs_rules"] = paired_ci(truth, notes, per_seed, [rules], taxonomy)
     return out
+
+
+def check_words(summary: dict[str, Any]) -> str:
+    """How the seeds' models ask the LLM, as the default model does."""
+    if not summary.get("llm_check"):
+        return ""
+    below = summary.get("llm_check_below")
+    return " with its LLM check on the additions" + ("" if below is None else f" the student scored under {below}")
 
 
 def render(summary: dict[str, Any], command: str) -> str:
@@ -130,7 +140,7 @@ def render(summary: dict[str, Any], command: str) -> str:
         f"# The default model's gold test line over training seeds ({summary['task']})",
         "",
         f"Command: `{command}`. The default mix `{summary['mix']}`"
-        f"{' with its LLM check on the additions' if summary.get('llm_check') else ''} (chosen by cross-validation) "
+        f"{check_words(summary)} (chosen by cross-validation) "
         f"trained as `clinsynth run` trains the default model, once per seed, each with its hybrid's threshold "
         f"fitted on gold dev; scored on {sizes}, without the sentences whose text a model may have trained on. "
         "Δ: paired bootstrap 95% interval over notes. This measures how far one training's test line moves; it chooses "

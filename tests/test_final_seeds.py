@@ -89,3 +89,10 @@ def test_each_seed_is_trained_once_scored_beside_the_rule_list_and_reused_on_a_r
     # A rerun trains nothing: both models are trained as the configs say.
     _, again = final_seeds.write(task, (0, 1), out, "python -m evals.run final-seeds", models_dir=tmp_path / "m")
     assert trained == [0, 1] and all(r["reused"] for r in again["rows"])
+
+
+def test_the_report_says_how_the_seeds_models_ask_the_llm_as_the_default_model_does():
+    assert final_seeds.check_words({"llm_check": False}) == ""
+    every = final_seeds.check_words({"llm_check": True, "llm_check_below": None})
+    assert every == " with its LLM check on the additions"
+    assert final_seeds.check_words({"llm_check": True, "llm_check_below": 0.8}).endswith("scored under 0.8")
