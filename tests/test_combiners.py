@@ -2,6 +2,7 @@
 hybrid of the reports is reproduced from the committed fold runs."""
 
 import json
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -15,23 +16,32 @@ from clinsynth.paths import PROJECT_ROOT as REPO
 NAMES = ("A", "B")
 
 
-def view(rng: np.random.Generator, n: int = 200) -> combiners.FoldView:
-    """Category A: the rule fires on every positive and on false positives the student scores low.
-    Category B: the rule never fires; the student separates at 0.5."""
+Part = tuple[np.ndarray, np.ndarray, np.ndarray]  # scores, hits, gold
 
-    def part(m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        gold = rng.random((m, 2)) < 0.3
-        hits = np.zeros((m, 2))
-        hits[:, 0] = gold[:, 0] | (rng.random(m) < 0.3)
-        scores = np.where(gold, rng.uniform(0.55, 0.95, (m, 2)), rng.uniform(0.05, 0.45, (m, 2)))
-        return scores, hits, gold
 
+def from_parts(part: Callable[[int], Part], n: int) -> tuple[combiners.FoldView, np.ndarray]:
+    """A fold of ``n`` sentences, an inner dev as large and other folds twice as large, each drawn by
+    ``part``; and the fold's gold labels."""
     fold, dev, other = part(n), part(n), part(2 * n)
     return combiners.FoldView(
         scores=fold[0], hits=fold[1], out_of_scope=np.zeros((n, 2), dtype=bool), thresholds=np.array([0.5, 0.5]),
         dev_scores=dev[0], dev_hits=dev[1], dev_gold=dev[2], dev_out_of_scope=np.zeros((n, 2), dtype=bool),
         other_scores=other[0], other_hits=other[1], other_gold=other[2],
     ), fold[2]  # fmt: skip
+
+
+def view(rng: np.random.Generator, n: int = 200) -> tuple[combiners.FoldView, np.ndarray]:
+    """Category A: the rule fires on every positive and on false positives the student scores low.
+    Category B: the rule never fires; the student separates at 0.5."""
+
+    def part(m: int) -> Part:
+        gold = rng.random((m, 2)) < 0.3
+        hits = np.zeros((m, 2))
+        hits[:, 0] = gold[:, 0] | (rng.random(m) < 0.3)
+        scores = np.where(gold, rng.uniform(0.55, 0.95, (m, 2)), rng.uniform(0.05, 0.45, (m, 2)))
+        return scores, hits, gold
+
+    return from_parts(part, n)
 
 
 def f1(decided: np.ndarray, gold: np.ndarray) -> float:
@@ -106,7 +116,7 @@ def veto_view(rng: np.random.Generator, n: int = 300) -> tuple[combiners.FoldVie
     positives it scores under 0.04, so the rule is worth using and a bar of 0.05 drops only its errors.
     Category B: no rule; the student separates at 0.5."""
 
-    def part(m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def part(m: int) -> Part:
         gold = rng.random((m, 2)) < 0.3
         scores = np.where(gold, rng.uniform(0.55, 0.95, (m, 2)), rng.uniform(0.05, 0.45, (m, 2)))
         unsure = gold[:, 0] & (rng.random(m) < 0.5)
@@ -117,12 +127,7 @@ def veto_view(rng: np.random.Generator, n: int = 300) -> tuple[combiners.FoldVie
         hits[:, 0] = gold[:, 0] | false_hit
         return scores, hits, gold
 
-    fold, dev, other = part(n), part(n), part(2 * n)
-    return combiners.FoldView(
-        scores=fold[0], hits=fold[1], out_of_scope=np.zeros((n, 2), dtype=bool), thresholds=np.array([0.5, 0.5]),
-        dev_scores=dev[0], dev_hits=dev[1], dev_gold=dev[2], dev_out_of_scope=np.zeros((n, 2), dtype=bool),
-        other_scores=other[0], other_hits=other[1], other_gold=other[2],
-    ), fold[2]  # fmt: skip
+    return from_parts(part, n)
 
 
 def test_the_per_category_rule_veto_drops_low_scored_hits_only_where_the_other_folds_found_them_wrong():
