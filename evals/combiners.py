@@ -88,6 +88,12 @@ class FoldView:
     other_gold: np.ndarray
     other_out_of_scope: np.ndarray | None = None  # None: the other folds' sentences are all in scope
 
+    def other_scope(self) -> np.ndarray:
+        """The other folds' out-of-scope cells, all False where none were given."""
+        if self.other_out_of_scope is not None:
+            return self.other_out_of_scope
+        return np.zeros(self.other_scores.shape, dtype=bool)
+
 
 Combiner = Callable[[FoldView, Sequence[str]], np.ndarray]  # -> 0/1 decisions for the fold
 
@@ -154,13 +160,12 @@ def _student_helps(decided_with: np.ndarray, decided_without: np.ndarray, gold: 
 
 
 def _gated(view: FoldView, names: Sequence[str], scores: np.ndarray, hits: np.ndarray, gold: np.ndarray,
-           out_of_scope: np.ndarray | None) -> np.ndarray:  # fmt: skip
+           out_of_scope: np.ndarray) -> np.ndarray:  # fmt: skip
     """The hybrid, its student kept off each category where its additions lowered that category's F1
     on the given held-out sentences (a student twin of ``use_rule``)."""
     stack = RuleStack.fit(names, view.dev_scores, view.dev_hits, view.dev_gold, view.dev_out_of_scope)
     rules_only = RuleStack(threshold=1.01, use_rule=stack.use_rule, respect_scope=False)
-    scope = out_of_scope if out_of_scope is not None else np.zeros(scores.shape, dtype=bool)
-    keep = _student_helps(stack.decide(names, scores, hits, scope), rules_only.decide(names, scores, hits),
+    keep = _student_helps(stack.decide(names, scores, hits, out_of_scope), rules_only.decide(names, scores, hits),
                           gold.astype(bool))  # fmt: skip
     with_student = stack.decide(names, view.scores, view.hits, view.out_of_scope)
     without = rules_only.decide(names, view.scores, view.hits)
@@ -172,7 +177,7 @@ def student_gated_on_dev(view: FoldView, names: Sequence[str]) -> np.ndarray:
 
 
 def student_gated_on_other_folds(view: FoldView, names: Sequence[str]) -> np.ndarray:
-    return _gated(view, names, view.other_scores, view.other_hits, view.other_gold, view.other_out_of_scope)
+    return _gated(view, names, view.other_scores, view.other_hits, view.other_gold, view.other_scope())
 
 
 def threshold_by_cue_context(view: FoldView, names: Sequence[str]) -> np.ndarray:
@@ -196,9 +201,7 @@ def threshold_by_cue_context(view: FoldView, names: Sequence[str]) -> np.ndarray
 
 def rule_veto_per_category(view: FoldView, names: Sequence[str]) -> np.ndarray:
     stack = RuleStack.fit(names, view.dev_scores, view.dev_hits, view.dev_gold, view.dev_out_of_scope)
-    scope = view.other_out_of_scope if view.other_out_of_scope is not None else np.zeros(view.other_scores.shape,
-                                                                                         dtype=bool)  # fmt: skip
-    other = stack.decide(names, view.other_scores, view.other_hits, scope)
+    other = stack.decide(names, view.other_scores, view.other_hits, view.other_scope())
     other_hits, gold = view.other_hits > 0, view.other_gold.astype(bool)
 
     def bar(j: int) -> float:
