@@ -14,7 +14,7 @@ from clinsynth.data.mixes import MixSources
 from clinsynth.data.task import load_task
 from clinsynth.fingerprint import file_sha256
 from clinsynth.model.classifier import SignsClassifier
-from clinsynth.model.train import TrainConfig, mix_files, trained_as
+from clinsynth.model.train import TrainConfig, check_settings, mix_files, rechecked, trained_as
 from tests.conftest import TWO_CATEGORY_YAML, write_task
 from tests.mini_data import write_gold
 
@@ -47,6 +47,30 @@ def test_a_model_is_trained_as_a_config_says_only_with_its_mix_seed_budget_and_d
     with (task.gold_dir / "train.jsonl").open("a") as f:  # the gold changed since: retrain
         f.write(json.dumps({"id": "new", "text": "Fever again.", "labels": ["FEVER"], "note_id": "n99"}) + "\n")
     assert not trained_as(tmp_path / "m", task, config)
+
+
+def test_a_moved_llm_check_bar_rewrites_the_card_of_a_model_whose_student_is_the_same(task, tmp_path):
+    def fit_bar(below: float) -> None:  # as python -m evals.run llm-check writes its report
+        task.reports_dir.mkdir(parents=True, exist_ok=True)
+        report = {"adopted": {"gold": True}, "below": {"gold": below}}
+        (task.reports_dir / "llm-check.json").write_text(json.dumps(report))
+
+    config = TrainConfig(mix="gold+rules", seed=1, llm_check=True)
+    fit_bar(0.8)
+    write_card(task, config, tmp_path / "m")
+    card = json.loads((tmp_path / "m" / "clinsynth.json").read_text())
+    card["llm_check"] = check_settings(task, config)
+    (tmp_path / "m" / "clinsynth.json").write_text(json.dumps(card))
+    assert trained_as(tmp_path / "m", task, config)
+
+    fit_bar(0.9)
+    assert not trained_as(tmp_path / "m", task, config)
+    assert not rechecked(tmp_path / "m", task, TrainConfig(mix="gold+rules", seed=2, llm_check=True))
+    assert json.loads((tmp_path / "m" / "clinsynth.json").read_text())["llm_check"]["below"] == 0.8  # untouched
+    assert rechecked(tmp_path / "m", task, config)
+    assert json.loads((tmp_path / "m" / "clinsynth.json").read_text())["llm_check"]["below"] == 0.9
+    assert "with a score under 0.9" in (tmp_path / "m" / "README.md").read_text()
+    assert trained_as(tmp_path / "m", task, config)
 
 
 class _Model:

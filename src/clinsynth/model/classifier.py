@@ -339,8 +339,7 @@ class SignsClassifier:
         if needs_rules(self.info) and self.rules is not None and self.rules.path is not None:
             # The copy travels with the model, so later edits of the task's list do not change it.
             (path / RULES_FILE).write_bytes(Path(self.rules.path).read_bytes())
-        (path / META_FILE).write_text(json.dumps(asdict(self.info), indent=2) + "\n", encoding="utf-8")
-        (path / "README.md").write_text(model_card(self.info), encoding="utf-8")
+        write_card(path, self.info)
         return path
 
     @classmethod
@@ -401,6 +400,14 @@ def saved_rules(path: Path | str, info: ModelInfo) -> Any:
     from clinsynth.data.rules import load_rules
 
     return load_rules(Path(path) / RULES_FILE, info.labels)
+
+
+def write_card(path: Path | str, info: ModelInfo) -> None:
+    """``clinsynth.json`` and the readable ``README.md`` of a saved classifier, each written whole."""
+    from clinsynth.data.fileio import atomic_write_text
+
+    atomic_write_text(Path(path) / META_FILE, json.dumps(asdict(info), indent=2) + "\n")
+    atomic_write_text(Path(path) / "README.md", model_card(info))
 
 
 def read_info(path: Path | str) -> ModelInfo:

@@ -86,11 +86,56 @@ def mix_files(sources: MixSources, mix: str) -> list[Path]:
 
 def trained_as(model_dir: Path, task: Task, config: TrainConfig) -> bool:
     """Whether ``model_dir`` holds a model ``train(task, config)`` would make now: the same mix,
-    seed and budget, trained on files with the same hashes (its card's provenance)."""
-    meta = Path(model_dir) / "clinsynth.json"
-    if not meta.exists():
+    seed and budget, trained on files with the same hashes (its card's provenance), with the same
+    LLM check."""
+    info = _card(model_dir)
+    return info is not None and _same_student(info, task, config) and _same_check(info, task, config)
+
+
+def rechecked(model_dir: Path, task: Task, config: TrainConfig) -> bool:
+    """``trained_as``, where a model whose student is trained as ``config`` says but whose card names
+    another LLM check (the task's LLM-check report was rerun since) gets the check ``config`` asks for
+    written into its card: the check decides at prediction time, so the student is not retrained."""
+    info = _card(model_dir)
+    if info is None or not _same_student(info, task, config):
         return False
-    info = json.loads(meta.read_text(encoding="utf-8"))
+    if not _same_check(info, task, config):
+        from clinsynth.model.classifier import read_info, write_card
+
+        card = read_info(model_dir)
+        card.llm_check = check_settings(task, config)
+        write_card(model_dir, card)
+    return True
+
+
+def check_settings(task: Task, config: TrainConfig) -> dict[str, Any]:
+    """The card's ``llm_check`` for a model trained with ``config``: which LM role is asked, which report chose
+    the check and, where that report fitted one, the student score under which an addition is asked about
+    (``below``); empty without the check."""
+    if not config.llm_check:
+        return {}
+    check: dict[str, Any] = {"role": CHECK_ROLE, "chosen_by": task.relative(task.reports_dir / LLM_CHECK_REPORT)}
+    below = check_below(task, config.mix)
+    if below is not None:
+        check["below"] = below
+    return check
+
+
+def _card(model_dir: Path) -> dict[str, Any] | None:
+    meta = Path(model_dir) / "clinsynth.json"
+    return json.loads(meta.read_text(encoding="utf-8")) if meta.exists() else None
+
+
+def _same_check(info: dict[str, Any], task: Task, config: TrainConfig) -> bool:
+    """Whether the card ``info`` checks additions as ``config`` would: on or off, and under the same score
+    (a card from before ``chosen_by`` was recorded still counts)."""
+    saved, wanted = info.get("llm_check") or {}, check_settings(task, config)
+    return (bool(saved), saved.get("below")) == (bool(wanted), wanted.get("below"))
+
+
+def _same_student(info: dict[str, Any], task: Task, config: TrainConfig) -> bool:
+    """Whether the card ``info`` is of a student trained on ``config``'s mix, seed and budget, from files with
+    the hashes they have now."""
     sources = config.sources or MixSources.for_task(task)
     files = {task.relative(f): file_sha256(f) for f in mix_files(sources, config.mix)}
     budget = json.loads(json.dumps(asdict(config.budget)))  # as the card holds it (tuples as lists)
@@ -98,10 +143,8 @@ def trained_as(model_dir: Path, task: Task, config: TrainConfig) -> bool:
         saved = json.loads(json.dumps(asdict(TrainingBudget(**info.get("budget", {})))))
     except TypeError:  # a field this version does not know
         return False
-    check = info.get("llm_check") or {}
-    below = check_below(task, config.mix) if config.llm_check else None
-    return (info.get("mix"), info.get("seed"), saved, info.get("data_files"), bool(check), check.get("below")) == (
-        config.mix, config.seed, budget, files, config.llm_check, below)
+    return (info.get("mix"), info.get("seed"), saved, info.get("data_files")) == (
+        config.mix, config.seed, budget, files)
 
 
 def reference_model_dir(model_dir: Path) -> Path:
@@ -149,11 +192,7 @@ def train(task: Task, config: TrainConfig, out: Path | None = None) -> TrainResu
     info.test_scores["left_out"] = len(gold["test"]) - len(test)
     info.task, info.title = task.name, task.title
     info.data_files = {task.relative(f): file_sha256(f) for f in mix_files(sources, config.mix)}
-    if config.llm_check:
-        info.llm_check = {"role": CHECK_ROLE, "chosen_by": task.relative(task.reports_dir / LLM_CHECK_REPORT)}
-        below = check_below(task, config.mix)
-        if below is not None:  # the check asks only about the student's additions scored under it
-            info.llm_check["below"] = below
+    info.llm_check = check_settings(task, config)
     classifier.save(out)
     return TrainResult(out=out, mix=config.mix, classifier=classifier, seconds=time.monotonic() - started)
 
