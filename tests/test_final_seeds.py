@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from clinsynth.evals import final_seeds
@@ -120,3 +121,23 @@ def test_the_report_says_how_the_seeds_models_ask_the_llm_as_the_default_model_d
     every = final_seeds.check_words({"llm_check": True, "llm_check_below": None})
     assert every == " with its LLM check on the additions"
     assert final_seeds.check_words({"llm_check": True, "llm_check_below": 0.8}).endswith("scored under 0.8")
+
+
+def test_the_main_job_reuses_a_model_trained_the_same_way_and_retrains_one_that_is_not(task, tmp_path, monkeypatch):
+    from clinsynth.model import train as train_module
+
+    trained = []
+
+    def fake_train(task, config, out=None):  # writes the card train would write, without minutes of SetFit
+        trained.append(config.seed)
+        write_card(task, config, out)
+        info = SimpleNamespace(dev_scores={"micro_f1": 0.5})
+        return SimpleNamespace(classifier=SimpleNamespace(info=info))
+
+    monkeypatch.setattr(train_module, "train", fake_train)
+    config = TrainConfig(mix="gold", seed=3)
+    assert train_module.ensure_trained(task, config, tmp_path / "m")[1] is False and trained == [3]
+    info, reused = train_module.ensure_trained(task, config, tmp_path / "m")
+    assert reused and info.seed == 3 and trained == [3]
+    assert train_module.ensure_trained(task, TrainConfig(mix="gold", seed=4), tmp_path / "m")[1] is False
+    assert trained == [3, 4]

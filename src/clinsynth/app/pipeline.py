@@ -205,12 +205,12 @@ class MainJob:
 
     def default_model(self) -> str:
         from clinsynth.app.predict import predict_texts
-        from clinsynth.model.train import TrainConfig, default_llm_check, reference_model_dir, train
+        from clinsynth.model.train import TrainConfig, default_llm_check, ensure_trained, reference_model_dir
 
         mix = self.result.best_mix
         checked = default_llm_check(self.task, mix, self.report_dir)
-        trained = train(self.task, TrainConfig(mix=mix, budget=self.budget, sources=self.sources, llm_check=checked),
-                        out=self.model_dir)  # fmt: skip
+        info, reused = ensure_trained(self.task, TrainConfig(mix=mix, budget=self.budget, sources=self.sources,
+                                                             llm_check=checked), self.model_dir)  # fmt: skip
         examples = list(self.task.examples)
         lm = self._check_handle("the task's example sentences (clinsynth.toml)") if examples else None
         for row in predict_texts(self.task, examples, self.model_dir, backend="torch", handle=lm) if examples else []:
@@ -218,13 +218,14 @@ class MainJob:
         spent = self._spend(lm.usage()) if lm else ""
         self.result.model_dir = self.model_dir
         # Gold test is quoted once, by the report step, beside the baselines and with paired CIs.
-        words = (f"{self.task.relative(self.model_dir)} trained on {mix}{', LLM-checked' if checked else ''}: gold dev "
-                 f"micro F1 {trained.classifier.info.dev_scores['micro_f1']:.3f}")  # fmt: skip
+        words = (f"{self.task.relative(self.model_dir)} {'reused, as ' if reused else ''}trained on {mix}"
+                 f"{', LLM-checked' if checked else ''}: gold dev micro F1 "
+                 f"{info.dev_scores['micro_f1']:.3f}")  # fmt: skip
         if mix != "gold":
             # Gold test's paired comparison needs the gold-only model trained the same way.
-            train(self.task, TrainConfig(mix="gold", budget=self.budget, sources=self.sources),
-                  out=reference_model_dir(self.model_dir))  # fmt: skip
-            words += "; and its gold-only reference"
+            _, reused = ensure_trained(self.task, TrainConfig(mix="gold", budget=self.budget, sources=self.sources),
+                                       reference_model_dir(self.model_dir))  # fmt: skip
+            words += f"; and its gold-only reference{' (reused)' if reused else ''}"
         return words + spent
 
     def report(self) -> str:

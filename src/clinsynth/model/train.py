@@ -197,6 +197,17 @@ def train(task: Task, config: TrainConfig, out: Path | None = None) -> TrainResu
     return TrainResult(out=out, mix=config.mix, classifier=classifier, seconds=time.monotonic() - started)
 
 
+def ensure_trained(task: Task, config: TrainConfig, out: Path) -> tuple[Any, bool]:
+    """The card (``ModelInfo``) of the model ``config`` trains, in ``out``, and whether it was already there:
+    a rerun of the main job reuses a model trained the same way on the same files (``rechecked``) instead
+    of spending minutes retraining it."""
+    from clinsynth.model.classifier import read_info
+
+    if rechecked(out, task, config):
+        return read_info(out), True
+    return train(task, config, out=out).classifier.info, False
+
+
 def _gold(sources: MixSources, taxonomy: Any) -> dict[str, list[Any]]:
     from clinsynth.data.gold import load_gold
 
