@@ -131,6 +131,9 @@ def test_the_main_job_reuses_a_model_trained_the_same_way_and_retrains_one_that_
     def fake_train(task, config, out=None):  # writes the card train would write, without minutes of SetFit
         trained.append(config.seed)
         write_card(task, config, out)
+        card = json.loads((out / "clinsynth.json").read_text())
+        card["test_scores"] = {"sha256": file_sha256(task.gold_dir / "test.jsonl")}
+        (out / "clinsynth.json").write_text(json.dumps(card))
         info = SimpleNamespace(dev_scores={"micro_f1": 0.5})
         return SimpleNamespace(classifier=SimpleNamespace(info=info))
 
@@ -141,3 +144,8 @@ def test_the_main_job_reuses_a_model_trained_the_same_way_and_retrains_one_that_
     assert reused and info.seed == 3 and trained == [3]
     assert train_module.ensure_trained(task, TrainConfig(mix="gold", seed=4), tmp_path / "m")[1] is False
     assert trained == [3, 4]
+    with (task.gold_dir / "test.jsonl").open("a") as f:  # the card's test scores are stale now: retrain
+        f.write(json.dumps({"id": "t99", "text": "Cough today.", "labels": ["COUGH"], "note_id": "n98"}) + "\n")
+    assert train_module.ensure_trained(task, TrainConfig(mix="gold", seed=4), tmp_path / "m")[1] is False
+    assert trained == [3, 4, 4]
+    assert train_module.ensure_trained(task, TrainConfig(mix="gold", seed=4), tmp_path / "m")[1] is True
