@@ -31,7 +31,7 @@ from clinsynth.data.gold import held_out_test_sets
 from clinsynth.errors import DataError
 from clinsynth.model.classifier import SignsClassifier, TrainingBudget
 from clinsynth.model.metrics import multilabel_scores
-from clinsynth.model.train import TrainConfig, check_below, default_config, rechecked, train, trained_as
+from clinsynth.model.train import TrainConfig, check_settings, default_config, rechecked, train, trained_as
 from clinsynth.report import format_table
 
 REPORT = "final_seeds"
@@ -47,7 +47,7 @@ def model_dir_for(task: Any, config: TrainConfig, models_dir: Path) -> tuple[Pat
     own = models_dir / f"seed{config.seed}"
     # The seed's own model is reused where only the LLM check's bar moved (its card is rewritten): the
     # student is the same. The task's default model is left as the pipeline trained it.
-    return own, rechecked(own, task, config)
+    return own, rechecked(own, task, config) is not None
 
 
 def measure(task: Any, seeds: Sequence[int], models_dir: Path, budget: TrainingBudget | None = None,
@@ -86,7 +86,7 @@ def measure(task: Any, seeds: Sequence[int], models_dir: Path, budget: TrainingB
     pooled = {name: _scored(truth[name], notes[name], predicted[name], rules[name], task.taxonomy) for name in sets}
     rule_list = {name: {m: multilabel_scores(truth[name], rules[name], task.taxonomy)[m] for m in HEADLINE}
                  for name in sets}  # fmt: skip
-    below = check_below(task, mix) if default.llm_check else None
+    below = check_settings(task, default).get("below")
     return {"task": task.name, "mix": mix, "llm_check": default.llm_check, "llm_check_below": below,
             "seeds": list(seeds), "rows": rows,
             "pooled": pooled,

@@ -66,9 +66,9 @@ def test_a_moved_llm_check_bar_rewrites_the_card_of_a_model_whose_student_is_the
 
     fit_bar(0.9)
     assert not trained_as(tmp_path / "m", task, config)
-    assert not rechecked(tmp_path / "m", task, TrainConfig(mix="gold+rules", seed=2, llm_check=True))
+    assert rechecked(tmp_path / "m", task, TrainConfig(mix="gold+rules", seed=2, llm_check=True)) is None
     assert json.loads((tmp_path / "m" / "clinsynth.json").read_text())["llm_check"]["below"] == 0.8  # untouched
-    assert rechecked(tmp_path / "m", task, config)
+    assert rechecked(tmp_path / "m", task, config).llm_check["below"] == 0.9
     assert json.loads((tmp_path / "m" / "clinsynth.json").read_text())["llm_check"]["below"] == 0.9
     assert "with a score under 0.9" in (tmp_path / "m" / "README.md").read_text()
     assert trained_as(tmp_path / "m", task, config)

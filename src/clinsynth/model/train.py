@@ -27,7 +27,7 @@ from clinsynth.data.mixes import (
 from clinsynth.data.task import Task
 from clinsynth.errors import DataError
 from clinsynth.fingerprint import file_sha256
-from clinsynth.model.classifier import SignsClassifier, TrainingBudget
+from clinsynth.model.classifier import ModelInfo, SignsClassifier, TrainingBudget, write_card
 from clinsynth.model.metrics import multilabel_scores
 
 FALLBACK_MIX = "gold"
@@ -89,23 +89,21 @@ def trained_as(model_dir: Path, task: Task, config: TrainConfig) -> bool:
     seed and budget, trained on files with the same hashes (its card's provenance), with the same
     LLM check."""
     info = _card(model_dir)
-    return info is not None and _same_student(info, task, config) and _same_check(info, task, config)
+    return info is not None and _same_student(info, task, config) and _same_check(info, check_settings(task, config))
 
 
-def rechecked(model_dir: Path, task: Task, config: TrainConfig) -> bool:
-    """``trained_as``, where a model whose student is trained as ``config`` says but whose card names
-    another LLM check (the task's LLM-check report was rerun since) gets the check ``config`` asks for
-    written into its card: the check decides at prediction time, so the student is not retrained."""
+def rechecked(model_dir: Path, task: Task, config: TrainConfig) -> ModelInfo | None:
+    """The card of the model in ``model_dir`` where its student is trained as ``config`` says (None otherwise).
+    A card that names another LLM check (the task's LLM-check report was rerun since) gets the check
+    ``config`` asks for written into it: the check decides at prediction time, so the student is not retrained."""
     info = _card(model_dir)
     if info is None or not _same_student(info, task, config):
-        return False
-    if not _same_check(info, task, config):
-        from clinsynth.model.classifier import read_info, write_card
-
-        card = read_info(model_dir)
-        card.llm_check = check_settings(task, config)
+        return None
+    card, check = ModelInfo(**info), check_settings(task, config)
+    if not _same_check(info, check):
+        card.llm_check = check
         write_card(model_dir, card)
-    return True
+    return card
 
 
 def check_settings(task: Task, config: TrainConfig) -> dict[str, Any]:
@@ -126,10 +124,10 @@ def _card(model_dir: Path) -> dict[str, Any] | None:
     return json.loads(meta.read_text(encoding="utf-8")) if meta.exists() else None
 
 
-def _same_check(info: dict[str, Any], task: Task, config: TrainConfig) -> bool:
-    """Whether the card ``info`` checks additions as ``config`` would: on or off, and under the same score
-    (a card from before ``chosen_by`` was recorded still counts)."""
-    saved, wanted = info.get("llm_check") or {}, check_settings(task, config)
+def _same_check(info: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Whether the card ``info`` checks additions as ``wanted`` (``check_settings``) says: on or off, and under
+    the same score (a card from before ``chosen_by`` was recorded still counts)."""
+    saved = info.get("llm_check") or {}
     return (bool(saved), saved.get("below")) == (bool(wanted), wanted.get("below"))
 
 
@@ -198,18 +196,14 @@ def train(task: Task, config: TrainConfig, out: Path | None = None) -> TrainResu
     return TrainResult(out=out, mix=config.mix, classifier=classifier, seconds=time.monotonic() - started)
 
 
-def ensure_trained(task: Task, config: TrainConfig, out: Path) -> tuple[Any, bool]:
+def ensure_trained(task: Task, config: TrainConfig, out: Path) -> tuple[ModelInfo, bool]:
     """The card (``ModelInfo``) of the model ``config`` trains, in ``out``, and whether it was already there:
     a rerun of the main job reuses a model trained the same way on the same files (``rechecked``) instead
     of spending minutes retraining it."""
-    from clinsynth.model.classifier import read_info
-
-    card = _card(out)
+    card = rechecked(out, task, config)
     # The card quotes gold test scores: a changed test file makes them stale, so that retrains too.
-    same_test = card is not None and card.get("test_scores", {}).get("sha256") == _test_sha256(
-        config.sources or MixSources.for_task(task))
-    if same_test and rechecked(out, task, config):
-        return read_info(out), True
+    if card is not None and card.test_scores.get("sha256") == _test_sha256(config.sources or MixSources.for_task(task)):
+        return card, True
     return train(task, config, out=out).classifier.info, False
 
 
