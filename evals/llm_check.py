@@ -27,6 +27,10 @@ hybrid are also scored on every sentence of the pool's whole notes, out of fold
 (``evals.whole_view``): there most sentences are NONE, so an addition is more often wrong
 than on the enriched pool, and the check may pay where it did not. The check is adopted as
 the default mix is chosen, on both sets (``adopted``).
+
+``--neighbours K`` asks with ``NeighbourCheck`` instead: K annotated pool sentences per side
+beside each question, none from the sentence's own note. It writes a side report (``--out-dir``):
+saved models ask without neighbours, so such a report chooses nothing.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from clinsynth.evals.combiners import (
 from clinsynth.evals.cv import HEADLINE, CVSettings, note_of, task_cross_validation
 from clinsynth.evals.whole_view import SETS, decide_view, view_cross_validation
 from clinsynth.programs.addition_check import AdditionCheck, additions
+from clinsynth.programs.verify_category import NeighbourCheck, Neighbours
 
 from clinsynth.data.fileio import atomic_write_text
 from clinsynth.data.mixes import HYBRID_SUFFIX
@@ -103,21 +108,26 @@ def check_helps(with_check: np.ndarray, without: np.ndarray, gold: np.ndarray) -
     return per_category_f1(with_check, gold) > per_category_f1(without, gold)
 
 
-def ask(task: Any, cells: Sequence[Cell], texts: dict[str, str], handle: LMHandle | None, lm: LMSpec | None = None,
-        threads: int = 1) -> tuple[dict[Cell, bool], int, float, str]:  # fmt: skip
+def ask(task: Any, cells: Sequence[Cell], records: dict[str, Record], handle: LMHandle | None,
+        lm: LMSpec | None = None, threads: int = 1,
+        neighbours: Neighbours | None = None) -> tuple[dict[Cell, bool], int, float, str]:  # fmt: skip
     """The LLM's yes/no per cell (failed cells left out), the number that failed, seconds, and the LM's name.
 
     The LM is ``handle`` (tests), else ``lm``, else the task's labeller, opened after the privacy check;
-    it is asked as a saved model asks it (``AdditionCheck``).
+    it is asked as a saved model asks it (``AdditionCheck``), or with ``neighbours`` shown beside each
+    question (``NeighbourCheck``; none from the sentence's own note).
     """
     splits = ", ".join(task.relative(task.split_path(s)) for s in ("train", "dev"))
+    program = NeighbourCheck(task.taxonomy, neighbours) if neighbours else None
     check = AdditionCheck.open(task, [Content(f"gold train + dev ({splits}) and their whole notes",
                                               Sensitivity.PRIVATE)], handle,
-                               lm=lm, threads=threads, show_progress=True)  # fmt: skip
-    ids = list(texts)
+                               lm=lm, program=program, threads=threads, show_progress=True)  # fmt: skip
+    ids = list(records)
     position = {sentence_id: i for i, sentence_id in enumerate(ids)}
+    notes = [note_of(records[i]) for i in ids] if neighbours else None
     started = time.monotonic()
-    said = check.answers([texts[i] for i in ids], [(position[sentence_id], name) for sentence_id, name in cells])
+    said = check.answers([records[i].text for i in ids],
+                         [(position[sentence_id], name) for sentence_id, name in cells], notes)  # fmt: skip
     answers = {(ids[i], name): answer for (i, name), answer in said.items()}
     return answers, len(cells) - len(answers), time.monotonic() - started, check.handle.name
 
@@ -198,9 +208,10 @@ def label_sets(matrix: np.ndarray, names: Sequence[str]) -> list[list[str]]:
 
 
 def compare(task: Any, settings: CVSettings, *, handle: LMHandle | None = None, lm: LMSpec | None = None,
-            threads: int = 1, work_dir: Path | None = None) -> dict[str, Any]:  # fmt: skip
+            threads: int = 1, work_dir: Path | None = None, neighbours: int = 0) -> dict[str, Any]:  # fmt: skip
     """The hybrid, with the LLM check and gated per category, x the mixes x seeds, with paired CIs; the
-    hybrid and the checked hybrid also on whole notes where the task scores them."""
+    hybrid and the checked hybrid also on whole notes where the task scores them. ``neighbours``: show the
+    LLM that many annotated pool sentences per side beside each question (``NeighbourCheck``); 0: none."""
     if task.rules is None:
         raise DataError(f"task {task.name} has no rule list (rules.yaml): the hybrid needs it")
     cv = task_cross_validation(task, settings, work_dir=work_dir)
@@ -222,7 +233,8 @@ def compare(task: Any, settings: CVSettings, *, handle: LMHandle | None = None, 
     # Grouped by category, so consecutive calls share the cached prompt prefix.
     cells = sorted(asked, key=lambda cell: (cell[1], cell[0]))
     by_id = {r.id: r for r in [*pool, *whole_records]}
-    answers, failed, seconds, lm_name = ask(task, cells, {i: r.text for i, r in by_id.items()}, handle, lm, threads)
+    shown = Neighbours(pool, neighbours) if neighbours else None
+    answers, failed, seconds, lm_name = ask(task, cells, by_id, handle, lm, threads, shown)
     gold_cells = {cell: cell[1] in by_id[cell[0]].labels for cell in cells}
 
     gold_sets = [list(r.labels) for r in pool]
@@ -255,7 +267,8 @@ def compare(task: Any, settings: CVSettings, *, handle: LMHandle | None = None, 
         fitted[mix] = fit_below(everything)
     rules_scores = multilabel_scores(gold_sets, rule_list[0], task.taxonomy)
     summary = {"task": task.name, "n": len(pool), "notes": len(set(notes)), "folds": settings.folds,
-               "seeds": list(settings.seeds), "lm": lm_name, "cells": len(cells), "failed": failed,
+               "seeds": list(settings.seeds), "lm": lm_name, "neighbours": neighbours, "cells": len(cells),
+               "failed": failed,
                "seconds": round(seconds, 1), "systems": systems,
                "rule_list": {m: rules_scores[m] for m in HEADLINE},
                "check": check_table(cells, answers, gold_cells, names), "whole": None}  # fmt: skip
@@ -307,8 +320,16 @@ def whole_lines(whole: dict[str, Any] | None) -> list[str]:
             "the distribution a user's notes have.", "", systems_table(whole), ""]  # fmt: skip
 
 
+def neighbour_words(shown: int) -> str:
+    if not shown:
+        return ""
+    return (f"Beside each question the LLM was shown the {shown} most similar pool sentences that document the "
+            f"category and the {shown} most similar that do not, with their answers, none from the asked "
+            "sentence's own note (`NeighbourCheck`, MiniLM similarity). ")
+
+
 def render(summary: dict[str, Any], command: str) -> str:
-    check = summary["check"]
+    check, shown = summary["check"], summary.get("neighbours", 0)
     headers = ["category", "additions asked", "kept, right", "kept, wrong", "dropped, right", "dropped, wrong"]
     rows = [[n, c["asked"], c["kept_right"], c["kept_wrong"], c["dropped_right"], c["dropped_wrong"]]
             for n, c in check.items()]  # fmt: skip
@@ -325,13 +346,16 @@ def render(summary: dict[str, Any], command: str) -> str:
         f"{summary['cells']} distinct (sentence, category) cells the hybrid adds beyond the rule list in some seed, "
         "on the pool or on its whole notes "
         f"({summary['failed']} unanswered after retries, kept; {summary['seconds']:.0f} s, DSPy cache hits included). "
+        f"{neighbour_words(shown)}"
         "Mean ± sd over seeds; Δ: paired bootstrap 95% interval over notes. How it works: the docstring of "
         "`evals/llm_check.py`.",
         "",
         systems_table(summary),
         "",
         *whole_lines(summary.get("whole")),
-        adoption_words(summary.get("adopted", {}), summary.get("below")),
+        adoption_words(summary.get("adopted", {}), summary.get("below")) if not shown else
+        "A saved model asks without neighbours (`CategoryCheck`): this report measures the question with them, "
+        "beside the task's `llm-check.md`, which chooses the default model's check.",
         "",
         "## What the LLM said about the additions (distinct cells, right or wrong by gold)",
         "",
@@ -345,9 +369,9 @@ def render(summary: dict[str, Any], command: str) -> str:
 
 
 def write(task: Any, settings: CVSettings, out_dir: Path, command: str, *, handle: LMHandle | None = None,
-          lm: LMSpec | None = None, threads: int = 1,
-          work_dir: Path | None = None) -> tuple[Path, dict[str, Any]]:  # fmt: skip
-    summary = compare(task, settings, handle=handle, lm=lm, threads=threads, work_dir=work_dir)
+          lm: LMSpec | None = None, threads: int = 1, work_dir: Path | None = None,
+          neighbours: int = 0) -> tuple[Path, dict[str, Any]]:  # fmt: skip
+    summary = compare(task, settings, handle=handle, lm=lm, threads=threads, work_dir=work_dir, neighbours=neighbours)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / f"{REPORT}.json", json.dumps(summary, indent=2))
     path = out_dir / f"{REPORT}.md"

@@ -111,6 +111,9 @@ def build_parser(prog: str = "python -m evals.run") -> argparse.ArgumentParser:
     check.add_argument("--mixes", default=None, help="comma-separated mixes with finished runs (default: the task's)")
     check.add_argument("--seeds", default=None, help="comma-separated training seeds (default: the task's, else 0,1,2)")
     check.add_argument("--work-dir", type=Path, default=None, help="where finished runs are kept (default: the task's)")
+    check.add_argument("--neighbours", type=int, default=0,
+                       help="show the LLM this many similar annotated pool sentences per side beside each question "
+                       "(a side report: needs --out-dir; saved models ask without them)")  # fmt: skip
     whole = add("whole-view", "cross-validation scored on the pool's whole notes (every sentence, mostly NONE) "
                 "beside the enriched pool: students, hybrids and the rule list, paired CIs; a finished run without "
                 "whole-note scores is retrained for them")  # fmt: skip
@@ -236,10 +239,13 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         elif args.suite == "llm-check":
             from clinsynth.evals import cv, llm_check
 
+            if args.neighbours and Path(out_dir).resolve() == task.reports_dir.resolve():
+                raise ClinsynthError("--neighbours writes a side report (saved models ask without neighbours, and "
+                                     f"{task.reports_dir / 'llm-check.json'} chooses their check): pass --out-dir")
             settings = cv.CVSettings.for_task(task, mixes=mixes_arg(args), seeds=seeds_arg(args))
             lm = LMSpec(args.lm, args.api_base) if args.lm else None
             report, _ = llm_check.write(task, settings, Path(out_dir), command, lm=lm, threads=args.threads,
-                                        work_dir=args.work_dir)  # fmt: skip
+                                        work_dir=args.work_dir, neighbours=args.neighbours)  # fmt: skip
             print(f"report: {report}")
         elif args.suite == "final-seeds":
             from clinsynth.evals import final_seeds

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 from clinsynth.programs.scoring import run_timed
-from clinsynth.programs.verify_category import CategoryCheck
+from clinsynth.programs.verify_category import CategoryCheck, NeighbourCheck
 
 from clinsynth.data.privacy import Sensitivity
 from clinsynth.data.rules import RuleSet
@@ -65,7 +65,7 @@ class AdditionCheck:
     handle: LMHandle
     threads: int = 1
     show_progress: bool = False
-    program: CategoryCheck | None = None  # None: built from the taxonomy
+    program: CategoryCheck | NeighbourCheck | None = None  # None: a CategoryCheck built from the taxonomy
     below: float | None = None  # ask only about additions the student scored under this; None: every one
 
     def __post_init__(self) -> None:
@@ -74,16 +74,18 @@ class AdditionCheck:
 
     @classmethod
     def open(cls, task: Any, data: Sequence[Content], handle: LMHandle | None = None, rules: RuleSet | None = None,
-             lm: LMSpec | None = None, **settings: Any) -> AdditionCheck:  # fmt: skip
+             lm: LMSpec | None = None, program: CategoryCheck | NeighbourCheck | None = None,
+             **settings: Any) -> AdditionCheck:  # fmt: skip
         """The check on ``lm`` (default the task's labeller), opened after the privacy check on ``data``
         (``handle``: an LM already open, e.g. in tests).
 
-        ``rules``: the rule list the model was fitted with (a saved hybrid keeps a copy); default the task's."""
+        ``rules``: the rule list the model was fitted with (a saved hybrid keeps a copy); default the task's.
+        ``program``: how the LM is asked (default ``CategoryCheck``)."""
         rules = rules or task.rules
         if rules is None:
             raise DataError(f"task {task.name} has no rule list (rules.yaml): the LLM check needs one to know "
                             "what the student added")  # fmt: skip
-        program = CategoryCheck(task.taxonomy)
+        program = program or CategoryCheck(task.taxonomy)
         if handle is None:
             handle = open_lm(lm or task.lm(CHECK_ROLE), CHECK_ROLE, task.privacy, list(data), {"check": program},
                              env_folders=[task.root])  # fmt: skip
@@ -101,14 +103,20 @@ class AdditionCheck:
         return cls.open(task, [Content(what, Sensitivity.PRIVATE)], handle, rules=saved_rules(model_dir, info),
                         show_progress=True, below=info.llm_check.get("below"))  # fmt: skip
 
-    def answers(self, texts: Sequence[str], cells: Sequence[Cell]) -> dict[Cell, bool]:
-        """The LM's yes/no per cell; a cell that failed after retries is left out."""
+    def answers(self, texts: Sequence[str], cells: Sequence[Cell],
+                notes: Sequence[str | None] | None = None) -> dict[Cell, bool]:  # fmt: skip
+        """The LM's yes/no per cell; a cell that failed after retries is left out. ``notes``: each text's
+        note, for a ``NeighbourCheck`` (which shows no sentence of the asked one's own note)."""
         if not cells:
             return {}
         # Grouped by category, so consecutive calls share the cached prompt prefix.
         order = sorted(cells, key=lambda cell: (cell[1], cell[0]))
-        attempts, _ = run_timed(lambda cell: self.program(sentence=texts[cell[0]], category=cell[1]), order,
-                                self.handle, threads=self.threads, desc="LLM check",
+
+        def ask(cell: Cell) -> Any:
+            where = {} if notes is None else {"note": notes[cell[0]]}
+            return self.program(sentence=texts[cell[0]], category=cell[1], **where)
+
+        attempts, _ = run_timed(ask, order, self.handle, threads=self.threads, desc="LLM check",
                                 show_progress=self.show_progress)  # fmt: skip
         return {cell: bool(a.value.present) for cell, a in zip(order, attempts, strict=True) if a.ok}
 

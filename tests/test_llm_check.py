@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 from clinsynth.evals import combiners, llm_check
 from clinsynth.evals.cv import CVSettings
-from clinsynth.programs.verify_category import CategoryCheck
+from clinsynth.programs.verify_category import CategoryCheck, NeighbourCheck, Neighbours
 from dspy.utils import DummyLM
 
 from clinsynth.data.privacy import Endpoint
+from clinsynth.data.records import Record
 from clinsynth.data.task import LMSpec, load_task
-from clinsynth.errors import PrivacyError
+from clinsynth.errors import DataError, PrivacyError
 from clinsynth.llm.lm import LMHandle
 from clinsynth.paths import PROJECT_ROOT as REPO
 from tests.conftest import ad_task
@@ -57,6 +58,46 @@ def test_the_program_asks_about_one_category_with_its_part_of_the_guideline_only
     assert "### COGNITIVE_IMPAIRMENT" not in prompt and taxonomy.general_rules_text in prompt
 
 
+def test_neighbours_are_the_nearest_that_document_the_category_and_that_do_not_from_other_notes():
+    records = [
+        Record("a1", "Daughter says he gets lost driving home.", ["NOTICE_BY_OTHERS"], "gold", note_id="a"),
+        Record("b1", "Wife reports he forgets names of friends.", ["NOTICE_BY_OTHERS"], "gold", note_id="b"),
+        Record("b2", "Son says he forgets to pay bills.", ["NOTICE_BY_OTHERS"], "gold", note_id="b"),
+        Record("c1", "He says he gets lost driving home.", ["COGNITIVE_IMPAIRMENT"], "gold", note_id="c"),
+        Record("c2", "Abdomen is soft and nontender.", [], "gold", note_id="c"),
+        Record("d1", "Wife says he gets lost driving home.", ["NOTICE_BY_OTHERS"], "gold", note_id="d"),
+    ]
+    shown = Neighbours(records, k=1).shown("Wife says he gets lost driving home.", "NOTICE_BY_OTHERS", note="a")
+    # Own note (a1) and the sentence itself (d1) are never shown; one of each side, the most similar last.
+    assert shown.splitlines() == ['- "Wife reports he forgets names of friends." -> true',
+                                  '- "He says he gets lost driving home." -> false']  # fmt: skip
+
+
+def test_the_neighbour_check_puts_the_neighbours_between_the_guideline_and_the_sentence():
+    taxonomy = ad_task().taxonomy
+    records = [Record("x1", "Wife reports he forgets names.", ["NOTICE_BY_OTHERS"], "gold", note_id="x"),
+               Record("y1", "Abdomen is soft.", [], "gold", note_id="y")]  # fmt: skip
+    handle = dummy_handle([{"present": True}])
+    with handle.context():
+        said = NeighbourCheck(taxonomy, Neighbours(records, k=1))(sentence="Son says she repeats herself.",
+                                                                 category="NOTICE_BY_OTHERS", note="z")  # fmt: skip
+    assert said.present is True
+    prompt = handle.lm.history[0]["messages"][-1]["content"]
+    guideline, shown, sentence = (prompt.index(taxonomy.category_text("NOTICE_BY_OTHERS")),
+                                  prompt.index('"Wife reports he forgets names." -> true'),
+                                  prompt.index("Son says she repeats herself."))  # fmt: skip
+    assert guideline < shown < sentence and '"Abdomen is soft." -> false' in prompt
+
+
+def test_a_report_made_with_neighbours_cannot_choose_a_saved_models_check(tmp_path):
+    from clinsynth.model.train import default_llm_check
+
+    task = ad_task()
+    (tmp_path / "llm-check.json").write_text('{"neighbours": 3, "adopted": {"gold": true}}')
+    with pytest.raises(DataError, match="--neighbours"):
+        default_llm_check(task, "gold+rules", reports_dir=tmp_path)
+
+
 def test_the_guideline_is_its_general_rules_and_category_parts():
     taxonomy = ad_task().taxonomy
     text = taxonomy.guideline_text
@@ -93,6 +134,19 @@ def test_on_the_committed_runs_a_check_that_agrees_is_the_hybrid_and_one_that_re
     assert "## Whole notes" in report
     # A check that says yes to everything changes nothing, under any bar.
     assert row[(mix, llm_check.SCORED)]["micro_f1"] == pytest.approx(hybrid["micro_f1"])
+
+
+def test_with_neighbours_every_question_shows_pool_sentences_of_other_notes_and_the_report_chooses_nothing():
+    task = load_task(REPO / "tasks" / "sdoh")
+    settings = CVSettings.for_task(task, seeds=(0,))
+    handle = dummy_handle([{"present": True}] * 200)
+    summary = llm_check.compare(task, settings, handle=handle, neighbours=1)
+    assert summary["neighbours"] == 1 and summary["cells"] == len(handle.lm.history) > 0
+    for call in handle.lm.history:
+        shown = call["messages"][-1]["content"].split("[[ ## annotated ## ]]")[1].split("[[ ## sentence ## ]]")[0]
+        assert len([line for line in shown.splitlines() if line.startswith("- ")]) == 2  # one per side
+    report = llm_check.render(summary, "cmd")
+    assert "NeighbourCheck" in report and "The check is adopted" not in report
 
 
 def test_gold_is_not_sent_to_a_remote_unapproved_lm(monkeypatch):

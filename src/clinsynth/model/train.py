@@ -244,7 +244,12 @@ def check_below(task: Task, mix: str, reports_dir: Path | None = None) -> float 
 def _llm_check_report(task: Task, reports_dir: Path | None) -> dict[str, Any]:
     """The task's cross-validated LLM-check report (``reports_dir``, default the task's); empty without one."""
     report = (reports_dir or task.reports_dir) / LLM_CHECK_REPORT
-    return json.loads(report.read_text(encoding="utf-8")) if report.exists() else {}
+    found = json.loads(report.read_text(encoding="utf-8")) if report.exists() else {}
+    if found.get("neighbours"):
+        # A saved model asks without neighbours: a report that measured the check with them cannot choose it.
+        raise DataError("this LLM-check report was made with --neighbours, which a saved model does not use: "
+                        "rerun `python -m evals.run llm-check` without it", path=report, field="neighbours")
+    return found
 
 
 def default_config(task: Task) -> TrainConfig:
