@@ -268,8 +268,7 @@ def compare(task: Any, settings: CVSettings, *, handle: LMHandle | None = None, 
     rules_scores = multilabel_scores(gold_sets, rule_list[0], task.taxonomy)
     summary = {"task": task.name, "n": len(pool), "notes": len(set(notes)), "folds": settings.folds,
                "seeds": list(settings.seeds), "lm": lm_name, "neighbours": neighbours, "cells": len(cells),
-               "failed": failed,
-               "seconds": round(seconds, 1), "systems": systems,
+               "failed": failed, "seconds": round(seconds, 1), "systems": systems,
                "rule_list": {m: rules_scores[m] for m in HEADLINE},
                "check": check_table(cells, answers, gold_cells, names), "whole": None}  # fmt: skip
     if whole:
